@@ -1,0 +1,42 @@
+"""Syncline: a self-hosted reactive backend for Python.
+
+What a functions module imports::
+
+    from syncline import query, mutation, action, v, ConvexError, api, internal
+
+Importing this package is cheap: it loads no server, database or CLI code.
+"""
+
+from syncline.__about__ import __version__
+from syncline.errors import ConvexError, SynclineError
+from syncline.functions.paths import api, internal
+from syncline.functions.registration import (
+    action,
+    internal_action,
+    internal_mutation,
+    internal_query,
+    mutation,
+    query,
+)
+from syncline.schema import define_schema, define_table
+from syncline.values.types import UNDEFINED, Int64
+from syncline.values.validators import v
+
+__all__ = [
+    "UNDEFINED",
+    "ConvexError",
+    "Int64",
+    "SynclineError",
+    "__version__",
+    "action",
+    "api",
+    "define_schema",
+    "define_table",
+    "internal",
+    "internal_action",
+    "internal_mutation",
+    "internal_query",
+    "mutation",
+    "query",
+    "v",
+]

@@ -1,0 +1,480 @@
+"""The database: snapshot reads on a thread pool, serial writes with group commit.
+
+Writes (mutations, system updates) are functions ``fn(tx) -> result`` queued
+to a single writer thread. The writer takes everything queued (up to
+``max_batch``), opens one storage transaction, and runs each function in its
+own savepoint with its own commit timestamp; a function that raises is rolled
+back alone. One COMMIT (one fsync) then makes the whole batch durable, after
+which the commits are published to listeners in ts order and the callers'
+futures resolve. Because writes are serial there are no write conflicts on
+SQLite: serial execution is serializable.
+
+Reads are functions run against a snapshot whose ``ts`` is known; they never
+block the writer.
+
+Timestamps are nanoseconds since the epoch, strictly increasing, and never
+reused across restarts: a new ts is ``max(last + 1, now)`` and the last one is
+stored with every commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import orjson
+
+from syncline.clock import Clock, SystemClock
+from syncline.database.catalog import (
+    BY_CREATION_TIME,
+    BY_ID,
+    SYSTEM_TABLES,
+    Catalog,
+    IndexInfo,
+    TableInfo,
+)
+from syncline.database.reads import ReadSet
+from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
+from syncline.database.writes import Commit, WriteSet
+from syncline.errors import InternalError, SchemaDefinitionError
+from syncline.persistence.base import LogEntry, Persistence, WriteConnection
+from syncline.values.json import from_json_bytes
+from syncline.values.validators import ValidatorError
+
+if TYPE_CHECKING:
+    from syncline.schema import Schema
+
+T = TypeVar("T")
+log = logging.getLogger("syncline.database")
+
+_TS_KEY = "ts"
+_CREATION_TIME_KEY = "creation_time"
+_SCHEMA_KEY = "schema"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult(Generic[T]):
+    value: T
+    ts: int
+    read_set: ReadSet
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult(Generic[T]):
+    value: T
+    ts: int
+    read_set: ReadSet
+    writes: WriteSet
+
+
+@dataclass(slots=True)
+class _WriteJob:
+    fn: Callable[[Transaction], Any]
+    #: a concurrent future (sync callers), or an asyncio future with its ``loop``
+    future: concurrent.futures.Future[Any] | asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop | None = None
+    exclusive: bool = False
+
+    def start(self) -> bool:
+        """False if the caller gave up (cancelled) before the job ran."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
+        return not self.future.cancelled()
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """Resolve many asyncio futures in one loop callback (one wake-up per batch)."""
+    for future, outcome in items:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """What applying a schema did."""
+
+    added_indexes: list[str] = field(default_factory=list)
+    removed_indexes: list[str] = field(default_factory=list)
+    created_tables: list[str] = field(default_factory=list)
+
+
+CommitListener = Callable[[list[Commit]], None]
+
+
+class Database:
+    def __init__(
+        self,
+        persistence: Persistence,
+        *,
+        clock: Clock | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        max_batch: int = 512,
+        read_threads: int = 4,
+        log_retention_ns: int = 3600 * 10**9,
+    ) -> None:
+        self.persistence = persistence
+        self.clock = clock or SystemClock()
+        self.limits = limits
+        self.max_batch = max_batch
+        self.log_retention_ns = log_retention_ns
+        self._listeners: list[CommitListener] = []
+        self._queue: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=read_threads, thread_name_prefix="syncline-read"
+        )
+        self._closed = False
+        self._commits_since_prune = 0
+
+        reader = persistence.reader()
+        try:
+            self._last_ts = reader.ts
+            self._catalog = Catalog.from_rows(reader.tables(), reader.indexes())
+            raw_ct = reader.get_global(_CREATION_TIME_KEY)
+            self._creation_time = float(raw_ct) if raw_ct else 0.0
+            raw_schema = reader.get_global(_SCHEMA_KEY)
+        finally:
+            persistence.release_reader(reader)
+        self._schema: Schema | None = None
+        if raw_schema:
+            from syncline.schema import Schema
+
+            self._schema = Schema.from_json(orjson.loads(raw_schema))
+
+        self._writer = threading.Thread(
+            target=self._writer_loop, name="syncline-writer", daemon=True
+        )
+        self._writer.start()
+        self._bootstrap()
+
+    @classmethod
+    def open_sqlite(
+        cls, path: str, *, durability: str = "full", clock: Clock | None = None, **kwargs: Any
+    ) -> Database:
+        from syncline.persistence.sqlite import SqlitePersistence
+
+        return cls(SqlitePersistence(path, durability=durability), clock=clock, **kwargs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @property
+    def schema(self) -> Schema | None:
+        return self._schema
+
+    @property
+    def last_ts(self) -> int:
+        return self._last_ts
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call ``listener(commits)`` after every durable commit, in ts order.
+
+        Listeners run on the writer thread before callers see their results:
+        keep them quick and never block (hand the work to another thread or loop).
+        """
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.remove(listener)
+
+    # ------------------------------------------------------------------ reads
+
+    def run_read(self, fn: Callable[[Transaction], T]) -> ReadResult[T]:
+        """Run ``fn`` on a fresh snapshot, in the calling thread."""
+        conn = self.persistence.reader()
+        try:
+            tx = Transaction(
+                conn, self._catalog, ts=conn.ts, schema=self._schema, limits=self.limits
+            )
+            value = fn(tx)
+            return ReadResult(value, conn.ts, tx.read_set)
+        finally:
+            self.persistence.release_reader(conn)
+
+    async def read(self, fn: Callable[[Transaction], T]) -> ReadResult[T]:
+        """Run ``fn`` on a fresh snapshot, on the read thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, self.run_read, fn)
+
+    # ------------------------------------------------------------------ writes
+
+    def submit_write(
+        self, fn: Callable[[Transaction], T], *, exclusive: bool = False
+    ) -> concurrent.futures.Future[WriteResult[T]]:
+        """Queue ``fn`` for the writer; the future resolves after its commit is durable."""
+        if self._closed:
+            raise InternalError("The database is closed")
+        future: concurrent.futures.Future[WriteResult[T]] = concurrent.futures.Future()
+        self._queue.put(_WriteJob(fn, future, exclusive=exclusive))
+        return future
+
+    def write_sync(self, fn: Callable[[Transaction], T]) -> WriteResult[T]:
+        return self.submit_write(fn).result()
+
+    async def write(self, fn: Callable[[Transaction], T]) -> WriteResult[T]:
+        """Queue ``fn`` for the writer and await its durable commit."""
+        if self._closed:
+            raise InternalError("The database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[WriteResult[T]] = loop.create_future()
+        self._queue.put(_WriteJob(fn, future, loop))
+        return await future
+
+    def _next_ts(self) -> int:
+        ts = max(self._last_ts + 1, self.clock.now_ns())
+        self._last_ts = ts
+        return ts
+
+    def _writer_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            batch = [job]
+            if not job.exclusive:
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)  # stop after this batch
+                        break
+                    if nxt.exclusive:
+                        self._run_batch(batch)
+                        batch = [nxt]
+                        break
+                    batch.append(nxt)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # the writer must outlive any one batch
+                log.exception("writer batch failed")
+                self._resolve([(j, exc) for j in batch if not j.future.done()])
+
+    def _run_batch(self, batch: list[_WriteJob]) -> None:
+        live = [j for j in batch if j.start()]
+        if not live:
+            return
+        conn = self.persistence.begin_write()
+        catalog = self._catalog
+        schema = self._schema
+        creation_time = self._creation_time
+        ts_before = self._last_ts
+        outcomes: list[tuple[_WriteJob, WriteResult[Any] | BaseException]] = []
+        commits: list[Commit] = []
+        log_entries: list[LogEntry] = []
+        try:
+            for n, job in enumerate(live):
+                ts = self._next_ts()
+                savepoint = f"m{n}"
+                conn.savepoint(savepoint)
+                tx = Transaction(
+                    conn,
+                    catalog,
+                    ts=ts,
+                    schema=schema,
+                    limits=self.limits,
+                    creation_time_floor=creation_time,
+                )
+                try:
+                    value = job.fn(tx)
+                except BaseException as exc:
+                    conn.rollback_to(savepoint)
+                    outcomes.append((job, exc))
+                    continue
+                conn.release(savepoint)
+                log_entries.extend(tx.log_entries())
+                catalog = tx.catalog
+                schema = tx.schema
+                creation_time = tx.creation_time_floor
+                outcomes.append((job, WriteResult(value, ts, tx.read_set, tx.writes)))
+                commits.append(Commit(ts, tx.writes))
+            if log_entries:
+                conn.append_log(log_entries)
+            conn.set_global(_TS_KEY, str(self._last_ts).encode())
+            conn.set_global(_CREATION_TIME_KEY, repr(creation_time).encode())
+            self._maybe_prune(conn)
+            self.persistence.commit_write(conn)
+        except BaseException as exc:
+            self.persistence.abort_write(conn)
+            self._last_ts = max(ts_before, self._last_ts)
+            error = InternalError(f"Commit failed: {exc}")
+            error.__cause__ = exc
+            self._resolve([(job, error) for job in live])
+            return
+        self._catalog = catalog
+        self._schema = schema
+        self._creation_time = creation_time
+        if commits:
+            for listener in self._listeners:
+                try:
+                    listener(commits)
+                except Exception:
+                    log.exception("commit listener failed")
+        self._resolve(outcomes)
+
+    @staticmethod
+    def _resolve(outcomes: list[tuple[_WriteJob, Any]]) -> None:
+        per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for job, outcome in outcomes:
+            if job.loop is not None:
+                per_loop.setdefault(job.loop, []).append((job.future, outcome))  # type: ignore[arg-type]
+            elif isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
+        for loop, items in per_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:
+                pass  # the caller's loop is closed: nobody is waiting any more
+
+    def _maybe_prune(self, conn: WriteConnection) -> None:
+        self._commits_since_prune += 1
+        if self._commits_since_prune >= 1000:
+            self._commits_since_prune = 0
+            conn.prune_log(self._last_ts - self.log_retention_ns)
+
+    # ------------------------------------------------------------------ schema
+
+    def _bootstrap(self) -> None:
+        """Create the system tables (and their indexes) that do not exist yet."""
+
+        def create(tx: Transaction) -> None:
+            for spec in SYSTEM_TABLES:
+                info = tx.ensure_table(spec.name)
+                _sync_indexes(tx, info, {BY_ID: (), BY_CREATION_TIME: (), **spec.indexes})
+
+        self.submit_write(create, exclusive=True).result()
+
+    def apply_schema(self, schema: Schema | None) -> SchemaChange:
+        """Make ``schema`` the active schema.
+
+        Existing documents of validated tables are checked first; a mismatch
+        raises SchemaDefinitionError naming the table, document and problem,
+        and changes nothing. Then tables are created, indexes added (and
+        backfilled) or dropped to match, and the schema is stored — all in one
+        transaction.
+        """
+
+        def apply(tx: Transaction) -> SchemaChange:
+            change = SchemaChange()
+            if schema is not None:
+                for table_name in schema.tables:
+                    info = tx.table(table_name)
+                    if info is None:
+                        continue
+                    _check_existing_documents(tx, schema, info)
+            desired: dict[str, dict[str, tuple[str, ...]]] = {}
+            if schema is not None:
+                for table_name, definition in schema.tables.items():
+                    desired[table_name] = {i.name: tuple(i.fields) for i in definition.indexes}
+            tx.schema = schema
+            for info in list(tx.catalog.tables()):
+                if info.is_system:
+                    continue
+                wanted = {BY_ID: (), BY_CREATION_TIME: (), **desired.get(info.name, {})}
+                added, removed = _sync_indexes(tx, info, wanted)
+                change.added_indexes.extend(added)
+                change.removed_indexes.extend(removed)
+            for table_name in desired:
+                if tx.table(table_name) is None:
+                    tx.ensure_table(table_name)
+                    change.created_tables.append(table_name)
+            conn = tx._require_writable()
+            payload = orjson.dumps(schema.to_json(), option=orjson.OPT_SORT_KEYS) if schema else b""
+            conn.set_global(_SCHEMA_KEY, payload)
+            return change
+
+        return self.submit_write(apply, exclusive=True).result().value
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join(timeout=30)
+        self._read_pool.shutdown(wait=True)
+        self.persistence.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_existing_documents(tx: Transaction, schema: Schema, info: TableInfo) -> None:
+    from syncline.database.query import full_range
+
+    validator = schema.validator_for(info.name)
+    if validator is None:
+        return
+    start, end = full_range()
+    for _key, doc in tx.scan(info.name, BY_CREATION_TIME, start, end):
+        fields = {k: v for k, v in doc.items() if k not in ("_id", "_creationTime")}
+        try:
+            validator.validate(fields, tx)
+        except ValidatorError as exc:
+            detail = exc.detail
+            raise SchemaDefinitionError(
+                f'Schema validation failed: document with ID "{doc["_id"]}" in table '
+                f'"{info.name}" does not match the schema: {detail}'
+            ) from None
+
+
+def _sync_indexes(
+    tx: Transaction, info: TableInfo, wanted: dict[str, tuple[str, ...]]
+) -> tuple[list[str], list[str]]:
+    """Add, rebuild or drop indexes of one table so they match ``wanted``."""
+    conn = tx._require_writable()
+    added: list[str] = []
+    removed: list[str] = []
+    indexes = dict(info.indexes)
+    for name, index in list(indexes.items()):
+        if name not in wanted or wanted[name] != index.fields:
+            conn.drop_index(index.id)
+            del indexes[name]
+            removed.append(index.full_name)
+    new_indexes = []
+    for name, fields in wanted.items():
+        if name not in indexes:
+            index = IndexInfo(conn.create_index(info.number, name, fields), info.name, name, fields)
+            indexes[name] = index
+            new_indexes.append(index)
+            added.append(index.full_name)
+    if new_indexes and BY_ID in info.indexes and info.indexes[BY_ID] is indexes.get(BY_ID):
+        _backfill(conn, info, new_indexes)
+    updated = TableInfo(info.number, info.name, indexes)
+    tx.catalog = tx.catalog.with_table(updated)
+    return added, removed
+
+
+def _backfill(conn: WriteConnection, info: TableInfo, indexes: list[IndexInfo]) -> None:
+    by_id = info.indexes[BY_ID]
+    start, end = b"", b"\xff"
+    while True:
+        rows = conn.scan(by_id.id, start, end, reverse=False, limit=1000)
+        entries = []
+        for _key, doc_id, raw in rows:
+            doc = from_json_bytes(raw)
+            for index in indexes:
+                entries.append((index.id, index.key_of(doc), doc_id))  # type: ignore[arg-type]
+        conn.insert_index_entries(entries)
+        if len(rows) < 1000:
+            return
+        start = rows[-1][0] + b"\x00"

@@ -1,0 +1,483 @@
+"""Transactions: every document read and write goes through here.
+
+A :class:`Transaction` wraps one persistence connection. A read transaction
+sees one snapshot (``ts``); the writer's transaction sees its own writes as it
+makes them (they go straight into the open storage transaction, inside a
+savepoint that the engine rolls back if the function fails).
+
+Invariants kept here and nowhere else:
+
+* every read is recorded in :attr:`Transaction.read_set` (see ``reads.py``);
+* every write records the old and new key of the document in every index of
+  its table in :attr:`Transaction.writes`;
+* every written document is schema-checked and size-checked first;
+* the per-transaction limits of semantics §13 are enforced.
+
+This layer is generic: it does not decide which tables *user code* may touch.
+That is the job of the function context (``functions/context.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from syncline.database.catalog import (
+    BY_CREATION_TIME,
+    BY_ID,
+    SYSTEM_TABLES_BY_NAME,
+    Catalog,
+    IndexInfo,
+    TableInfo,
+)
+from syncline.database.reads import Interval, ReadSet, point
+from syncline.database.writes import WriteSet
+from syncline.errors import (
+    InvalidId,
+    InvalidQuery,
+    InvalidValue,
+    LimitExceeded,
+    NonexistentDocument,
+    SystemTableError,
+)
+from syncline.persistence.base import LogEntry, ReadConnection, WriteConnection
+from syncline.values.ids import new_id, table_number_of
+from syncline.values.json import from_json_bytes, from_python, to_json_bytes
+from syncline.values.keys import encode_key, values_equal
+from syncline.values.size import check_document
+from syncline.values.types import UNDEFINED
+
+if TYPE_CHECKING:
+    from syncline.schema import Schema
+
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MiB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-transaction limits (semantics §13)."""
+
+    max_docs_read: int = 32_000
+    max_bytes_read: int = 16 * MiB
+    max_read_intervals: int = 4_096
+    max_docs_written: int = 16_000
+    max_bytes_written: int = 16 * MiB
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def check_table_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise InvalidValue(f"Table name must be a string, got {type(name).__name__}")
+    if name in SYSTEM_TABLES_BY_NAME:
+        return name
+    if not _TABLE_NAME.match(name):
+        raise InvalidValue(
+            f"Invalid table name {name!r}: table names start with a letter, contain only "
+            "letters, digits and underscores, and are at most 64 characters long"
+        )
+    return name
+
+
+class Transaction:
+    """One transaction over a snapshot (read) or the writer's connection (write)."""
+
+    def __init__(
+        self,
+        conn: ReadConnection,
+        catalog: Catalog,
+        *,
+        ts: int,
+        schema: Schema | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        creation_time_floor: float = 0.0,
+        id_source: Callable[[int], str] | None = None,
+    ) -> None:
+        self._conn = conn
+        self.catalog = catalog
+        self.ts = ts
+        self.schema = schema
+        self.limits = limits
+        self.read_set = ReadSet()
+        self.writes = WriteSet()
+        self.writable = isinstance(conn, WriteConnection)
+        self._creation_time = creation_time_floor
+        self._new_id = id_source or new_id
+        self._docs_read = 0
+        self._bytes_read = 0
+        self._docs_written: set[str] = set()
+        self._bytes_written = 0
+        self._log: dict[str, LogEntry] = {}
+        self.paginated = False
+
+    # ------------------------------------------------------------------ catalog
+
+    def table(self, name: str) -> TableInfo | None:
+        return self.catalog.table(name)
+
+    def index(self, table: str, name: str) -> IndexInfo | None:
+        """The index ``name`` of ``table``; None if the table does not exist.
+
+        Raises InvalidQuery if the table exists but has no such index.
+        """
+        info = self.catalog.table(table)
+        if info is None:
+            if name in (BY_ID, BY_CREATION_TIME) or self._schema_declares(table, name):
+                return None
+            raise InvalidQuery(f"Index {table}.{name} not found.", code="IndexNotFoundError")
+        index = info.indexes.get(name)
+        if index is None:
+            raise InvalidQuery(f"Index {table}.{name} not found.", code="IndexNotFoundError")
+        return index
+
+    def index_fields(self, table: str, name: str) -> tuple[str, ...]:
+        """The key fields of an index, whether or not its table exists yet."""
+        index = self.index(table, name)
+        if index is not None:
+            return index.key_fields
+        if name == BY_ID:
+            return ("_id",)
+        if name == BY_CREATION_TIME:
+            return ("_creationTime", "_id")
+        assert self.schema is not None
+        for declared in self.schema.tables[table].indexes:
+            if declared.name == name:
+                return (*declared.fields, "_creationTime", "_id")
+        raise InvalidQuery(f"Index {table}.{name} not found.", code="IndexNotFoundError")
+
+    def _schema_declares(self, table: str, index_name: str) -> bool:
+        if self.schema is None or table not in self.schema.tables:
+            return False
+        return any(i.name == index_name for i in self.schema.tables[table].indexes)
+
+    def table_name_of_id(self, doc_id: str) -> str | None:
+        """For ``v.id`` validation: the table an id belongs to, if any."""
+        number = table_number_of(doc_id)
+        if number is None:
+            return None
+        info = self.catalog.table_by_number(number)
+        return info.name if info is not None else None
+
+    # ------------------------------------------------------------------ reads
+
+    def _record(self, index_name: str, interval: Interval) -> Interval:
+        if self.read_set.interval_count() >= self.limits.max_read_intervals:
+            raise LimitExceeded(
+                f"Too many reads in a single function execution (limit: "
+                f"{self.limits.max_read_intervals} index ranges or gets).",
+                code="TooManyReads",
+            )
+        return self.read_set.add(index_name, interval)
+
+    def _count_read(self, raw: bytes) -> None:
+        self._docs_read += 1
+        self._bytes_read += len(raw)
+        if self._docs_read > self.limits.max_docs_read:
+            raise LimitExceeded(
+                f"Too many documents read in a single function execution (limit: "
+                f"{self.limits.max_docs_read}).",
+                code="TooManyDocumentsRead",
+            )
+        if self._bytes_read > self.limits.max_bytes_read:
+            raise LimitExceeded(
+                f"Too many bytes read in a single function execution (limit: "
+                f"{self.limits.max_bytes_read} bytes).",
+                code="TooManyBytesRead",
+            )
+
+    @property
+    def docs_read(self) -> int:
+        return self._docs_read
+
+    @property
+    def bytes_read(self) -> int:
+        return self._bytes_read
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        """The current document with this id, or None."""
+        if not isinstance(doc_id, str):
+            raise InvalidId(f"Expected a document id (a string), got {type(doc_id).__name__}")
+        number = table_number_of(doc_id)
+        if number is None:
+            raise InvalidId(f"Invalid argument `id` for `db.get`: {doc_id!r} is not a valid id")
+        info = self.catalog.table_by_number(number)
+        if info is None:
+            return None
+        self._record(f"{info.name}.{BY_ID}", point(encode_key((doc_id,))))
+        row = self._conn.get_document(doc_id)
+        if row is None:
+            return None
+        self._count_read(row[1])
+        return from_json_bytes(row[1])  # type: ignore[return-value]
+
+    def scan(
+        self, table: str, index_name: str, start: bytes, end: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Documents of ``table`` whose key in ``index_name`` lies in ``[start, end)``.
+
+        Lazy: rows are fetched in growing batches. The read set grows with
+        each row handed out, and covers the whole range once exhausted.
+        """
+        index = self.index(table, index_name)
+        full_name = f"{table}.{index_name}"
+        interval = self._record(
+            full_name, Interval(end, end) if reverse else Interval(start, start)
+        )
+        if index is None or start >= end:
+            interval.start, interval.end = start, end
+            return
+        lo, hi = start, end
+        batch = 8
+        while True:
+            rows = self._conn.scan(index.id, lo, hi, reverse=reverse, limit=batch)
+            for key, _doc_id, raw in rows:
+                self._count_read(raw)
+                doc = from_json_bytes(raw)
+                if reverse:
+                    interval.start = key
+                else:
+                    interval.end = key + b"\x00"
+                yield key, doc  # type: ignore[misc]
+            if len(rows) < batch:
+                break
+            if reverse:
+                hi = rows[-1][0]
+            else:
+                lo = rows[-1][0] + b"\x00"
+            batch = min(batch * 4, 512)
+        interval.start, interval.end = start, end
+
+    def count(self, table: str) -> int:
+        """Number of documents in a table (reads the whole table's range)."""
+        index = self.index(table, BY_CREATION_TIME)
+        self._record(f"{table}.{BY_CREATION_TIME}", Interval(b"", b"\xff"))
+        return 0 if index is None else self._conn.count(index.id)
+
+    # ------------------------------------------------------------------ writes
+
+    def _require_writable(self) -> WriteConnection:
+        if not self.writable:
+            raise SystemTableError(
+                "This transaction is read-only: queries cannot write. Use a mutation."
+            )
+        assert isinstance(self._conn, WriteConnection)
+        return self._conn
+
+    def _next_creation_time(self) -> float:
+        candidate = self.ts / 1_000_000
+        if candidate <= self._creation_time:
+            candidate = math.nextafter(self._creation_time, math.inf)
+        self._creation_time = candidate
+        return candidate
+
+    @property
+    def creation_time_floor(self) -> float:
+        return self._creation_time
+
+    def ensure_table(self, name: str) -> TableInfo:
+        """The table, created (with its built-in indexes) if it does not exist."""
+        info = self.catalog.table(name)
+        if info is not None:
+            return info
+        check_table_name(name)
+        conn = self._require_writable()
+        spec = SYSTEM_TABLES_BY_NAME.get(name)
+        number = spec.number if spec else self.catalog.next_user_table_number()
+        conn.create_table(name, number)
+        declared: dict[str, tuple[str, ...]] = {BY_ID: (), BY_CREATION_TIME: ()}
+        if spec is not None:
+            declared.update(spec.indexes)
+        elif self.schema is not None and name in self.schema.tables:
+            for idx in self.schema.tables[name].indexes:
+                declared[idx.name] = tuple(idx.fields)
+        indexes = {
+            index_name: IndexInfo(
+                conn.create_index(number, index_name, fields), name, index_name, fields
+            )
+            for index_name, fields in declared.items()
+        }
+        info = TableInfo(number, name, indexes)
+        self.catalog = self.catalog.with_table(info)
+        return info
+
+    def _validated_fields(self, table: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        if self.schema is not None:
+            return self.schema.validate_document(table, dict(fields), self)
+        return from_python(dict(fields))  # type: ignore[return-value]
+
+    @staticmethod
+    def _user_fields(
+        value: object, what: str, *, doc_id: str | None = None, creation_time: float | None = None
+    ) -> dict[str, Any]:
+        """Strip ``_id``/``_creationTime`` (allowed only if unchanged); reject other ``_`` fields."""
+        if not isinstance(value, Mapping):
+            raise InvalidValue(f"{what} expects an object (dict), got {type(value).__name__}")
+        out: dict[str, Any] = {}
+        for key, field_value in value.items():
+            if not isinstance(key, str):
+                raise InvalidValue(f"Field names must be strings, got {key!r}")
+            if key == "_id":
+                if doc_id is None or field_value != doc_id:
+                    raise InvalidValue(
+                        f"{what}: `_id` may only be given if it equals the document's id "
+                        f"(got {field_value!r})",
+                        code="InvalidIdError",
+                    )
+                continue
+            if key == "_creationTime":
+                if creation_time is None or field_value != creation_time:
+                    raise InvalidValue(
+                        f"{what}: `_creationTime` may only be given if it equals the "
+                        f"document's creation time (got {field_value!r})",
+                        code="InvalidCreationTimeError",
+                    )
+                continue
+            if key.startswith("_"):
+                raise InvalidValue(
+                    f"{what}: field `{key}` starts with an underscore, which is reserved "
+                    "for system fields"
+                )
+            out[key] = field_value
+        return out
+
+    def insert(self, table: str, value: Mapping[str, Any]) -> str:
+        self._require_writable()
+        check_table_name(table)
+        fields = self._user_fields(value, f"insert into {table!r}")
+        fields = {k: v for k, v in fields.items() if v is not UNDEFINED}
+        normalized = self._validated_fields(table, fields)
+        info = self.ensure_table(table)
+        doc_id = self._new_id(info.number)
+        doc = {"_id": doc_id, "_creationTime": self._next_creation_time(), **normalized}
+        self._write(info, doc_id, None, doc)
+        return doc_id
+
+    def _existing(self, doc_id: str, op: str) -> tuple[TableInfo, dict[str, Any]]:
+        if not isinstance(doc_id, str) or table_number_of(doc_id) is None:
+            raise InvalidId(f"Invalid argument `id` for `db.{op}`: {doc_id!r} is not a valid id")
+        old = self.get(doc_id)
+        info = self.catalog.table_by_number(table_number_of(doc_id) or 0)
+        if old is None or info is None:
+            verb = {"patch": "Update", "replace": "Replace", "delete": "Delete"}[op]
+            raise NonexistentDocument(f"{verb} on nonexistent document ID {doc_id}")
+        return info, old
+
+    def patch(self, doc_id: str, value: Mapping[str, Any]) -> None:
+        """Shallow merge: listed fields overwrite, UNDEFINED removes, others stay."""
+        self._require_writable()
+        info, old = self._existing(doc_id, "patch")
+        changes = self._user_fields(
+            value, "patch", doc_id=doc_id, creation_time=old["_creationTime"]
+        )
+        merged = {k: v for k, v in old.items() if not k.startswith("_")}
+        for key, field_value in changes.items():
+            if field_value is UNDEFINED:
+                merged.pop(key, None)
+            else:
+                merged[key] = field_value
+        normalized = self._validated_fields(info.name, merged)
+        new = {"_id": doc_id, "_creationTime": old["_creationTime"], **normalized}
+        if values_equal(new, old):
+            return
+        self._write(info, doc_id, old, new)
+
+    def replace(self, doc_id: str, value: Mapping[str, Any]) -> None:
+        self._require_writable()
+        info, old = self._existing(doc_id, "replace")
+        fields = self._user_fields(
+            value, "replace", doc_id=doc_id, creation_time=old["_creationTime"]
+        )
+        fields = {k: v for k, v in fields.items() if v is not UNDEFINED}
+        normalized = self._validated_fields(info.name, fields)
+        new = {"_id": doc_id, "_creationTime": old["_creationTime"], **normalized}
+        if values_equal(new, old):
+            return
+        self._write(info, doc_id, old, new)
+
+    def delete(self, doc_id: str) -> None:
+        self._require_writable()
+        info, old = self._existing(doc_id, "delete")
+        self._write(info, doc_id, old, None)
+
+    def write_raw(self, table: str, doc: dict[str, Any]) -> None:
+        """Store a complete document as given (``_id`` and ``_creationTime`` included).
+
+        For import and system code: the id must belong to ``table``; the
+        document is schema-checked like any write. Overwrites an existing one.
+        """
+        self._require_writable()
+        info = self.ensure_table(table)
+        doc_id = doc.get("_id")
+        if not isinstance(doc_id, str) or table_number_of(doc_id) != info.number:
+            raise InvalidId(f"Document id {doc_id!r} does not belong to table {table!r}")
+        creation_time = doc.get("_creationTime")
+        if not isinstance(creation_time, float) or not creation_time > 0:
+            raise InvalidValue(f"Document {doc_id}: `_creationTime` must be a positive float")
+        fields = {k: v for k, v in doc.items() if k not in ("_id", "_creationTime")}
+        normalized = self._validated_fields(table, fields)
+        row = self._conn.get_document(doc_id)
+        old = from_json_bytes(row[1]) if row else None
+        new = {"_id": doc_id, "_creationTime": creation_time, **normalized}
+        self._write(info, doc_id, old, new)  # type: ignore[arg-type]
+
+    def _write(
+        self,
+        info: TableInfo,
+        doc_id: str,
+        old: dict[str, Any] | None,
+        new: dict[str, Any] | None,
+    ) -> None:
+        conn = self._require_writable()
+        raw: bytes | None = None
+        if new is not None:
+            check_document(new)
+            raw = to_json_bytes(new)
+        self._docs_written.add(doc_id)
+        self._bytes_written += len(raw) if raw is not None else 0
+        if len(self._docs_written) > self.limits.max_docs_written:
+            raise LimitExceeded(
+                f"Too many documents written in a single mutation (limit: "
+                f"{self.limits.max_docs_written}).",
+                code="TooManyWrites",
+            )
+        if self._bytes_written > self.limits.max_bytes_written:
+            raise LimitExceeded(
+                f"Too many bytes written in a single mutation (limit: "
+                f"{self.limits.max_bytes_written} bytes).",
+                code="TooManyBytesWritten",
+            )
+        removed: list[tuple[int, bytes]] = []
+        added: list[tuple[int, bytes, str]] = []
+        for index in info.indexes.values():
+            old_key = index.key_of(old) if old is not None else None
+            new_key = index.key_of(new) if new is not None else None
+            full_name = index.full_name
+            if old_key is not None:
+                self.writes.add_key(full_name, old_key)
+            if new_key is not None and new_key != old_key:
+                self.writes.add_key(full_name, new_key)
+            if old_key != new_key:
+                if old_key is not None:
+                    removed.append((index.id, old_key))
+                if new_key is not None:
+                    added.append((index.id, new_key, doc_id))
+        if removed:
+            conn.delete_index_entries(removed)
+        if raw is None:
+            conn.delete_document(doc_id)
+        else:
+            conn.put_document(doc_id, info.number, self.ts, raw)
+        if added:
+            conn.insert_index_entries(added)
+        self._log[doc_id] = LogEntry(self.ts, doc_id, info.number, raw)
+        self.writes.doc_ids.add(doc_id)
+        self.writes.tables.add(info.name)
+
+    def log_entries(self) -> list[LogEntry]:
+        """This transaction's final revision per document, for the commit log."""
+        return list(self._log.values())

@@ -1,0 +1,160 @@
+"""The one error hierarchy of Syncline.
+
+Every error raised by Syncline is a :class:`SynclineError` with a stable
+``code`` (a short CamelCase tag that tests, clients and logs match on) and an
+HTTP status used when the error answers a request. Messages may change
+freely; codes may not.
+
+::
+
+    SynclineError                      InternalError (500)
+     +-- ConvexError                   application error raised by user code; carries data
+     +-- InvalidRequest                BadRequest (400): malformed input from a caller
+     |    +-- InvalidValue             a value that is not a Convex value or breaks a limit
+     |    +-- ArgumentValidationError  function args do not match the args validator
+     |    +-- InvalidId                a string that is not an id (of the expected table)
+     |    +-- FunctionNotFound         no public function at that path
+     |    +-- InvalidCursor            pagination cursor from another query
+     |    +-- InvalidQuery             bad index range, unknown index, misuse of a query
+     +-- ReturnsValidationError        a function's return value does not match `returns`
+     +-- SchemaValidationError         SchemaEnforcementError: a write does not match the schema
+     +-- SchemaDefinitionError         InvalidSchema: the schema itself is invalid or existing data violates it
+     +-- NonexistentDocument           patch/replace/delete of a missing document
+     +-- SystemTableError              user code touching a system table the wrong way
+     +-- LimitExceeded                 a transaction limit (reads, writes, sizes)
+     +-- DeterminismError              network/sleep inside a query or mutation
+     +-- AuthError                     Unauthenticated (401): token rejected, with the reason
+     +-- Forbidden                     (403): admin-only operation without the admin key
+     +-- FunctionDefinitionError       a user module defines something invalid (load time)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SynclineError(Exception):
+    """Base class. ``code`` is stable; ``message`` is for humans."""
+
+    code: ClassVar[str] = "InternalError"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, str]:
+        """The ``{code, message}`` body used for request-level HTTP errors."""
+        return {"code": self.code, "message": self.message}
+
+
+class ConvexError(SynclineError):
+    """An application error. ``data`` reaches the caller as ``errorData``.
+
+    Raise it from a function to fail with structured data that is never
+    redacted: ``raise ConvexError({"code": "UNAUTHENTICATED"})``.
+    """
+
+    code = "ConvexError"
+    http_status = 200
+
+    def __init__(self, data: Any = None) -> None:
+        self.data = data
+        super().__init__(data if isinstance(data, str) else _describe(data))
+
+
+def _describe(data: Any) -> str:
+    try:
+        from syncline.values.json import to_json_string
+
+        return to_json_string(data)
+    except Exception:
+        return repr(data)
+
+
+class InvalidRequest(SynclineError):
+    code = "BadRequest"
+    http_status = 400
+
+
+class InvalidValue(InvalidRequest):
+    code = "InvalidValue"
+
+
+class ArgumentValidationError(InvalidRequest):
+    code = "ArgumentValidationError"
+
+
+class InvalidId(InvalidRequest):
+    code = "InvalidId"
+
+
+class FunctionNotFound(InvalidRequest):
+    code = "FunctionNotFound"
+    http_status = 404
+
+
+class InvalidCursor(InvalidRequest):
+    code = "InvalidCursor"
+
+
+class InvalidQuery(InvalidRequest):
+    code = "InvalidQuery"
+
+
+class ReturnsValidationError(SynclineError):
+    code = "ReturnsValidationError"
+
+
+class SchemaValidationError(SynclineError):
+    code = "SchemaEnforcementError"
+    http_status = 400
+
+
+class SchemaDefinitionError(SynclineError):
+    code = "InvalidSchema"
+    http_status = 400
+
+
+class NonexistentDocument(SynclineError):
+    code = "NonexistentDocument"
+    http_status = 400
+
+
+class SystemTableError(SynclineError):
+    code = "SystemTableError"
+    http_status = 400
+
+
+class LimitExceeded(SynclineError):
+    """A per-transaction or per-value limit; ``code`` names which one."""
+
+    code = "LimitExceeded"
+    http_status = 400
+
+
+class DeterminismError(SynclineError):
+    code = "DeterminismError"
+
+
+class AuthError(SynclineError):
+    code = "Unauthenticated"
+    http_status = 401
+
+
+class Forbidden(SynclineError):
+    code = "Forbidden"
+    http_status = 403
+
+
+class FunctionDefinitionError(SynclineError):
+    code = "FunctionDefinitionError"
+
+
+class InternalError(SynclineError):
+    code = "InternalError"

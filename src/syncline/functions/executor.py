@@ -1,0 +1,377 @@
+"""Running functions: resolve, validate, execute in the right place, report.
+
+* Queries run on the database's read thread pool, each on a fresh snapshot.
+* Mutations run on the database's single writer (serialized, group-committed).
+* Every call yields an :class:`Outcome`: the value or the error, the log lines
+  the function printed, the snapshot or commit ts, and the read set (queries)
+  or write set (mutations). User errors never escape as exceptions here; the
+  edges (sync protocol, HTTP, the Python test kit) decide how to report them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from syncline.clock import Clock
+from syncline.errors import (
+    ArgumentValidationError,
+    ConvexError,
+    ReturnsValidationError,
+    SynclineError,
+)
+from syncline.functions import sandbox
+from syncline.functions.context import MutationCtx, QueryCtx
+from syncline.functions.registration import FunctionKind, RegisteredFunction
+from syncline.identity import ANONYMOUS, Identity, is_admin
+from syncline.values.json import from_python, to_json_string
+from syncline.values.size import check_value_limits
+from syncline.values.validators import ValidatorError
+
+if TYPE_CHECKING:
+    from syncline.database.database import Database
+    from syncline.database.reads import ReadSet
+    from syncline.database.transaction import Transaction
+    from syncline.database.writes import WriteSet
+    from syncline.functions.loader import FunctionRegistry
+
+MAX_ARGS_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Outcome:
+    """What one function call did."""
+
+    path: str
+    kind: FunctionKind | None
+    value: Any = None
+    error: BaseException | None = None
+    log_lines: list[str] = field(default_factory=list)
+    #: snapshot ts (query) or commit ts (mutation)
+    ts: int | None = None
+    read_set: ReadSet | None = None
+    writes: WriteSet | None = None
+    duration_ms: float = 0.0
+    _request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            self._request_id = os.urandom(8).hex()
+        return self._request_id
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def unwrap(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def normalize_args(args: Any) -> dict[str, Any]:
+    """Accept ``{...}`` or the wire's ``[{...}]``; anything else is an argument error."""
+    if isinstance(args, list):
+        if len(args) != 1 or not isinstance(args[0], dict):
+            raise ArgumentValidationError(
+                "Expected to receive a single object as the function's argument, "
+                f"got {len(args)} argument(s)"
+            )
+        args = args[0]
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping):
+        raise ArgumentValidationError(
+            f"Function arguments must be an object (dict), got {type(args).__name__}"
+        )
+    return dict(args)
+
+
+def validate_args(
+    fn: RegisteredFunction, args: dict[str, Any], tx: Transaction | None
+) -> dict[str, Any]:
+    try:
+        value = fn.args.validate(args, tx) if fn.args is not None else from_python(args)
+    except ValidatorError as exc:
+        raise ArgumentValidationError(f"ArgumentValidationError: {exc.detail}") from None
+    except SynclineError as exc:
+        raise ArgumentValidationError(f"ArgumentValidationError: {exc}") from None
+    check_value_limits(value, max_size=MAX_ARGS_BYTES, what="arguments")
+    return value  # type: ignore[return-value]
+
+
+def validate_result(fn: RegisteredFunction, value: Any, tx: Transaction | None) -> Any:
+    if fn.returns is not None:
+        try:
+            value = fn.returns.validate(value, tx)
+        except ValidatorError as exc:
+            raise ReturnsValidationError(f"ReturnsValidationError: {exc.detail}") from None
+    else:
+        value = from_python(value)
+    check_value_limits(value, what="return value")
+    return value
+
+
+class _Params:
+    """What a handler accepts after ``ctx``, precomputed once per function."""
+
+    __slots__ = ("names", "required", "var_keyword")
+
+    def __init__(self, handler: Callable[..., Any]) -> None:
+        params = list(inspect.signature(handler).parameters.values())[1:]
+        kinds = inspect.Parameter
+        self.var_keyword = any(p.kind is kinds.VAR_KEYWORD for p in params)
+        named = [p for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)]
+        self.names = frozenset(p.name for p in named)
+        self.required = frozenset(p.name for p in named if p.default is kinds.empty)
+
+
+def bind_args(fn: RegisteredFunction, args: dict[str, Any]) -> None:
+    """Check that the handler accepts these arguments, before running it."""
+    params = fn.__dict__.get("_params")
+    if params is None:
+        params = fn.__dict__["_params"] = _Params(fn.handler)
+    keys = args.keys()
+    unexpected = [] if params.var_keyword else sorted(keys - params.names)
+    missing = sorted(params.required - keys)
+    if unexpected or missing:
+        problems = []
+        if unexpected:
+            problems.append(f"unexpected argument(s) {unexpected}")
+        if missing:
+            problems.append(f"missing argument(s) {missing}")
+        raise ArgumentValidationError(
+            f"ArgumentValidationError: {fn.path or fn.__name__} cannot be called with "
+            f"arguments {sorted(keys)}: {'; '.join(problems)}"
+        )
+
+
+def format_error(exc: BaseException, *, request_id: str, dev: bool) -> tuple[str, Any, bool]:
+    """(message, errorData, is_convex_error) for reporting a failed call to a client."""
+    if isinstance(exc, ConvexError):
+        message = f"[Request ID: {request_id}] Server Error\nUncaught ConvexError: {exc.message}"
+        return message, exc.data, True
+    if isinstance(exc, SynclineError) and exc.http_status < 500:
+        # Errors of the caller's own making: safe and useful to show in full.
+        return f"[Request ID: {request_id}] Server Error\n{exc.message}", None, False
+    if not dev:
+        return f"[Request ID: {request_id}] Server Error", None, False
+    name = type(exc).__name__
+    frames = _user_frames(exc)
+    message = f"[Request ID: {request_id}] Server Error\nUncaught {name}: {exc}"
+    if frames:
+        message += "\n" + frames
+    return message, None, False
+
+
+def _user_frames(exc: BaseException) -> str:
+    import traceback
+
+    tb = traceback.extract_tb(exc.__traceback__)
+    lines = [
+        f"    at {frame.name} ({frame.filename}:{frame.lineno})"
+        for frame in tb
+        if "/syncline/" not in frame.filename.replace("\\", "/")
+    ]
+    return "\n".join(lines[-10:])
+
+
+class Executor:
+    """Runs registered functions against a database."""
+
+    def __init__(
+        self,
+        database: Database,
+        registry: Callable[[], FunctionRegistry],
+        *,
+        clock: Clock,
+        env: Callable[[], Mapping[str, str]] | None = None,
+        log_echo: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.database = database
+        self._registry = registry
+        self.clock = clock
+        self._env = env or (lambda: {})
+        self._log_echo = log_echo
+
+    def resolve(
+        self, path: str, kind: FunctionKind, identity: Identity, *, allow_internal: bool = False
+    ) -> RegisteredFunction:
+        return self._registry().resolve(
+            path, kind=kind, allow_internal=allow_internal or is_admin(identity)
+        )
+
+    def _collector(self, path: str) -> sandbox.LogCollector:
+        echo = self._log_echo
+        return sandbox.LogCollector(None if echo is None else (lambda line: echo(path, line)))
+
+    # ------------------------------------------------------------------ queries
+
+    def _query_body(
+        self,
+        fn: RegisteredFunction,
+        args: dict[str, Any],
+        identity: Identity,
+        collector: sandbox.LogCollector,
+    ) -> Callable[[Transaction], Any]:
+        def body(tx: Transaction) -> Any:
+            with sandbox.running("query", collector):
+                validated = validate_args(fn, args, tx)
+                ctx = QueryCtx(
+                    tx,
+                    identity,
+                    now=self.clock.now_ms(),
+                    seed=random.getrandbits(64),
+                    env=self._env(),
+                )
+                bind_args(fn, validated)
+                result = fn.handler(ctx, **validated)
+                return validate_result(fn, result, tx)
+
+        return body
+
+    async def query(
+        self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
+    ) -> Outcome:
+        started = time.perf_counter()
+        outcome = Outcome(path, FunctionKind.QUERY)
+        collector = self._collector(path)
+        try:
+            fn = self.resolve(path, FunctionKind.QUERY, identity, allow_internal=allow_internal)
+            outcome.path = fn.path or path
+            result = await self.database.read(
+                self._query_body(fn, normalize_args(args), identity, collector)
+            )
+            outcome.value, outcome.ts, outcome.read_set = result.value, result.ts, result.read_set
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            outcome.error = exc
+        outcome.log_lines = collector.lines
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+    def query_sync(
+        self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
+    ) -> Outcome:
+        """Like :meth:`query`, in the calling thread (for CLIs and tests without a loop)."""
+        started = time.perf_counter()
+        outcome = Outcome(path, FunctionKind.QUERY)
+        collector = self._collector(path)
+        try:
+            fn = self.resolve(path, FunctionKind.QUERY, identity, allow_internal=allow_internal)
+            outcome.path = fn.path or path
+            result = self.database.run_read(
+                self._query_body(fn, normalize_args(args), identity, collector)
+            )
+            outcome.value, outcome.ts, outcome.read_set = result.value, result.ts, result.read_set
+        except Exception as exc:
+            outcome.error = exc
+        outcome.log_lines = collector.lines
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+    # ------------------------------------------------------------------ mutations
+
+    def _mutation_body(
+        self,
+        fn: RegisteredFunction,
+        args: dict[str, Any],
+        identity: Identity,
+        collector: sandbox.LogCollector,
+        extra: Callable[[Transaction, Any], None] | None,
+    ) -> Callable[[Transaction], Any]:
+        def body(tx: Transaction) -> Any:
+            with sandbox.running("mutation", collector):
+                validated = validate_args(fn, args, tx)
+                ctx = MutationCtx(
+                    tx,
+                    identity,
+                    now=self.clock.now_ms(),
+                    seed=random.getrandbits(64),
+                    env=self._env(),
+                )
+                bind_args(fn, validated)
+                result = fn.handler(ctx, **validated)
+                value = validate_result(fn, result, tx)
+            if extra is not None:
+                extra(tx, value)
+            return value
+
+        return body
+
+    def _prepare_mutation(
+        self,
+        path: str,
+        args: Any,
+        identity: Identity,
+        allow_internal: bool,
+        extra: Callable[[Transaction, Any], None] | None,
+        outcome: Outcome,
+        collector: sandbox.LogCollector,
+    ) -> Callable[[Transaction], Any]:
+        fn = self.resolve(path, FunctionKind.MUTATION, identity, allow_internal=allow_internal)
+        outcome.path = fn.path or path
+        return self._mutation_body(fn, normalize_args(args), identity, collector, extra)
+
+    async def mutation(
+        self,
+        path: str,
+        args: Any,
+        *,
+        identity: Identity = ANONYMOUS,
+        allow_internal: bool = False,
+        extra: Callable[[Transaction, Any], None] | None = None,
+    ) -> Outcome:
+        """Run a mutation. ``extra(tx, result)`` runs in the same transaction after it."""
+        started = time.perf_counter()
+        outcome = Outcome(path, FunctionKind.MUTATION)
+        collector = self._collector(path)
+        try:
+            body = self._prepare_mutation(
+                path, args, identity, allow_internal, extra, outcome, collector
+            )
+            result = await self.database.write(body)
+            outcome.value, outcome.ts = result.value, result.ts
+            outcome.read_set, outcome.writes = result.read_set, result.writes
+        except Exception as exc:
+            outcome.error = exc
+        outcome.log_lines = collector.lines
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+    def mutation_sync(
+        self,
+        path: str,
+        args: Any,
+        *,
+        identity: Identity = ANONYMOUS,
+        allow_internal: bool = False,
+        extra: Callable[[Transaction, Any], None] | None = None,
+    ) -> Outcome:
+        started = time.perf_counter()
+        outcome = Outcome(path, FunctionKind.MUTATION)
+        collector = self._collector(path)
+        try:
+            body = self._prepare_mutation(
+                path, args, identity, allow_internal, extra, outcome, collector
+            )
+            result = self.database.write_sync(body)
+            outcome.value, outcome.ts = result.value, result.ts
+            outcome.read_set, outcome.writes = result.read_set, result.writes
+        except Exception as exc:
+            outcome.error = exc
+        outcome.log_lines = collector.lines
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+
+def result_json(outcome: Outcome) -> str:
+    """The outcome's value as wire JSON text (for CLIs and logs)."""
+    return to_json_string(outcome.value)

@@ -1,0 +1,194 @@
+"""Load a functions folder into a :class:`FunctionRegistry`.
+
+The folder is imported as a package named after it (``functions`` by default),
+so user modules can import each other (``from functions.lib import helper`` or
+``from .lib import helper``) and need no ``__init__.py``. Every ``.py`` file
+below it is imported; each :class:`RegisteredFunction` *defined* in a module
+is registered under ``"<module path>:<attribute name>"``.
+
+Special modules, imported but never callable: ``schema.py`` (``schema``),
+``crons.py`` (``crons``), ``http.py`` (``http``), ``auth_config.py``
+(``providers``). Folders and files starting with ``_`` or ``.`` are skipped.
+
+Loading again (hot reload) first forgets the previously imported modules of
+the package, so the new registry sees the new code only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import traceback
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syncline.errors import FunctionDefinitionError, FunctionNotFound
+from syncline.functions.paths import canonicalize_path
+from syncline.functions.registration import FunctionKind, RegisteredFunction, Visibility
+
+SPECIAL_MODULES = ("schema", "crons", "http", "auth_config")
+
+
+@dataclass
+class FunctionRegistry:
+    """Everything found in one load of a functions folder."""
+
+    functions: dict[str, RegisteredFunction] = field(default_factory=dict)
+    schema: Any = None
+    crons: Any = None
+    http: Any = None
+    auth_providers: list[Any] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)
+
+    def get(self, path: str) -> RegisteredFunction | None:
+        return self.functions.get(path)
+
+    def resolve(
+        self, path: str, *, kind: FunctionKind | None = None, allow_internal: bool = False
+    ) -> RegisteredFunction:
+        """The function at ``path``, as a caller with these rights may see it.
+
+        A missing function and an internal one called without the right give
+        the same error, so clients cannot probe for internal functions.
+        """
+        canonical = canonicalize_path(path)
+        fn = self.functions.get(canonical)
+        if fn is None or (fn.visibility is Visibility.INTERNAL and not allow_internal):
+            if allow_internal:
+                raise FunctionNotFound(f"Could not find function for '{canonical}'")
+            raise FunctionNotFound(f"Could not find public function for '{canonical}'")
+        if kind is not None and fn.kind is not kind:
+            raise FunctionNotFound(
+                f"Trying to execute {canonical} as {kind.title}, but it is defined as "
+                f"{fn.kind.title}.",
+                code="WrongFunctionKind",
+            )
+        return fn
+
+
+def _module_files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if any(part.startswith((".", "_")) for part in rel.parts[:-1]):
+            continue
+        if rel.name.startswith(".") or (rel.name.startswith("_") and rel.name != "__init__.py"):
+            continue
+        yield path
+
+
+def _forget_package(package: str) -> None:
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        del sys.modules[name]
+
+
+def _install_package(root: Path, package: str) -> None:
+    init = root / "__init__.py"
+    if init.exists():
+        spec = importlib.util.spec_from_file_location(
+            package, init, submodule_search_locations=[str(root)]
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    else:
+        module = types.ModuleType(package)
+        module.__path__ = [str(root)]
+        module.__file__ = None
+        module.__package__ = package
+        sys.modules[package] = module
+    # So that absolute imports of the package work from inside user modules.
+    parent = str(root.parent)
+    if parent not in sys.path:
+        sys.path.insert(0, parent)
+
+
+def load_functions(root: str | Path, *, package: str | None = None) -> FunctionRegistry:
+    """Import every module under ``root`` and collect its functions.
+
+    Raises FunctionDefinitionError naming the module (and the original
+    traceback) if any module fails to import or defines something invalid.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FunctionDefinitionError(f"Functions folder {root} does not exist")
+    package = package or root.name
+    if not package.isidentifier():
+        raise FunctionDefinitionError(
+            f"The functions folder name {package!r} is not a valid Python package name"
+        )
+    importlib.invalidate_caches()
+    _forget_package(package)
+    registry = FunctionRegistry()
+    try:
+        _install_package(root, package)
+        for path in _module_files(root):
+            rel = path.relative_to(root).with_suffix("")
+            if rel.name == "__init__":
+                continue
+            module_path = "/".join(rel.parts)
+            dotted = ".".join((package, *rel.parts))
+            try:
+                module = importlib.import_module(dotted)
+            except FunctionDefinitionError as exc:
+                raise FunctionDefinitionError(
+                    f"Error in functions/{module_path}.py: {exc}"
+                ) from exc
+            except BaseException as exc:
+                detail = "".join(traceback.format_exception(exc)).rstrip()
+                raise FunctionDefinitionError(
+                    f"Failed to import functions/{module_path}.py: "
+                    f"{type(exc).__name__}: {exc}\n{detail}"
+                ) from exc
+            registry.modules.append(module_path)
+            if module_path in SPECIAL_MODULES:
+                _collect_special(registry, module_path, module)
+                continue
+            _collect_functions(registry, module_path, module)
+    except BaseException:
+        _forget_package(package)
+        raise
+    return registry
+
+
+def _collect_functions(registry: FunctionRegistry, module_path: str, module: Any) -> None:
+    for name, value in vars(module).items():
+        if not isinstance(value, RegisteredFunction) or name.startswith("_"):
+            continue
+        if value.__module__ != module.__name__:
+            continue  # imported from another module: registered there
+        if value.path is not None and value.path != f"{module_path}:{name}":
+            continue  # an alias of a function registered under another name
+        path = f"{module_path}:{name}"
+        value.path = path
+        registry.functions[path] = value
+
+
+def _collect_special(registry: FunctionRegistry, module_path: str, module: Any) -> None:
+    if module_path == "schema":
+        from syncline.schema import Schema
+
+        schema = getattr(module, "schema", None)
+        if schema is None:
+            schema = getattr(module, "default", None)
+        if schema is not None and not isinstance(schema, Schema):
+            raise FunctionDefinitionError(
+                "functions/schema.py: `schema` must be the result of define_schema({...}), "
+                f"got {type(schema).__name__}"
+            )
+        registry.schema = schema
+    elif module_path == "crons":
+        registry.crons = getattr(module, "crons", None)
+    elif module_path == "http":
+        registry.http = getattr(module, "http", None)
+    elif module_path == "auth_config":
+        providers = getattr(module, "providers", [])
+        if not isinstance(providers, list | tuple):
+            raise FunctionDefinitionError(
+                "functions/auth_config.py: `providers` must be a list of provider dicts"
+            )
+        registry.auth_providers = list(providers)

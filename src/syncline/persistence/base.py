@@ -1,0 +1,152 @@
+"""What the database engine needs from a storage backend.
+
+A backend stores four things (design §3.1):
+
+* current documents (id -> table number, ts of last write, encoded value);
+* index entries (index id, order-preserving key) -> document id;
+* a commit log of document revisions (ts, id, table, value or deletion);
+* a few globals (the last commit ts, the active schema, ...) and the
+  catalog of tables and indexes.
+
+The engine talks to a backend only through a :class:`ReadConnection` (one
+consistent snapshot) or a :class:`WriteConnection` (the single writer's
+transaction, with savepoints). Values cross this boundary as bytes: the
+engine owns the encoding.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TableRow:
+    number: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    id: int
+    table_number: int
+    name: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    ts: int
+    doc_id: str
+    table_number: int
+    value: bytes | None  # None: the document was deleted
+
+
+class ReadConnection(ABC):
+    """A consistent snapshot. ``ts`` is the last commit visible in it."""
+
+    ts: int
+
+    @abstractmethod
+    def get_document(self, doc_id: str) -> tuple[int, bytes] | None:
+        """(table number, encoded value) of the current revision, or None."""
+
+    @abstractmethod
+    def scan(
+        self, index_id: int, start: bytes, end: bytes, *, reverse: bool, limit: int
+    ) -> list[tuple[bytes, str, bytes]]:
+        """Entries with ``start <= key < end`` in key order (or reversed).
+
+        Returns up to ``limit`` rows of (key, document id, encoded document).
+        """
+
+    @abstractmethod
+    def count(self, index_id: int) -> int: ...
+
+    @abstractmethod
+    def tables(self) -> list[TableRow]: ...
+
+    @abstractmethod
+    def indexes(self) -> list[IndexRow]: ...
+
+    @abstractmethod
+    def get_global(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def log_since(self, ts: int, *, limit: int) -> list[LogEntry]:
+        """Log entries with ``entry.ts > ts`` in ts order."""
+
+
+class WriteConnection(ReadConnection):
+    """The writer's open transaction. Every change lands at commit or not at all."""
+
+    @abstractmethod
+    def savepoint(self, name: str) -> None: ...
+
+    @abstractmethod
+    def release(self, name: str) -> None: ...
+
+    @abstractmethod
+    def rollback_to(self, name: str) -> None: ...
+
+    @abstractmethod
+    def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None: ...
+
+    @abstractmethod
+    def delete_document(self, doc_id: str) -> None: ...
+
+    @abstractmethod
+    def insert_index_entries(self, entries: Iterable[tuple[int, bytes, str]]) -> None: ...
+
+    @abstractmethod
+    def delete_index_entries(self, entries: Iterable[tuple[int, bytes]]) -> None: ...
+
+    @abstractmethod
+    def append_log(self, entries: Iterable[LogEntry]) -> None: ...
+
+    @abstractmethod
+    def set_global(self, key: str, value: bytes) -> None: ...
+
+    @abstractmethod
+    def create_table(self, name: str, number: int) -> None: ...
+
+    @abstractmethod
+    def create_index(self, table_number: int, name: str, fields: tuple[str, ...]) -> int:
+        """Register an index and return its new id (entries are added separately)."""
+
+    @abstractmethod
+    def drop_index(self, index_id: int) -> None:
+        """Remove an index and all of its entries."""
+
+    @abstractmethod
+    def delete_table_documents(self, table_number: int) -> None:
+        """Remove every document of a table and its index entries."""
+
+    @abstractmethod
+    def prune_log(self, before_ts: int) -> int:
+        """Forget log entries older than ``before_ts``; returns how many."""
+
+
+class Persistence(ABC):
+    """A storage backend: hands out snapshots and the single writer connection."""
+
+    @abstractmethod
+    def reader(self) -> ReadConnection:
+        """Open a snapshot; the caller must :meth:`release_reader` it."""
+
+    @abstractmethod
+    def release_reader(self, conn: ReadConnection) -> None: ...
+
+    @abstractmethod
+    def begin_write(self) -> WriteConnection:
+        """Start the writer's transaction (there is only ever one)."""
+
+    @abstractmethod
+    def commit_write(self, conn: WriteConnection) -> None: ...
+
+    @abstractmethod
+    def abort_write(self, conn: WriteConnection) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,292 @@
+"""SQLite persistence: one writer connection, a pool of snapshot readers (WAL).
+
+Readers run in WAL mode, so each read transaction is a stable snapshot that
+never blocks the writer. The snapshot's ts is read from ``globals`` inside the
+same read transaction, so it names exactly the last commit the reader sees.
+
+Durability: ``durability="full"`` fsyncs the WAL on every commit (the engine
+groups many mutations into one commit, so one fsync covers them all);
+``"normal"`` survives a process crash but not power loss; ``"off"`` is for
+tests.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from syncline.errors import InternalError
+from syncline.persistence.base import (
+    IndexRow,
+    LogEntry,
+    Persistence,
+    ReadConnection,
+    TableRow,
+    WriteConnection,
+)
+
+Durability = Literal["full", "normal", "off"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS globals (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tables (number INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS indexes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_number INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    UNIQUE (table_number, name)
+);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    table_number INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS index_entries (
+    index_id INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    doc_id TEXT NOT NULL,
+    PRIMARY KEY (index_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (
+    ts INTEGER NOT NULL,
+    doc_id TEXT NOT NULL,
+    table_number INTEGER NOT NULL,
+    value BLOB,
+    PRIMARY KEY (ts, doc_id)
+) WITHOUT ROWID;
+"""
+
+_SCAN_ASC = (
+    "SELECT e.key, e.doc_id, d.value FROM index_entries e JOIN documents d ON d.id = e.doc_id "
+    "WHERE e.index_id = ? AND e.key >= ? AND e.key < ? ORDER BY e.key ASC LIMIT ?"
+)
+_SCAN_DESC = (
+    "SELECT e.key, e.doc_id, d.value FROM index_entries e JOIN documents d ON d.id = e.doc_id "
+    "WHERE e.index_id = ? AND e.key >= ? AND e.key < ? ORDER BY e.key DESC LIMIT ?"
+)
+
+
+def _connect(path: str, *, readonly: bool, durability: Durability) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={durability.upper()}")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+    if readonly:
+        conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+class _SqliteReader(ReadConnection):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.ts = 0
+
+    def _begin(self) -> None:
+        self.conn.execute("BEGIN")
+        # The first read starts the WAL snapshot; reading the ts here pins it.
+        row = self.conn.execute("SELECT value FROM globals WHERE key = 'ts'").fetchone()
+        self.ts = int(row[0]) if row else 0
+
+    def _end(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+
+    def get_document(self, doc_id: str) -> tuple[int, bytes] | None:
+        row = self.conn.execute(
+            "SELECT table_number, value FROM documents WHERE id = ?", (doc_id,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def scan(
+        self, index_id: int, start: bytes, end: bytes, *, reverse: bool, limit: int
+    ) -> list[tuple[bytes, str, bytes]]:
+        if start >= end:
+            return []
+        sql = _SCAN_DESC if reverse else _SCAN_ASC
+        return self.conn.execute(sql, (index_id, start, end, limit)).fetchall()
+
+    def count(self, index_id: int) -> int:
+        row = self.conn.execute(
+            "SELECT count(*) FROM index_entries WHERE index_id = ?", (index_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def tables(self) -> list[TableRow]:
+        rows = self.conn.execute("SELECT number, name FROM tables ORDER BY number").fetchall()
+        return [TableRow(number, name) for number, name in rows]
+
+    def indexes(self) -> list[IndexRow]:
+        rows = self.conn.execute(
+            "SELECT id, table_number, name, fields FROM indexes ORDER BY id"
+        ).fetchall()
+        return [
+            IndexRow(id_, table, name, tuple(fields.split(",")) if fields else ())
+            for id_, table, name, fields in rows
+        ]
+
+    def get_global(self, key: str) -> bytes | None:
+        row = self.conn.execute("SELECT value FROM globals WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        value = row[0]
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    def log_since(self, ts: int, *, limit: int) -> list[LogEntry]:
+        rows = self.conn.execute(
+            "SELECT ts, doc_id, table_number, value FROM log WHERE ts > ? ORDER BY ts, doc_id LIMIT ?",
+            (ts, limit),
+        ).fetchall()
+        return [LogEntry(*row) for row in rows]
+
+
+class _SqliteWriter(_SqliteReader, WriteConnection):
+    def savepoint(self, name: str) -> None:
+        self.conn.execute(f"SAVEPOINT {name}")
+
+    def release(self, name: str) -> None:
+        self.conn.execute(f"RELEASE {name}")
+
+    def rollback_to(self, name: str) -> None:
+        self.conn.execute(f"ROLLBACK TO {name}")
+        self.conn.execute(f"RELEASE {name}")
+
+    def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO documents (id, table_number, ts, value) VALUES (?, ?, ?, ?)",
+            (doc_id, table_number, ts, value),
+        )
+
+    def delete_document(self, doc_id: str) -> None:
+        self.conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+
+    def insert_index_entries(self, entries: Iterable[tuple[int, bytes, str]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO index_entries (index_id, key, doc_id) VALUES (?, ?, ?)", entries
+        )
+
+    def delete_index_entries(self, entries: Iterable[tuple[int, bytes]]) -> None:
+        self.conn.executemany("DELETE FROM index_entries WHERE index_id = ? AND key = ?", entries)
+
+    def append_log(self, entries: Iterable[LogEntry]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO log (ts, doc_id, table_number, value) VALUES (?, ?, ?, ?)",
+            [(e.ts, e.doc_id, e.table_number, e.value) for e in entries],
+        )
+
+    def set_global(self, key: str, value: bytes) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO globals (key, value) VALUES (?, ?)", (key, value))
+
+    def create_table(self, name: str, number: int) -> None:
+        self.conn.execute("INSERT INTO tables (number, name) VALUES (?, ?)", (number, name))
+
+    def create_index(self, table_number: int, name: str, fields: tuple[str, ...]) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO indexes (table_number, name, fields) VALUES (?, ?, ?)",
+            (table_number, name, ",".join(fields)),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def drop_index(self, index_id: int) -> None:
+        self.conn.execute("DELETE FROM index_entries WHERE index_id = ?", (index_id,))
+        self.conn.execute("DELETE FROM indexes WHERE id = ?", (index_id,))
+
+    def delete_table_documents(self, table_number: int) -> None:
+        index_ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM indexes WHERE table_number = ?", (table_number,)
+            )
+        ]
+        for index_id in index_ids:
+            self.conn.execute("DELETE FROM index_entries WHERE index_id = ?", (index_id,))
+        self.conn.execute("DELETE FROM documents WHERE table_number = ?", (table_number,))
+
+    def prune_log(self, before_ts: int) -> int:
+        cur = self.conn.execute("DELETE FROM log WHERE ts < ?", (before_ts,))
+        return cur.rowcount
+
+
+class SqlitePersistence(Persistence):
+    """SQLite in WAL mode at ``path``; up to ``max_readers`` pooled snapshot connections."""
+
+    def __init__(
+        self, path: str | Path, *, durability: Durability = "full", max_readers: int = 8
+    ) -> None:
+        self.path = str(path)
+        self.durability = durability
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            raise InternalError("SQLite persistence needs a file: readers and writer share it")
+        self._writer = _SqliteWriter(_connect(self.path, readonly=False, durability=durability))
+        self._writer.conn.executescript(_SCHEMA)
+        self._writer_busy = threading.Lock()
+        self._idle: queue.SimpleQueue[_SqliteReader] = queue.SimpleQueue()
+        self._readers_made = 0
+        self._max_readers = max_readers
+        self._made_lock = threading.Lock()
+        self._all_readers: list[_SqliteReader] = []
+        self._slots = threading.BoundedSemaphore(max_readers)
+        self._closed = False
+
+    def reader(self) -> ReadConnection:
+        self._slots.acquire()
+        try:
+            reader = self._idle.get_nowait()
+        except queue.Empty:
+            with self._made_lock:
+                reader = _SqliteReader(_connect(self.path, readonly=True, durability="off"))
+                self._all_readers.append(reader)
+        try:
+            reader._begin()
+        except BaseException:
+            self._idle.put(reader)
+            self._slots.release()
+            raise
+        return reader
+
+    def release_reader(self, conn: ReadConnection) -> None:
+        assert isinstance(conn, _SqliteReader)
+        try:
+            conn._end()
+        finally:
+            self._idle.put(conn)
+            self._slots.release()
+
+    def begin_write(self) -> WriteConnection:
+        self._writer_busy.acquire()
+        try:
+            self._writer.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._writer_busy.release()
+            raise
+        return self._writer
+
+    def commit_write(self, conn: WriteConnection) -> None:
+        try:
+            self._writer.conn.execute("COMMIT")
+        finally:
+            self._writer_busy.release()
+
+    def abort_write(self, conn: WriteConnection) -> None:
+        try:
+            if self._writer.conn.in_transaction:
+                self._writer.conn.execute("ROLLBACK")
+        finally:
+            self._writer_busy.release()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for reader in self._all_readers:
+            reader.conn.close()
+        self._writer.conn.close()
