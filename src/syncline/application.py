@@ -15,12 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from syncline.auth import (
+    AuthVerifier,
+    identity_from_credentials,
+    load_or_create_admin_key,
+    parse_authorization_header,
+    parse_providers,
+)
 from syncline.clock import Clock, SystemClock
 from syncline.database.database import Database, SchemaChange
-from syncline.errors import InternalError, InvalidRequest
+from syncline.errors import AuthError, InternalError, InvalidRequest
 from syncline.functions.executor import Executor, Outcome
 from syncline.functions.loader import FunctionRegistry, load_functions
 from syncline.identity import ANONYMOUS, Identity
+from syncline.live_queries import LiveQueryManager
 
 log = logging.getLogger("syncline")
 
@@ -101,13 +109,19 @@ class Application:
         *,
         clock: Clock | None = None,
         dev: bool = True,
+        admin_key: str | None = None,
     ) -> None:
         self.database = database
         self.clock = clock or database.clock
         self.functions_dir = Path(functions_dir) if functions_dir is not None else None
         self.dev = dev
+        #: the deployment's admin key (None: admin access is disabled)
+        self.admin_key = admin_key
         self._registry = FunctionRegistry()
         self.executor = Executor(database, lambda: self._registry, clock=self.clock)
+        self.live = LiveQueryManager(database, self.executor, dev=dev)
+        self._providers: tuple[Any, ...] = ()
+        self._verifier: AuthVerifier | None = None
         self._lock: DataDirLock | None = None
 
     @classmethod
@@ -135,7 +149,13 @@ class Application:
         except BaseException:
             lock.release()
             raise
-        app = cls(database, paths.functions, clock=clock, dev=dev)
+        try:
+            admin_key = load_or_create_admin_key(db_path.parent)
+        except BaseException:
+            database.close()
+            lock.release()
+            raise
+        app = cls(database, paths.functions, clock=clock, dev=dev, admin_key=admin_key)
         app._lock = lock
         if load:
             try:
@@ -158,15 +178,77 @@ class Application:
         """
         if self.functions_dir is None:
             return None
-        registry = load_functions(self.functions_dir)
-        change = self.database.apply_schema(registry.schema)
-        self._registry = registry
-        return change
+        return self.set_registry(load_functions(self.functions_dir))
 
     def set_registry(self, registry: FunctionRegistry) -> SchemaChange:
+        providers = parse_providers(registry.auth_providers)
         change = self.database.apply_schema(registry.schema)
         self._registry = registry
+        self._providers = providers
+        if self._verifier is not None:
+            self._verifier = AuthVerifier(providers, clock=self.clock)
         return change
+
+    # ------------------------------------------------------------------ serving
+
+    async def start(self) -> None:
+        """Start background work on the running event loop (live queries, auth)."""
+        self.live.start()
+        self._verifier = AuthVerifier(self._providers, clock=self.clock)
+
+    async def stop(self) -> None:
+        await self.live.close()
+        if self._verifier is not None:
+            await self._verifier.aclose()
+            self._verifier = None
+
+    def _auth_verifier(self) -> AuthVerifier:
+        if self._verifier is None:
+            self._verifier = AuthVerifier(self._providers, clock=self.clock)
+        return self._verifier
+
+    async def authenticate(
+        self, token_type: str, value: str | None, acting_as: dict[str, Any] | None = None
+    ) -> Identity:
+        """The identity for a sync ``Authenticate`` (``User`` / ``Admin`` / ``None``)."""
+        kind = {"User": "bearer", "Admin": "admin", "None": "none"}[token_type]
+        return await identity_from_credentials(
+            kind,  # type: ignore[arg-type]
+            value,
+            acting_as,
+            verifier=self._auth_verifier(),
+            admin_key=self._admin_key_or_reject(kind),
+        )
+
+    async def identity_from_header(self, header: str | None) -> Identity:
+        """The identity for an HTTP ``Authorization`` header."""
+        kind, value, acting_as = parse_authorization_header(header)
+        return await identity_from_credentials(
+            kind,
+            value,
+            acting_as,
+            verifier=self._auth_verifier(),
+            admin_key=self._admin_key_or_reject(kind),
+        )
+
+    def _admin_key_or_reject(self, kind: str) -> str:
+        if kind == "admin" and not self.admin_key:
+            raise AuthError("This deployment has no admin key configured", code="BadAdminKey")
+        return self.admin_key or ""
+
+    async def session_mutation(
+        self,
+        path: str,
+        args: Any,
+        *,
+        identity: Identity,
+        session_id: str,
+        request_id: int,
+    ) -> Outcome:
+        """A client's mutation, de-duplicated by (session id, request id)."""
+        return await self.executor.mutation(
+            path, args, identity=identity, idempotency_key=(session_id, request_id)
+        )
 
     # ------------------------------------------------------------------ calls
 

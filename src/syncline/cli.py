@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,105 @@ def run(function: str, args: str, project: Path, functions: Path | None, db: str
         _fail(str(exc))
     finally:
         app.close()
+
+
+def _server_options(fn: Any) -> Any:
+    options = [
+        click.option(
+            "--dir",
+            "project",
+            default=".",
+            show_default=True,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Project folder (holds functions/ and .syncline/).",
+        ),
+        click.option(
+            "--functions",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Functions folder (default: PROJECT/functions).",
+        ),
+        click.option(
+            "--db",
+            help="sqlite:///relative.db or sqlite:////absolute/path.db "
+            "(default: PROJECT/.syncline/data.sqlite3).",
+        ),
+        click.option(
+            "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
+        ),
+        click.option(
+            "--port", default=3210, show_default=True, type=int, help="API and sync port."
+        ),
+        click.option(
+            "--site-port", default=3211, show_default=True, type=int, help="HTTP actions port."
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _serve(
+    project: Path, functions: Path | None, db: str | None, host: str, port: int, *, dev: bool
+) -> None:
+    import asyncio
+    import logging
+
+    from syncline.application import Application
+    from syncline.server.run import serve as run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if os.environ.get("SYNCLINE_TRACE_PROTOCOL"):
+        logging.getLogger("syncline.server").setLevel(logging.DEBUG)
+    try:
+        app = Application.open(project, functions=functions, db=db, dev=dev)
+    except SynclineError as exc:
+        _fail(str(exc))
+        return
+    url = f"http://{host}:{port}"
+
+    def ready() -> None:
+        mode = "dev" if dev else "production"
+        click.echo(f"Syncline {__version__} ({mode}) serving {app.functions_dir}")
+        click.echo(f"  API and sync:  {url}")
+        click.echo(f"  Admin key:     {app.database.persistence.path.rsplit('/', 1)[0]}/admin_key")
+        click.echo(f"  Functions:     {len(app.registry.functions)} loaded")
+
+    try:
+        asyncio.run(run_server(app, host=host, port=port, on_ready=ready))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+
+
+@main.command()
+@_server_options
+def serve(
+    project: Path, functions: Path | None, db: str | None, host: str, port: int, site_port: int
+) -> None:
+    """Serve a project in production mode (errors to clients are redacted).
+
+    \b
+    Examples:
+      syncline serve --dir myapp
+      syncline serve --dir myapp --db sqlite:////var/lib/myapp/data.sqlite3 --port 8000
+    """
+    _serve(project, functions, db, host, port, dev=False)
+
+
+@main.command()
+@_server_options
+def dev(
+    project: Path, functions: Path | None, db: str | None, host: str, port: int, site_port: int
+) -> None:
+    """Serve a project for development (full error messages to clients).
+
+    \b
+    Examples:
+      syncline dev
+      syncline dev --dir myapp --port 4000
+    """
+    _serve(project, functions, db, host, port, dev=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -62,7 +63,7 @@ def test_creation_time_follows_the_clock(db: Database, clock: ManualClock) -> No
 def test_creation_time_strictly_increases_within_one_mutation(db: Database) -> None:
     ids = write(db, lambda tx: [tx.insert("t", {"i": float(i)}) for i in range(50)])
     times = [read(db, lambda tx, i=i: tx.get(i))["_creationTime"] for i in ids]
-    assert all(a < b for a, b in zip(times, times[1:]))
+    assert all(a < b for a, b in itertools.pairwise(times))
 
 
 def test_creation_time_strictly_increases_across_mutations(db: Database) -> None:
@@ -73,7 +74,7 @@ def test_creation_time_strictly_increases_across_mutations(db: Database) -> None
     ids += [f.result().value for f in futures]
     times = [d["_creationTime"] for d in all_docs(db, "t")]
     assert len(times) == 40
-    assert all(a < b for a, b in zip(times, times[1:]))
+    assert all(a < b for a, b in itertools.pairwise(times))
     assert [d["_id"] for d in all_docs(db, "t")] == ids
 
 
@@ -458,7 +459,7 @@ def test_commit_timestamps_strictly_increase_and_are_reported(db: Database) -> N
     db.add_commit_listener(commits.extend)
     results = [db.write_sync(lambda tx: tx.insert("t", {})) for _ in range(5)]
     ts = [r.ts for r in results]
-    assert all(a < b for a, b in zip(ts, ts[1:]))
+    assert all(a < b for a, b in itertools.pairwise(ts))
     assert [c.ts for c in commits] == ts
     assert db.last_ts == ts[-1]
     assert db.run_read(lambda tx: None).ts == ts[-1]
@@ -469,3 +470,115 @@ def test_writer_survives_a_closed_database(tmp_path: Any) -> None:
     database.close()
     with pytest.raises(InternalError, match="closed"):
         database.submit_write(lambda tx: None)
+
+
+# ---------------------------------------------------------------------- group commit and savepoints
+
+
+def test_group_commit_rolls_back_a_failing_mutation_alone(db: Database) -> None:
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def blocker(tx: Transaction) -> None:
+        entered.set()
+        assert gate.wait(5)
+
+    blocked = db.submit_write(blocker, exclusive=True)
+    assert entered.wait(5)
+    batches: list[list[int]] = []
+    db.add_commit_listener(lambda commits: batches.append([c.ts for c in commits]))
+
+    futures: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def submit(name: str, fn: Callable[[Transaction], Any]) -> None:
+        future = db.submit_write(fn)
+        with lock:
+            futures[name] = future
+
+    def ok(i: int) -> Callable[[Transaction], str]:
+        return lambda tx: tx.insert("t", {"i": float(i)})
+
+    def bad(tx: Transaction) -> None:
+        tx.insert("ghost", {"x": 1.0})
+        tx.insert("t", {"i": -1.0})
+        raise ConvexError({"why": "bad"})
+
+    threads = [threading.Thread(target=submit, args=(f"ok{i}", ok(i))) for i in range(6)]
+    threads.insert(3, threading.Thread(target=submit, args=("bad", bad)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    futures["after"] = db.submit_write(lambda tx: tx.table("ghost") is None)
+    gate.set()
+    blocked.result(5)
+
+    with pytest.raises(ConvexError) as info:
+        futures["bad"].result(5)
+    assert info.value.data == {"why": "bad"}
+    results = {name: f.result(5) for name, f in futures.items() if name != "bad"}
+    assert results["after"].value is True  # the failed mutation's new table is not visible
+    # Everything queued behind the blocker went out in one batch (one commit), in ts order.
+    assert len(batches) == 2
+    batch = batches[-1]
+    assert len(batch) == 7
+    assert batch == sorted(batch) and len(set(batch)) == 7
+    assert sorted(r.ts for r in results.values()) == batch
+    docs = all_docs(db, "t")
+    assert sorted(d["i"] for d in docs) == [float(i) for i in range(6)]
+    assert db.catalog.table("ghost") is None
+    assert all_docs(db, "ghost") == []
+
+
+def test_savepoints_isolate_neighbours_that_touch_the_same_document(db: Database) -> None:
+    doc = write(db, lambda tx: tx.insert("t", {"n": 0.0}))
+    gate = threading.Event()
+    blocked = db.submit_write(lambda tx: gate.wait(5), exclusive=True)
+
+    def increment(tx: Transaction) -> float:
+        n = tx.get(doc)["n"] + 1
+        tx.patch(doc, {"n": n})
+        return n
+
+    def increment_then_fail(tx: Transaction) -> None:
+        increment(tx)
+        increment(tx)
+        raise RuntimeError("boom")
+
+    jobs = [increment, increment_then_fail, increment, increment_then_fail, increment]
+    futures = [db.submit_write(job) for job in jobs]
+    gate.set()
+    blocked.result(5)
+    values_seen = []
+    for job, future in zip(jobs, futures):
+        if job is increment:
+            values_seen.append(future.result(5).value)
+        else:
+            with pytest.raises(RuntimeError):
+                future.result(5)
+    assert values_seen == [1.0, 2.0, 3.0]
+    assert read(db, lambda tx: tx.get(doc))["n"] == 3.0
+
+
+def test_failed_table_creation_does_not_leak_its_table_number(db: Database) -> None:
+    gate = threading.Event()
+    blocked = db.submit_write(lambda tx: gate.wait(5), exclusive=True)
+
+    def failing(tx: Transaction) -> None:
+        tx.insert("first", {})
+        raise ValueError("no")
+
+    bad = db.submit_write(failing)
+    good = db.submit_write(lambda tx: tx.insert("second", {}))
+    gate.set()
+    blocked.result(5)
+    with pytest.raises(ValueError):
+        bad.result(5)
+    doc_id = good.result(5).value
+    assert db.catalog.table("first") is None
+    assert db.catalog.table("second").number == table_number_of(doc_id)
+    assert read(db, lambda tx: tx.get(doc_id)) is not None
+    # The table can still be created later.
+    later = write(db, lambda tx: tx.insert("first", {}))
+    assert table_number_of(later) != table_number_of(doc_id)

@@ -24,7 +24,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -63,6 +63,8 @@ class ReadResult(Generic[T]):
     value: T
     ts: int
     read_set: ReadSet
+    #: the end cursor of a paginated read (see ``Transaction.journal``)
+    journal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +201,7 @@ class Database:
                 conn, self._catalog, ts=conn.ts, schema=self._schema, limits=self.limits
             )
             value = fn(tx)
-            return ReadResult(value, conn.ts, tx.read_set)
+            return ReadResult(value, conn.ts, tx.read_set, tx.journal_out)
         finally:
             self.persistence.release_reader(conn)
 
@@ -303,8 +305,11 @@ class Database:
                 commits.append(Commit(ts, tx.writes))
             if log_entries:
                 conn.append_log(log_entries)
-            conn.set_global(_TS_KEY, str(self._last_ts).encode())
-            conn.set_global(_CREATION_TIME_KEY, repr(creation_time).encode())
+            if commits:
+                # Snapshots name the last *published* commit; a failed mutation's
+                # ts is never visible (and is never reused: _last_ts moved past it).
+                conn.set_global(_TS_KEY, str(commits[-1].ts).encode())
+                conn.set_global(_CREATION_TIME_KEY, repr(creation_time).encode())
             self._maybe_prune(conn)
             self.persistence.commit_write(conn)
         except BaseException as exc:
@@ -419,13 +424,12 @@ class Database:
 
 
 def _check_existing_documents(tx: Transaction, schema: Schema, info: TableInfo) -> None:
-    from syncline.database.query import full_range
-
     validator = schema.validator_for(info.name)
     if validator is None:
         return
-    start, end = full_range()
-    for _key, doc in tx.scan(info.name, BY_CREATION_TIME, start, end):
+    # A system task, not user code: read storage directly, so the per-transaction
+    # read limits (sized for functions) do not cap how much data a schema can check.
+    for doc in _all_documents(tx._require_writable(), info):
         fields = {k: v for k, v in doc.items() if k not in ("_id", "_creationTime")}
         try:
             validator.validate(fields, tx)
@@ -464,17 +468,25 @@ def _sync_indexes(
     return added, removed
 
 
-def _backfill(conn: WriteConnection, info: TableInfo, indexes: list[IndexInfo]) -> None:
+def _all_documents(conn: WriteConnection, info: TableInfo) -> Iterator[dict[str, Any]]:
+    """Every document of a table, in ``_id`` order, read in batches straight from storage."""
     by_id = info.indexes[BY_ID]
     start, end = b"", b"\xff"
     while True:
         rows = conn.scan(by_id.id, start, end, reverse=False, limit=1000)
-        entries = []
-        for _key, doc_id, raw in rows:
-            doc = from_json_bytes(raw)
-            for index in indexes:
-                entries.append((index.id, index.key_of(doc), doc_id))  # type: ignore[arg-type]
-        conn.insert_index_entries(entries)
+        for _key, _doc_id, raw in rows:
+            yield from_json_bytes(raw)  # type: ignore[misc]
         if len(rows) < 1000:
             return
         start = rows[-1][0] + b"\x00"
+
+
+def _backfill(conn: WriteConnection, info: TableInfo, indexes: list[IndexInfo]) -> None:
+    entries: list[tuple[int, bytes, str]] = []
+    for doc in _all_documents(conn, info):
+        for index in indexes:
+            entries.append((index.id, index.key_of(doc), doc["_id"]))
+        if len(entries) >= 1000:
+            conn.insert_index_entries(entries)
+            entries = []
+    conn.insert_index_entries(entries)

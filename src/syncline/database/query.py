@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from syncline.database.catalog import BY_CREATION_TIME
-from syncline.errors import InvalidCursor, InvalidQuery, InvalidValue
+from syncline.errors import InvalidCursor, InvalidQuery, InvalidValue, LimitExceeded
 from syncline.values.json import from_python, to_json
 from syncline.values.keys import compare, encode_key, encode_value, get_field_path
 from syncline.values.types import INT64_MAX, INT64_MIN, UNDEFINED, Int64
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from syncline.database.transaction import Transaction
 
 MAX_PAGE_SIZE = 32_000
+_READ_LIMIT_CODES = frozenset({"TooManyDocumentsRead", "TooManyBytesRead"})
 
 
 def full_range() -> tuple[bytes, bytes]:
@@ -495,6 +496,9 @@ class Query:
 
     def filter(self, predicate: Callable[[FilterBuilder], Any]) -> Query:
         expression = predicate(_Q)
+        if type(expression) is bool:
+            # As in Convex, a predicate may be a plain boolean (`lambda q: True`).
+            expression = _Literal(expression)
         if not isinstance(expression, Expression):
             raise InvalidQuery(
                 "filter() takes a function that builds an expression with its argument, e.g. "
@@ -558,7 +562,8 @@ class Query:
         if len(docs) > 1:
             ids = [d["_id"] for d in docs]
             raise InvalidQuery(
-                f"unique() query returned more than one result from table {self._table}: {ids}",
+                f"unique() query returned more than one result from table {self._table}:\n"
+                f" [{ids[0]}, {ids[1]}, ...]",
                 code="UniqueQueryReturnedMultiple",
             )
         return docs[0] if docs else None
@@ -595,6 +600,9 @@ class Query:
         num_items = _page_size(options.get("numItems"))
         cursor = options.get("cursor")
         end_cursor = options.get("endCursor")
+        if end_cursor is None and self._tx.journal is not None:
+            # A live query re-running: keep the page's extent so pages stay contiguous.
+            end_cursor = self._tx.journal
         max_rows = options.get("maximumRowsRead")
         if max_rows is not None:
             max_rows = _page_size(max_rows)
@@ -631,21 +639,29 @@ class Query:
         page_status: str | None = None
         read_budget = self._tx.limits.max_docs_read
         rows = self._tx.scan(self._table, self._index, start, end, reverse=reverse)
-        for scanned, (key, doc) in enumerate(rows, start=1):
-            last_key = key
-            if self._matches(doc):
-                page.append(doc)
-                keys.append(key)
-            if not bounded and len(page) >= num_items:
-                exhausted = False
-                break
-            if max_rows is not None and scanned >= max_rows and not bounded:
-                exhausted = False
-                break
-            if self._tx.docs_read >= read_budget - 1:
-                exhausted = False
-                page_status = "SplitRequired"
-                break
+        try:
+            for scanned, (key, doc) in enumerate(rows, start=1):
+                last_key = key
+                if self._matches(doc):
+                    page.append(doc)
+                    keys.append(key)
+                if not bounded and len(page) >= num_items:
+                    exhausted = False
+                    break
+                if max_rows is not None and scanned >= max_rows and not bounded:
+                    exhausted = False
+                    break
+                if self._tx.docs_read >= read_budget - 1:
+                    exhausted = False
+                    page_status = "SplitRequired"
+                    break
+        except LimitExceeded as exc:
+            # Inside paginate a read limit ends the page early instead of failing
+            # (semantics §3.6): the rows so far are returned, the client splits.
+            if exc.code not in _READ_LIMIT_CODES or last_key is None:
+                raise
+            exhausted = False
+            page_status = "SplitRequired"
         if bounded:
             continue_cursor = end_cursor
             is_done = _decode_cursor(end_cursor, fingerprint) is None
@@ -661,10 +677,15 @@ class Query:
             "isDone": is_done,
             "continueCursor": continue_cursor,
         }
-        if page_status is None and (len(page) > 6144 or self._tx.docs_read > 0.75 * read_budget):
+        if page_status is None and (
+            len(page) > 6144
+            or self._tx.docs_read > 0.75 * read_budget
+            or self._tx.bytes_read > 0.75 * self._tx.limits.max_bytes_read
+        ):
             page_status = "SplitRecommended"
         if page_status is not None:
             result["pageStatus"] = page_status
             if len(keys) >= 2:
                 result["splitCursor"] = _encode_cursor(fingerprint, keys[len(keys) // 2 - 1])
+        self._tx.journal_out = continue_cursor
         return result

@@ -114,6 +114,10 @@ class Transaction:
         self._bytes_written = 0
         self._log: dict[str, LogEntry] = {}
         self.paginated = False
+        #: a live query's previous end cursor: re-runs return the same page extent
+        self.journal: str | None = None
+        #: the end cursor this transaction's paginate() returned (the next journal)
+        self.journal_out: str | None = None
 
     # ------------------------------------------------------------------ catalog
 
@@ -175,20 +179,24 @@ class Transaction:
         return self.read_set.add(index_name, interval)
 
     def _count_read(self, raw: bytes) -> None:
-        self._docs_read += 1
-        self._bytes_read += len(raw)
-        if self._docs_read > self.limits.max_docs_read:
+        # A row that would break a limit is refused and not counted, so a caller
+        # that stops there (paginate) leaves the transaction within its limits.
+        docs_read = self._docs_read + 1
+        bytes_read = self._bytes_read + len(raw)
+        if docs_read > self.limits.max_docs_read:
             raise LimitExceeded(
                 f"Too many documents read in a single function execution (limit: "
                 f"{self.limits.max_docs_read}).",
                 code="TooManyDocumentsRead",
             )
-        if self._bytes_read > self.limits.max_bytes_read:
+        if bytes_read > self.limits.max_bytes_read:
             raise LimitExceeded(
                 f"Too many bytes read in a single function execution (limit: "
                 f"{self.limits.max_bytes_read} bytes).",
                 code="TooManyBytesRead",
             )
+        self._docs_read = docs_read
+        self._bytes_read = bytes_read
 
     @property
     def docs_read(self) -> int:

@@ -1,11 +1,12 @@
 """The ``ctx`` objects handed to user functions, and the rules of what user code may touch.
 
-| member                     | query | mutation |
-|----------------------------|-------|----------|
-| db (get, query, normalize_id, system) | yes | yes |
-| db writes (insert, patch, replace, delete) | - | yes |
-| auth.get_user_identity()   | yes   | yes      |
-| now, random, env           | yes   | yes      |
+| member                     | query | mutation | action |
+|----------------------------|-------|----------|--------|
+| db (get, query, normalize_id, system) | yes | yes | - |
+| db writes (insert, patch, replace, delete) | - | yes | - |
+| auth.get_user_identity()   | yes   | yes      | yes    |
+| run_query / run_mutation / run_action | - | - | yes (async) |
+| now, random, env           | yes   | yes      | yes (``now`` is real time) |
 
 User code reaches user tables through ``ctx.db`` and the user-visible system
 tables (``_scheduled_functions``, ``_storage``) only through ``ctx.db.system``,
@@ -16,8 +17,8 @@ which records reads and writes.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncline.database.catalog import SYSTEM_TABLES_BY_NAME
 from syncline.database.query import Query
@@ -239,3 +240,46 @@ class MutationCtx(QueryCtx):
     ) -> None:
         super().__init__(tx, identity, now=now, seed=seed, env=env)
         self.db: DatabaseWriter = DatabaseWriter(tx)
+
+
+class ActionRunner(Protocol):
+    """How an action calls other functions (implemented by the executor)."""
+
+    def __call__(self, kind: str, ref: Any, args: Mapping[str, Any] | None) -> Awaitable[Any]: ...
+
+
+class ActionCtx:
+    """``ctx`` in an action: no ``db``; call queries and mutations instead.
+
+    Each ``run_query`` / ``run_mutation`` is its own transaction, run with the
+    action's identity; there is no consistency between two calls.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        runner: ActionRunner,
+        *,
+        clock: Any,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.auth = Auth(identity)
+        self._runner = runner
+        self._clock = clock
+        self.random = random.Random()
+        self.env = Env(env or {})
+
+    @property
+    def now(self) -> float:
+        """Current time in ms since the epoch (real time: actions are not deterministic)."""
+        return float(self._clock.now_ms())
+
+    async def run_query(self, ref: Any, args: Mapping[str, Any] | None = None) -> Any:
+        """Run a query (public or internal) and return its result; its error is raised."""
+        return await self._runner("query", ref, args)
+
+    async def run_mutation(self, ref: Any, args: Mapping[str, Any] | None = None) -> Any:
+        return await self._runner("mutation", ref, args)
+
+    async def run_action(self, ref: Any, args: Mapping[str, Any] | None = None) -> Any:
+        return await self._runner("action", ref, args)

@@ -26,7 +26,7 @@ from syncline.errors import (
     SynclineError,
 )
 from syncline.functions import sandbox
-from syncline.functions.context import MutationCtx, QueryCtx
+from syncline.functions.context import ActionCtx, MutationCtx, QueryCtx
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.identity import ANONYMOUS, Identity, is_admin
 from syncline.values.json import from_python, to_json_string
@@ -56,6 +56,8 @@ class Outcome:
     ts: int | None = None
     read_set: ReadSet | None = None
     writes: WriteSet | None = None
+    #: a paginated query's end cursor, to replay the same page extent on re-runs
+    journal: str | None = None
     duration_ms: float = 0.0
     _request_id: str | None = None
 
@@ -116,6 +118,58 @@ def validate_result(fn: RegisteredFunction, value: Any, tx: Transaction | None) 
         value = from_python(value)
     check_value_limits(value, what="return value")
     return value
+
+
+_SESSION_REQUESTS = "_session_requests"
+
+
+class _Replayed:
+    """A mutation found already done: its original result and commit ts."""
+
+    __slots__ = ("ts", "value")
+
+    def __init__(self, value: Any, ts: int) -> None:
+        self.value = value
+        self.ts = ts
+
+
+def _recorded_request(tx: Transaction, key: tuple[str, int]) -> _Replayed | None:
+    from syncline.database.query import Query
+
+    session_id, request_id = key
+    row = (
+        Query(tx, _SESSION_REQUESTS)
+        .with_index(
+            "by_session_request",
+            lambda q: q.eq("sessionId", session_id).eq("requestId", float(request_id)),
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    return _Replayed(row["result"], int(row["ts"]))
+
+
+def _record_request(tx: Transaction, key: tuple[str, int], value: Any) -> None:
+    from syncline.values.types import Int64
+
+    session_id, request_id = key
+    tx.insert(
+        _SESSION_REQUESTS,
+        {
+            "sessionId": session_id,
+            "requestId": float(request_id),
+            "result": value,
+            "ts": Int64(tx.ts),
+        },
+    )
+
+
+class _Failure:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class _Params:
@@ -193,12 +247,14 @@ class Executor:
         clock: Clock,
         env: Callable[[], Mapping[str, str]] | None = None,
         log_echo: Callable[[str, str], None] | None = None,
+        action_timeout_s: float = 600.0,
     ) -> None:
         self.database = database
         self._registry = registry
         self.clock = clock
         self._env = env or (lambda: {})
         self._log_echo = log_echo
+        self.action_timeout_s = action_timeout_s
 
     def resolve(
         self, path: str, kind: FunctionKind, identity: Identity, *, allow_internal: bool = False
@@ -219,25 +275,47 @@ class Executor:
         args: dict[str, Any],
         identity: Identity,
         collector: sandbox.LogCollector,
+        journal: str | None,
     ) -> Callable[[Transaction], Any]:
         def body(tx: Transaction) -> Any:
-            with sandbox.running("query", collector):
-                validated = validate_args(fn, args, tx)
-                ctx = QueryCtx(
-                    tx,
-                    identity,
-                    now=self.clock.now_ms(),
-                    seed=random.getrandbits(64),
-                    env=self._env(),
-                )
-                bind_args(fn, validated)
-                result = fn.handler(ctx, **validated)
-                return validate_result(fn, result, tx)
+            tx.journal = journal
+            try:
+                with sandbox.running("query", collector):
+                    validated = validate_args(fn, args, tx)
+                    ctx = QueryCtx(
+                        tx,
+                        identity,
+                        now=self.clock.now_ms(),
+                        seed=random.getrandbits(64),
+                        env=self._env(),
+                    )
+                    bind_args(fn, validated)
+                    result = fn.handler(ctx, **validated)
+                    return validate_result(fn, result, tx)
+            except Exception as exc:
+                # Returned, not raised: a failed query's read set still matters
+                # (the error may go away when the data it read changes).
+                return _Failure(exc)
 
         return body
 
+    @staticmethod
+    def _finish_query(outcome: Outcome, result: Any) -> None:
+        outcome.ts, outcome.read_set = result.ts, result.read_set
+        if isinstance(result.value, _Failure):
+            outcome.error = result.value.error
+        else:
+            outcome.value = result.value
+            outcome.journal = result.journal
+
     async def query(
-        self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
+        self,
+        path: str,
+        args: Any,
+        *,
+        identity: Identity = ANONYMOUS,
+        allow_internal: bool = False,
+        journal: str | None = None,
     ) -> Outcome:
         started = time.perf_counter()
         outcome = Outcome(path, FunctionKind.QUERY)
@@ -245,13 +323,9 @@ class Executor:
         try:
             fn = self.resolve(path, FunctionKind.QUERY, identity, allow_internal=allow_internal)
             outcome.path = fn.path or path
-            result = await self.database.read(
-                self._query_body(fn, normalize_args(args), identity, collector)
-            )
-            outcome.value, outcome.ts, outcome.read_set = result.value, result.ts, result.read_set
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise
+            body = self._query_body(fn, normalize_args(args), identity, collector, journal)
+            self._finish_query(outcome, await self.database.read(body))
+        except Exception as exc:
             outcome.error = exc
         outcome.log_lines = collector.lines
         outcome.duration_ms = (time.perf_counter() - started) * 1000
@@ -267,10 +341,8 @@ class Executor:
         try:
             fn = self.resolve(path, FunctionKind.QUERY, identity, allow_internal=allow_internal)
             outcome.path = fn.path or path
-            result = self.database.run_read(
-                self._query_body(fn, normalize_args(args), identity, collector)
-            )
-            outcome.value, outcome.ts, outcome.read_set = result.value, result.ts, result.read_set
+            body = self._query_body(fn, normalize_args(args), identity, collector, None)
+            self._finish_query(outcome, self.database.run_read(body))
         except Exception as exc:
             outcome.error = exc
         outcome.log_lines = collector.lines
@@ -286,8 +358,13 @@ class Executor:
         identity: Identity,
         collector: sandbox.LogCollector,
         extra: Callable[[Transaction, Any], None] | None,
+        idempotency_key: tuple[str, int] | None = None,
     ) -> Callable[[Transaction], Any]:
         def body(tx: Transaction) -> Any:
+            if idempotency_key is not None:
+                done = _recorded_request(tx, idempotency_key)
+                if done is not None:
+                    return done
             with sandbox.running("mutation", collector):
                 validated = validate_args(fn, args, tx)
                 ctx = MutationCtx(
@@ -302,6 +379,8 @@ class Executor:
                 value = validate_result(fn, result, tx)
             if extra is not None:
                 extra(tx, value)
+            if idempotency_key is not None:
+                _record_request(tx, idempotency_key, value)
             return value
 
         return body
@@ -315,10 +394,20 @@ class Executor:
         extra: Callable[[Transaction, Any], None] | None,
         outcome: Outcome,
         collector: sandbox.LogCollector,
+        idempotency_key: tuple[str, int] | None = None,
     ) -> Callable[[Transaction], Any]:
         fn = self.resolve(path, FunctionKind.MUTATION, identity, allow_internal=allow_internal)
         outcome.path = fn.path or path
-        return self._mutation_body(fn, normalize_args(args), identity, collector, extra)
+        return self._mutation_body(
+            fn, normalize_args(args), identity, collector, extra, idempotency_key
+        )
+
+    @staticmethod
+    def _finish_mutation(outcome: Outcome, result: Any) -> None:
+        outcome.value, outcome.ts = result.value, result.ts
+        outcome.read_set, outcome.writes = result.read_set, result.writes
+        if isinstance(result.value, _Replayed):
+            outcome.value, outcome.ts = result.value.value, result.value.ts
 
     async def mutation(
         self,
@@ -328,18 +417,22 @@ class Executor:
         identity: Identity = ANONYMOUS,
         allow_internal: bool = False,
         extra: Callable[[Transaction, Any], None] | None = None,
+        idempotency_key: tuple[str, int] | None = None,
     ) -> Outcome:
-        """Run a mutation. ``extra(tx, result)`` runs in the same transaction after it."""
+        """Run a mutation on the writer. ``extra(tx, result)`` runs in its transaction after it.
+
+        With ``idempotency_key`` (a client's session id and request id), a
+        mutation that already succeeded is not run again: its recorded result
+        and commit ts are returned (protocol §3.4).
+        """
         started = time.perf_counter()
         outcome = Outcome(path, FunctionKind.MUTATION)
         collector = self._collector(path)
         try:
             body = self._prepare_mutation(
-                path, args, identity, allow_internal, extra, outcome, collector
+                path, args, identity, allow_internal, extra, outcome, collector, idempotency_key
             )
-            result = await self.database.write(body)
-            outcome.value, outcome.ts = result.value, result.ts
-            outcome.read_set, outcome.writes = result.read_set, result.writes
+            self._finish_mutation(outcome, await self.database.write(body))
         except Exception as exc:
             outcome.error = exc
         outcome.log_lines = collector.lines
@@ -355,6 +448,7 @@ class Executor:
         allow_internal: bool = False,
         extra: Callable[[Transaction, Any], None] | None = None,
     ) -> Outcome:
+        """Like :meth:`mutation`, blocking the calling thread (CLIs, tests without a loop)."""
         started = time.perf_counter()
         outcome = Outcome(path, FunctionKind.MUTATION)
         collector = self._collector(path)
@@ -362,16 +456,93 @@ class Executor:
             body = self._prepare_mutation(
                 path, args, identity, allow_internal, extra, outcome, collector
             )
-            result = self.database.write_sync(body)
-            outcome.value, outcome.ts = result.value, result.ts
-            outcome.read_set, outcome.writes = result.read_set, result.writes
+            self._finish_mutation(outcome, self.database.write_sync(body))
         except Exception as exc:
             outcome.error = exc
         outcome.log_lines = collector.lines
         outcome.duration_ms = (time.perf_counter() - started) * 1000
         return outcome
 
+    async def action(
+        self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
+    ) -> Outcome:
+        """Run an action on the event loop (it may await any I/O)."""
+        return await _run_action(self, path, args, identity=identity, allow_internal=allow_internal)
+
 
 def result_json(outcome: Outcome) -> str:
     """The outcome's value as wire JSON text (for CLIs and logs)."""
     return to_json_string(outcome.value)
+
+
+class _CatalogIds:
+    """Validation context for code outside a transaction (action args): ids by catalog."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def table_name_of_id(self, doc_id: str) -> str | None:
+        from syncline.values.ids import table_number_of
+
+        number = table_number_of(doc_id)
+        if number is None:
+            return None
+        info = self._database.catalog.table_by_number(number)
+        return info.name if info is not None else None
+
+
+async def _run_action(
+    executor: Executor,
+    path: str,
+    args: Any,
+    *,
+    identity: Identity,
+    allow_internal: bool,
+) -> Outcome:
+    import asyncio
+
+    from syncline.functions.paths import function_path
+
+    started = time.perf_counter()
+    outcome = Outcome(path, FunctionKind.ACTION)
+    collector = executor._collector(path)
+
+    async def runner(kind: str, ref: Any, call_args: Mapping[str, Any] | None) -> Any:
+        target = function_path(ref)
+        if kind == "query":
+            nested = await executor.query(
+                target, dict(call_args or {}), identity=identity, allow_internal=True
+            )
+        elif kind == "mutation":
+            nested = await executor.mutation(
+                target, dict(call_args or {}), identity=identity, allow_internal=True
+            )
+        else:
+            nested = await executor.action(
+                target, dict(call_args or {}), identity=identity, allow_internal=True
+            )
+        for line in nested.log_lines:
+            collector.add_line(line)
+        return nested.unwrap()
+
+    try:
+        fn = executor.resolve(path, FunctionKind.ACTION, identity, allow_internal=allow_internal)
+        outcome.path = fn.path or path
+        validated = validate_args(fn, normalize_args(args), _CatalogIds(executor.database))  # type: ignore[arg-type]
+        bind_args(fn, validated)
+        ctx = ActionCtx(identity, runner, clock=executor.clock, env=executor._env())
+        with sandbox.running(None, collector):
+            result = await asyncio.wait_for(
+                fn.handler(ctx, **validated), timeout=executor.action_timeout_s
+            )
+        outcome.value = validate_result(fn, result, _CatalogIds(executor.database))  # type: ignore[arg-type]
+    except TimeoutError:
+        outcome.error = SynclineError(
+            f"Action {outcome.path} timed out after {executor.action_timeout_s:g} s",
+            code="ActionTimeout",
+        )
+    except Exception as exc:
+        outcome.error = exc
+    outcome.log_lines = collector.lines
+    outcome.duration_ms = (time.perf_counter() - started) * 1000
+    return outcome

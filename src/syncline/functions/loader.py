@@ -11,13 +11,18 @@ Special modules, imported but never callable: ``schema.py`` (``schema``),
 (``providers``). Folders and files starting with ``_`` or ``.`` are skipped.
 
 Loading again (hot reload) first forgets the previously imported modules of
-the package, so the new registry sees the new code only.
+the package, so the new registry sees the new code only. User modules are
+always compiled from source: cached bytecode is validated by whole-second
+mtime and size, so an edit saved within a second of the previous load could
+otherwise run stale code.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
+import logging
 import sys
 import traceback
 import types
@@ -85,11 +90,38 @@ def _forget_package(package: str) -> None:
         del sys.modules[name]
 
 
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles from source every time, never reading or writing cached bytecode."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        return self.source_to_code(self.get_data(self.path), self.path)  # type: ignore[return-value]
+
+
+def _use_source_loader(root: Path) -> None:
+    """Make imports below ``root`` (the package and its subfolders) use :class:`_SourceLoader`."""
+    loaders = [(_SourceLoader, importlib.machinery.SOURCE_SUFFIXES)]
+    for directory in (root, *(p for p in root.rglob("*") if p.is_dir())):
+        if directory.name != "__pycache__":
+            sys.path_importer_cache[str(directory)] = importlib.machinery.FileFinder(
+                str(directory), *loaders
+            )
+
+
 def _install_package(root: Path, package: str) -> None:
+    _use_source_loader(root)
+    # `logging.getLogger(__name__)` in a user module is a child of this logger. Let
+    # every level through (the sandbox captures them all as log lines, as Convex
+    # does for console.debug/info) unless the user chose a level themselves.
+    package_logger = logging.getLogger(package)
+    if package_logger.level == logging.NOTSET:
+        package_logger.setLevel(logging.DEBUG)
     init = root / "__init__.py"
     if init.exists():
         spec = importlib.util.spec_from_file_location(
-            package, init, submodule_search_locations=[str(root)]
+            package,
+            init,
+            loader=_SourceLoader(package, str(init)),
+            submodule_search_locations=[str(root)],
         )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

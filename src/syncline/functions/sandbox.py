@@ -57,7 +57,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     kind = _deterministic.get()
     if kind is not None:
         raise DeterminismError(
-            f"Can't use {what} ({event}) in {kind}s: queries and mutations must be "
+            f"Can't use {what} ({event}) in a {kind}: queries and mutations must be "
             "deterministic. Please consider using an action."
         )
 
@@ -75,7 +75,10 @@ class LogCollector:
     def add(self, level: str, message: str) -> None:
         if len(message) > MAX_LOG_LINE_CHARS:
             message = message[:MAX_LOG_LINE_CHARS] + " (truncated)"
-        line = f"[{level}] {message}"
+        self.add_line(f"[{level}] {message}")
+
+    def add_line(self, line: str) -> None:
+        """Add an already formatted ``[LEVEL] text`` line (from a nested call, say)."""
         if self.echo is not None:
             self.echo(line)
         if len(self.lines) < MAX_LOG_LINES:

@@ -1,0 +1,1 @@
+"""The database engine: catalog, transactions, read and write sets, queries, the writer."""

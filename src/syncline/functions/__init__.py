@@ -1,0 +1,1 @@
+"""The function runtime: decorators, loader, ctx objects, executor."""

@@ -1,0 +1,361 @@
+"""Live queries: shared query subscriptions kept up to date as commits land.
+
+One :class:`LiveQuery` exists per (path, args, journal, identity-if-it-matters):
+the identity is part of the key only when the query read ``ctx.auth``
+(design §3.2). Each holds its latest result and the interval of timestamps
+over which that result is known to be valid::
+
+    valid_from = the snapshot ts the result was computed at
+    valid_through = (first commit after valid_from that touched its read set) - 1,
+                    or, if none has, the newest commit processed so far
+
+Commits arrive from the writer thread (one callback per batch) and are matched
+against read sets with an :class:`~syncline.database.subscriptions.IntervalIndex`.
+A touched query keeps its old result (still valid up to the commit) and is
+re-run once; the new result is pushed to every subscriber. A re-run's result is
+checked against the commits that landed while it ran (kept in a short recent
+log), so no invalidation is ever missed.
+
+Subscribers (sync sessions) use the validity intervals to move all of their
+queries to one timestamp at which every result is valid.
+
+Everything here runs on the event loop; query execution happens on the
+database's read threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from syncline.database.database import Database
+from syncline.database.reads import ReadSet
+from syncline.database.subscriptions import IntervalIndex
+from syncline.database.writes import Commit
+from syncline.functions.executor import Executor, Outcome, format_error, normalize_args
+from syncline.functions.paths import canonicalize_path
+from syncline.identity import ANONYMOUS, Admin, Identity, System, User
+from syncline.sync.protocol import NO_ERROR_DATA
+from syncline.values.json import to_json
+
+log = logging.getLogger("syncline.live")
+
+#: how many recent commits are kept to validate re-runs that finish late
+RECENT_COMMITS = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """A query's result as sent to clients: encoded once, shared by all subscribers."""
+
+    ok: bool
+    #: the encoded value (success) — an orjson.Fragment of convex JSON
+    value: Any
+    error_message: str | None
+    error_data: Any
+    log_lines: list[str]
+    journal: str | None
+    #: identifies the result (value or error, and log lines) for de-duplication
+    digest: bytes
+
+    @classmethod
+    def from_outcome(cls, outcome: Outcome, *, dev: bool) -> QueryResult:
+        if outcome.error is None:
+            encoded = orjson.dumps(to_json(outcome.value))
+            digest = hashlib.blake2b(encoded, digest_size=16)
+            for line in outcome.log_lines:
+                digest.update(line.encode())
+            return cls(
+                True,
+                orjson.Fragment(encoded),
+                None,
+                NO_ERROR_DATA,
+                outcome.log_lines,
+                outcome.journal,
+                digest.digest(),
+            )
+        message, data, is_convex = format_error(
+            outcome.error, request_id=outcome.request_id, dev=dev
+        )
+        # The request id differs per run; leave it out of the digest so equal errors dedupe.
+        stable = message.split("] ", 1)[-1]
+        digest = hashlib.blake2b(b"error\0" + stable.encode(), digest_size=16)
+        error_data: Any = NO_ERROR_DATA
+        if is_convex:
+            encoded = orjson.dumps(to_json(data))
+            digest.update(encoded)
+            error_data = orjson.Fragment(encoded)
+        for line in outcome.log_lines:
+            digest.update(line.encode())
+        return cls(
+            False, None, message, error_data, outcome.log_lines, outcome.journal, digest.digest()
+        )
+
+
+class Subscriber(Protocol):
+    """A sync session (or anything) that wants to hear about live query changes."""
+
+    def live_query_changed(self, query: LiveQuery) -> None: ...
+
+    def live_query_split(self, query: LiveQuery) -> None:
+        """The query started depending on the caller's identity: subscribe again."""
+        ...
+
+
+def identity_key(identity: Identity) -> Any:
+    if isinstance(identity, User):
+        return ("user", identity.user.cache_key())
+    if isinstance(identity, Admin):
+        return ("admin", identity.acting_as.cache_key() if identity.acting_as else None)
+    if isinstance(identity, System):
+        return ("system",)
+    return ("anonymous",)
+
+
+class LiveQuery:
+    """A query kept up to date for its subscribers."""
+
+    __slots__ = (
+        "args",
+        "identity",
+        "invalid_at",
+        "journal",
+        "key",
+        "path",
+        "read_set",
+        "rerun_requested",
+        "result",
+        "running",
+        "subscribers",
+        "valid_from",
+    )
+
+    def __init__(
+        self, key: tuple[Any, ...], path: str, args: Any, journal: str | None, identity: Identity
+    ) -> None:
+        self.key = key
+        self.path = path
+        self.args = args
+        self.journal = journal
+        self.identity = identity
+        self.result: QueryResult | None = None
+        self.valid_from = 0
+        self.invalid_at: int | None = None
+        self.read_set: ReadSet | None = None
+        self.running = False
+        self.rerun_requested = False
+        self.subscribers: set[Subscriber] = set()
+
+    @property
+    def shared(self) -> bool:
+        """Shared by callers of any identity (the query did not read ``ctx.auth``)."""
+        return self.key[3] is None
+
+    def valid_through(self, processed_ts: int) -> int:
+        return processed_ts if self.invalid_at is None else self.invalid_at - 1
+
+    def __repr__(self) -> str:
+        return f"<LiveQuery {self.path} from={self.valid_from} invalid_at={self.invalid_at}>"
+
+
+class LiveQueryManager:
+    """Owns every live query of one application."""
+
+    def __init__(self, database: Database, executor: Executor, *, dev: bool = True) -> None:
+        self.database = database
+        self.executor = executor
+        self.dev = dev
+        self.processed_ts = database.last_ts
+        self._queries: dict[tuple[Any, ...], LiveQuery] = {}
+        self._index: IntervalIndex[LiveQuery] = IntervalIndex()
+        self._recent: deque[Commit] = deque()
+        self._recent_floor = database.last_ts
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ts_waiters: set[Callable[[], None]] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Begin receiving commits (call on the event loop that serves subscribers)."""
+        self._loop = asyncio.get_running_loop()
+        self.processed_ts = max(self.processed_ts, self.database.last_ts)
+        self._recent_floor = self.processed_ts
+        self.database.add_commit_listener(self._on_commits_threadsafe)
+
+    async def close(self) -> None:
+        self._closed = True
+        try:
+            self.database.remove_commit_listener(self._on_commits_threadsafe)
+        except ValueError:
+            pass
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __len__(self) -> int:
+        return len(self._queries)
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self,
+        subscriber: Subscriber,
+        path: str,
+        args: Any,
+        *,
+        identity: Identity = ANONYMOUS,
+        journal: str | None = None,
+    ) -> LiveQuery:
+        """The live query for this call, created (and first run) if needed."""
+        try:
+            canonical = canonicalize_path(path)
+            normalized = normalize_args(args)
+            args_key = orjson.dumps(to_json(normalized), option=orjson.OPT_SORT_KEYS)
+        except Exception:
+            # Bad paths or args fail like any query: a QueryFailed result, keyed apart.
+            canonical, normalized, args_key = str(path), args, repr(args).encode()
+        shared_key = (canonical, args_key, journal, None)
+        query = self._queries.get(shared_key)
+        if query is None:
+            own_key = (canonical, args_key, journal, identity_key(identity))
+            query = self._queries.get(own_key)
+            if query is None:
+                query = LiveQuery(own_key, canonical, normalized, journal, identity)
+                self._queries[own_key] = query
+                self._schedule_run(query)
+        query.subscribers.add(subscriber)
+        return query
+
+    def unsubscribe(self, subscriber: Subscriber, query: LiveQuery) -> None:
+        query.subscribers.discard(subscriber)
+        if not query.subscribers and self._queries.get(query.key) is query:
+            del self._queries[query.key]
+            self._index.unregister(query)
+
+    def wait_for_ts(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, after the next batch of commits is processed."""
+        self._ts_waiters.add(callback)
+
+    # ------------------------------------------------------------------ commits
+
+    def _on_commits_threadsafe(self, commits: list[Commit]) -> None:
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        try:
+            loop.call_soon_threadsafe(self.process_commits, commits)
+        except RuntimeError:
+            pass  # the loop is closed: the server is shutting down
+
+    def process_commits(self, commits: list[Commit]) -> None:
+        """Invalidate the live queries each commit touched (in ts order)."""
+        for commit in commits:
+            if commit.ts <= self.processed_ts:
+                continue
+            for query in self._index.matches(commit.writes.keys):
+                if commit.ts > query.valid_from and query.invalid_at is None:
+                    query.invalid_at = commit.ts
+                    self._schedule_run(query)
+            self._recent.append(commit)
+            self.processed_ts = commit.ts
+        while len(self._recent) > RECENT_COMMITS:
+            self._recent_floor = self._recent.popleft().ts
+        waiters, self._ts_waiters = self._ts_waiters, set()
+        for callback in waiters:
+            callback()
+
+    def _first_conflict(self, read_set: ReadSet, since_ts: int) -> int | None:
+        """The first processed commit after ``since_ts`` that overlaps ``read_set``."""
+        if since_ts < self._recent_floor:
+            # The commits in between were forgotten: assume the worst, run again.
+            return self._recent_floor
+        newer: list[Commit] = []
+        for commit in reversed(self._recent):
+            if commit.ts <= since_ts:
+                break
+            newer.append(commit)
+        for commit in reversed(newer):
+            if read_set.overlaps(commit.writes.keys):
+                return commit.ts
+        return None
+
+    # ------------------------------------------------------------------ running
+
+    def _schedule_run(self, query: LiveQuery) -> None:
+        if query.running:
+            query.rerun_requested = True
+            return
+        if self._closed:
+            return
+        query.running = True
+        task = asyncio.get_running_loop().create_task(self._run(query))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, query: LiveQuery) -> None:
+        try:
+            while True:
+                query.rerun_requested = False
+                outcome = await self.executor.query(
+                    query.path, query.args, identity=query.identity, journal=query.journal
+                )
+                if self._closed:
+                    return
+                self._apply(query, outcome)
+                if not query.rerun_requested and query.invalid_at is None:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("live query %s failed to run", query.path)
+        finally:
+            query.running = False
+
+    def _apply(self, query: LiveQuery, outcome: Outcome) -> None:
+        snapshot = outcome.ts if outcome.ts is not None else self.processed_ts
+        read_set = outcome.read_set or ReadSet()
+        query.read_set = read_set
+        query.valid_from = snapshot
+        query.invalid_at = self._first_conflict(read_set, snapshot)
+        if query.key in self._queries and self._queries[query.key] is query and query.subscribers:
+            self._index.register(query, read_set)
+        result = QueryResult.from_outcome(outcome, dev=self.dev)
+        if outcome.journal is not None and query.journal is None:
+            query.journal = outcome.journal
+        query.result = result
+        if read_set.reads_auth and query.shared:
+            self._split(query)
+            return
+        if not read_set.reads_auth and not query.shared:
+            self._share(query)
+        for subscriber in list(query.subscribers):
+            subscriber.live_query_changed(query)
+
+    def _share(self, query: LiveQuery) -> None:
+        """The query does not depend on identity: let every caller use it."""
+        shared_key = (*query.key[:3], None)
+        if shared_key in self._queries or self._queries.get(query.key) is not query:
+            return
+        del self._queries[query.key]
+        query.key = shared_key
+        self._queries[shared_key] = query
+
+    def _split(self, query: LiveQuery) -> None:
+        """A shared query started reading ``ctx.auth``: every subscriber re-subscribes."""
+        if self._queries.get(query.key) is query:
+            del self._queries[query.key]
+        self._index.unregister(query)
+        subscribers = list(query.subscribers)
+        query.subscribers.clear()
+        for subscriber in subscribers:
+            subscriber.live_query_split(query)

@@ -1,0 +1,1 @@
+"""Storage backends for the database engine."""

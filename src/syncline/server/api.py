@@ -1,0 +1,192 @@
+"""The HTTP function API used by ``ConvexHttpClient`` and the Python HTTP client.
+
+``POST /api/query|mutation|action`` with ``{"path", "args", "format"}``:
+``args`` may be an object or a one-element array. A function that ran answers
+HTTP 200 with ``{"status": "success", "value", "logLines"}`` or
+``{"status": "error", "errorMessage", "errorData"?, "logLines"}``. A request
+that could not run a function (bad JSON, bad auth, unknown format) answers
+4xx/5xx with ``{"code", "message"}`` (protocol §7).
+
+Also: ``/api/function`` (admin only: any kind, internal functions too),
+``/api/run/{module}/{function}``, ``/api/query_ts``, ``/api/debug_event``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from syncline.errors import AuthError, InvalidRequest, SynclineError
+from syncline.functions.executor import Outcome, format_error
+from syncline.functions.registration import FunctionKind
+from syncline.identity import Identity, is_admin
+from syncline.sync.protocol import encode_ts
+from syncline.values.json import from_json, to_clean_json, to_json
+
+if TYPE_CHECKING:
+    from syncline.application import Application
+
+MAX_BODY_BYTES = 16 * 1024 * 1024 + 2000
+ENCODED_FORMATS = ("convex_encoded_json", "convex_json")
+CLEAN_FORMATS = ("json", "convex_clean_json")
+
+
+class _OrjsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(exc: SynclineError) -> Response:
+    status = exc.http_status if exc.http_status >= 400 else 400
+    return _OrjsonResponse(exc.to_json(), status_code=status)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise InvalidRequest(
+            f"Request body of {length} bytes is larger than the limit of {MAX_BODY_BYTES} bytes",
+            code="RequestTooLarge",
+        )
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidRequest(
+            f"Request body is larger than the limit of {MAX_BODY_BYTES} bytes",
+            code="RequestTooLarge",
+        )
+    try:
+        parsed = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="BadJsonBody") from None
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("Request body must be a JSON object", code="BadJsonBody")
+    return parsed
+
+
+def _decode_args(raw: Any) -> Any:
+    """Args in either format: every JSON number is a float64 (protocol §4)."""
+    return {} if raw is None else from_json(raw)
+
+
+def _format(body: dict[str, Any], default: str) -> str:
+    fmt = body.get("format") or default
+    if fmt not in ENCODED_FORMATS and fmt not in CLEAN_FORMATS:
+        raise InvalidRequest(
+            f"Unsupported format {fmt!r}: use 'convex_encoded_json' or 'json'", code="BadFormat"
+        )
+    return str(fmt)
+
+
+def outcome_response(outcome: Outcome, *, fmt: str, dev: bool) -> Response:
+    encode = to_json if fmt in ENCODED_FORMATS else to_clean_json
+    if outcome.error is None:
+        return _OrjsonResponse(
+            {"status": "success", "value": encode(outcome.value), "logLines": outcome.log_lines}
+        )
+    message, data, is_convex = format_error(outcome.error, request_id=outcome.request_id, dev=dev)
+    body: dict[str, Any] = {
+        "status": "error",
+        "errorMessage": message,
+        "logLines": outcome.log_lines,
+    }
+    if is_convex:
+        body["errorData"] = encode(data)
+    return _OrjsonResponse(body)
+
+
+class HttpApi:
+    """Request handlers bound to one application."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+
+    async def _identity(self, request: Request) -> Identity:
+        header = request.headers.get("authorization")
+        if header is None and "adminKey" in request.query_params:
+            header = f"Convex {request.query_params['adminKey']}"
+        return await self.app.identity_from_header(header)
+
+    async def _run(
+        self,
+        kind: FunctionKind,
+        path: Any,
+        args: Any,
+        identity: Identity,
+        *,
+        allow_internal: bool = False,
+    ) -> Outcome:
+        if not isinstance(path, str):
+            raise InvalidRequest("`path` must be a string naming the function", code="BadPath")
+        executor = self.app.executor
+        if kind is FunctionKind.QUERY:
+            return await executor.query(
+                path, args, identity=identity, allow_internal=allow_internal
+            )
+        if kind is FunctionKind.MUTATION:
+            return await executor.mutation(
+                path, args, identity=identity, allow_internal=allow_internal
+            )
+        return await executor.action(path, args, identity=identity, allow_internal=allow_internal)
+
+    def endpoint(self, kind: FunctionKind) -> Any:
+        async def handle(request: Request) -> Response:
+            try:
+                body = await _json_body(request)
+                fmt = _format(body, "json")
+                identity = await self._identity(request)
+                args = _decode_args(body.get("args"))
+                outcome = await self._run(kind, body.get("path"), args, identity)
+            except AuthError as exc:
+                return error_response(exc)
+            except SynclineError as exc:
+                return error_response(exc)
+            return outcome_response(outcome, fmt=fmt, dev=self.app.dev)
+
+        return handle
+
+    async def function(self, request: Request) -> Response:
+        """``/api/function``: admin only; runs any function, internal ones too."""
+        try:
+            body = await _json_body(request)
+            fmt = _format(body, "json")
+            identity = await self._identity(request)
+            if not is_admin(identity):
+                raise AuthError("/api/function requires the admin key", code="Unauthorized")
+            path = body.get("path")
+            if not isinstance(path, str):
+                raise InvalidRequest("`path` must be a string", code="BadPath")
+            fn = self.app.registry.resolve(path, allow_internal=True)
+            args = _decode_args(body.get("args"))
+            outcome = await self._run(fn.kind, path, args, identity, allow_internal=True)
+        except SynclineError as exc:
+            return error_response(exc)
+        return outcome_response(outcome, fmt=fmt, dev=self.app.dev)
+
+    async def run(self, request: Request) -> Response:
+        """``/api/run/{module path}/{function}``: any public function by kind."""
+        try:
+            raw = request.path_params["path"].strip("/")
+            module, _, name = raw.rpartition("/")
+            path = f"{module}:{name}" if module else raw
+            body = await _json_body(request) if request.method == "POST" else {}
+            fmt = _format(body, "json")
+            identity = await self._identity(request)
+            fn = self.app.registry.resolve(path, allow_internal=is_admin(identity))
+            args = _decode_args(body.get("args"))
+            outcome = await self._run(
+                fn.kind, path, args, identity, allow_internal=is_admin(identity)
+            )
+        except SynclineError as exc:
+            return error_response(exc)
+        return outcome_response(outcome, fmt=fmt, dev=self.app.dev)
+
+    async def query_ts(self, request: Request) -> Response:
+        return JSONResponse({"ts": encode_ts(self.app.live.processed_ts)})
+
+    async def debug_event(self, request: Request) -> Response:
+        return JSONResponse({})

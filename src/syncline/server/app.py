@@ -1,0 +1,134 @@
+"""The ASGI application: sync WebSocket, HTTP function API, readiness.
+
+Routes (API port, 3210 by default):
+
+* ``/api/sync`` and ``/api/{client version}/sync`` — the sync WebSocket;
+* ``POST /api/query``, ``/api/mutation``, ``/api/action``, ``/api/function``,
+  ``/api/run/{path}``, ``/api/query_ts``, ``/api/debug_event`` — see ``api.py``;
+* ``GET /version`` — 200 with the server version once serving (readiness).
+
+Paths with doubled slashes (``//api/query``: the JS client appends ``/api``
+to a deployment URL that ends in ``/``) are served as if single.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from syncline.__about__ import __version__
+from syncline.functions.registration import FunctionKind
+from syncline.server.api import HttpApi
+from syncline.sync.protocol import ServerMessage, encode_server_message
+from syncline.sync.session import SyncSession
+
+if TYPE_CHECKING:
+    from syncline.application import Application
+
+log = logging.getLogger("syncline.server")
+_SLASHES = re.compile(r"/{2,}")
+
+
+class CollapseSlashes:
+    """Serve ``//api/x`` as ``/api/x``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and "//" in scope["path"]:
+            scope = dict(scope)
+            scope["path"] = _SLASHES.sub("/", scope["path"])
+            scope["raw_path"] = scope["path"].encode()
+        await self.app(scope, receive, send)
+
+
+def create_app(application: Application, *, manage_lifecycle: bool = True) -> Starlette:
+    """The API-port ASGI app for ``application``.
+
+    With ``manage_lifecycle`` the app's lifespan starts and stops the
+    application's background work; pass False when the caller does that.
+    """
+    api = HttpApi(application)
+
+    async def version(request: Request) -> Response:
+        return PlainTextResponse(__version__)
+
+    async def sync(websocket: WebSocket) -> None:
+        await websocket.accept()
+        trace = log.isEnabledFor(logging.DEBUG)
+
+        async def incoming() -> AsyncIterator[str | bytes]:
+            while True:
+                try:
+                    message = await websocket.receive()
+                except (WebSocketDisconnect, RuntimeError):
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                frame = message.get("text")
+                if frame is None:
+                    frame = message.get("bytes") or b""
+                if trace:
+                    log.debug("sync <- %s", frame[:500])
+                yield frame
+
+        async def send(message: ServerMessage) -> None:
+            text = encode_server_message(message)
+            if trace:
+                log.debug("sync -> %s", text[:500])
+            await websocket.send_text(text)
+
+        session = SyncSession(application, send)
+        close = await session.run(incoming())
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await websocket.close(code=close.code, reason=close.reason[:123])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await application.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await application.stop()
+
+    routes = [
+        Route("/version", version, methods=["GET"]),
+        WebSocketRoute("/api/sync", sync),
+        WebSocketRoute("/api/{client_version}/sync", sync),
+        Route("/api/query", api.endpoint(FunctionKind.QUERY), methods=["POST"]),
+        Route("/api/mutation", api.endpoint(FunctionKind.MUTATION), methods=["POST"]),
+        Route("/api/action", api.endpoint(FunctionKind.ACTION), methods=["POST"]),
+        Route("/api/function", api.function, methods=["POST"]),
+        Route("/api/run/{path:path}", api.run, methods=["POST"]),
+        Route("/api/query_ts", api.query_ts, methods=["POST"]),
+        Route("/api/debug_event", api.debug_event, methods=["POST"]),
+    ]
+    middleware = [
+        Middleware(CollapseSlashes),
+        # The function API mirrors the caller's origin, as Convex does (protocol §7.2).
+        Middleware(
+            CORSMiddleware,
+            allow_origin_regex=".*",
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "OPTIONS", "PATCH", "DELETE", "PUT"],
+            allow_headers=["*"],
+            max_age=86400,
+        ),
+    ]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -1,0 +1,1 @@
+"""The Convex sync protocol: messages, per-connection sessions, the WebSocket worker."""

@@ -1,0 +1,469 @@
+"""One client connection speaking the sync protocol.
+
+A :class:`SyncSession` reads client messages in arrival order and keeps the
+connection's version chain ``{querySet, identity, ts}``:
+
+* ``ModifyQuerySet`` subscribes/unsubscribes live queries (``baseVersion``
+  must equal the last ``newVersion``);
+* ``Authenticate`` verifies the token and re-subscribes every query under the
+  new identity (``baseVersion`` must equal the number of Authenticates seen);
+* ``Mutation`` runs one at a time in arrival order; ``Action`` runs
+  concurrently.
+
+Transitions are built lazily, when the connection is ready to send: each one
+moves every query of the client to a single ts within the validity interval
+of every live query's result, and lists only the results that changed. A
+slow client therefore skips intermediate states instead of queueing them.
+
+Read-your-writes (protocol §3.4): after every MutationResponse a Transition
+follows whose ts is at least the mutation's commit ts. While a mutation is in
+flight, transitions are capped below its (not yet known) commit ts, so the
+client never sees that ts before the response.
+
+The transport is abstract (``send`` / ``close`` callables), so the session
+can be driven by the WebSocket endpoint or directly by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from syncline.errors import AuthError
+from syncline.functions.executor import Outcome, format_error
+from syncline.identity import ANONYMOUS, Identity, User
+from syncline.live_queries import LiveQuery
+from syncline.sync.protocol import (
+    INITIAL_VERSION,
+    NO_ERROR_DATA,
+    Action,
+    ActionResponse,
+    Authenticate,
+    AuthErrorMessage,
+    Connect,
+    Event,
+    FatalError,
+    ModifyQuerySet,
+    Mutation,
+    MutationResponse,
+    Ping,
+    ProtocolError,
+    QueryAdd,
+    QueryFailed,
+    QueryRemoved,
+    QueryUpdated,
+    ServerMessage,
+    StateModification,
+    StateVersion,
+    Transition,
+    parse_client_message,
+)
+
+if TYPE_CHECKING:
+    from syncline.application import Application
+
+log = logging.getLogger("syncline.sync")
+
+PING_INTERVAL_S = 15.0
+MAX_CONCURRENT_ACTIONS = 1000
+MAX_QUEUED_MUTATIONS = 1000
+
+
+class CloseConnection(Exception):
+    """End the connection after sending ``message`` (if any)."""
+
+    def __init__(self, message: ServerMessage | None, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.message = message
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _QueryState:
+    live: LiveQuery
+    path: str
+    args: list[Any]
+    journal: str | None
+    sent_digest: bytes | None = None
+
+
+class SyncSession:
+    def __init__(
+        self,
+        app: Application,
+        send: Callable[[ServerMessage], Awaitable[None]],
+        *,
+        ping_interval_s: float = PING_INTERVAL_S,
+    ) -> None:
+        self.app = app
+        self._send = send
+        self.ping_interval_s = ping_interval_s
+        self.session_id = str(uuid.uuid4())
+        self.client_clock_skew: float | None = None
+        self.version: StateVersion = INITIAL_VERSION
+        self.query_set_version = 0
+        self.identity_version = 0
+        self.identity: Identity = ANONYMOUS
+        self.queries: dict[int, _QueryState] = {}
+        self._removed: list[int] = []
+        self._min_ts = 0
+        self._need_transition = False
+        self._mutation_cap: int | None = None
+        self._outbox: deque[ServerMessage] = deque()
+        self._wake = asyncio.Event()
+        self._mutations: asyncio.Queue[Mutation] = asyncio.Queue(MAX_QUEUED_MUTATIONS)
+        self._actions = asyncio.Semaphore(MAX_CONCURRENT_ACTIONS)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: CloseConnection | None = None
+
+    # ------------------------------------------------------------------ driving
+
+    async def run(self, incoming: AsyncIterator[str | bytes]) -> CloseConnection | None:
+        """Serve one connection until the client leaves or the session must close.
+
+        Returns how to close the socket (None: the client went away).
+        """
+        reader = asyncio.create_task(self._reader(incoming), name="syncline-sync-reader")
+        sender = asyncio.create_task(self._sender(), name="syncline-sync-sender")
+        mutator = asyncio.create_task(self._mutation_worker(), name="syncline-sync-mutations")
+        try:
+            await asyncio.wait({reader, sender, mutator}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (reader, sender, mutator):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    log.error("sync connection failed", exc_info=exc)
+                    if self._closing is None:
+                        self._closing = CloseConnection(None, 1011, "InternalServerError")
+            if self._closing is not None and not sender.done():
+                # Let the sender flush what precedes the close (a FatalError, an AuthError).
+                self._wake.set()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(sender), timeout=5)
+        finally:
+            for task in (reader, sender, mutator, *self._tasks):
+                task.cancel()
+            await asyncio.gather(reader, sender, mutator, *self._tasks, return_exceptions=True)
+            for state in self.queries.values():
+                self.app.live.unsubscribe(self, state.live)
+            self.queries.clear()
+        return self._closing
+
+    async def _reader(self, incoming: AsyncIterator[str | bytes]) -> None:
+        try:
+            async for frame in incoming:
+                await self._handle_frame(frame)
+                if self._closing is not None:
+                    return
+        except CloseConnection as close:
+            self._closing = close
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # live-query callbacks (Subscriber protocol)
+
+    def live_query_changed(self, query: LiveQuery) -> None:
+        self._wake.set()
+
+    def live_query_split(self, query: LiveQuery) -> None:
+        for state in self.queries.values():
+            if state.live is query:
+                state.live = self.app.live.subscribe(
+                    self, state.path, state.args, identity=self.identity, journal=state.journal
+                )
+        self._wake.set()
+
+    # ------------------------------------------------------------------ incoming
+
+    async def _handle_frame(self, frame: str | bytes) -> None:
+        try:
+            message = parse_client_message(frame)
+        except ProtocolError as exc:
+            self._fatal(str(exc))
+            return
+        if isinstance(message, Connect):
+            self._on_connect(message)
+        elif isinstance(message, ModifyQuerySet):
+            self._on_modify_query_set(message)
+        elif isinstance(message, Authenticate):
+            await self._on_authenticate(message)
+        elif isinstance(message, Mutation):
+            if self._mutations.full():
+                raise CloseConnection(None, 1013, "TooManyConcurrentRequests")
+            self._mutations.put_nowait(message)
+        elif isinstance(message, Action):
+            self._spawn(self._run_action(message, self.identity))
+        elif isinstance(message, Event):
+            pass  # client telemetry: accepted and ignored
+
+    def _fatal(self, error: str) -> None:
+        log.warning("closing sync connection: %s", error)
+        self._closing = CloseConnection(FatalError(error), 1000, "BadRequest")
+
+    def _on_connect(self, message: Connect) -> None:
+        self.session_id = message.session_id
+        if message.client_ts:
+            self.client_clock_skew = message.client_ts - self.app.clock.now_ms()
+        observed = message.max_observed_timestamp
+        if observed is not None and observed > self.app.live.processed_ts:
+            # Our timestamps never go backwards; a larger one came from another
+            # deployment (or a reset database). Serving on is harmless: versions
+            # restart per socket.
+            log.warning(
+                "client %s has seen ts %d, newer than this server's %d",
+                self.session_id,
+                observed,
+                self.app.live.processed_ts,
+            )
+
+    def _on_modify_query_set(self, message: ModifyQuerySet) -> None:
+        if message.base_version != self.query_set_version:
+            self._fatal(
+                f"BaseVersionMismatch: ModifyQuerySet baseVersion {message.base_version} does not "
+                f"match the current query set version {self.query_set_version}"
+            )
+            return
+        if message.new_version <= message.base_version:
+            self._fatal(
+                f"ModifyQuerySet newVersion {message.new_version} must be greater than "
+                f"baseVersion {message.base_version}"
+            )
+            return
+        for modification in message.modifications:
+            if isinstance(modification, QueryAdd):
+                if modification.query_id in self.queries:
+                    self._fatal(f"Query id {modification.query_id} was added twice")
+                    return
+                live = self.app.live.subscribe(
+                    self,
+                    modification.udf_path,
+                    modification.args,
+                    identity=self.identity,
+                    journal=modification.journal,
+                )
+                self.queries[modification.query_id] = _QueryState(
+                    live, modification.udf_path, modification.args, modification.journal
+                )
+            else:
+                state = self.queries.pop(modification.query_id, None)
+                if state is None:
+                    raise CloseConnection(
+                        None, 1011, f"InternalServerError: unknown query id {modification.query_id}"
+                    )
+                self.app.live.unsubscribe(self, state.live)
+                self._removed.append(modification.query_id)
+        self.query_set_version = message.new_version
+        self._wake.set()
+
+    async def _on_authenticate(self, message: Authenticate) -> None:
+        if message.base_version != self.identity_version:
+            self._fatal(
+                f"Authenticate baseVersion {message.base_version} does not match the identity "
+                f"version {self.identity_version}"
+            )
+            return
+        try:
+            identity = await self.app.authenticate(
+                message.token_type, message.value, message.impersonating
+            )
+        except AuthError as exc:
+            log.info("rejected token on sync connection %s: %s", self.session_id, exc)
+            self._closing = CloseConnection(
+                AuthErrorMessage(str(exc), message.base_version, True), 1000, "AuthError"
+            )
+            return
+        self.identity = identity
+        self.identity_version += 1
+        # Every query runs again as the new caller (sharing where it does not read auth).
+        for state in self.queries.values():
+            old = state.live
+            state.live = self.app.live.subscribe(
+                self, state.path, state.args, identity=identity, journal=state.journal
+            )
+            self.app.live.unsubscribe(self, old)
+        self._wake.set()
+
+    def _check_expiry(self) -> None:
+        identity = self.identity
+        expires = identity.expires_at_ms if isinstance(identity, User) else None
+        if expires is not None and self.app.clock.now_ms() >= expires:
+            raise CloseConnection(
+                AuthErrorMessage(
+                    "Token expired: sign in again (the JWT's `exp` has passed)",
+                    self.identity_version,
+                    False,
+                ),
+                1000,
+                "AuthError",
+            )
+
+    # ------------------------------------------------------------------ mutations and actions
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and isinstance(task.exception(), CloseConnection):
+            self._closing = task.exception()  # type: ignore[assignment]
+            self._wake.set()
+
+    def _failure(self, outcome: Outcome) -> tuple[str, Any]:
+        assert outcome.error is not None
+        message, data, is_convex = format_error(
+            outcome.error, request_id=outcome.request_id, dev=self.app.dev
+        )
+        return message, (data if is_convex else NO_ERROR_DATA)
+
+    async def _mutation_worker(self) -> None:
+        while True:
+            message = await self._mutations.get()
+            try:
+                self._check_expiry()
+            except CloseConnection as close:
+                self._closing = close
+                self._wake.set()
+                return
+            # Until the response is queued, keep transitions below the commit ts.
+            self._mutation_cap = self.app.live.processed_ts
+            try:
+                outcome = await self.app.session_mutation(
+                    message.udf_path,
+                    message.args,
+                    identity=self.identity,
+                    session_id=self.session_id,
+                    request_id=message.request_id,
+                )
+                if outcome.error is None:
+                    response = MutationResponse(
+                        message.request_id, True, outcome.value, outcome.ts, outcome.log_lines
+                    )
+                    self._min_ts = max(self._min_ts, outcome.ts or 0)
+                else:
+                    error, data = self._failure(outcome)
+                    response = MutationResponse(
+                        message.request_id, False, error, None, outcome.log_lines, data
+                    )
+                self._outbox.append(response)
+            finally:
+                self._mutation_cap = None
+            # The backend sends a Transition after every mutation, success or not.
+            self._need_transition = True
+            self._wake.set()
+
+    async def _run_action(self, message: Action, identity: Identity) -> None:
+        async with self._actions:
+            self._check_expiry()
+            outcome = await self.app.executor.action(
+                message.udf_path, message.args, identity=identity
+            )
+            if outcome.error is None:
+                response = ActionResponse(
+                    message.request_id, True, outcome.value, outcome.log_lines
+                )
+            else:
+                error, data = self._failure(outcome)
+                response = ActionResponse(message.request_id, False, error, outcome.log_lines, data)
+            self._outbox.append(response)
+            self._wake.set()
+
+    # ------------------------------------------------------------------ outgoing
+
+    async def _sender(self) -> None:
+        try:
+            while True:
+                while self._outbox:
+                    await self._send(self._outbox.popleft())
+                if self._closing is not None:
+                    if self._closing.message is not None:
+                        await self._send(self._closing.message)
+                    return
+                transition = self.build_transition()
+                if transition is not None:
+                    await self._send(transition)
+                    continue
+                self._wake.clear()
+                if self._outbox or self._closing is not None:
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.ping_interval_s)
+                except TimeoutError:
+                    await self._send(Ping())
+        except CloseConnection as close:
+            if close.message is not None:
+                with contextlib.suppress(Exception):
+                    await self._send(close.message)
+            self._closing = close
+
+    def build_transition(self) -> Transition | None:
+        """The next Transition, or None if nothing needs sending or a result is pending."""
+        live = self.app.live
+        processed = live.processed_ts
+        low = max(self.version.ts, self._min_ts)
+        high = processed if self._mutation_cap is None else min(processed, self._mutation_cap)
+        for state in self.queries.values():
+            query = state.live
+            if query.result is None:
+                return None  # its first run is under way; it will wake us
+            low = max(low, query.valid_from)
+            high = min(high, query.valid_through(processed))
+        if low > high:
+            if low > processed:
+                live.wait_for_ts(self.wake)  # commit processing is behind; it will catch up
+            return None
+        changed = (
+            self.query_set_version != self.version.query_set
+            or self.identity_version != self.version.identity
+        )
+        modifications: list[StateModification] = [QueryRemoved(qid) for qid in self._removed]
+        for query_id, state in self.queries.items():
+            result = state.live.result
+            assert result is not None
+            if result.digest == state.sent_digest:
+                continue
+            if result.ok:
+                modifications.append(
+                    QueryUpdated(query_id, result.value, result.log_lines, result.journal)
+                )
+            else:
+                modifications.append(
+                    QueryFailed(
+                        query_id,
+                        result.error_message or "",
+                        result.log_lines,
+                        result.journal,
+                        result.error_data,
+                    )
+                )
+        if not (
+            modifications or changed or self._need_transition or self._min_ts > self.version.ts
+        ):
+            return None
+        if modifications:
+            self._check_expiry()
+        end = StateVersion(self.query_set_version, self.identity_version, high)
+        transition = Transition(
+            self.version,
+            end,
+            modifications,
+            client_clock_skew=self.client_clock_skew,
+            server_ts=self.app.clock.now_ns(),
+        )
+        for state in self.queries.values():
+            state.sent_digest = state.live.result.digest  # type: ignore[union-attr]
+        self._removed.clear()
+        self._need_transition = False
+        self.version = end
+        return transition
+
+
+__all__ = ["CloseConnection", "SyncSession"]

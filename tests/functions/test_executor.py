@@ -1,0 +1,413 @@
+"""Running functions: resolution, argument and return validation, errors, outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from conftest import MakeBackend
+from syncline import ConvexError, Int64, api, internal
+from syncline.errors import (
+    ArgumentValidationError,
+    FunctionNotFound,
+    InvalidRequest,
+    InvalidValue,
+    ReturnsValidationError,
+)
+from syncline.functions.executor import Outcome, format_error
+from syncline.functions.registration import FunctionKind
+from syncline.identity import Admin
+from syncline.testing import TestBackend
+
+TASKS = """
+from syncline import ConvexError, Int64, internal_mutation, internal_query, mutation, query, v
+
+
+@query
+def default(ctx):
+    return "the default export"
+
+
+@query(args={"title": v.string(), "n": v.optional(v.number())})
+def echo(ctx, title, n=None):
+    return {"title": title, "n": n}
+
+
+@query(args={"count": v.int64()})
+def int64_arg(ctx, count):
+    return [type(count).__name__, count]
+
+
+@query
+def anything(ctx, **kwargs):
+    return {k: [type(v).__name__, v] for k, v in kwargs.items()}
+
+
+@query
+def only_ctx(ctx):
+    return "ok"
+
+
+@mutation(args={"title": v.string()})
+def add(ctx, title):
+    return ctx.db.insert("tasks", {"title": title})
+
+
+@query
+def list(ctx):
+    return [t["title"] for t in ctx.db.query("tasks").collect()]
+
+
+@internal_query
+def secret(ctx):
+    return "internal"
+
+
+@internal_mutation
+def secret_write(ctx):
+    return ctx.db.insert("tasks", {"title": "internal"})
+
+
+@query(returns=v.string())
+def returns_ok(ctx):
+    return "fine"
+
+
+@query(returns=v.string())
+def returns_wrong(ctx):
+    return 42
+
+
+@query(returns=v.object({"n": v.number()}))
+def returns_extra(ctx):
+    return {"n": 1, "extra": True}
+
+
+@query(returns=v.int64())
+def returns_int64(ctx):
+    return 5
+
+
+@query
+def returns_int(ctx):
+    return {"n": 1, "nested": [2]}
+
+
+@query
+def returns_nothing(ctx):
+    pass
+
+
+@query
+def returns_tuple(ctx):
+    return (1, 2)
+
+
+@query
+def returns_huge_int(ctx):
+    return 2**60
+
+
+@mutation(args={"title": v.string()})
+def add_then_fail(ctx, title):
+    ctx.db.insert("tasks", {"title": title})
+    raise ConvexError({"code": "NOPE", "title": title, "n": Int64(3)})
+
+
+@mutation
+def add_then_crash(ctx):
+    ctx.db.insert("tasks", {"title": "crash"})
+    return 1 / 0
+
+
+@query
+def convex_string_error(ctx):
+    raise ConvexError("just a message")
+"""
+
+USERS = """
+from syncline import query, v
+
+@query(args={"name": v.string()})
+def get(ctx, name):
+    return "user " + name
+"""
+
+
+@pytest.fixture
+def t(make_backend: MakeBackend) -> TestBackend:
+    return make_backend({"tasks.py": TASKS, "admin/users.py": USERS})
+
+
+def client_query(t: TestBackend, path: str, args: Any = None) -> Outcome:
+    """Call as a client would: internal functions are off limits."""
+    return t.app.executor.query_sync(path, {} if args is None else args)
+
+
+def client_mutation(t: TestBackend, path: str, args: Any = None) -> Outcome:
+    return t.app.executor.mutation_sync(path, {} if args is None else args)
+
+
+# ---------------------------------------------------------------------- resolution
+
+
+def test_internal_functions_look_missing_to_clients(t: TestBackend) -> None:
+    internal_outcome = client_query(t, "tasks:secret")
+    missing = client_query(t, "tasks:nothing")
+    assert isinstance(internal_outcome.error, FunctionNotFound)
+    assert str(internal_outcome.error) == "Could not find public function for 'tasks:secret'"
+    assert str(missing.error) == "Could not find public function for 'tasks:nothing'"
+    assert type(internal_outcome.error) is type(missing.error)
+    assert internal_outcome.error.code == missing.error.code
+    mutation_outcome = client_mutation(t, "tasks:secret_write")
+    assert str(mutation_outcome.error) == "Could not find public function for 'tasks:secret_write'"
+    assert t.query("tasks:list") == []
+
+
+def test_internal_functions_for_admins_and_the_test_kit(t: TestBackend) -> None:
+    assert t.query("tasks:secret") == "internal"
+    assert t.query(internal.tasks.secret) == "internal"
+    admin = t.app.executor.query_sync("tasks:secret", {}, identity=Admin())
+    assert admin.value == "internal"
+    assert t.app.executor.query_sync("tasks:secret", {}, allow_internal=True).value == "internal"
+
+
+def test_wrong_kind(t: TestBackend) -> None:
+    outcome = client_query(t, "tasks:add", {"title": "x"})
+    assert (
+        str(outcome.error) == "Trying to execute tasks:add as Query, but it is defined as Mutation."
+    )
+    outcome = client_mutation(t, "tasks:list")
+    assert (
+        str(outcome.error)
+        == "Trying to execute tasks:list as Mutation, but it is defined as Query."
+    )
+    assert t.query("tasks:list") == []
+
+
+def test_paths_are_canonicalized(t: TestBackend) -> None:
+    outcome = client_query(t, "tasks.js:echo", {"title": "x"})
+    assert outcome.value == {"title": "x", "n": None}
+    assert outcome.path == "tasks:echo"
+    assert client_query(t, "tasks").value == "the default export"
+    assert client_query(t, "tasks.js").value == "the default export"
+    assert client_query(t, "admin/users:get", {"name": "ada"}).value == "user ada"
+    assert client_query(t, "admin/users.js:get", {"name": "ada"}).value == "user ada"
+    assert t.query(api.admin.users.get, {"name": "bob"}) == "user bob"
+    bad = client_query(t, "tasks:")
+    assert isinstance(bad.error, InvalidRequest)
+    assert bad.error.code == "InvalidFunctionPath"
+
+
+def test_function_objects_are_references(t: TestBackend) -> None:
+    fn = t.app.registry.functions["tasks:echo"]
+    assert t.query(fn, {"title": "via object"})["title"] == "via object"
+
+
+# ---------------------------------------------------------------------- arguments
+
+
+def test_args_are_validated(t: TestBackend) -> None:
+    for args, fragment in (
+        ({"title": "x", "extra": 1}, "extra field `extra`"),
+        ({"title": 5}, "Value does not match validator."),
+        ({}, "missing the required field `title`"),
+        ({"title": "x", "n": "not a number"}, "Path: .n"),
+        ({"title": "x", "n": None}, "Path: .n"),
+    ):
+        outcome = client_query(t, "tasks:echo", args)
+        assert isinstance(outcome.error, ArgumentValidationError), args
+        assert outcome.error.message.startswith("ArgumentValidationError: ")
+        assert fragment in outcome.error.message
+
+
+def test_wire_style_args(t: TestBackend) -> None:
+    assert client_query(t, "tasks:echo", [{"title": "wire"}]).value == {"title": "wire", "n": None}
+    assert client_query(t, "tasks:only_ctx", [{}]).value == "ok"
+    for bad in ([1, 2], [], [{}, {}], ["x"]):
+        outcome = client_query(t, "tasks:only_ctx", bad)
+        assert isinstance(outcome.error, ArgumentValidationError)
+        assert "Expected to receive a single object" in outcome.error.message
+
+
+@pytest.mark.parametrize("bad", ["x", 5, True])
+def test_args_must_be_an_object(t: TestBackend, bad: Any) -> None:
+    outcome = client_query(t, "tasks:only_ctx", bad)
+    assert isinstance(outcome.error, ArgumentValidationError)
+
+
+def test_no_args_validator_passes_values_through(t: TestBackend) -> None:
+    value = client_query(
+        t, "tasks:anything", {"i": 1, "f": 1.5, "big": Int64(7), "s": "x", "l": [1]}
+    ).value
+    assert value == {
+        "i": ["float", 1.0],
+        "f": ["float", 1.5],
+        "big": ["Int64", 7],
+        "s": ["str", "x"],
+        "l": ["list", [1.0]],
+    }
+    outcome = client_query(t, "tasks:anything", {"bad": (1, 2)})
+    assert isinstance(outcome.error, ArgumentValidationError)
+    outcome = client_query(t, "tasks:anything", {"huge": 2**60})
+    assert isinstance(outcome.error, ArgumentValidationError)
+
+
+def test_handler_that_takes_no_args(t: TestBackend) -> None:
+    assert client_query(t, "tasks:only_ctx", None).value == "ok"
+    outcome = client_query(t, "tasks:only_ctx", {"surprise": 1})
+    assert isinstance(outcome.error, ArgumentValidationError)
+    assert "surprise" in outcome.error.message
+
+
+def test_int64_validator_keeps_int64(t: TestBackend) -> None:
+    assert client_query(t, "tasks:int64_arg", {"count": Int64(3)}).value == ["Int64", 3]
+    outcome = client_query(t, "tasks:int64_arg", {"count": 3.0})
+    assert isinstance(outcome.error, ArgumentValidationError)
+
+
+def test_argument_errors_change_nothing(t: TestBackend) -> None:
+    outcome = client_mutation(t, "tasks:add", {"title": 1})
+    assert isinstance(outcome.error, ArgumentValidationError)
+    assert t.query("tasks:list") == []
+
+
+# ---------------------------------------------------------------------- results
+
+
+def test_returns_validator(t: TestBackend) -> None:
+    assert client_query(t, "tasks:returns_ok").value == "fine"
+    wrong = client_query(t, "tasks:returns_wrong")
+    assert isinstance(wrong.error, ReturnsValidationError)
+    assert wrong.error.message.startswith("ReturnsValidationError: ")
+    assert "v.string()" in wrong.error.message
+    extra = client_query(t, "tasks:returns_extra")
+    assert isinstance(extra.error, ReturnsValidationError)
+    assert "extra" in extra.error.message
+    # A Python int becomes an Int64 where the validator says so (else a float64).
+    int64 = client_query(t, "tasks:returns_int64")
+    assert int64.value == 5 and type(int64.value) is Int64
+
+
+def test_return_values_are_normalized(t: TestBackend) -> None:
+    value = client_query(t, "tasks:returns_int").value
+    assert value == {"n": 1.0, "nested": [2.0]}
+    assert type(value["n"]) is float and type(value["nested"][0]) is float
+    assert client_query(t, "tasks:returns_nothing").value is None
+    assert isinstance(client_query(t, "tasks:returns_tuple").error, InvalidValue)
+    assert isinstance(client_query(t, "tasks:returns_huge_int").error, InvalidValue)
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def test_convex_error_data_is_preserved(t: TestBackend) -> None:
+    outcome = client_mutation(t, "tasks:add_then_fail", {"title": "x"})
+    assert isinstance(outcome.error, ConvexError)
+    assert outcome.error.data == {"code": "NOPE", "title": "x", "n": Int64(3)}
+    assert type(outcome.error.data["n"]) is Int64
+    assert outcome.ok is False
+    with pytest.raises(ConvexError) as info:
+        outcome.unwrap()
+    assert info.value is outcome.error
+    # The mutation's writes were rolled back.
+    assert t.query("tasks:list") == []
+    message, data, is_convex = format_error(outcome.error, request_id="r1", dev=False)
+    assert is_convex is True
+    assert data == outcome.error.data
+    assert message.startswith("[Request ID: r1] Server Error")
+    string_error = client_query(t, "tasks:convex_string_error").error
+    assert isinstance(string_error, ConvexError)
+    assert string_error.data == "just a message"
+    assert str(string_error) == "just a message"
+
+
+def test_test_kit_raises_convex_errors_with_data(t: TestBackend) -> None:
+    with pytest.raises(ConvexError) as info:
+        t.mutation("tasks:add_then_fail", {"title": "y"})
+    assert info.value.data["code"] == "NOPE"
+
+
+def test_plain_exceptions_become_outcome_errors(t: TestBackend) -> None:
+    outcome = client_mutation(t, "tasks:add_then_crash")
+    assert isinstance(outcome.error, ZeroDivisionError)
+    assert outcome.value is None
+    assert outcome.ts is None
+    assert t.query("tasks:list") == []
+    dev_message, data, is_convex = format_error(outcome.error, request_id="abc", dev=True)
+    assert data is None and is_convex is False
+    assert dev_message.startswith("[Request ID: abc] Server Error\nUncaught ZeroDivisionError")
+    assert "add_then_crash" in dev_message
+    prod_message, _, _ = format_error(outcome.error, request_id="abc", dev=False)
+    assert prod_message == "[Request ID: abc] Server Error"
+    with pytest.raises(ZeroDivisionError):
+        t.mutation("tasks:add_then_crash")
+
+
+def test_caller_errors_are_shown_even_in_production(t: TestBackend) -> None:
+    outcome = client_query(t, "tasks:echo", {"title": 1})
+    message, _, _ = format_error(outcome.error, request_id="x", dev=False)  # type: ignore[arg-type]
+    assert "ArgumentValidationError" in message
+
+
+# ---------------------------------------------------------------------- outcomes
+
+
+def test_query_outcome(t: TestBackend) -> None:
+    t.mutation("tasks:add", {"title": "a"})
+    outcome = client_query(t, "tasks:list")
+    assert outcome.ok
+    assert outcome.kind is FunctionKind.QUERY
+    assert outcome.path == "tasks:list"
+    assert outcome.value == ["a"]
+    assert outcome.ts == t.database.last_ts
+    assert outcome.read_set is not None and outcome.read_set.interval_count() == 1
+    assert outcome.writes is None
+    assert outcome.duration_ms >= 0
+    assert len(outcome.request_id) == 16
+
+
+def test_mutation_outcome(t: TestBackend) -> None:
+    before = t.database.last_ts
+    outcome = client_mutation(t, "tasks:add", {"title": "b"})
+    assert outcome.ok
+    assert outcome.kind is FunctionKind.MUTATION
+    assert outcome.ts is not None and outcome.ts > before
+    assert outcome.writes is not None and outcome.writes.doc_ids == {outcome.value}
+    again = client_mutation(t, "tasks:add", {"title": "c"})
+    assert again.ts > outcome.ts  # type: ignore[operator]
+
+
+def test_async_calls(t: TestBackend) -> None:
+    async def main() -> tuple[Outcome, Outcome, Outcome]:
+        added = await t.app.mutation("tasks:add", {"title": "async"})
+        listed = await t.app.query("tasks:list")
+        hidden = await t.app.query("tasks:secret")
+        return added, listed, hidden
+
+    added, listed, hidden = asyncio.run(main())
+    assert added.ok and listed.value == ["async"]
+    assert listed.ts is not None and listed.ts >= added.ts  # type: ignore[operator]
+    assert str(hidden.error) == "Could not find public function for 'tasks:secret'"
+
+
+def test_extra_runs_in_the_same_transaction(t: TestBackend) -> None:
+    seen: list[Any] = []
+
+    def extra(tx: Any, result: Any) -> None:
+        seen.append(result)
+        tx.insert("audit", {"for": result})
+
+    outcome = t.app.executor.mutation_sync("tasks:add", {"title": "x"}, extra=extra)
+    assert seen == [outcome.value]
+    audit = t.run(lambda ctx: ctx.db.query("audit").collect())
+    assert [a["for"] for a in audit] == [outcome.value]
+
+    def failing_extra(tx: Any, result: Any) -> None:
+        raise RuntimeError("extra failed")
+
+    failed = t.app.executor.mutation_sync("tasks:add", {"title": "y"}, extra=failing_extra)
+    assert isinstance(failed.error, RuntimeError)
+    assert t.query("tasks:list") == ["x"]
