@@ -264,7 +264,11 @@ class FakeSyncServer:
             self.ts += 1
             self.data[args["key"]] = args["value"]
             self._committed[key] = (args["value"], self.ts)
-            response |= {"success": True, "result": to_json(args["value"]), "ts": encode_ts(self.ts)}
+            response |= {
+                "success": True,
+                "result": to_json(args["value"]),
+                "ts": encode_ts(self.ts),
+            }
         elif path == "kv:convex_fail":
             response |= {
                 "success": False,
@@ -282,13 +286,21 @@ class FakeSyncServer:
 
     async def _action(self, conn: FakeConnection, msg: dict[str, Any]) -> None:
         path, args = msg["udfPath"], from_json(msg["args"][0])
-        response: dict[str, Any] = {"type": "ActionResponse", "requestId": msg["requestId"], "logLines": []}
+        response: dict[str, Any] = {
+            "type": "ActionResponse",
+            "requestId": msg["requestId"],
+            "logLines": [],
+        }
         if path == "kv:hang":
             return
         if path == "kv:echo":
             response |= {"success": True, "result": to_json(args.get("value"))}
         elif path == "kv:fail_data":
-            response |= {"success": False, "result": "Uncaught ConvexError", "errorData": to_json([1.0])}
+            response |= {
+                "success": False,
+                "result": "Uncaught ConvexError",
+                "errorData": to_json([1.0]),
+            }
         else:
             response |= {"success": False, "result": "Uncaught Error: action failed"}
         await self._send(conn, response)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from fake_sync_server import ADMIN_KEY, FakeSyncServer, ThreadedFakeServer
 from syncline.client import (
     AsyncClient,
     Client,
@@ -26,7 +27,6 @@ from syncline.errors import AuthError, ConvexError, InvalidRequest
 from syncline.functions.paths import api
 from syncline.sync.protocol import encode_ts
 from syncline.values.types import Int64
-from fake_sync_server import ADMIN_KEY, FakeSyncServer, ThreadedFakeServer
 
 FAST = {"_backoff_initial": 0.01, "_backoff_max": 0.05}
 
@@ -48,7 +48,7 @@ def async_test(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None
 
 
 def make_client(server: FakeSyncServer, **kwargs: Any) -> AsyncClient:
-    return AsyncClient(server.url, **FAST, **kwargs)
+    return AsyncClient(server.url, **{**FAST, **kwargs})
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -123,7 +123,11 @@ async def test_round_trips_preserve_values() -> None:
     # A Python int travels as a float64, like the official Python client sends it.
     assert wire["int"] == 3.0 and isinstance(wire["int"], float)
     # A one-shot query is an Add followed by a Remove.
-    mods = [(mod["type"], mod["queryId"]) for m in server.messages("ModifyQuerySet") for mod in m["modifications"]]
+    mods = [
+        (mod["type"], mod["queryId"])
+        for m in server.messages("ModifyQuerySet")
+        for mod in m["modifications"]
+    ]
     assert mods[:2] == [("Add", 0), ("Remove", 0)]
 
 
@@ -176,7 +180,9 @@ async def test_mutation_resolves_only_after_a_transition_reaches_its_ts() -> Non
         server.transition_gate.clear()
 
         mutation = asyncio.create_task(client.mutation("kv:set", {"key": "a", "value": "v1"}))
-        await server.wait_for(lambda: any(m["type"] == "MutationResponse" for m in server.connections[0].sent))
+        await server.wait_for(
+            lambda: any(m["type"] == "MutationResponse" for m in server.connections[0].sent)
+        )
         # The client has read the (successful) response ...
         await eventually(lambda: all(r.committed_ts is not None for r in client._requests.values()))
         await asyncio.sleep(0.05)
@@ -209,7 +215,9 @@ async def test_subscriptions_follow_changes_from_any_client() -> None:
             break
         await server.wait_for(
             lambda: any(
-                mod["type"] == "Remove" for m in server.messages("ModifyQuerySet", 0) for mod in m["modifications"]
+                mod["type"] == "Remove"
+                for m in server.messages("ModifyQuerySet", 0)
+                for mod in m["modifications"]
             )
         )
         await subscription.aclose()
@@ -232,7 +240,12 @@ async def test_identical_subscriptions_share_one_query() -> None:
         assert await anext(s4) == "A"
         assert await client.query("kv:get", {"key": "a"}) == "A"
 
-        adds = [mod for m in server.messages("ModifyQuerySet") for mod in m["modifications"] if mod["type"] == "Add"]
+        adds = [
+            mod
+            for m in server.messages("ModifyQuerySet")
+            for mod in m["modifications"]
+            if mod["type"] == "Add"
+        ]
         assert [mod["args"] for mod in adds] == [[{"key": "a"}], [{"key": "b"}]]
 
         for subscription in (s1, s2, s4):
@@ -240,7 +253,10 @@ async def test_identical_subscriptions_share_one_query() -> None:
         s3.close()
         await server.wait_for(lambda: len(server.connections[0].queries) == 0)
         removes = [
-            mod["queryId"] for m in server.messages("ModifyQuerySet") for mod in m["modifications"] if mod["type"] == "Remove"
+            mod["queryId"]
+            for m in server.messages("ModifyQuerySet")
+            for mod in m["modifications"]
+            if mod["type"] == "Remove"
         ]
         assert removes == [s1.query_id, s3.query_id]
 
@@ -254,7 +270,9 @@ async def test_reconnect_resubscribes_resends_mutations_and_fails_actions() -> N
         server.silence()
         mutation = asyncio.create_task(client.mutation("kv:set", {"key": "a", "value": 1}))
         action = asyncio.create_task(client.action("kv:echo", {"value": "ran"}))
-        await server.wait_for(lambda: bool(server.messages("Mutation", 0) and server.messages("Action", 0)))
+        await server.wait_for(
+            lambda: bool(server.messages("Mutation", 0) and server.messages("Action", 0))
+        )
         await server.drop()
 
         with pytest.raises(ConnectionLost, match="Connection lost while action was in flight"):
@@ -265,14 +283,20 @@ async def test_reconnect_resubscribes_resends_mutations_and_fails_actions() -> N
     first, second = server.messages("Connect", 0)[0], server.messages("Connect", 1)[0]
     assert second["sessionId"] == first["sessionId"] == client.session_id
     assert (first["connectionCount"], second["connectionCount"]) == (0, 1)
-    assert (first["lastCloseReason"], second["lastCloseReason"]) == ("InitialConnect", "InternalServerError")
+    assert (first["lastCloseReason"], second["lastCloseReason"]) == (
+        "InitialConnect",
+        "InternalServerError",
+    )
     assert "maxObservedTimestamp" not in first
     assert second["maxObservedTimestamp"] == encode_ts(1000)
     assert types(server, 1)[:3] == ["Connect", "ModifyQuerySet", "Mutation"]
     resubscribe = server.messages("ModifyQuerySet", 1)[0]
     assert (resubscribe["baseVersion"], resubscribe["newVersion"]) == (0, 1)
     assert [mod["queryId"] for mod in resubscribe["modifications"]] == [subscription.query_id]
-    assert server.messages("Mutation", 1)[0]["requestId"] == server.messages("Mutation", 0)[0]["requestId"]
+    assert (
+        server.messages("Mutation", 1)[0]["requestId"]
+        == server.messages("Mutation", 0)[0]["requestId"]
+    )
     assert server.messages("Action", 1) == []
     assert len(server.mutation_runs) == 1
 
@@ -289,6 +313,41 @@ async def test_answered_mutation_is_not_resent_and_resolves_after_reconnect() ->
         server.transition_gate.set()
         assert server.messages("Mutation", 1) == []
         assert len(server.connections) == 2
+
+
+@async_test
+async def test_calls_made_while_disconnected_are_sent_on_reconnect() -> None:
+    async with (
+        FakeSyncServer() as server,
+        make_client(server, _backoff_initial=0.3, _backoff_max=0.3) as client,
+    ):
+        await client.connect()
+        await server.drop()
+        await eventually(lambda: client._conn is None)
+        subscription = client.subscribe("kv:get", {"key": "d"})
+        action = asyncio.create_task(client.action("kv:echo", {"value": "later"}))
+        mutation = asyncio.create_task(client.mutation("kv:set", {"key": "d", "value": "set"}))
+        assert await action == "later"
+        assert await mutation == "set"
+        assert await anext(subscription) == "set"
+        assert types(server, 1)[:4] == ["Connect", "ModifyQuerySet", "Action", "Mutation"]
+        await subscription.aclose()
+
+
+@async_test
+async def test_fatal_errors_and_malformed_messages_reconnect() -> None:
+    async with FakeSyncServer() as server, make_client(server) as client:
+        await client.connect()
+        await server.inject({"type": "FatalError", "error": "BadRequest: nope"})
+        await server.wait_for(lambda: len(server.connections) == 2)
+        await client.connect()
+        await server.connections[1].ws.send("{not json")
+        await server.wait_for(lambda: len(server.connections) == 3)
+        await server.inject({"type": "Mystery"})
+        await server.wait_for(lambda: len(server.connections) == 4)
+        assert await client.query("kv:echo", {"value": "ok"}) == "ok"
+        reasons = [server.messages("Connect", i)[0]["lastCloseReason"] for i in (1, 2, 3)]
+        assert reasons == ["FatalError", "ProtocolError", "ProtocolError"]
 
 
 @async_test
@@ -309,9 +368,24 @@ async def test_responses_for_unknown_requests_are_ignored() -> None:
     async with FakeSyncServer() as server, make_client(server) as client:
         await client.connect()
         await server.inject(
-            {"type": "MutationResponse", "requestId": 99, "success": True, "result": 1.0, "ts": encode_ts(5), "logLines": []}
+            {
+                "type": "MutationResponse",
+                "requestId": 99,
+                "success": True,
+                "result": 1.0,
+                "ts": encode_ts(5),
+                "logLines": [],
+            }
         )
-        await server.inject({"type": "ActionResponse", "requestId": 98, "success": True, "result": None, "logLines": []})
+        await server.inject(
+            {
+                "type": "ActionResponse",
+                "requestId": 98,
+                "success": True,
+                "result": None,
+                "logLines": [],
+            }
+        )
         assert await client.action("kv:echo", {"value": "still fine"}) == "still fine"
         assert len(server.connections) == 1
 
@@ -420,7 +494,9 @@ async def test_close_fails_pending_calls_and_ends_subscriptions() -> None:
         action = asyncio.create_task(client.action("kv:hang"))
         server.transition_gate.clear()
         mutation = asyncio.create_task(client.mutation("kv:set", {"key": "a", "value": 1}))
-        await server.wait_for(lambda: bool(server.messages("Action") and server.messages("Mutation")))
+        await server.wait_for(
+            lambda: bool(server.messages("Action") and server.messages("Mutation"))
+        )
 
         await client.close()
         await client.close()
@@ -470,7 +546,9 @@ def test_sync_client() -> None:
             seen = []
             with client.subscribe("kv:get", {"key": "n"}) as numbers:
                 writer = threading.Thread(
-                    target=lambda: [client.mutation("kv:set", {"key": "n", "value": i}) for i in (1, 2)]
+                    target=lambda: [
+                        client.mutation("kv:set", {"key": "n", "value": i}) for i in (1, 2)
+                    ]
                 )
                 for value in numbers:
                     seen.append(value)

@@ -24,6 +24,8 @@ from syncline.values.validators import v
 
 __all__ = [
     "UNDEFINED",
+    "AsyncClient",
+    "Client",
     "ConvexError",
     "Int64",
     "SynclineError",
@@ -40,3 +42,12 @@ __all__ = [
     "query",
     "v",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The clients pull in websockets; load them only when asked for.
+    if name in ("Client", "AsyncClient"):
+        from syncline import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'syncline' has no attribute {name!r}")

@@ -143,10 +143,21 @@ def _server_options(fn: Any) -> Any:
     return fn
 
 
+def _run_loop(main: Any) -> None:
+    """Run a coroutine on uvloop when it is installed (it is, with uvicorn[standard])."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def _serve(
     project: Path, functions: Path | None, db: str | None, host: str, port: int, *, dev: bool
 ) -> None:
-    import asyncio
     import logging
 
     from syncline.application import Application
@@ -170,7 +181,7 @@ def _serve(
         click.echo(f"  Functions:     {len(app.registry.functions)} loaded")
 
     try:
-        asyncio.run(run_server(app, host=host, port=port, on_ready=ready))
+        _run_loop(run_server(app, host=host, port=port, on_ready=ready))
     except KeyboardInterrupt:
         pass
     finally:

@@ -16,6 +16,7 @@
 
     asyncio.run(main())
 
+    from syncline import api
     from syncline.client import Client
 
     with Client("http://127.0.0.1:3210") as client:
@@ -97,6 +98,7 @@ __all__ = [
     "FunctionError",
     "Subscription",
     "SyncSubscription",
+    "ws_url",
 ]
 
 logger = logging.getLogger("syncline.client")
@@ -157,6 +159,20 @@ def _encode_args(args: dict[str, Any] | None) -> Any:
     if not isinstance(args, dict):
         raise TypeError(f"Function arguments must be a dict, got {type(args).__name__}")
     return from_python(args, path="args")
+
+
+async def _finish(coro: Coroutine[Any, Any, None]) -> None:
+    """Await ``coro`` to completion even if cancelled meanwhile; then re-raise the cancellation."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
@@ -833,11 +849,19 @@ class AsyncClient:
             self._on_disconnect()
             for task in (reader, writer):
                 task.cancel()
-            await asyncio.wait({reader, writer})
-            if abort:
-                ws.transport.abort()
-            await ws.close()
+            # Runs to the end even when close() cancels us meanwhile, so no task or socket
+            # outlives the client.
+            await _finish(self._close_socket(ws, (reader, writer), abort=abort))
         return reason, synced
+
+    @staticmethod
+    async def _close_socket(
+        ws: ClientConnection, tasks: tuple[asyncio.Task[Any], ...], *, abort: bool
+    ) -> None:
+        await asyncio.wait(tasks)
+        if abort:
+            ws.transport.abort()
+        await ws.close()  # bounded by close_timeout
 
     @staticmethod
     def _outcome(task: asyncio.Task[Any]) -> tuple[str, bool]:
@@ -918,9 +942,16 @@ class _Portal:
         if self.in_loop_thread():
             coro.close()
             raise RuntimeError("A syncline.Client cannot be used from its own event loop thread")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # the loop closed since the check above
+            coro.close()
+            raise ClientClosed("The client is closed") from None
         try:
             return future.result(timeout)
+        except concurrent.futures.CancelledError:
+            # Only the loop's own shutdown cancels work we did not cancel ourselves.
+            raise ClientClosed("The client was closed") from None
         except BaseException as exc:
             if not future.done():
                 # A timeout or KeyboardInterrupt: stop the work, not just the waiting.
@@ -955,6 +986,8 @@ class _Portal:
         try:
             await client.close()
         finally:
+            # Refuse new work before the loop starts winding down.
+            self._stopped = True
             assert self._stop is not None
             self._stop.set()
 

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import MakeBackend
 from syncline import ConvexError, Int64
+from syncline.database.catalog import SYSTEM_TABLES
 from syncline.errors import InvalidId, InvalidValue, NonexistentDocument, SystemTableError
 from syncline.functions.context import DatabaseReader, DatabaseWriter, MutationCtx, QueryCtx
 from syncline.testing import TestBackend
@@ -378,7 +379,9 @@ def test_db_system_rejects_user_and_private_tables(t: TestBackend) -> None:
         t.query("ops:system_get", {"id": user})
     with pytest.raises(InvalidId, match="InvalidTable"):
         t.query("ops:system_get_in", {"table": "_storage", "id": job})
-    for table in ("users", "_session_requests", "_cron_jobs", "_nope"):
+    private = [spec.name for spec in SYSTEM_TABLES if not spec.user_visible]
+    assert private
+    for table in ("users", "_nope", *private):
         with pytest.raises(SystemTableError):
             t.query("ops:system_scan", {"table": table})
     with pytest.raises(SystemTableError):
@@ -389,7 +392,7 @@ def test_db_system_rejects_user_and_private_tables(t: TestBackend) -> None:
 
 def test_db_query_rejects_system_tables(t: TestBackend) -> None:
     seed_system(t)
-    for table in ("_storage", "_scheduled_functions", "_session_requests"):
+    for table in [spec.name for spec in SYSTEM_TABLES]:
         with pytest.raises(SystemTableError, match=r"db\.system"):
             t.query("ops:scan", {"table": table})
 

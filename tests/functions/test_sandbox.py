@@ -62,6 +62,17 @@ def swallowed(ctx):
 
 
 @query
+def fetch(ctx):
+    import urllib.request
+    urllib.request.urlopen("http://127.0.0.1:{CLOSED_PORT}/", timeout=1)
+
+
+@query
+def hostname(ctx):
+    return socket.gethostbyname("localhost")
+
+
+@query
 def spawn(ctx):
     subprocess.run([sys.executable, "-c", "pass"])
 
@@ -150,7 +161,9 @@ def run_query(t: TestBackend, path: str, args: dict | None = None) -> Outcome:
 # ---------------------------------------------------------------------- determinism
 
 
-@pytest.mark.parametrize("path", ["net:connect", "net:resolve", "net:raw_socket"])
+@pytest.mark.parametrize(
+    "path", ["net:connect", "net:resolve", "net:raw_socket", "net:fetch", "net:hostname"]
+)
 def test_network_access_in_a_query_is_a_determinism_error(net: TestBackend, path: str) -> None:
     outcome = run_query(net, path)
     assert isinstance(outcome.error, DeterminismError)
@@ -187,6 +200,11 @@ def test_the_same_calls_work_outside_functions(net: TestBackend) -> None:
     assert not isinstance(info.value, DeterminismError)
     assert socket.getaddrinfo("127.0.0.1", 80)
     subprocess.run([sys.executable, "-c", "pass"], check=True)
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{CLOSED_PORT}/", timeout=1)
 
 
 def test_the_guard_is_per_thread(net: TestBackend) -> None:

@@ -42,15 +42,9 @@ SYSTEM_TABLES: tuple[SystemTableSpec, ...] = (
         indexes={"by_state_and_time": ("state.kind", "scheduledTime")},
     ),
     SystemTableSpec("_storage", 2, user_visible=True),
+    SystemTableSpec("_cron_jobs", 3, user_visible=False, indexes={"by_name": ("name",)}),
     SystemTableSpec(
-        "_session_requests",
-        3,
-        user_visible=False,
-        indexes={"by_session_request": ("sessionId", "requestId")},
-    ),
-    SystemTableSpec("_cron_jobs", 4, user_visible=False, indexes={"by_name": ("name",)}),
-    SystemTableSpec(
-        "_environment_variables", 5, user_visible=False, indexes={"by_name": ("name",)}
+        "_environment_variables", 4, user_visible=False, indexes={"by_name": ("name",)}
     ),
 )
 SYSTEM_TABLES_BY_NAME = {spec.name: spec for spec in SYSTEM_TABLES}

@@ -123,12 +123,15 @@ class Database:
         max_batch: int = 512,
         read_threads: int = 4,
         log_retention_ns: int = 3600 * 10**9,
+        session_request_retention_ns: int = 3600 * 10**9,
     ) -> None:
         self.persistence = persistence
         self.clock = clock or SystemClock()
         self.limits = limits
         self.max_batch = max_batch
         self.log_retention_ns = log_retention_ns
+        #: how long a client's mutation results are kept for de-duplicating re-sends
+        self.session_request_retention_ns = session_request_retention_ns
         self._listeners: list[CommitListener] = []
         self._queue: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
         self._read_pool = concurrent.futures.ThreadPoolExecutor(
@@ -270,7 +273,7 @@ class Database:
         if not live:
             return
         conn = self.persistence.begin_write()
-        catalog = self._catalog
+        catalog = catalog_before = self._catalog
         schema = self._schema
         creation_time = self._creation_time
         ts_before = self._last_ts
@@ -311,8 +314,13 @@ class Database:
                 conn.set_global(_TS_KEY, str(commits[-1].ts).encode())
                 conn.set_global(_CREATION_TIME_KEY, repr(creation_time).encode())
             self._maybe_prune(conn)
+            # Publish the catalog before the data becomes visible: a reader takes its
+            # snapshot first and the catalog second, so it must never find rows of a
+            # table its catalog does not know. (A table known early just reads empty.)
+            self._catalog = catalog
             self.persistence.commit_write(conn)
         except BaseException as exc:
+            self._catalog = catalog_before
             self.persistence.abort_write(conn)
             self._last_ts = max(ts_before, self._last_ts)
             error = InternalError(f"Commit failed: {exc}")
@@ -351,6 +359,7 @@ class Database:
         if self._commits_since_prune >= 1000:
             self._commits_since_prune = 0
             conn.prune_log(self._last_ts - self.log_retention_ns)
+            conn.prune_session_requests(self._last_ts - self.session_request_retention_ns)
 
     # ------------------------------------------------------------------ schema
 
@@ -376,11 +385,16 @@ class Database:
 
         def apply(tx: Transaction) -> SchemaChange:
             change = SchemaChange()
+            previous = tx.schema
             if schema is not None:
                 for table_name in schema.tables:
                     info = tx.table(table_name)
                     if info is None:
                         continue
+                    if previous is not None and previous.validator_for(
+                        table_name
+                    ) == schema.validator_for(table_name):
+                        continue  # every stored document was validated against this already
                     _check_existing_documents(tx, schema, info)
             desired: dict[str, dict[str, tuple[str, ...]]] = {}
             if schema is not None:

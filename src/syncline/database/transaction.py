@@ -486,6 +486,19 @@ class Transaction:
         self.writes.doc_ids.add(doc_id)
         self.writes.tables.add(info.name)
 
+    def recorded_request(self, session_id: str, request_id: int) -> tuple[Any, int] | None:
+        """(result, commit ts) of a client's mutation that already committed, if any."""
+        row = self._conn.get_session_request(session_id, request_id)
+        if row is None:
+            return None
+        return from_json_bytes(row[1]), row[0]
+
+    def record_request(self, session_id: str, request_id: int, result: Any) -> None:
+        """Remember this mutation's result under the client's (session, request) ids."""
+        self._require_writable().put_session_request(
+            session_id, request_id, self.ts, to_json_bytes(result)
+        )
+
     def log_entries(self) -> list[LogEntry]:
         """This transaction's final revision per document, for the commit log."""
         return list(self._log.values())

@@ -120,9 +120,6 @@ def validate_result(fn: RegisteredFunction, value: Any, tx: Transaction | None) 
     return value
 
 
-_SESSION_REQUESTS = "_session_requests"
-
-
 class _Replayed:
     """A mutation found already done: its original result and commit ts."""
 
@@ -131,38 +128,6 @@ class _Replayed:
     def __init__(self, value: Any, ts: int) -> None:
         self.value = value
         self.ts = ts
-
-
-def _recorded_request(tx: Transaction, key: tuple[str, int]) -> _Replayed | None:
-    from syncline.database.query import Query
-
-    session_id, request_id = key
-    row = (
-        Query(tx, _SESSION_REQUESTS)
-        .with_index(
-            "by_session_request",
-            lambda q: q.eq("sessionId", session_id).eq("requestId", float(request_id)),
-        )
-        .first()
-    )
-    if row is None:
-        return None
-    return _Replayed(row["result"], int(row["ts"]))
-
-
-def _record_request(tx: Transaction, key: tuple[str, int], value: Any) -> None:
-    from syncline.values.types import Int64
-
-    session_id, request_id = key
-    tx.insert(
-        _SESSION_REQUESTS,
-        {
-            "sessionId": session_id,
-            "requestId": float(request_id),
-            "result": value,
-            "ts": Int64(tx.ts),
-        },
-    )
 
 
 class _Failure:
@@ -362,9 +327,9 @@ class Executor:
     ) -> Callable[[Transaction], Any]:
         def body(tx: Transaction) -> Any:
             if idempotency_key is not None:
-                done = _recorded_request(tx, idempotency_key)
+                done = tx.recorded_request(*idempotency_key)
                 if done is not None:
-                    return done
+                    return _Replayed(*done)
             with sandbox.running("mutation", collector):
                 validated = validate_args(fn, args, tx)
                 ctx = MutationCtx(
@@ -380,7 +345,7 @@ class Executor:
             if extra is not None:
                 extra(tx, value)
             if idempotency_key is not None:
-                _record_request(tx, idempotency_key, value)
+                tx.record_request(*idempotency_key, value)
             return value
 
         return body

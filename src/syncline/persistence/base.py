@@ -77,6 +77,10 @@ class ReadConnection(ABC):
     def log_since(self, ts: int, *, limit: int) -> list[LogEntry]:
         """Log entries with ``entry.ts > ts`` in ts order."""
 
+    @abstractmethod
+    def get_session_request(self, session_id: str, request_id: int) -> tuple[int, bytes] | None:
+        """(commit ts, encoded result) of a client mutation already done, if any."""
+
 
 class WriteConnection(ReadConnection):
     """The writer's open transaction. Every change lands at commit or not at all."""
@@ -126,6 +130,13 @@ class WriteConnection(ReadConnection):
     @abstractmethod
     def prune_log(self, before_ts: int) -> int:
         """Forget log entries older than ``before_ts``; returns how many."""
+
+    @abstractmethod
+    def put_session_request(self, session_id: str, request_id: int, ts: int, result: bytes) -> None:
+        """Record a client mutation's outcome (in the mutation's own transaction)."""
+
+    @abstractmethod
+    def prune_session_requests(self, before_ts: int) -> int: ...
 
 
 class Persistence(ABC):

@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS index_entries (
     doc_id TEXT NOT NULL,
     PRIMARY KEY (index_id, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS session_requests (
+    session_id TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    result BLOB NOT NULL,
+    PRIMARY KEY (session_id, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS session_requests_by_ts ON session_requests (ts);
 CREATE TABLE IF NOT EXISTS log (
     ts INTEGER NOT NULL,
     doc_id TEXT NOT NULL,
@@ -145,6 +153,13 @@ class _SqliteReader(ReadConnection):
         ).fetchall()
         return [LogEntry(*row) for row in rows]
 
+    def get_session_request(self, session_id: str, request_id: int) -> tuple[int, bytes] | None:
+        row = self.conn.execute(
+            "SELECT ts, result FROM session_requests WHERE session_id = ? AND request_id = ?",
+            (session_id, request_id),
+        ).fetchone()
+        return (int(row[0]), row[1]) if row else None
+
 
 class _SqliteWriter(_SqliteReader, WriteConnection):
     def savepoint(self, name: str) -> None:
@@ -211,6 +226,17 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
 
     def prune_log(self, before_ts: int) -> int:
         cur = self.conn.execute("DELETE FROM log WHERE ts < ?", (before_ts,))
+        return cur.rowcount
+
+    def put_session_request(self, session_id: str, request_id: int, ts: int, result: bytes) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO session_requests (session_id, request_id, ts, result) "
+            "VALUES (?, ?, ?, ?)",
+            (session_id, request_id, ts, result),
+        )
+
+    def prune_session_requests(self, before_ts: int) -> int:
+        cur = self.conn.execute("DELETE FROM session_requests WHERE ts < ?", (before_ts,))
         return cur.rowcount
 
 

@@ -2,7 +2,7 @@
 
 Routes (API port, 3210 by default):
 
-* ``/api/sync`` and ``/api/{client version}/sync`` — the sync WebSocket;
+* ``/api/sync`` and ``/api/{client version}/sync`` — the sync WebSocket (``ws.py``);
 * ``POST /api/query``, ``/api/mutation``, ``/api/action``, ``/api/function``,
   ``/api/run/{path}``, ``/api/query_ts``, ``/api/debug_event`` — see ``api.py``;
 * ``GET /version`` — 200 with the server version once serving (readiness).
@@ -24,15 +24,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from syncline.__about__ import __version__
 from syncline.functions.registration import FunctionKind
 from syncline.server.api import HttpApi
-from syncline.sync.protocol import ServerMessage, encode_server_message
-from syncline.sync.session import SyncSession
+from syncline.server.ws import SyncEndpoint
 
 if TYPE_CHECKING:
     from syncline.application import Application
@@ -55,7 +53,7 @@ class CollapseSlashes:
         await self.app(scope, receive, send)
 
 
-def create_app(application: Application, *, manage_lifecycle: bool = True) -> Starlette:
+def create_app(application: Application, *, manage_lifecycle: bool = True) -> ASGIApp:
     """The API-port ASGI app for ``application``.
 
     With ``manage_lifecycle`` the app's lifespan starts and stops the
@@ -65,37 +63,6 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> St
 
     async def version(request: Request) -> Response:
         return PlainTextResponse(__version__)
-
-    async def sync(websocket: WebSocket) -> None:
-        await websocket.accept()
-        trace = log.isEnabledFor(logging.DEBUG)
-
-        async def incoming() -> AsyncIterator[str | bytes]:
-            while True:
-                try:
-                    message = await websocket.receive()
-                except (WebSocketDisconnect, RuntimeError):
-                    return
-                if message["type"] == "websocket.disconnect":
-                    return
-                frame = message.get("text")
-                if frame is None:
-                    frame = message.get("bytes") or b""
-                if trace:
-                    log.debug("sync <- %s", frame[:500])
-                yield frame
-
-        async def send(message: ServerMessage) -> None:
-            text = encode_server_message(message)
-            if trace:
-                log.debug("sync -> %s", text[:500])
-            await websocket.send_text(text)
-
-        session = SyncSession(application, send)
-        close = await session.run(incoming())
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await websocket.close(code=close.code, reason=close.reason[:123])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,8 +76,6 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> St
 
     routes = [
         Route("/version", version, methods=["GET"]),
-        WebSocketRoute("/api/sync", sync),
-        WebSocketRoute("/api/{client_version}/sync", sync),
         Route("/api/query", api.endpoint(FunctionKind.QUERY), methods=["POST"]),
         Route("/api/mutation", api.endpoint(FunctionKind.MUTATION), methods=["POST"]),
         Route("/api/action", api.endpoint(FunctionKind.ACTION), methods=["POST"]),
@@ -131,4 +96,5 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> St
             max_age=86400,
         ),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    http_app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return SyncEndpoint(application, http_app)

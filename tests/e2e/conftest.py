@@ -1,0 +1,482 @@
+"""End-to-end fixtures: real ``syncline serve`` / ``syncline dev`` processes on free ports.
+
+* ``project(files=None)`` writes a project (``functions/`` with the modules in
+  :data:`BASE_FILES` plus ``auth_config.py`` trusting :data:`ISSUER`) and
+  returns its folder. ``files`` adds or replaces modules.
+* ``start_server(project, mode="serve")`` runs
+  ``python -m syncline serve --dir PROJECT --port N`` on a free port, waits
+  for ``GET /version`` (20 s) and returns a :class:`ServerProcess`; every server
+  it started is stopped (SIGTERM, then SIGKILL) when the test ends.
+* ``server`` is one shared production server per test module; ``server.url``
+  is its base URL. Tests that share it use unique titles/values.
+* ``jwt_issuer`` holds an RSA key made at test time; ``jwt_issuer.token(sub)``
+  signs a JWT that the project's ``auth_config.py`` accepts.
+
+When a test fails, the log of every server that was running is attached to
+the report (section "syncline server log"). Servers run with
+``SYNCLINE_TRACE_PROTOCOL=1`` so the log shows every sync frame; set
+``SYNCLINE_E2E_TRACE=0`` to turn that off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+ISSUER = "https://issuer.test"
+APPLICATION_ID = "my-app"
+KEY_ID = "e2e-key-1"
+
+BASE_FILES: dict[str, str] = {
+    "tasks.py": """
+        from syncline import ConvexError, Int64, action, internal_query, mutation, query, v
+
+
+        @query
+        def list(ctx):
+            return ctx.db.query("tasks").order("desc").take(50)
+
+
+        @mutation(args={"title": v.string()})
+        def add(ctx, title):
+            if title == "bad":
+                raise ConvexError({"why": "bad"})
+            return ctx.db.insert("tasks", {"title": title})
+
+
+        @action(args={"x": v.number()})
+        async def double(ctx, x):
+            return x * 2
+
+
+        @internal_query
+        def count(ctx):
+            return Int64(len(ctx.db.query("tasks").collect()))
+    """,
+    "values.py": '''
+        from syncline import Int64, mutation, query, v
+
+
+        def _describe(value):
+            """The server-side Python type of every leaf of ``value``."""
+            if isinstance(value, dict):
+                return {k: _describe(x) for k, x in value.items()}
+            if isinstance(value, list):
+                return [_describe(x) for x in value]
+            return type(value).__name__
+
+
+        @mutation(args={"value": v.any()})
+        def store(ctx, value):
+            """Insert ``value`` in a document; return the id and the value as stored."""
+            doc_id = ctx.db.insert("values", {"value": value})
+            return {"id": doc_id, "value": ctx.db.get(doc_id)["value"]}
+
+
+        @query(args={"id": v.id("values")})
+        def get(ctx, id):
+            doc = ctx.db.get(id)
+            return None if doc is None else doc["value"]
+
+
+        @query(args={"value": v.any()})
+        def describe(ctx, value):
+            return _describe(value)
+
+
+        @query
+        def constants(ctx):
+            return {
+                "min": Int64(-(2**63)),
+                "max": Int64(2**63 - 1),
+                "small": Int64(-2),
+                "bytes": bytes(range(256)),
+                "empty": b"",
+                "nan": float("nan"),
+                "inf": float("inf"),
+                "ninf": float("-inf"),
+                "nzero": -0.0,
+                "float": 1.5,
+            }
+    ''',
+    "users.py": """
+        from syncline import action, query
+
+
+        def _identity(ctx):
+            ident = ctx.auth.get_user_identity()
+            if ident is None:
+                return None
+            return {
+                "subject": ident.subject,
+                "issuer": ident.issuer,
+                "tokenIdentifier": ident.token_identifier,
+                "email": ident.email,
+                "name": ident.name,
+            }
+
+
+        @query
+        def whoami(ctx):
+            return _identity(ctx)
+
+
+        @action
+        async def whoami_action(ctx):
+            return _identity(ctx)
+    """,
+    "failures.py": """
+        from syncline import ConvexError, action, mutation, query, v
+
+
+        @query(args={"data": v.any()})
+        def convex_error(ctx, data):
+            raise ConvexError(data)
+
+
+        @query
+        def plain_error(ctx):
+            raise ValueError("secret-detail-1234")
+
+
+        @mutation
+        def plain_mutation_error(ctx):
+            ctx.db.insert("tasks", {"title": "never committed"})
+            raise RuntimeError("secret-detail-5678")
+
+
+        @action(args={"data": v.any()})
+        async def convex_error_action(ctx, data):
+            raise ConvexError(data)
+    """,
+}
+
+
+# ----------------------------------------------------------------------------- JWT
+
+
+class JwtIssuer:
+    """An RSA signing key made at test time and the JWKS that publishes it."""
+
+    def __init__(self) -> None:
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        jwk.update({"kid": KEY_ID, "alg": "RS256", "use": "sig"})
+        self.jwks: dict[str, Any] = {"keys": [jwk]}
+
+    def token(
+        self,
+        subject: str,
+        *,
+        lifetime_s: float = 3600,
+        audience: str = APPLICATION_ID,
+        issuer: str = ISSUER,
+        **claims: Any,
+    ) -> str:
+        now = int(time.time())
+        payload = {
+            "iss": issuer,
+            "sub": subject,
+            "aud": audience,
+            "iat": now,
+            "exp": now + int(lifetime_s),
+            **claims,
+        }
+        return jwt.encode(payload, self.private_key, algorithm="RS256", headers={"kid": KEY_ID})
+
+
+@pytest.fixture(scope="session")
+def jwt_issuer() -> JwtIssuer:
+    return JwtIssuer()
+
+
+def auth_config_source(jwks: Mapping[str, Any]) -> str:
+    provider = {
+        "type": "custom_jwt",
+        "issuer": ISSUER,
+        "jwks": dict(jwks),
+        "algorithm": "RS256",
+        "application_id": APPLICATION_ID,
+    }
+    return f"providers = [{provider!r}]\n"
+
+
+# ----------------------------------------------------------------------------- projects
+
+
+def write_project(root: Path, files: Mapping[str, str]) -> Path:
+    functions = root / "functions"
+    functions.mkdir(parents=True, exist_ok=True)
+    for rel, source in files.items():
+        path = functions / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source).lstrip("\n"))
+    return root
+
+
+MakeProject = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory, jwt_issuer: JwtIssuer) -> MakeProject:
+    """``project(files=None, *, auth=True) -> Path``: a fresh project folder."""
+
+    def make(files: Mapping[str, str] | None = None, *, auth: bool = True) -> Path:
+        merged = dict(BASE_FILES)
+        if auth:
+            merged["auth_config.py"] = auth_config_source(jwt_issuer.jwks)
+        merged.update(files or {})
+        return write_project(tmp_path_factory.mktemp("project"), merged)
+
+    return make
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the server gets SIGKILL if the test process dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+class ServerProcess:
+    """One ``python -m syncline serve|dev`` process."""
+
+    def __init__(self, project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None):
+        self.project = project
+        self.mode = mode
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = project / f"server-{mode}-{self.port}.log"
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.ready_after_s = 0.0
+
+    def __repr__(self) -> str:
+        return f"<ServerProcess {self.mode} {self.url} pid={self.proc and self.proc.pid}>"
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "syncline",
+            self.mode,
+            "--dir",
+            str(self.project),
+            "--port",
+            str(self.port),
+        ]
+
+    @property
+    def admin_key(self) -> str:
+        return (self.project / ".syncline" / "admin_key").read_text().strip()
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if os.environ.get("SYNCLINE_E2E_TRACE", "1") != "0":
+            env["SYNCLINE_TRACE_PROTOCOL"] = "1"
+        env.update(self.extra_env)
+        self.started_at = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        _RUNNING.append(self)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as http:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    raise ServerStartError(
+                        f"{self.mode} server exited with code {code} before it was ready:\n"
+                        + self.log()
+                    )
+                try:
+                    if http.get(f"{self.url}/version").status_code == 200:
+                        self.ready_after_s = time.monotonic() - self.started_at
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerStartError(
+                        f"{self.mode} server not ready on {self.url} after {timeout} s:\n"
+                        + self.log()
+                    )
+                time.sleep(0.05)
+
+    def log(self, since: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL (the whole process group) after STOP_TIMEOUT_S."""
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(STOP_TIMEOUT_S)
+            return proc.returncode
+        finally:
+            with contextlib.suppress(ValueError):
+                _RUNNING.remove(self)
+
+
+_RUNNING: list[ServerProcess] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:  # pragma: no cover - last resort
+    for server in list(_RUNNING):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+def launch(project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None):
+    """Start a server and wait until it serves; retry on a port race."""
+    last: ServerStartError | None = None
+    for _ in range(3):
+        server = ServerProcess(project, mode=mode, env=env)
+        server.start()
+        try:
+            server.wait_ready()
+            return server
+        except ServerStartError as exc:
+            server.stop()
+            last = exc
+            if "address already in use" not in str(exc).lower():
+                raise
+    assert last is not None
+    raise last
+
+
+StartServer = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def start_server() -> Iterator[StartServer]:
+    """``start_server(project, mode="serve"|"dev", env=None) -> ServerProcess``."""
+    started: list[ServerProcess] = []
+
+    def start(
+        project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None
+    ) -> ServerProcess:
+        server = launch(project, mode=mode, env=env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(project: MakeProject) -> Iterator[ServerProcess]:
+    """A production (``syncline serve``) server shared by the tests of one module."""
+    proc = launch(project(), mode="serve")
+    try:
+        yield proc
+        assert proc.alive(), f"the server died during the tests:\n{proc.log()}"
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique string for titles and values on a shared server."""
+    return uuid.uuid4().hex[:12]
+
+
+# ----------------------------------------------------------------------------- reporting
+
+_LOG_MARKS = pytest.StashKey[dict[int, int]]()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_LOG_MARKS] = {id(s): s.log_size() for s in _RUNNING}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        marks = item.stash.get(_LOG_MARKS, {})
+        for server in _RUNNING:
+            text = server.log(since=marks.get(id(server), 0))
+            lines = text.splitlines()
+            if len(lines) > 400:
+                text = "\n".join(["[... earlier lines cut ...]", *lines[-400:]])
+            report.sections.append(
+                (f"syncline server log ({server.mode} {server.url}, during this test)", text)
+            )
+    return report

@@ -1,0 +1,320 @@
+"""The official PyPI ``convex`` client (0.8.1) against a real ``syncline serve`` process.
+
+``ConvexClient`` is the Rust core (convex-rs) behind pyo3: it speaks the sync
+WebSocket at ``/api/sync``. Its blocking ``next(subscription)`` holds the GIL,
+so a writer that must run while the test waits is another *process*, and such
+waits are guarded by ``faulthandler`` (a watchdog thread that needs no GIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from convex import ConvexClient, ConvexError, ConvexInt64
+
+pytestmark = pytest.mark.slow
+
+# A second process that writes through its own official client and prints when it is done.
+WRITER = """
+import sys, time
+from convex import ConvexClient
+client = ConvexClient(sys.argv[1])
+for title in sys.argv[2:]:
+    client.mutation("tasks:add", {"title": title})
+    print(repr(time.time()), flush=True)
+"""
+
+HTTP_WRITER = """
+import sys, time
+from convex.http_client import ConvexHttpClient
+client = ConvexHttpClient(sys.argv[1])
+for title in sys.argv[2:]:
+    time.sleep(0.2)
+    client.mutation("tasks:add", {"title": title})
+    print(repr(time.time()), flush=True)
+"""
+
+
+def start_writer(script: str, url: str, *titles: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, url, *titles],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_writer(proc: subprocess.Popen[str]) -> list[float]:
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    assert proc.returncode == 0, f"writer failed ({proc.returncode}):\n{out}\n{err}"
+    return [float(line) for line in out.split()]
+
+
+@pytest.fixture
+def client(server: Any) -> Iterator[ConvexClient]:
+    c = ConvexClient(server.url)
+    yield c
+    del c
+
+
+def titles(docs: list[dict[str, Any]]) -> list[str]:
+    return [d["title"] for d in docs]
+
+
+def test_query_and_mutation(client: ConvexClient, unique: str) -> None:
+    doc_id = client.mutation("tasks:add", {"title": unique})
+    assert isinstance(doc_id, str) and doc_id
+
+    docs = client.query("tasks:list")
+    newest = docs[0]
+    assert newest["title"] == unique
+    assert newest["_id"] == doc_id
+    assert isinstance(newest["_creationTime"], float)
+    # Paths as the clients may spell them: ".js" suffix, default export rules.
+    assert client.query("tasks.js:list")[0]["_id"] == doc_id
+
+
+def test_blocking_subscription_sees_write_from_another_process(
+    client: ConvexClient, server: Any, unique: str
+) -> None:
+    sub = client.subscribe("tasks:list")
+    faulthandler.dump_traceback_later(20, exit=True)  # next() blocks holding the GIL
+    try:
+        assert unique not in titles(next(sub))
+        writer = start_writer(WRITER, server.url, unique)
+        seen = next(sub)
+        while unique not in titles(seen):
+            seen = next(sub)
+        seen_at = time.time()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    (written_at,) = finish_writer(writer)
+    assert titles(seen)[0] == unique
+    # Pushed within 1 s of the other process's mutation returning (usually before it).
+    assert seen_at - written_at < 1.0, f"update arrived {seen_at - written_at:.3f} s late"
+    sub.unsubscribe()
+
+
+def test_async_subscription_sees_each_write_from_another_process(
+    client: ConvexClient, server: Any, unique: str
+) -> None:
+    wanted = [f"{unique}-{i}" for i in range(3)]
+
+    async def main() -> list[tuple[float, list[str]]]:
+        sub = client.subscribe("tasks:list")
+        first = await asyncio.wait_for(sub.__anext__(), 5)
+        assert not set(wanted) & set(titles(first))
+        writer = start_writer(HTTP_WRITER, server.url, *wanted)
+        updates: list[tuple[float, list[str]]] = []
+        try:
+            while not updates or wanted[-1] not in updates[-1][1]:
+                value = await asyncio.wait_for(sub.__anext__(), 5)
+                updates.append((time.time(), titles(value)))
+        finally:
+            finish = await asyncio.to_thread(finish_writer, writer)
+        sub.unsubscribe()
+        return [(t, [x for x in names if x in wanted]) for t, names in updates] + [
+            (t, ["written"]) for t in finish
+        ]
+
+    result = asyncio.run(main())
+    updates = [(t, names) for t, names in result if names != ["written"]]
+    written = [t for t, names in result if names == ["written"]]
+    # Every write arrives, in order, newest first; each within 1 s of its commit.
+    seen_sets = [names for _, names in updates]
+    assert seen_sets[-1] == list(reversed(wanted))
+    for i, title in enumerate(wanted):
+        first_seen = next(t for t, names in updates if title in names)
+        assert first_seen - written[i] < 1.0, (
+            f"{title} arrived {first_seen - written[i]:.3f} s late"
+        )
+
+
+def test_convex_error_data(client: ConvexClient, unique: str) -> None:
+    with pytest.raises(ConvexError) as info:
+        client.mutation("tasks:add", {"title": "bad"})
+    assert info.value.data == {"why": "bad"}
+
+    data = {"code": unique, "n": ConvexInt64(7), "raw": b"\x01\x02", "list": [1.5, None, True]}
+    with pytest.raises(ConvexError) as info:
+        client.query("failures:convex_error", {"data": data})
+    got = info.value.data
+    assert got["code"] == unique
+    assert type(got["n"]) is ConvexInt64 and got["n"].value == 7
+    assert got["raw"] == b"\x01\x02"
+    assert got["list"] == [1.5, None, True]
+
+    with pytest.raises(ConvexError) as info:
+        client.action("failures:convex_error_action", {"data": "just a string"})
+    assert info.value.data == "just a string"
+
+    # The client still works after errors (the mutation's Transition arrived).
+    assert client.mutation("tasks:add", {"title": unique})
+    assert client.query("tasks:list")[0]["title"] == unique
+
+
+def test_plain_errors_are_redacted_in_production(client: ConvexClient, unique: str) -> None:
+    with pytest.raises(Exception) as info:
+        client.query("failures:plain_error")
+    assert not isinstance(info.value, ConvexError)
+    assert "Server Error" in str(info.value)
+    assert "secret-detail-1234" not in str(info.value)
+
+    before = titles(client.query("tasks:list"))
+    with pytest.raises(Exception) as info:
+        client.mutation("failures:plain_mutation_error")
+    assert not isinstance(info.value, ConvexError)
+    assert "secret-detail-5678" not in str(info.value)
+    assert titles(client.query("tasks:list")) == before  # the failed mutation wrote nothing
+
+    with pytest.raises(Exception, match="Could not find public function"):
+        client.query("tasks:nope")
+
+
+def assert_special_values(value: dict[str, Any], unique: str) -> None:
+    assert type(value["int"]) is ConvexInt64 and value["int"].value == 2**62 + 1
+    assert type(value["neg"]) is ConvexInt64 and value["neg"].value == -(2**63)
+    assert value["bytes"] == bytes(range(256)) and isinstance(value["bytes"], bytes)
+    assert value["empty"] == b""
+    assert math.isnan(value["nan"])
+    assert value["inf"] == math.inf and value["ninf"] == -math.inf
+    assert value["nzero"] == 0.0 and math.copysign(1.0, value["nzero"]) == -1.0
+    assert value["float"] == 2.5 and isinstance(value["float"], float)
+    assert value["int_as_float"] == 3.0 and isinstance(value["int_as_float"], float)
+    assert value["nested"] == {"list": [ConvexInt64(1), b"x", -1.0], "s": unique}
+
+
+def test_values_round_trip(client: ConvexClient, unique: str) -> None:
+    value = {
+        "int": ConvexInt64(2**62 + 1),
+        "neg": ConvexInt64(-(2**63)),
+        "bytes": bytes(range(256)),
+        "empty": b"",
+        "nan": math.nan,
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "nzero": -0.0,
+        "float": 2.5,
+        "int_as_float": 3,  # the client sends Python ints as float64
+        "nested": {"list": [ConvexInt64(1), b"x", -1.0], "s": unique},
+    }
+    stored = client.mutation("values:store", {"value": value})
+    assert_special_values(stored["value"], unique)  # through the mutation's result
+    assert_special_values(client.query("values:get", {"id": stored["id"]}), unique)  # stored
+
+    kinds = client.query("values:describe", {"value": value})
+    assert kinds["int"] == kinds["neg"] == "Int64"
+    assert kinds["bytes"] == kinds["empty"] == "bytes"
+    assert kinds["nan"] == kinds["nzero"] == kinds["int_as_float"] == "float"
+
+    constants = client.query("values:constants")
+    assert type(constants["min"]) is ConvexInt64 and constants["min"].value == -(2**63)
+    assert constants["max"].value == 2**63 - 1 and constants["small"].value == -2
+    assert constants["bytes"] == bytes(range(256)) and constants["empty"] == b""
+    assert math.isnan(constants["nan"]) and constants["inf"] == math.inf
+    assert constants["ninf"] == -math.inf and math.copysign(1, constants["nzero"]) == -1
+
+
+def test_set_auth_identity(server: Any, jwt_issuer: Any, unique: str) -> None:
+    client = ConvexClient(server.url)
+    assert client.query("users:whoami") is None
+
+    client.set_auth(jwt_issuer.token(f"user-{unique}", email=f"{unique}@example.com"))
+    me = client.query("users:whoami")
+    assert me["subject"] == f"user-{unique}"
+    assert me["issuer"] == "https://issuer.test"
+    assert me["tokenIdentifier"] == f"https://issuer.test|user-{unique}"
+    assert me["email"] == f"{unique}@example.com"
+    assert client.action("users:whoami_action")["subject"] == f"user-{unique}"
+
+    # A live subscription follows identity changes.
+    sub = client.subscribe("users:whoami")
+
+    async def logout() -> Any:
+        assert (await asyncio.wait_for(sub.__anext__(), 5))["subject"] == f"user-{unique}"
+        client.clear_auth()
+        return await asyncio.wait_for(sub.__anext__(), 5)
+
+    assert asyncio.run(logout()) is None
+    assert client.query("users:whoami") is None
+
+
+def test_action(client: ConvexClient) -> None:
+    assert client.action("tasks:double", {"x": 21}) == 42.0
+    assert client.action("tasks:double", {"x": -0.25}) == -0.5
+
+
+def test_admin_auth_reaches_internal_functions(server: Any, unique: str) -> None:
+    client = ConvexClient(server.url)
+    with pytest.raises(Exception, match="Could not find public function"):
+        client.query("tasks:count")
+    client.set_admin_auth(server.admin_key)
+    count = client.query("tasks:count")
+    assert type(count) is ConvexInt64 and count.value >= 0
+
+
+def test_legacy_http_client(server: Any, jwt_issuer: Any, unique: str) -> None:
+    http_client = pytest.importorskip("convex.http_client")
+    client = http_client.ConvexHttpClient(server.url)
+
+    doc_id = client.mutation("tasks:add", {"title": unique})
+    assert isinstance(doc_id, str)
+    assert client.query("tasks:list")[0]["_id"] == doc_id
+    assert client.action("tasks:double", {"x": 4}) == 8.0
+
+    with pytest.raises(ConvexError) as info:
+        client.mutation("tasks:add", {"title": "bad"})
+    assert info.value.data == {"why": "bad"}  # raw JSON data, as that client documents
+    with pytest.raises(ConvexError) as info:
+        client.action("failures:convex_error_action", {"data": unique})
+    assert info.value.data == unique
+    with pytest.raises(http_client.ConvexExecutionError, match="Server Error"):
+        client.query("failures:plain_error")
+
+    stored = client.mutation(
+        "values:store",
+        {"value": {"i": ConvexInt64(-5), "b": b"\x00\xff", "nan": math.nan, "nz": -0.0}},
+    )
+    back = client.query("values:get", {"id": stored["id"]})
+    assert type(back["i"]) is ConvexInt64 and back["i"].value == -5
+    assert back["b"] == b"\x00\xff"
+    assert math.isnan(back["nan"]) and math.copysign(1, back["nz"]) == -1
+
+    assert client.query("users:whoami") is None
+    client.set_auth(jwt_issuer.token(f"http-{unique}"))
+    assert client.query("users:whoami")["subject"] == f"http-{unique}"
+    client.set_auth("not-a-jwt")
+    with pytest.raises(Exception, match=r"^40[01] "):
+        client.query("users:whoami")
+    client.set_auth(jwt_issuer.token("x", audience="someone-else"))
+    with pytest.raises(Exception, match=r"^40[01] "):
+        client.query("users:whoami")
+    client.set_admin_auth(server.admin_key)
+    assert client.query("tasks:count").value >= 1
+
+
+def test_dev_server_returns_full_error_messages(project: Any, start_server: Any) -> None:
+    dev = start_server(project(), mode="dev")
+    client = ConvexClient(dev.url)
+    with pytest.raises(Exception, match="secret-detail-1234") as info:
+        client.query("failures:plain_error")
+    assert not isinstance(info.value, ConvexError)
+    with pytest.raises(Exception, match="secret-detail-5678"):
+        client.mutation("failures:plain_mutation_error")
+    with pytest.raises(ConvexError) as convex_info:
+        client.mutation("tasks:add", {"title": "bad"})
+    assert convex_info.value.data == {"why": "bad"}
+    assert client.mutation("tasks:add", {"title": "dev ok"})
+    assert titles(client.query("tasks:list")) == ["dev ok"]
