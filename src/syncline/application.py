@@ -244,10 +244,20 @@ class Application:
         identity: Identity,
         session_id: str,
         request_id: int,
+        maybe_resent: bool = True,
     ) -> Outcome:
-        """A client's mutation, de-duplicated by (session id, request id)."""
+        """A client's mutation, de-duplicated by (session id, request id).
+
+        ``maybe_resent=False`` (the session's first socket) skips looking for
+        an earlier run: nothing can have been sent under this session before.
+        The outcome is recorded either way, for a later reconnect.
+        """
         return await self.executor.mutation(
-            path, args, identity=identity, idempotency_key=(session_id, request_id)
+            path,
+            args,
+            identity=identity,
+            idempotency_key=(session_id, request_id),
+            check_resent=maybe_resent,
         )
 
     # ------------------------------------------------------------------ calls

@@ -70,6 +70,13 @@ BASE_FILES: dict[str, str] = {
         @internal_query
         def count(ctx):
             return Int64(len(ctx.db.query("tasks").collect()))
+
+
+        @action(args={"title": v.string()})
+        async def add_via_action(ctx, title):
+            doc_id = await ctx.run_mutation("tasks:add", {"title": title})
+            newest = await ctx.run_query("tasks:list", {})
+            return {"id": doc_id, "newest": newest[0]["title"]}
     """,
     "values.py": '''
         from syncline import Int64, mutation, query, v
@@ -102,6 +109,12 @@ BASE_FILES: dict[str, str] = {
             return _describe(value)
 
 
+        @query(args={"n": v.number()})
+        def big(ctx, n):
+            """A large result: n characters in 1000-character strings."""
+            return ["x" * 1000 for _ in range(int(n) // 1000)]
+
+
         @query
         def constants(ctx):
             return {
@@ -117,8 +130,8 @@ BASE_FILES: dict[str, str] = {
                 "float": 1.5,
             }
     ''',
-    "users.py": """
-        from syncline import action, query
+    "users.py": '''
+        from syncline import ConvexError, action, mutation, query, v
 
 
         def _identity(ctx):
@@ -142,6 +155,51 @@ BASE_FILES: dict[str, str] = {
         @action
         async def whoami_action(ctx):
             return _identity(ctx)
+
+
+        @mutation(args={"title": v.string()})
+        def add_mine(ctx, title):
+            ident = ctx.auth.get_user_identity()
+            if ident is None:
+                raise ConvexError("sign in first")
+            return ctx.db.insert("owned", {"owner": ident.token_identifier, "title": title})
+
+
+        @query
+        def my_tasks(ctx):
+            """Reads the database AND the identity: one live result per caller."""
+            ident = ctx.auth.get_user_identity()
+            owner = None if ident is None else ident.token_identifier
+            docs = ctx.db.query("owned").filter(lambda q: q.eq(q.field("owner"), owner)).collect()
+            return [d["title"] for d in docs]
+    ''',
+    "items.py": """
+        from syncline import mutation, query, v
+
+
+        @mutation(args={"tag": v.string(), "n": v.number()})
+        def add_many(ctx, tag, n):
+            return [ctx.db.insert("items", {"tag": tag, "n": float(i)}) for i in range(int(n))]
+
+
+        @mutation(args={"tag": v.string(), "n": v.number()})
+        def add_one(ctx, tag, n):
+            return ctx.db.insert("items", {"tag": tag, "n": n})
+
+
+        @mutation(args={"id": v.id("items")})
+        def remove(ctx, id):
+            ctx.db.delete(id)
+
+
+        @query(args={"tag": v.string(), "paginationOpts": v.any()})
+        def page(ctx, tag, paginationOpts):
+            return (
+                ctx.db.query("items")
+                .filter(lambda q: q.eq(q.field("tag"), tag))
+                .order("desc")
+                .paginate(paginationOpts)
+            )
     """,
     "failures.py": """
         from syncline import ConvexError, action, mutation, query, v
@@ -310,7 +368,7 @@ class ServerProcess:
             env["SYNCLINE_TRACE_PROTOCOL"] = "1"
         env.update(self.extra_env)
         self.started_at = time.monotonic()
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
@@ -321,6 +379,12 @@ class ServerProcess:
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         _RUNNING.append(self)
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port with the same data (clients reconnect)."""
+        self.stop()
+        self.start()
+        self.wait_ready()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         assert self.proc is not None

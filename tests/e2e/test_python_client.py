@@ -251,9 +251,79 @@ def test_set_auth_identity(server: Any, jwt_issuer: Any, unique: str) -> None:
     assert client.query("users:whoami") is None
 
 
-def test_action(client: ConvexClient) -> None:
+def test_each_identity_sees_its_own_live_results(server: Any, jwt_issuer: Any, unique: str) -> None:
+    """A query that reads auth is never shared between callers, also when re-run."""
+    alice, bob, anon = (ConvexClient(server.url) for _ in range(3))
+    alice.set_auth(jwt_issuer.token(f"alice-{unique}"))
+    bob.set_auth(jwt_issuer.token(f"bob-{unique}"))
+    subs = {
+        name: c.subscribe("users:my_tasks")
+        for name, c in [("alice", alice), ("bob", bob), ("anon", anon)]
+    }
+
+    async def main() -> dict[str, list[Any]]:
+        seen: dict[str, list[Any]] = {}
+        for name, sub in subs.items():
+            seen[name] = [await asyncio.wait_for(sub.__anext__(), 5)]
+        await asyncio.to_thread(alice.mutation, "users:add_mine", {"title": "a1"})
+        seen["alice"].append(await asyncio.wait_for(subs["alice"].__anext__(), 5))
+        await asyncio.to_thread(bob.mutation, "users:add_mine", {"title": "b1"})
+        seen["bob"].append(await asyncio.wait_for(subs["bob"].__anext__(), 5))
+        for name in ("alice", "anon"):  # their results did not change: nothing new arrives
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(subs[name].__anext__(), 0.3)
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen == {"alice": [[], ["a1"]], "bob": [[], ["b1"]], "anon": [[]]}
+    assert alice.query("users:whoami")["subject"] == f"alice-{unique}"
+    assert bob.query("users:whoami")["subject"] == f"bob-{unique}"
+    assert anon.query("users:whoami") is None
+    with pytest.raises(ConvexError, match="sign in first"):
+        anon.mutation("users:add_mine", {"title": "nope"})
+
+
+def test_action(client: ConvexClient, unique: str) -> None:
     assert client.action("tasks:double", {"x": 21}) == 42.0
     assert client.action("tasks:double", {"x": -0.25}) == -0.5
+    result = client.action("tasks:add_via_action", {"title": unique})
+    assert result["newest"] == unique
+    assert client.query("tasks:list")[0]["_id"] == result["id"]
+
+
+def test_large_result(client: ConvexClient) -> None:
+    """4 MB in one Transition (Syncline never chunks, which the Rust client needs)."""
+    assert len(client.query("values:big", {"n": 4_000_000})) == 4000
+
+    async def main() -> Any:
+        sub = client.subscribe("values:big", {"n": 4_000_000})
+        return await asyncio.wait_for(sub.__anext__(), 10)
+
+    value = asyncio.run(main())
+    assert len(value) == 4000 and value[0] == "x" * 1000
+
+
+def test_subscription_survives_server_restart(project: Any, start_server: Any, unique: str) -> None:
+    """The Rust client reconnects, re-adds its queries (as "tasks.js:list") and gets updates."""
+    srv = start_server(project())
+    client = ConvexClient(srv.url)
+    client.mutation("tasks:add", {"title": f"before-{unique}"})
+    sub = client.subscribe("tasks:list")
+
+    async def main() -> list[str]:
+        assert titles(await asyncio.wait_for(sub.__anext__(), 5)) == [f"before-{unique}"]
+        await asyncio.to_thread(srv.restart)
+        writer = await asyncio.to_thread(start_writer, WRITER, srv.url, f"after-{unique}")
+        await asyncio.to_thread(finish_writer, writer)
+        while True:
+            value = titles(await asyncio.wait_for(sub.__anext__(), 15))
+            if f"after-{unique}" in value:
+                return value
+
+    assert asyncio.run(main()) == [f"after-{unique}", f"before-{unique}"]
+    assert client.mutation("tasks:add", {"title": "third"})
+    assert titles(client.query("tasks:list"))[0] == "third"
+    assert "newer than this server" not in srv.log()
 
 
 def test_admin_auth_reaches_internal_functions(server: Any, unique: str) -> None:

@@ -309,7 +309,7 @@ def test_mutation_idempotency_across_connections(server: Server) -> None:
 
     # The JS client reconnects with the same sessionId and re-sends in-flight mutations.
     ws2 = server.ws()
-    ws2.connect(session_id)
+    ws2.connect(session_id, connectionCount=1, lastCloseReason="InternalServerError")
     ws2.add(0, "messages:list", {"channel": "a"})
     ws2.mutation("messages:send", {"channel": "a", "body": "once"}, request_id=7)
     seen = ws2.until(lambda m: m["type"] == "MutationResponse")
@@ -339,7 +339,7 @@ def test_failed_mutations_are_not_recorded_for_idempotency(server: Server) -> No
     assert ws.expect("MutationResponse")["success"] is False
     ws.transition()
     again = server.ws()
-    again.connect(session_id)
+    again.connect(session_id, connectionCount=1)
     again.mutation("messages:send", {"channel": "a", "body": "retry"}, request_id=1)
     response = again.expect("MutationResponse")
     assert response["success"] is True
@@ -483,7 +483,7 @@ def test_events_are_accepted_and_ignored(server: Server) -> None:
 def fast_pings(monkeypatch: pytest.MonkeyPatch) -> float:
     interval = 0.2
     monkeypatch.setattr(
-        "syncline.server.app.SyncSession",
+        "syncline.server.ws.SyncSession",
         functools.partial(session_module.SyncSession, ping_interval_s=interval),
     )
     return interval

@@ -221,9 +221,16 @@ class QueryCtx:
         self.auth = Auth(identity, tx.read_set)
         #: the function's start time in ms since the epoch, frozen for determinism
         self.now = now
-        #: a seeded random generator: use it instead of the ``random`` module
-        self.random = random.Random(seed)
+        self._seed = seed
+        self._random: random.Random | None = None
         self.env = Env(env or {})
+
+    @property
+    def random(self) -> random.Random:
+        """A seeded random generator: use it instead of the ``random`` module."""
+        if self._random is None:
+            self._random = random.Random(self._seed)
+        return self._random
 
 
 class MutationCtx(QueryCtx):

@@ -324,9 +324,10 @@ class Executor:
         collector: sandbox.LogCollector,
         extra: Callable[[Transaction, Any], None] | None,
         idempotency_key: tuple[str, int] | None = None,
+        check_resent: bool = True,
     ) -> Callable[[Transaction], Any]:
         def body(tx: Transaction) -> Any:
-            if idempotency_key is not None:
+            if idempotency_key is not None and check_resent:
                 done = tx.recorded_request(*idempotency_key)
                 if done is not None:
                     return _Replayed(*done)
@@ -360,11 +361,12 @@ class Executor:
         outcome: Outcome,
         collector: sandbox.LogCollector,
         idempotency_key: tuple[str, int] | None = None,
+        check_resent: bool = True,
     ) -> Callable[[Transaction], Any]:
         fn = self.resolve(path, FunctionKind.MUTATION, identity, allow_internal=allow_internal)
         outcome.path = fn.path or path
         return self._mutation_body(
-            fn, normalize_args(args), identity, collector, extra, idempotency_key
+            fn, normalize_args(args), identity, collector, extra, idempotency_key, check_resent
         )
 
     @staticmethod
@@ -383,6 +385,7 @@ class Executor:
         allow_internal: bool = False,
         extra: Callable[[Transaction, Any], None] | None = None,
         idempotency_key: tuple[str, int] | None = None,
+        check_resent: bool = True,
     ) -> Outcome:
         """Run a mutation on the writer. ``extra(tx, result)`` runs in its transaction after it.
 
@@ -395,7 +398,15 @@ class Executor:
         collector = self._collector(path)
         try:
             body = self._prepare_mutation(
-                path, args, identity, allow_internal, extra, outcome, collector, idempotency_key
+                path,
+                args,
+                identity,
+                allow_internal,
+                extra,
+                outcome,
+                collector,
+                idempotency_key,
+                check_resent,
             )
             self._finish_mutation(outcome, await self.database.write(body))
         except Exception as exc:

@@ -106,6 +106,8 @@ class SyncSession:
         self._send = send
         self.ping_interval_s = ping_interval_s
         self.session_id = str(uuid.uuid4())
+        #: a reconnect of an earlier socket (the client may re-send mutations)
+        self.reconnected = True
         self.client_clock_skew: float | None = None
         self.version: StateVersion = INITIAL_VERSION
         self.query_set_version = 0
@@ -209,6 +211,7 @@ class SyncSession:
 
     def _on_connect(self, message: Connect) -> None:
         self.session_id = message.session_id
+        self.reconnected = message.connection_count > 0
         if message.client_ts:
             self.client_clock_skew = message.client_ts - self.app.clock.now_ms()
         observed = message.max_observed_timestamp
@@ -342,6 +345,7 @@ class SyncSession:
                     identity=self.identity,
                     session_id=self.session_id,
                     request_id=message.request_id,
+                    maybe_resent=self.reconnected,
                 )
                 if outcome.error is None:
                     response = MutationResponse(
