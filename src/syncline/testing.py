@@ -109,6 +109,7 @@ class TestBackend:
 
         def body(tx: Transaction) -> T:
             ctx = MutationCtx(tx, self._identity, now=self.clock.now_ms(), seed=0)
+            self.app.executor._add_members(ctx, "mutation", tx, self._identity)
             return fn(ctx)
 
         return self.database.write_sync(body).value

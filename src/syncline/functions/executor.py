@@ -120,6 +120,9 @@ def validate_result(fn: RegisteredFunction, value: Any, tx: Transaction | None) 
     return value
 
 
+CtxMemberFactory = Callable[[str, "Transaction | None", Identity], Any]
+
+
 class _Replayed:
     """A mutation found already done: its original result and commit ts."""
 
@@ -220,6 +223,23 @@ class Executor:
         self._env = env or (lambda: {})
         self._log_echo = log_echo
         self.action_timeout_s = action_timeout_s
+        self._ctx_members: dict[str, CtxMemberFactory] = {}
+
+    def register_ctx_member(self, name: str, factory: CtxMemberFactory) -> None:
+        """Add ``ctx.<name>`` to functions: ``factory(kind, tx, identity)`` builds it.
+
+        ``kind`` is "query", "mutation" or "action"; ``tx`` is the function's
+        transaction (None for actions). Return None to leave the member out
+        for that kind (accessing it then raises AttributeError).
+        """
+        self._ctx_members[name] = factory
+
+    def _add_members(self, ctx: Any, kind: str, tx: Transaction | None, identity: Identity) -> Any:
+        for name, factory in self._ctx_members.items():
+            member = factory(kind, tx, identity)
+            if member is not None:
+                setattr(ctx, name, member)
+        return ctx
 
     def resolve(
         self, path: str, kind: FunctionKind, identity: Identity, *, allow_internal: bool = False
@@ -254,6 +274,7 @@ class Executor:
                         seed=random.getrandbits(64),
                         env=self._env(),
                     )
+                    self._add_members(ctx, "query", tx, identity)
                     bind_args(fn, validated)
                     result = fn.handler(ctx, **validated)
                     return validate_result(fn, result, tx)
@@ -340,6 +361,7 @@ class Executor:
                     seed=random.getrandbits(64),
                     env=self._env(),
                 )
+                self._add_members(ctx, "mutation", tx, identity)
                 bind_args(fn, validated)
                 result = fn.handler(ctx, **validated)
                 value = validate_result(fn, result, tx)
@@ -507,6 +529,7 @@ async def _run_action(
         validated = validate_args(fn, normalize_args(args), _CatalogIds(executor.database))  # type: ignore[arg-type]
         bind_args(fn, validated)
         ctx = ActionCtx(identity, runner, clock=executor.clock, env=executor._env())
+        executor._add_members(ctx, "action", None, identity)
         with sandbox.running(None, collector):
             result = await asyncio.wait_for(
                 fn.handler(ctx, **validated), timeout=executor.action_timeout_s
