@@ -164,6 +164,7 @@ def _serve(
     from syncline.server.run import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     if os.environ.get("SYNCLINE_TRACE_PROTOCOL"):
         logging.getLogger("syncline.server").setLevel(logging.DEBUG)
     try:
@@ -180,8 +181,17 @@ def _serve(
         click.echo(f"  Admin key:     {app.database.persistence.path.rsplit('/', 1)[0]}/admin_key")
         click.echo(f"  Functions:     {len(app.registry.functions)} loaded")
 
+    background = None
+    if dev:
+        from syncline.server import dev as devserver
+
+        app.executor.observers.append(devserver.print_outcome)
+
+        async def background() -> None:
+            await devserver.watch(app)
+
     try:
-        _run_loop(run_server(app, host=host, port=port, on_ready=ready))
+        _run_loop(run_server(app, host=host, port=port, on_ready=ready, background=background))
     except KeyboardInterrupt:
         pass
     finally:

@@ -242,6 +242,11 @@ class LiveQueryManager:
             del self._queries[query.key]
             self._index.unregister(query)
 
+    def rerun_all(self) -> None:
+        """Run every live query again (new code was loaded); results change only if they differ."""
+        for query in list(self._queries.values()):
+            self._schedule_run(query)
+
     def wait_for_ts(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, after the next batch of commits is processed."""
         self._ts_waiters.add(callback)

@@ -224,6 +224,18 @@ class Executor:
         self._log_echo = log_echo
         self.action_timeout_s = action_timeout_s
         self._ctx_members: dict[str, CtxMemberFactory] = {}
+        #: called with every finished call's Outcome (dev console, log streams)
+        self.observers: list[Callable[[Outcome], None]] = []
+
+    def _observe(self, outcome: Outcome) -> Outcome:
+        for observer in self.observers:
+            try:
+                observer(outcome)
+            except Exception:  # an observer must never break a call
+                import logging
+
+                logging.getLogger("syncline.executor").exception("outcome observer failed")
+        return outcome
 
     def register_ctx_member(self, name: str, factory: CtxMemberFactory) -> None:
         """Add ``ctx.<name>`` to functions: ``factory(kind, tx, identity)`` builds it.
@@ -315,7 +327,7 @@ class Executor:
             outcome.error = exc
         outcome.log_lines = collector.lines
         outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return outcome
+        return self._observe(outcome)
 
     def query_sync(
         self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
@@ -333,7 +345,7 @@ class Executor:
             outcome.error = exc
         outcome.log_lines = collector.lines
         outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return outcome
+        return self._observe(outcome)
 
     # ------------------------------------------------------------------ mutations
 
@@ -435,7 +447,7 @@ class Executor:
             outcome.error = exc
         outcome.log_lines = collector.lines
         outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return outcome
+        return self._observe(outcome)
 
     def mutation_sync(
         self,
@@ -459,13 +471,16 @@ class Executor:
             outcome.error = exc
         outcome.log_lines = collector.lines
         outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return outcome
+        return self._observe(outcome)
 
     async def action(
         self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
     ) -> Outcome:
         """Run an action on the event loop (it may await any I/O)."""
-        return await _run_action(self, path, args, identity=identity, allow_internal=allow_internal)
+        outcome = await _run_action(
+            self, path, args, identity=identity, allow_internal=allow_internal
+        )
+        return self._observe(outcome)
 
 
 def result_json(outcome: Outcome) -> str:

@@ -171,10 +171,9 @@ def load_functions(root: str | Path, *, package: str | None = None) -> FunctionR
                     f"Error in functions/{module_path}.py: {exc}"
                 ) from exc
             except BaseException as exc:
-                detail = "".join(traceback.format_exception(exc)).rstrip()
                 raise FunctionDefinitionError(
                     f"Failed to import functions/{module_path}.py: "
-                    f"{type(exc).__name__}: {exc}\n{detail}"
+                    f"{type(exc).__name__}: {exc}\n{_user_traceback(exc)}"
                 ) from exc
             registry.modules.append(module_path)
             if module_path in SPECIAL_MODULES:
@@ -185,6 +184,21 @@ def load_functions(root: str | Path, *, package: str | None = None) -> FunctionR
         _forget_package(package)
         raise
     return registry
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of an import failure, without the import machinery's frames."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen")
+        and "/syncline/" not in frame.filename
+        and "/importlib/" not in frame.filename
+    ]
+    lines = traceback.format_list(frames)
+    if isinstance(exc, SyntaxError):
+        lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
 
 
 def _collect_functions(registry: FunctionRegistry, module_path: str, module: Any) -> None:
