@@ -16,7 +16,6 @@ checked, so a string decodes only if re-encoding its parts gives the same string
 
 from __future__ import annotations
 
-import base64
 import operator
 import os
 import random
@@ -74,8 +73,28 @@ def encode_id(table_number: int, internal: bytes) -> str:
         raise ValueError(f"internal id must be {ID_INTERNAL_LENGTH} bytes, not {len(internal)}")
     body = _varint(table_number) + bytes(internal)
     footer = _fletcher16(body) ^ _VERSION
-    data = body + footer.to_bytes(2, "little")
-    return base64.b32encode(data).rstrip(b"=").translate(_FROM_RFC).decode("ascii")
+    return _base32(body + footer.to_bytes(2, "little"))
+
+
+#: every 10-bit value as its two base32 characters
+_PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]
+
+
+def _base32(data: bytes) -> str:
+    """Crockford base32 (lowercase, MSB first, no padding) of ``data``.
+
+    Equivalent to ``base64.b32encode`` + translation, which is pure Python on
+    3.11 and dominated id creation: this works on one big integer instead.
+    """
+    n_chars = (len(data) * 8 + 4) // 5
+    value = int.from_bytes(data, "big") << (n_chars * 5 - len(data) * 8)
+    pairs = []
+    for shift in range((n_chars // 2) * 10 + (n_chars % 2) * 5 - 10, -1, -10):
+        pairs.append(_PAIRS[(value >> shift) & 1023])
+    text = "".join(pairs)
+    if n_chars % 2:
+        text += _ALPHABET[value & 31]
+    return text
 
 
 def new_id(table_number: int, rng: random.Random | None = None) -> str:
