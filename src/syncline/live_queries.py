@@ -151,7 +151,8 @@ class LiveQuery:
         self.read_set: ReadSet | None = None
         self.running = False
         self.rerun_requested = False
-        self.subscribers: set[Subscriber] = set()
+        #: subscriber -> how many of its subscriptions use this query
+        self.subscribers: dict[Subscriber, int] = {}
 
     @property
     def shared(self) -> bool:
@@ -233,11 +234,15 @@ class LiveQueryManager:
                 query = LiveQuery(own_key, canonical, normalized, journal, identity)
                 self._queries[own_key] = query
                 self._schedule_run(query)
-        query.subscribers.add(subscriber)
+        query.subscribers[subscriber] = query.subscribers.get(subscriber, 0) + 1
         return query
 
     def unsubscribe(self, subscriber: Subscriber, query: LiveQuery) -> None:
-        query.subscribers.discard(subscriber)
+        remaining = query.subscribers.get(subscriber, 0) - 1
+        if remaining > 0:
+            query.subscribers[subscriber] = remaining
+            return
+        query.subscribers.pop(subscriber, None)
         if not query.subscribers and self._queries.get(query.key) is query:
             del self._queries[query.key]
             self._index.unregister(query)

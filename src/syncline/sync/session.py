@@ -290,7 +290,8 @@ class SyncSession:
             state.live = self.app.live.subscribe(
                 self, state.path, state.args, identity=identity, journal=state.journal
             )
-            self.app.live.unsubscribe(self, old)
+            if state.live is not old:  # a shared query stays the same live query
+                self.app.live.unsubscribe(self, old)
         self._wake.set()
 
     def _check_expiry(self) -> None:
