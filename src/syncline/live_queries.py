@@ -39,6 +39,7 @@ from syncline.database.database import Database
 from syncline.database.reads import ReadSet
 from syncline.database.subscriptions import IntervalIndex
 from syncline.database.writes import Commit
+from syncline.errors import InternalError
 from syncline.functions.executor import Executor, Outcome, format_error, normalize_args
 from syncline.functions.paths import canonicalize_path
 from syncline.identity import ANONYMOUS, Admin, Identity, System, User
@@ -326,8 +327,13 @@ class LiveQueryManager:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            # Never leave subscribers waiting for a result that will not come.
             log.exception("live query %s failed to run", query.path)
+            failed = Outcome(query.path, None, error=InternalError(f"Query failed to run: {exc}"))
+            failed.ts = self.processed_ts
+            query.running = False
+            self._apply(query, failed)
         finally:
             query.running = False
 
