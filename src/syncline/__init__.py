@@ -9,6 +9,14 @@ Importing this package is cheap: it loads no server, database or CLI code.
 
 from syncline.__about__ import __version__
 from syncline.errors import ConvexError, SynclineError
+from syncline.functions.crons import CronJobs
+from syncline.functions.http_router import (
+    HttpRequest,
+    HttpResponse,
+    HttpRouter,
+    cors_headers,
+    http_action,
+)
 from syncline.functions.paths import api, internal
 from syncline.functions.registration import (
     action,
@@ -27,13 +35,19 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ConvexError",
+    "CronJobs",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpRouter",
     "Int64",
     "SynclineError",
     "__version__",
     "action",
     "api",
+    "cors_headers",
     "define_schema",
     "define_table",
+    "http_action",
     "internal",
     "internal_action",
     "internal_mutation",

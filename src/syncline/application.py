@@ -23,17 +23,22 @@ from syncline.auth import (
     parse_providers,
 )
 from syncline.clock import Clock, SystemClock
+from syncline.crons import CronRunner
 from syncline.database.database import Database, SchemaChange
+from syncline.env_vars import EnvironmentVariables
 from syncline.errors import AuthError, InternalError, InvalidRequest
+from syncline.files import FILES_DIR_NAME, FileStorage, open_file_storage
 from syncline.functions.executor import Executor, Outcome
 from syncline.functions.loader import FunctionRegistry, load_functions
 from syncline.identity import ANONYMOUS, Identity
 from syncline.live_queries import LiveQueryManager
+from syncline.scheduler import ScheduledJobExecutor
 
 log = logging.getLogger("syncline")
 
 DATA_DIR_NAME = ".syncline"
 DEFAULT_DB_FILE = "data.sqlite3"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:3210"
 
 
 def sqlite_path_from_url(url: str, *, base: Path) -> Path:
@@ -120,9 +125,21 @@ class Application:
         self._registry = FunctionRegistry()
         self.executor = Executor(database, lambda: self._registry, clock=self.clock)
         self.live = LiveQueryManager(database, self.executor, dev=dev)
+        #: scheduled functions (``ctx.scheduler``, ``_scheduled_functions``) and cron jobs
+        self.scheduler = ScheduledJobExecutor(
+            database, self.executor, lambda: self._registry, clock=self.clock
+        )
+        self.crons = CronRunner(self.scheduler)
+        #: environment variables (``ctx.env``; ``syncline env``)
+        self.env = EnvironmentVariables(database)
+        self.executor.register_ctx_member("env", self.env.ctx_member)
         self._providers: tuple[Any, ...] = ()
         self._verifier: AuthVerifier | None = None
         self._lock: DataDirLock | None = None
+        #: the base URL clients reach the API port at (file URLs start with it)
+        self.public_url = DEFAULT_PUBLIC_URL
+        #: file storage (``ctx.storage``, ``/api/storage``); None: not enabled
+        self.storage: FileStorage | None = None
 
     @classmethod
     def open(
@@ -135,7 +152,10 @@ class Application:
         durability: str = "full",
         dev: bool = True,
         load: bool = True,
+        files: str | Path | None = None,
+        max_upload_bytes: int | None = None,
     ) -> Application:
+        """Open a project. ``files``: the file store directory (default ``PROJECT/.syncline/files``)."""
         paths = Paths.for_project(project, functions)
         if db is None:
             db_path = paths.data / DEFAULT_DB_FILE
@@ -157,6 +177,20 @@ class Application:
             raise
         app = cls(database, paths.functions, clock=clock, dev=dev, admin_key=admin_key)
         app._lock = lock
+        try:
+            app.use_storage(
+                open_file_storage(
+                    paths.data / FILES_DIR_NAME if files is None else files,
+                    database=database,
+                    secret_dir=db_path.parent,
+                    clock=app.clock,
+                    origin=lambda: app.public_url,
+                    max_upload_bytes=max_upload_bytes,
+                )
+            )
+        except BaseException:
+            app.close()
+            raise
         if load:
             try:
                 app.load()
@@ -168,6 +202,11 @@ class Application:
     @property
     def registry(self) -> FunctionRegistry:
         return self._registry
+
+    def use_storage(self, storage: FileStorage) -> None:
+        """Serve files from ``storage``: ``ctx.storage`` in functions, ``/api/storage`` routes."""
+        self.storage = storage
+        storage.install(self.executor)
 
     def load(self) -> SchemaChange | None:
         """(Re)load the functions folder and apply its schema.
@@ -182,8 +221,10 @@ class Application:
 
     def set_registry(self, registry: FunctionRegistry) -> SchemaChange:
         providers = parse_providers(registry.auth_providers)
+        crons = self.crons.definitions(registry)  # checked before anything changes
         change = self.database.apply_schema(registry.schema)
         self._registry = registry
+        self.crons.sync(crons)
         self._providers = providers
         if self._verifier is not None:
             self._verifier = AuthVerifier(providers, clock=self.clock)
@@ -194,10 +235,18 @@ class Application:
     async def start(self) -> None:
         """Start background work on the running event loop (live queries, auth)."""
         self.live.start()
+        await self.scheduler.start()
+        self.env.start()
+        if self.storage is not None:
+            await self.storage.start()
         self._verifier = AuthVerifier(self._providers, clock=self.clock)
 
     async def stop(self) -> None:
+        await self.scheduler.stop()
         await self.live.close()
+        await self.env.stop()
+        if self.storage is not None:
+            await self.storage.stop()
         if self._verifier is not None:
             await self._verifier.aclose()
             self._verifier = None

@@ -1,14 +1,15 @@
 """End-to-end fixtures: real ``syncline serve`` / ``syncline dev`` processes on free ports.
 
-* ``project(files=None)`` writes a project (``functions/`` with the modules in
-  :data:`BASE_FILES` plus ``auth_config.py`` trusting :data:`ISSUER`) and
-  returns its folder. ``files`` adds or replaces modules.
+* ``project(files=None, auth=True)`` writes a project (``functions/`` with the
+  modules in :data:`BASE_FILES` plus an ``auth_config.py`` trusting
+  :data:`ISSUER`) and returns its folder. ``files`` adds or replaces modules.
 * ``start_server(project, mode="serve")`` runs
-  ``python -m syncline serve --dir PROJECT --port N`` on a free port, waits
+  ``python -m syncline serve --dir PROJECT --port N --site-port M`` on free ports, waits
   for ``GET /version`` (20 s) and returns a :class:`ServerProcess`; every server
   it started is stopped (SIGTERM, then SIGKILL) when the test ends.
 * ``server`` is one shared production server per test module; ``server.url``
-  is its base URL. Tests that share it use unique titles/values.
+  (also ``str(server)``) is its base URL, ``server.admin_key`` the admin key.
+  Tests that share it use unique titles/values.
 * ``jwt_issuer`` holds an RSA key made at test time; ``jwt_issuer.token(sub)``
   signs a JWT that the project's ``auth_config.py`` accepts.
 
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -201,6 +203,37 @@ BASE_FILES: dict[str, str] = {
                 .paginate(paginationOpts)
             )
     """,
+    "counters.py": """
+        from syncline import mutation, query, v
+
+
+        def _find(ctx, name):
+            return ctx.db.query("counters").filter(lambda q: q.eq(q.field("name"), name)).first()
+
+
+        @mutation(args={"name": v.string()})
+        def increment(ctx, name):
+            doc = _find(ctx, name)
+            if doc is None:
+                ctx.db.insert("counters", {"name": name, "value": 1.0})
+                return 1.0
+            ctx.db.patch(doc["_id"], {"value": doc["value"] + 1})
+            return doc["value"] + 1
+
+
+        @query(args={"name": v.string()})
+        def get(ctx, name):
+            doc = _find(ctx, name)
+            return 0.0 if doc is None else doc["value"]
+    """,
+    "admin/stats.py": """
+        from syncline import query
+
+
+        @query
+        def task_count(ctx):
+            return float(len(ctx.db.query("tasks").collect()))
+    """,
     "failures.py": """
         from syncline import ConvexError, action, mutation, query, v
 
@@ -224,6 +257,15 @@ BASE_FILES: dict[str, str] = {
         @action(args={"data": v.any()})
         async def convex_error_action(ctx, data):
             raise ConvexError(data)
+
+
+        @query(args={"tag": v.string()})
+        def fails_until_item(ctx, tag):
+            # A ConvexError until an item with `tag` exists, then the item count.
+            docs = ctx.db.query("items").filter(lambda q: q.eq(q.field("tag"), tag)).collect()
+            if not docs:
+                raise ConvexError({"missing": tag})
+            return float(len(docs))
     """,
 }
 
@@ -317,7 +359,11 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the server gets SIGKILL if the test process dies without cleaning up."""
+    """Linux: the server gets SIGKILL if the test process dies without cleaning up.
+
+    The kernel sends it when the *thread* that started the child ends, so this
+    is only used for servers started from the main thread.
+    """
     with contextlib.suppress(Exception):
         import ctypes
 
@@ -331,10 +377,15 @@ class ServerStartError(RuntimeError):
 class ServerProcess:
     """One ``python -m syncline serve|dev`` process."""
 
-    def __init__(self, project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None):
+    def __init__(
+        self, project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None
+    ) -> None:
         self.project = project
         self.mode = mode
         self.port = free_port()
+        self.site_port = free_port()
+        while self.site_port == self.port:
+            self.site_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = project / f"server-{mode}-{self.port}.log"
         self.extra_env = dict(env or {})
@@ -344,6 +395,9 @@ class ServerProcess:
 
     def __repr__(self) -> str:
         return f"<ServerProcess {self.mode} {self.url} pid={self.proc and self.proc.pid}>"
+
+    def __str__(self) -> str:
+        return self.url
 
     @property
     def command(self) -> list[str]:
@@ -356,11 +410,20 @@ class ServerProcess:
             str(self.project),
             "--port",
             str(self.port),
+            # HTTP actions get their own port (default 3211): servers run side by side.
+            "--site-port",
+            str(self.site_port),
         ]
 
     @property
     def admin_key(self) -> str:
         return (self.project / ".syncline" / "admin_key").read_text().strip()
+
+    @staticmethod
+    def _may_die_with_parent() -> bool:
+        return sys.platform.startswith("linux") and (
+            threading.current_thread() is threading.main_thread()
+        )
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -376,7 +439,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=_die_with_parent if self._may_die_with_parent() else None,
             )
         _RUNNING.append(self)
 
@@ -458,7 +521,9 @@ def _kill_leftovers() -> None:  # pragma: no cover - last resort
             server.stop()
 
 
-def launch(project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None):
+def launch(
+    project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None
+) -> ServerProcess:
     """Start a server and wait until it serves; retry on a port race."""
     last: ServerStartError | None = None
     for _ in range(3):

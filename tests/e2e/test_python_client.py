@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import math
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from convex import ConvexClient, ConvexError, ConvexInt64
 
@@ -43,6 +44,16 @@ for title in sys.argv[2:]:
 """
 
 
+# If the writer never commits, this one does after a delay, so that a blocked
+# next(subscription) returns and the test fails with the writer's error instead.
+RESCUE_WRITER = """
+import sys, time, httpx
+time.sleep(float(sys.argv[3]))
+httpx.post(sys.argv[1] + "/api/mutation",
+           json={"path": "tasks:add", "args": {"title": sys.argv[2]}, "format": "json"})
+"""
+
+
 def start_writer(script: str, url: str, *titles: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", script, url, *titles],
@@ -63,10 +74,8 @@ def finish_writer(proc: subprocess.Popen[str]) -> list[float]:
 
 
 @pytest.fixture
-def client(server: Any) -> Iterator[ConvexClient]:
-    c = ConvexClient(server.url)
-    yield c
-    del c
+def client(server: Any) -> ConvexClient:
+    return ConvexClient(server.url)
 
 
 def titles(docs: list[dict[str, Any]]) -> list[str]:
@@ -84,22 +93,27 @@ def test_query_and_mutation(client: ConvexClient, unique: str) -> None:
     assert isinstance(newest["_creationTime"], float)
     # Paths as the clients may spell them: ".js" suffix, default export rules.
     assert client.query("tasks.js:list")[0]["_id"] == doc_id
+    assert client.query("admin/stats:task_count") >= 1.0  # a module in a subfolder
 
 
 def test_blocking_subscription_sees_write_from_another_process(
     client: ConvexClient, server: Any, unique: str
 ) -> None:
     sub = client.subscribe("tasks:list")
-    faulthandler.dump_traceback_later(20, exit=True)  # next() blocks holding the GIL
+    rescue = subprocess.Popen([sys.executable, "-c", RESCUE_WRITER, server.url, "rescue", "10"])
+    # next() blocks holding the GIL: if nothing ever arrives, dump stacks and exit.
+    faulthandler.dump_traceback_later(30, exit=True)
     try:
         assert unique not in titles(next(sub))
         writer = start_writer(WRITER, server.url, unique)
         seen = next(sub)
-        while unique not in titles(seen):
+        while unique not in titles(seen) and "rescue" not in titles(seen):
             seen = next(sub)
         seen_at = time.time()
     finally:
         faulthandler.cancel_dump_traceback_later()
+        rescue.kill()
+        rescue.wait()
     (written_at,) = finish_writer(writer)
     assert titles(seen)[0] == unique
     # Pushed within 1 s of the other process's mutation returning (usually before it).
@@ -111,34 +125,28 @@ def test_async_subscription_sees_each_write_from_another_process(
     client: ConvexClient, server: Any, unique: str
 ) -> None:
     wanted = [f"{unique}-{i}" for i in range(3)]
+    updates: list[tuple[float, list[str]]] = []  # (arrival time, our titles in the result)
 
-    async def main() -> list[tuple[float, list[str]]]:
+    async def main() -> list[float]:
         sub = client.subscribe("tasks:list")
         first = await asyncio.wait_for(sub.__anext__(), 5)
         assert not set(wanted) & set(titles(first))
-        writer = start_writer(HTTP_WRITER, server.url, *wanted)
-        updates: list[tuple[float, list[str]]] = []
+        writer = start_writer(HTTP_WRITER, server.url, *wanted)  # 0.2 s between writes
         try:
             while not updates or wanted[-1] not in updates[-1][1]:
                 value = await asyncio.wait_for(sub.__anext__(), 5)
-                updates.append((time.time(), titles(value)))
+                updates.append((time.time(), [t for t in titles(value) if t in wanted]))
         finally:
-            finish = await asyncio.to_thread(finish_writer, writer)
+            written = await asyncio.to_thread(finish_writer, writer)
         sub.unsubscribe()
-        return [(t, [x for x in names if x in wanted]) for t, names in updates] + [
-            (t, ["written"]) for t in finish
-        ]
+        return written
 
-    result = asyncio.run(main())
-    updates = [(t, names) for t, names in result if names != ["written"]]
-    written = [t for t, names in result if names == ["written"]]
-    # Every write arrives, in order, newest first; each within 1 s of its commit.
-    seen_sets = [names for _, names in updates]
-    assert seen_sets[-1] == list(reversed(wanted))
-    for i, title in enumerate(wanted):
+    written = asyncio.run(main())
+    assert updates[-1][1] == list(reversed(wanted))  # newest first
+    for title, written_at in zip(wanted, written):
         first_seen = next(t for t, names in updates if title in names)
-        assert first_seen - written[i] < 1.0, (
-            f"{title} arrived {first_seen - written[i]:.3f} s late"
+        assert first_seen - written_at < 1.0, (
+            f"{title} arrived {first_seen - written_at:.3f} s late"
         )
 
 
@@ -159,6 +167,19 @@ def test_convex_error_data(client: ConvexClient, unique: str) -> None:
     with pytest.raises(ConvexError) as info:
         client.action("failures:convex_error_action", {"data": "just a string"})
     assert info.value.data == "just a string"
+
+    # A subscription reports its ConvexError, then recovers when the data changes.
+    sub = client.subscribe("failures:fails_until_item", {"tag": unique})
+
+    async def recover() -> Any:
+        with pytest.raises(ConvexError) as failed:
+            await asyncio.wait_for(sub.__anext__(), 5)
+        assert failed.value.data == {"missing": unique}
+        await asyncio.to_thread(client.mutation, "items:add_one", {"tag": unique, "n": 1})
+        return await asyncio.wait_for(sub.__anext__(), 5)
+
+    assert asyncio.run(recover()) == 1.0
+    sub.unsubscribe()
 
     # The client still works after errors (the mutation's Transition arrived).
     assert client.mutation("tasks:add", {"title": unique})
@@ -194,6 +215,13 @@ def assert_special_values(value: dict[str, Any], unique: str) -> None:
     assert value["float"] == 2.5 and isinstance(value["float"], float)
     assert value["int_as_float"] == 3.0 and isinstance(value["int_as_float"], float)
     assert value["nested"] == {"list": [ConvexInt64(1), b"x", -1.0], "s": unique}
+    assert value["floats"] == {
+        "big": 1e300,
+        "tiny": 5e-324,
+        "max": sys.float_info.max,
+        "sum": 0.1 + 0.2,
+    }
+    assert value["text"] == "héllo ✓ 🚀 \x00 \n end"
 
 
 def test_values_round_trip(client: ConvexClient, unique: str) -> None:
@@ -209,6 +237,8 @@ def test_values_round_trip(client: ConvexClient, unique: str) -> None:
         "float": 2.5,
         "int_as_float": 3,  # the client sends Python ints as float64
         "nested": {"list": [ConvexInt64(1), b"x", -1.0], "s": unique},
+        "floats": {"big": 1e300, "tiny": 5e-324, "max": sys.float_info.max, "sum": 0.1 + 0.2},
+        "text": "héllo ✓ 🚀 \x00 \n end",
     }
     stored = client.mutation("values:store", {"value": value})
     assert_special_values(stored["value"], unique)  # through the mutation's result
@@ -310,17 +340,23 @@ def test_subscription_survives_server_restart(project: Any, start_server: Any, u
     client.mutation("tasks:add", {"title": f"before-{unique}"})
     sub = client.subscribe("tasks:list")
 
-    async def main() -> list[str]:
-        assert titles(await asyncio.wait_for(sub.__anext__(), 5)) == [f"before-{unique}"]
-        await asyncio.to_thread(srv.restart)
-        writer = await asyncio.to_thread(start_writer, WRITER, srv.url, f"after-{unique}")
-        await asyncio.to_thread(finish_writer, writer)
+    async def first() -> list[str]:
+        return titles(await asyncio.wait_for(sub.__anext__(), 5))
+
+    async def until_after() -> list[str]:
         while True:
             value = titles(await asyncio.wait_for(sub.__anext__(), 15))
             if f"after-{unique}" in value:
                 return value
 
-    assert asyncio.run(main()) == [f"after-{unique}", f"before-{unique}"]
+    assert asyncio.run(first()) == [f"before-{unique}"]
+    srv.restart()  # from the main thread: see _die_with_parent in conftest.py
+    response = httpx.post(
+        f"{srv.url}/api/mutation",
+        json={"path": "tasks:add", "args": {"title": f"after-{unique}"}, "format": "json"},
+    )
+    assert response.json()["status"] == "success", response.text
+    assert asyncio.run(until_after()) == [f"after-{unique}", f"before-{unique}"]
     assert client.mutation("tasks:add", {"title": "third"})
     assert titles(client.query("tasks:list"))[0] == "third"
     assert "newer than this server" not in srv.log()
@@ -388,3 +424,36 @@ def test_dev_server_returns_full_error_messages(project: Any, start_server: Any)
     assert convex_info.value.data == {"why": "bad"}
     assert client.mutation("tasks:add", {"title": "dev ok"})
     assert titles(client.query("tasks:list")) == ["dev ok"]
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [
+        signal.SIGINT,
+        pytest.param(
+            signal.SIGTERM,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="server bug: after uvicorn's graceful shutdown, uvicorn re-raises "
+                "SIGTERM with the default handler, so the process dies (exit -15) before "
+                "server/run.py's `finally: await application.stop()` and the CLI's "
+                "app.close() run (SQLite not closed, server.json left behind)",
+            ),
+        ),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_signal_stops_the_server_cleanly(
+    project: Any, start_server: Any, sig: signal.Signals
+) -> None:
+    """Ctrl-C and SIGTERM (docker stop, systemd, Kubernetes) both shut down gracefully."""
+    srv = start_server(project())
+    client = ConvexClient(srv.url)
+    client.mutation("tasks:add", {"title": "written"})
+    data_dir = srv.project / ".syncline"
+    assert (data_dir / "server.json").exists()
+    srv.proc.send_signal(sig)
+    assert srv.proc.wait(10) == 0, srv.log()
+    assert not (data_dir / "server.json").exists(), "the discovery record was left behind"
+    wal = data_dir / "data.sqlite3-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, "SQLite was not closed"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_functions
+from syncline import HttpRouter
 from syncline.errors import FunctionDefinitionError, FunctionNotFound
 from syncline.functions.loader import load_functions
 from syncline.functions.registration import FunctionKind, Visibility
@@ -208,7 +209,7 @@ def test_special_modules(tmp_path: Path) -> None:
         {
             "schema.py": "from syncline import define_schema\nschema = define_schema({})\n",
             "crons.py": "crons = 'the crons object'\n",
-            "http.py": "http = 'the router'\n",
+            "http.py": "from syncline import HttpRouter\nhttp = HttpRouter()\n",
             "auth_config.py": "providers = [{'domain': 'https://issuer.example.com', 'application_id': 'x'}]\n",
         },
     )
@@ -216,7 +217,7 @@ def test_special_modules(tmp_path: Path) -> None:
     assert registry.functions == {}
     assert isinstance(registry.schema, Schema)
     assert registry.crons == "the crons object"
-    assert registry.http == "the router"
+    assert isinstance(registry.http, HttpRouter)
     assert registry.auth_providers == [
         {"domain": "https://issuer.example.com", "application_id": "x"}
     ]

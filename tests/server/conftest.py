@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import textwrap
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -29,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jwt
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.websockets import WebSocketDisconnect
 
 from syncline.application import Application
@@ -191,6 +195,77 @@ def open_application(
     return app
 
 
+# ---------------------------------------------------------------------- auth
+
+ISSUER = "https://issuer.test"
+AUDIENCE = "test-app"
+
+
+class Keys:
+    """An RSA signing key published in the provider's inline JWKS, and one that is not."""
+
+    def __init__(self) -> None:
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
+        self.jwks = {"keys": [{**public_jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]}
+
+    def token(
+        self,
+        subject: str = "user-a",
+        *,
+        key: Any = None,
+        kid: str = "k1",
+        now: float | None = None,
+        lifetime_s: float = 3600,
+        **claims: Any,
+    ) -> str:
+        now = time.time() if now is None else now
+        payload = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": subject,
+            "iat": int(now),
+            "exp": int(now + lifetime_s),
+            **claims,
+        }
+        return jwt.encode(payload, key or self.private, algorithm="RS256", headers={"kid": kid})
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    return Keys()
+
+
+def auth_files(keys: Keys) -> dict[str, str]:
+    provider = {
+        "type": "custom_jwt",
+        "issuer": ISSUER,
+        "jwks": keys.jwks,
+        "algorithm": "RS256",
+        "application_id": AUDIENCE,
+    }
+    return {
+        **BASIC_FILES,
+        "auth_config.py": f"providers = [{json.dumps(provider)}]\n",
+        "whoami.py": """
+            from syncline import mutation, query
+
+
+            @query
+            def name(ctx):
+                identity = ctx.auth.get_user_identity()
+                return None if identity is None else identity.name
+
+
+            @mutation
+            def token_identifier(ctx):
+                identity = ctx.auth.get_user_identity()
+                return None if identity is None else identity.token_identifier
+        """,
+    }
+
+
 # ---------------------------------------------------------------------- TestClient websockets
 
 
@@ -201,6 +276,38 @@ class Closed(Exception):
         super().__init__(f"closed with code {code} {reason!r}")
         self.code = code
         self.reason = reason
+
+
+SERVER_MESSAGE_TYPES = frozenset(
+    {"Transition", "MutationResponse", "ActionResponse", "AuthError", "FatalError", "Ping"}
+)
+
+
+def check_server_message(msg: dict[str, Any]) -> None:
+    """Shape rules every server message must follow (protocol §3, §11)."""
+    kind = msg.get("type")
+    # No TransitionChunk (Rust/Py reject it) and nothing unknown (JS crashes on it).
+    assert kind in SERVER_MESSAGE_TYPES, f"unknown server message type in {msg}"
+    if kind in ("MutationResponse", "ActionResponse"):
+        assert isinstance(msg["requestId"], int)
+        assert isinstance(msg["success"], bool)
+        assert "result" in msg
+        assert isinstance(msg["logLines"], list)
+        if not msg["success"]:
+            assert isinstance(msg["result"], str)
+        else:
+            assert "errorData" not in msg
+    if kind == "MutationResponse":
+        if msg["success"]:
+            decode_ts(msg["ts"])
+        else:
+            assert msg.get("ts") is None
+    if kind == "ActionResponse":
+        assert "ts" not in msg
+    if kind == "AuthError":
+        assert isinstance(msg["error"], str)
+        assert isinstance(msg["baseVersion"], int)
+        assert isinstance(msg["authUpdateAttempted"], bool)
 
 
 class ChainTracker:
@@ -279,6 +386,7 @@ class WsClient:
         assert message["type"] == "websocket.send", message
         assert "text" in message and message.get("bytes") is None, "frames must be text"
         msg = json.loads(message["text"])
+        check_server_message(msg)
         if msg["type"] == "Transition":
             self.state.apply(msg)
         return msg
@@ -411,6 +519,8 @@ class Server:
 
     def ws(self, path: str = "/api/sync", **kwargs: Any) -> WsClient:
         """A new sync connection (closed at teardown)."""
+        if path.startswith("//"):
+            path = "ws://testserver" + path  # urljoin would read `//api` as a host
         cm = self.client.websocket_connect(path, **kwargs)
         session = cm.__enter__()
         self._sockets.append(cm)
@@ -503,6 +613,7 @@ def serving(app: Application, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveS
             failure.append(exc)
             ready.set()
 
+    gc_threshold = gc.get_threshold()  # serve() tunes the (process-wide) collector
     thread = threading.Thread(target=main, name="syncline-test-uvicorn", daemon=True)
     thread.start()
     try:
@@ -516,6 +627,8 @@ def serving(app: Application, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveS
         thread.join(20)
         assert not thread.is_alive(), "the server did not shut down"
         monkeypatch.undo()
+        gc.unfreeze()
+        gc.set_threshold(*gc_threshold)
     assert not failure, failure
 
 
@@ -538,3 +651,77 @@ def make_live_server(
 @pytest.fixture
 def live_server(make_live_server: Callable[..., LiveServer]) -> LiveServer:
     return make_live_server()
+
+
+# ---------------------------------------------------------------------- websockets clients
+
+
+class AsyncWs:
+    """A sync-protocol client on a real socket (``websockets``), for the uvicorn fixture."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.state = ChainTracker()
+        self.query_set = 0
+        self.next_request = 0
+
+    @classmethod
+    async def open(cls, url: str, **kwargs: Any) -> AsyncWs:
+        from websockets.asyncio.client import connect
+
+        options = {"proxy": None, "compression": None, "max_size": None, **kwargs}
+        return cls(await connect(url, **options))
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def send(self, msg: Mapping[str, Any] | str) -> None:
+        await self.connection.send(msg if isinstance(msg, str) else json.dumps(msg))
+
+    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.connection.recv(), timeout)
+        assert isinstance(raw, str), "frames must be text"
+        msg = json.loads(raw)
+        check_server_message(msg)
+        if msg["type"] == "Transition":
+            self.state.apply(msg)
+        return msg
+
+    async def connect(self, session_id: str | None = None) -> None:
+        await self.send(
+            {
+                "type": "Connect",
+                "sessionId": session_id or str(uuid.uuid4()),
+                "connectionCount": 0,
+                "lastCloseReason": "InitialConnect",
+                "clientTs": 0,
+            }
+        )
+
+    async def modify(self, *modifications: dict[str, Any]) -> None:
+        base = self.query_set
+        self.query_set += 1
+        await self.send(
+            {
+                "type": "ModifyQuerySet",
+                "baseVersion": base,
+                "newVersion": self.query_set,
+                "modifications": list(modifications),
+            }
+        )
+
+    async def mutation(self, path: str, args: Mapping[str, Any] | None = None) -> int:
+        request_id = self.next_request
+        self.next_request += 1
+        await self.send(
+            {"type": "Mutation", "requestId": request_id, "udfPath": path, "args": [args or {}]}
+        )
+        return request_id
+
+    async def until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        while True:
+            msg = await self.receive(timeout)
+            if predicate(msg):
+                return msg

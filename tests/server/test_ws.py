@@ -137,9 +137,7 @@ def test_mutation_response_is_followed_by_a_transition_with_its_effects(server: 
     assert transition["type"] == "Transition"
     assert decode_ts(transition["endVersion"]["ts"]) >= ts
     values = {
-        m["queryId"]: m["value"]
-        for m in transition["modifications"]
-        if m["type"] == "QueryUpdated"
+        m["queryId"]: m["value"] for m in transition["modifications"] if m["type"] == "QueryUpdated"
     }
     assert values == {0: ["hi"], 1: 1.0}
 
@@ -244,9 +242,11 @@ def test_action_writes_reach_subscribers(server: Server) -> None:
     ws.action("messages:send_via_action", {"channel": "a", "body": "from action"})
     responses = []
     ws.until(
-        lambda m: (responses.append(m) if m["type"] == "ActionResponse" else None) is None
-        and bool(responses)
-        and ws.state.results[0] == ("ok", ["from action"])
+        lambda m: (
+            (responses.append(m) if m["type"] == "ActionResponse" else None) is None
+            and bool(responses)
+            and ws.state.results[0] == ("ok", ["from action"])
+        )
     )
     assert responses[0]["success"] is True
 
@@ -437,7 +437,9 @@ def test_writes_from_other_connections_arrive(server: Server) -> None:
     assert watcher.state.value(0) == ["one", "two"]
 
 
-@pytest.mark.parametrize("path", ["/api/1.48.0/sync", "//api/sync", "/api/sync", "//api/1.2.3/sync"])
+@pytest.mark.parametrize(
+    "path", ["/api/1.48.0/sync", "//api/sync", "/api/sync", "//api/1.2.3/sync"]
+)
 def test_sync_paths(server: Server, path: str) -> None:
     ws = server.ws(path)
     ws.connect()

@@ -39,10 +39,21 @@ SYSTEM_TABLES: tuple[SystemTableSpec, ...] = (
         "_scheduled_functions",
         1,
         user_visible=True,
-        indexes={"by_state_and_time": ("state.kind", "scheduledTime")},
+        indexes={
+            # the scheduler's queue: pending jobs in due order; inProgress ones at startup
+            "by_state_and_time": ("state.kind", "scheduledTime"),
+            # retention: completed rows, oldest first (pending rows lack the field)
+            "by_completion": ("completedTime",),
+        },
     ),
     SystemTableSpec("_storage", 2, user_visible=True),
-    SystemTableSpec("_cron_jobs", 3, user_visible=False, indexes={"by_name": ("name",)}),
+    SystemTableSpec(
+        "_cron_jobs",
+        3,
+        user_visible=False,
+        # by_job: which cron job a finishing scheduled run belongs to
+        indexes={"by_name": ("name",), "by_job": ("jobId",)},
+    ),
     SystemTableSpec(
         "_environment_variables", 4, user_visible=False, indexes={"by_name": ("name",)}
     ),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from syncline.database.catalog import (
     BY_CREATION_TIME,
     BY_ID,
+    FIRST_USER_TABLE_NUMBER,
     SYSTEM_TABLES_BY_NAME,
     Catalog,
     IndexInfo,
@@ -47,7 +48,7 @@ from syncline.persistence.base import LogEntry, ReadConnection, WriteConnection
 from syncline.values.ids import new_id, table_number_of
 from syncline.values.json import from_json_bytes, from_python, to_json_bytes
 from syncline.values.keys import encode_key, values_equal
-from syncline.values.size import check_document
+from syncline.values.size import MAX_VALUE_NESTING, check_document, check_value_limits
 from syncline.values.types import UNDEFINED
 
 if TYPE_CHECKING:
@@ -313,6 +314,36 @@ class Transaction:
         self.catalog = self.catalog.with_table(info)
         return info
 
+    def next_creation_time(self) -> float:
+        """A ``_creationTime`` for a document this transaction writes (strictly increasing)."""
+        return self._next_creation_time()
+
+    def renumber_table(self, name: str, number: int) -> TableInfo:
+        """Give the empty user table ``name`` the table number ``number`` (which must be free).
+
+        Ids embed their table's number, so restoring a snapshot's ids may need
+        its table numbers. Raises InvalidValue if ``name`` is a system table or
+        unknown, or ``number`` is taken or not a user table number; the
+        persistence refuses a table that still has documents.
+        """
+        info = self.catalog.table(name)
+        if info is None or info.is_system:
+            raise InvalidValue(f"Cannot renumber table {name!r}: no such user table")
+        if info.number == number:
+            return info
+        if not FIRST_USER_TABLE_NUMBER <= number < 2**32:
+            raise InvalidValue(
+                f"Table number {number} is not a user table number "
+                f"({FIRST_USER_TABLE_NUMBER} or more)"
+            )
+        holder = self.catalog.table_by_number(number)
+        if holder is not None:
+            raise InvalidValue(f"Table number {number} is already used by table {holder.name!r}")
+        self._require_writable().renumber_table(info.number, number)
+        updated = TableInfo(number, name, info.indexes)
+        self.catalog = self.catalog.with_table(updated)
+        return updated
+
     def _validated_fields(self, table: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         if self.schema is not None:
             return self.schema.validate_document(table, dict(fields), self)
@@ -443,7 +474,13 @@ class Transaction:
         conn = self._require_writable()
         raw: bytes | None = None
         if new is not None:
-            check_document(new)
+            if info.is_system:
+                # System rows are written by Syncline itself under their own limits (a
+                # scheduled job's arguments may reach 4 MiB, nested two levels down):
+                # only the generic value limits apply, not the 1 MiB user document limit.
+                check_value_limits(new, max_nesting=MAX_VALUE_NESTING + 2, what="system document")
+            else:
+                check_document(new)
             raw = to_json_bytes(new)
         self._docs_written.add(doc_id)
         self._bytes_written += len(raw) if raw is not None else 0

@@ -14,7 +14,7 @@ import inspect
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -482,6 +482,55 @@ class Executor:
         )
         return self._observe(outcome)
 
+    async def http_action(
+        self,
+        handler: Callable[[Any, Any], Awaitable[Any]],
+        request: Any,
+        *,
+        path: str,
+        identity: Identity = ANONYMOUS,
+        prepare_ctx: Callable[[ActionCtx], None] | None = None,
+        finish: Callable[[Any], Any] | None = None,
+    ) -> Outcome:
+        """Run an HTTP action ``handler(ctx, request)`` on the event loop.
+
+        ``ctx`` is an action ctx (registered members included, built for kind
+        "action"); ``prepare_ctx(ctx)`` may adjust it first. ``finish`` turns
+        the handler's return value into the outcome's value, and its errors
+        count as the call's. ``path`` labels the call (``"POST /hook"``).
+        Logs are captured as for actions; the action timeout applies.
+        """
+        import asyncio
+
+        started = time.perf_counter()
+        outcome = Outcome(path, FunctionKind.HTTP_ACTION)
+        collector = self._collector(path)
+        try:
+            ctx = ActionCtx(
+                identity,
+                _action_runner(self, identity, collector),
+                clock=self.clock,
+                env=self._env(),
+            )
+            self._add_members(ctx, "action", None, identity)
+            if prepare_ctx is not None:
+                prepare_ctx(ctx)
+            with sandbox.running(None, collector):
+                result = await asyncio.wait_for(
+                    handler(ctx, request), timeout=self.action_timeout_s
+                )
+            outcome.value = finish(result) if finish is not None else result
+        except TimeoutError:
+            outcome.error = SynclineError(
+                f"HTTP action {path} timed out after {self.action_timeout_s:g} s",
+                code="ActionTimeout",
+            )
+        except Exception as exc:
+            outcome.error = exc
+        outcome.log_lines = collector.lines
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        return self._observe(outcome)
+
 
 def result_json(outcome: Outcome) -> str:
     """The outcome's value as wire JSON text (for CLIs and logs)."""
@@ -504,21 +553,11 @@ class _CatalogIds:
         return info.name if info is not None else None
 
 
-async def _run_action(
-    executor: Executor,
-    path: str,
-    args: Any,
-    *,
-    identity: Identity,
-    allow_internal: bool,
-) -> Outcome:
-    import asyncio
-
+def _action_runner(
+    executor: Executor, identity: Identity, collector: sandbox.LogCollector
+) -> Callable[[str, Any, Mapping[str, Any] | None], Awaitable[Any]]:
+    """How an action's ``ctx.run_*`` calls run: as its identity, internal functions allowed."""
     from syncline.functions.paths import function_path
-
-    started = time.perf_counter()
-    outcome = Outcome(path, FunctionKind.ACTION)
-    collector = executor._collector(path)
 
     async def runner(kind: str, ref: Any, call_args: Mapping[str, Any] | None) -> Any:
         target = function_path(ref)
@@ -537,6 +576,24 @@ async def _run_action(
         for line in nested.log_lines:
             collector.add_line(line)
         return nested.unwrap()
+
+    return runner
+
+
+async def _run_action(
+    executor: Executor,
+    path: str,
+    args: Any,
+    *,
+    identity: Identity,
+    allow_internal: bool,
+) -> Outcome:
+    import asyncio
+
+    started = time.perf_counter()
+    outcome = Outcome(path, FunctionKind.ACTION)
+    collector = executor._collector(path)
+    runner = _action_runner(executor, identity, collector)
 
     try:
         fn = executor.resolve(path, FunctionKind.ACTION, identity, allow_internal=allow_internal)

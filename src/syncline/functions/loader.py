@@ -230,7 +230,15 @@ def _collect_special(registry: FunctionRegistry, module_path: str, module: Any) 
     elif module_path == "crons":
         registry.crons = getattr(module, "crons", None)
     elif module_path == "http":
-        registry.http = getattr(module, "http", None)
+        from syncline.functions.http_router import HttpRouter
+
+        router = getattr(module, "http", None)
+        if router is not None and not isinstance(router, HttpRouter):
+            raise FunctionDefinitionError(
+                "functions/http.py: `http` must be an HttpRouter() (from syncline import "
+                f"HttpRouter), got {type(router).__name__}"
+            )
+        registry.http = router
     elif module_path == "auth_config":
         providers = getattr(module, "providers", [])
         if not isinstance(providers, list | tuple):

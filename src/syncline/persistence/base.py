@@ -97,6 +97,11 @@ class WriteConnection(ReadConnection):
     @abstractmethod
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None: ...
 
+    def put_documents(self, rows: Iterable[tuple[str, int, int, bytes]]) -> None:
+        """Store many ``(doc_id, table_number, ts, value)`` rows (bulk import)."""
+        for doc_id, table_number, ts, value in rows:
+            self.put_document(doc_id, table_number, ts, value)
+
     @abstractmethod
     def delete_document(self, doc_id: str) -> None: ...
 
@@ -126,6 +131,14 @@ class WriteConnection(ReadConnection):
     @abstractmethod
     def delete_table_documents(self, table_number: int) -> None:
         """Remove every document of a table and its index entries."""
+
+    @abstractmethod
+    def renumber_table(self, old_number: int, new_number: int) -> None:
+        """Give an empty table (and its indexes) another number; ``new_number`` must be free.
+
+        Ids embed their table's number, so only a table without documents can
+        be renumbered (import uses this to restore a snapshot's ids).
+        """
 
     @abstractmethod
     def prune_log(self, before_ts: int) -> int:

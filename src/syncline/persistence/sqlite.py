@@ -178,6 +178,12 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
             (doc_id, table_number, ts, value),
         )
 
+    def put_documents(self, rows: Iterable[tuple[str, int, int, bytes]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO documents (id, table_number, ts, value) VALUES (?, ?, ?, ?)",
+            rows,
+        )
+
     def delete_document(self, doc_id: str) -> None:
         self.conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
 
@@ -223,6 +229,19 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         for index_id in index_ids:
             self.conn.execute("DELETE FROM index_entries WHERE index_id = ?", (index_id,))
         self.conn.execute("DELETE FROM documents WHERE table_number = ?", (table_number,))
+
+    def renumber_table(self, old_number: int, new_number: int) -> None:
+        # Every document has a by_id entry; the index_entries primary key makes this cheap.
+        if self.conn.execute(
+            "SELECT 1 FROM index_entries WHERE index_id IN "
+            "(SELECT id FROM indexes WHERE table_number = ?) LIMIT 1",
+            (old_number,),
+        ).fetchone():
+            raise InternalError(f"Table number {old_number} has documents: it cannot be renumbered")
+        self.conn.execute("UPDATE tables SET number = ? WHERE number = ?", (new_number, old_number))
+        self.conn.execute(
+            "UPDATE indexes SET table_number = ? WHERE table_number = ?", (new_number, old_number)
+        )
 
     def prune_log(self, before_ts: int) -> int:
         cur = self.conn.execute("DELETE FROM log WHERE ts < ?", (before_ts,))

@@ -5,7 +5,11 @@ Routes (API port, 3210 by default):
 * ``/api/sync`` and ``/api/{client version}/sync`` — the sync WebSocket (``ws.py``);
 * ``POST /api/query``, ``/api/mutation``, ``/api/action``, ``/api/function``,
   ``/api/run/{path}``, ``/api/query_ts``, ``/api/debug_event`` — see ``api.py``;
-* ``GET /version`` — 200 with the server version once serving (readiness).
+* ``POST /api/storage/upload``, ``GET|HEAD /api/storage/{id}`` — files (``storage.py``);
+* ``GET /version`` — 200 with the server version once serving (readiness);
+* ``GET|POST /api/admin/env`` — environment variables, admin only (``env_api.py``);
+* ``GET /api/admin/tables|data|functions|logs`` — data and logs, admin only (``admin.py``);
+* ``/http/{path}`` — HTTP actions, as on the site port (``http_actions.py``).
 
 Paths with doubled slashes (``//api/query``: the JS client appends ``/api``
 to a deployment URL that ends in ``/``) are served as if single.
@@ -29,7 +33,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncline.__about__ import __version__
 from syncline.functions.registration import FunctionKind
+from syncline.server import admin, env_api
 from syncline.server.api import HttpApi
+from syncline.server.http_actions import HttpActionsMount, SiteApp
+from syncline.server.storage import StorageApi
 from syncline.server.ws import SyncEndpoint
 
 if TYPE_CHECKING:
@@ -60,6 +67,7 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> AS
     application's background work; pass False when the caller does that.
     """
     api = HttpApi(application)
+    storage = StorageApi(application)
 
     async def version(request: Request) -> Response:
         return PlainTextResponse(__version__)
@@ -83,6 +91,11 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> AS
         Route("/api/run/{path:path}", api.run, methods=["POST"]),
         Route("/api/query_ts", api.query_ts, methods=["POST"]),
         Route("/api/debug_event", api.debug_event, methods=["POST"]),
+        Route("/api/storage/upload", storage.upload, methods=["POST"]),
+        # Any path below /api/storage/: whatever is not a storage id gets a clear 400.
+        Route("/api/storage/{rest:path}", storage.download, methods=["GET", "HEAD"]),
+        *env_api.routes(application),
+        *admin.routes(application),
     ]
     middleware = [
         Middleware(CollapseSlashes),
@@ -97,4 +110,5 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> AS
         ),
     ]
     http_app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    return SyncEndpoint(application, http_app)
+    # HTTP actions are also served under /http/, outside the API's CORS layer.
+    return SyncEndpoint(application, HttpActionsMount(SiteApp(application), http_app))

@@ -1,11 +1,19 @@
-"""Running the server with uvicorn (used by ``syncline serve`` and ``syncline dev``)."""
+"""Running the server with uvicorn (used by ``syncline serve`` and ``syncline dev``).
+
+One process, one event loop, two listening ports: the API port (function
+API, sync WebSocket, admin, ``/http/``) and, when ``site_port`` is given, the
+site port serving HTTP actions. The API server owns signal handling; a stop
+of either server stops both.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import Awaitable, Callable
+from types import FrameType
 
 import uvicorn
 
@@ -22,8 +30,12 @@ async def serve(
     port: int = 3210,
     on_ready: Callable[[], None] | None = None,
     background: Callable[[], Awaitable[None]] | None = None,
+    site_port: int | None = None,
 ) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully."""
+    """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
+
+    ``on_ready`` is called once every port accepts connections.
+    """
     config = uvicorn.Config(
         create_app(application, manage_lifecycle=False),
         host=host,
@@ -38,23 +50,69 @@ async def serve(
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
+    site = _site_server(application, host, site_port) if site_port is not None else None
+    if site is not None:
+        _stop_together(server, site)
     await application.start()
     # Long-lived objects (code, schema, catalog) need no cyclic GC passes; and a
     # larger young generation keeps collections off the hot path of fan-outs.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     extra: asyncio.Task[None] | None = None
+    site_task: asyncio.Task[None] | None = None
     try:
         task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():
+        if site is not None:
+            site_task = asyncio.create_task(site.serve())
+        servers = [(server, task)] + ([(site, site_task)] if site_task is not None else [])
+
+        def starting() -> bool:
+            return not all(s.started for s, _ in servers) and not any(t.done() for _, t in servers)
+
+        while starting():
             await asyncio.sleep(0.02)
-        if server.started and on_ready is not None:
+        up = all(s.started for s, _ in servers)
+        if up and on_ready is not None:
             on_ready()
-        if background is not None and server.started:
+        if background is not None and up:
             extra = asyncio.create_task(background())
-        await task
+        tasks = [t for _, t in servers]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for s, _ in servers:
+            s.should_exit = True
+        # Failures (a site port already in use, say) propagate from here.
+        for t in tasks:
+            await t
     finally:
         if extra is not None:
             extra.cancel()
             await asyncio.gather(extra, return_exceptions=True)
         await application.stop()
+
+
+def _site_server(application: Application, host: str, port: int) -> uvicorn.Server:
+    from syncline.server.http_actions import SiteApp
+
+    config = uvicorn.Config(
+        SiteApp(application),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    site = uvicorn.Server(config)
+    # Only the API server installs signal handlers (a second one would replace them).
+    site.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    return site
+
+
+def _stop_together(main: uvicorn.Server, site: uvicorn.Server) -> None:
+    """A signal to the API server starts the site server's shutdown at the same time."""
+    handle_exit = main.handle_exit
+
+    def handle(sig: int, frame: FrameType | None) -> None:
+        site.should_exit = True
+        handle_exit(sig, frame)
+
+    main.handle_exit = handle  # type: ignore[method-assign]

@@ -149,12 +149,20 @@ class SyncSession:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(sender), timeout=5)
         finally:
-            for task in (reader, sender, mutator, *self._tasks):
+            tasks = {reader, sender, mutator, *self._tasks}
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, sender, mutator, *self._tasks, return_exceptions=True)
+            # Release the live queries before awaiting anything: if this coroutine is
+            # itself being cancelled, the await below raises and nothing after it runs.
             for state in self.queries.values():
                 self.app.live.unsubscribe(self, state.live)
             self.queries.clear()
+            # `wait` (not `gather`): a cancellation of this task surfaces as the
+            # canceller's own CancelledError, which anyio cancel scopes recognise.
+            await asyncio.wait(tasks)
+            for task in tasks:
+                if not task.cancelled():
+                    task.exception()  # retrieved: logged above if it mattered
         return self._closing
 
     async def _reader(self, incoming: AsyncIterator[str | bytes]) -> None:
@@ -384,25 +392,37 @@ class SyncSession:
     # ------------------------------------------------------------------ outgoing
 
     async def _sender(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+
+        async def send(message: ServerMessage) -> None:
+            nonlocal last_sent
+            await self._send(message)
+            last_sent = loop.time()
+
         try:
             while True:
                 while self._outbox:
-                    await self._send(self._outbox.popleft())
+                    await send(self._outbox.popleft())
                 if self._closing is not None:
                     if self._closing.message is not None:
                         await self._send(self._closing.message)
                     return
                 transition = self.build_transition()
                 if transition is not None:
-                    await self._send(transition)
+                    await send(transition)
                     continue
                 self._wake.clear()
                 if self._outbox or self._closing is not None:
                     continue
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.ping_interval_s)
-                except TimeoutError:
-                    await self._send(Ping())
+                # Keepalive: a Ping once nothing was *sent* for an interval. Wake-ups
+                # that send nothing (a re-run with an unchanged result) do not count.
+                idle = loop.time() - last_sent
+                if idle >= self.ping_interval_s:
+                    await send(Ping())
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.ping_interval_s - idle)
         except CloseConnection as close:
             if close.message is not None:
                 with contextlib.suppress(Exception):

@@ -17,7 +17,11 @@ await run("http_client", async (check) => {
 
   // Deployment URL with a trailing slash: the client calls //api/query.
   const slashed = httpClient(url + "/");
-  const again = await within(5000, slashed.query(api.tasks.list, {}), "query via a trailing-slash URL");
+  const again = await within(
+    5000,
+    slashed.query(api.tasks.list, {}),
+    "query via a trailing-slash URL",
+  );
   check("a trailing-slash deployment URL works", again[0]?._id === id);
 
   // Auth.
@@ -33,6 +37,63 @@ await run("http_client", async (check) => {
   check("clearAuth logs out", (await client.query(api.users.whoami, {})) === null);
   client.setAuth("not-a-valid-jwt");
   const rejected = await rejectionOf(client.query(api.users.whoami, {}), 5000, "a bad token");
-  check("a bad token is rejected with an error", rejected.name === "Error" && !rejected.isConvexError, rejected);
+  check(
+    "a bad token is rejected with an error",
+    rejected.name === "Error" && !rejected.isConvexError,
+    rejected,
+  );
+
+  // Admin key (what the CLI and dashboard use): internal functions, /api/function, acting as a user.
+  const admin = httpClient();
+  admin.setAdminAuth(process.env.SYNCLINE_ADMIN_KEY);
+  const count = await within(5000, admin.query("tasks:count", {}), "an internal query as admin");
+  check("admin runs internal functions", typeof count === "bigint" && count >= 1n, count);
+  const viaFunction = await within(
+    5000,
+    admin.function("tasks:count", undefined, {}),
+    "/api/function",
+  );
+  check("admin /api/function", typeof viaFunction === "bigint", viaFunction);
+  const anonymous = httpClient();
+  const notAdmin = await rejectionOf(
+    anonymous.function("tasks:count", undefined, {}),
+    5000,
+    "/api/function without the key",
+  );
+  check("/api/function needs the admin key", notAdmin.name === "Error", notAdmin);
+  const internalAsUser = await rejectionOf(
+    anonymous.query("tasks:count", {}),
+    5000,
+    "an internal query without the key",
+  );
+  check(
+    "internal functions are hidden from clients",
+    internalAsUser.message?.includes("Could not find public function"),
+    internalAsUser,
+  );
+  const actingAs = httpClient();
+  actingAs.setAdminAuth(process.env.SYNCLINE_ADMIN_KEY, {
+    subject: "acted-user",
+    issuer: "https://issuer.test",
+    email: "acted@example.com",
+  });
+  const acted = await within(5000, actingAs.query(api.users.whoami, {}), "whoami acting as a user");
+  check(
+    "admin acting as a user",
+    acted?.subject === "acted-user" && acted?.email === "acted@example.com",
+    acted,
+  );
+
+  const itemId = await within(
+    5000,
+    anonymous.mutation(api.items.add_one, { tag: "x", n: 0 }),
+    "an insert",
+  );
+  const removed = await within(
+    5000,
+    anonymous.mutation(api.items.remove, { id: itemId }),
+    "a void mutation",
+  );
+  check("a mutation returning nothing resolves to null", removed === null, removed);
   return { rejected };
 });

@@ -32,8 +32,8 @@ export const unique = `${Date.now().toString(36)}-${Math.random().toString(36).s
 const clients = [];
 
 /** A WebSocket ConvexClient (closed when the scenario ends). */
-export function wsClient(options = {}) {
-  const client = new ConvexClient(url, {
+export function wsClient(options = {}, address = url) {
+  const client = new ConvexClient(address, {
     webSocketConstructor: WebSocket,
     unsavedChangesWarning: false,
     ...options,
@@ -62,9 +62,54 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 export function within(ms, promise, label) {
   let timer;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${label}`)), ms);
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${ms} ms waiting for ${label}`)),
+      ms,
+    );
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Poll `predicate` every 5 ms until it is truthy; reject naming `label` after `ms`. */
+export async function waitUntil(predicate, ms, label) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = predicate();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${label}`);
+    await sleep(5);
+  }
+}
+
+/** Progress marker on stderr for a test driving this script step by step. */
+export function phase(name) {
+  process.stderr.write(`@@phase ${name}\n`);
+}
+
+let stdinLines;
+/** Resolve when the test writes the line `name` on our stdin. */
+export function command(name, ms) {
+  if (stdinLines === undefined) {
+    stdinLines = { seen: [], waiters: [] };
+    process.stdin.setEncoding("utf8");
+    let buffer = "";
+    process.stdin.on("data", (chunk) => {
+      buffer += chunk;
+      let i;
+      while ((i = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, i).trim();
+        buffer = buffer.slice(i + 1);
+        stdinLines.seen.push(line);
+        stdinLines.waiters = stdinLines.waiters.filter((w) =>
+          w.name === line ? (w.resolve(), false) : true,
+        );
+      }
+    });
+  }
+  if (stdinLines.seen.includes(name)) return Promise.resolve();
+  const d = deferred();
+  stdinLines.waiters.push({ name, resolve: d.resolve });
+  return within(ms, d.promise, `the command "${name}" on stdin`);
 }
 
 /**
@@ -133,7 +178,11 @@ export function same(a, b) {
   const canon = (v) => {
     if (Array.isArray(v)) return v.map(canon);
     if (v !== null && typeof v === "object") {
-      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon(v[k])]));
+      return Object.fromEntries(
+        Object.keys(v)
+          .sort()
+          .map((k) => [k, canon(v[k])]),
+      );
     }
     return v;
   };

@@ -1,0 +1,222 @@
+"""File storage benchmark: a large file up and down through a real server, memory watched.
+
+    python bench/files.py [--size-mb 200] [--json]
+
+Starts ``python -m syncline serve`` on a throwaway project and a free port,
+writes a file of SIZE MiB to disk, asks a mutation for an upload URL, POSTs
+the file streamed from disk (httpx, ``Content-Length`` set), downloads it back
+streamed (hashing on the fly, nothing kept) and compares SHA-256 digests.
+Meanwhile it samples the server's ``VmRSS`` (``/proc/<pid>/status``) every
+10 ms. Prints throughput and how far the server's memory rose above its idle
+baseline (after a 1 MiB warm-up round trip): the sampled peak ``VmRSS``, and
+the kernel's ``VmHWM`` (peak since start, so an upper bound) minus that
+baseline. Linux only. ``--json`` prints one JSON line instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+MiB = 1024 * 1024
+
+FUNCTIONS = """
+from syncline import mutation
+
+
+@mutation
+def upload_url(ctx):
+    return ctx.storage.generate_upload_url()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` memory field, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's VmRSS until stopped; keeps the maximum."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, proc_status(self.pid, "VmRSS"))
+            self.samples += 1
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def write_file(path: Path, size: int) -> str:
+    """``size`` bytes of incompressible data (a random MiB, varied per block); its SHA-256."""
+    block = bytearray(os.urandom(MiB))
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(size // MiB):
+            block[:8] = i.to_bytes(8, "little")
+            f.write(block)
+            digest.update(block)
+        rest = os.urandom(size % MiB)
+        f.write(rest)
+        digest.update(rest)
+    return digest.hexdigest()
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    functions = root / "functions"
+    functions.mkdir(parents=True)
+    (functions / "files.py").write_text(textwrap.dedent(FUNCTIONS))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = root / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncline", "serve", "--dir", str(root), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + 30
+    with httpx.Client(timeout=1) as http:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{log_path.read_text()}")
+            try:
+                if http.get(f"{url}/version").status_code == 200:
+                    return proc, url, log_path
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the server did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+
+
+def upload_url(http: httpx.Client, url: str) -> str:
+    body = http.post(
+        f"{url}/api/mutation", json={"path": "files:upload_url", "args": {}, "format": "json"}
+    ).json()
+    assert body["status"] == "success", body
+    return str(body["value"])
+
+
+def transfer(http: httpx.Client, url: str, path: Path) -> tuple[str, float, str, float]:
+    """Upload ``path``, download it back: (storage id, upload s, downloaded sha256, download s)."""
+    target = upload_url(http, url)
+    started = time.perf_counter()
+    with open(path, "rb") as f:
+        response = http.post(target, content=f, headers={"content-type": "application/x-bench"})
+    upload_s = time.perf_counter() - started
+    response.raise_for_status()
+    storage_id = str(response.json()["storageId"])
+
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    with http.stream("GET", f"{url}/api/storage/{storage_id}") as download:
+        download.raise_for_status()
+        for chunk in download.iter_raw(MiB):
+            digest.update(chunk)
+    return storage_id, upload_s, digest.hexdigest(), time.perf_counter() - started
+
+
+def run(size_mb: int) -> dict[str, Any]:
+    size = size_mb * MiB
+    with tempfile.TemporaryDirectory(prefix="syncline-bench-files-") as tmp:
+        root = Path(tmp)
+        big = root / "big.bin"
+        expected = write_file(big, size)
+        small = root / "small.bin"
+        write_file(small, MiB)
+        proc, url, log_path = start_server(root / "project")
+        try:
+            with httpx.Client(timeout=120) as http:
+                # Warm up every code path (and the worker threads) before the baseline.
+                transfer(http, url, small)
+                time.sleep(0.2)
+                baseline_rss = proc_status(proc.pid, "VmRSS")
+                baseline_hwm = proc_status(proc.pid, "VmHWM")
+                sampler = RssSampler(proc.pid)
+                sampler.start()
+                try:
+                    _, upload_s, got, download_s = transfer(http, url, big)
+                finally:
+                    sampler.stop()
+                hwm = proc_status(proc.pid, "VmHWM")
+        except BaseException:
+            sys.stderr.write(log_path.read_text())
+            raise
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return {
+        "size_bytes": size,
+        "identical": got == expected,
+        "upload_s": round(upload_s, 3),
+        "download_s": round(download_s, 3),
+        "upload_mib_s": round(size / MiB / upload_s, 1),
+        "download_mib_s": round(size / MiB / download_s, 1),
+        "baseline_rss_mb": round(baseline_rss / MiB, 1),
+        "peak_rss_mb": round(sampler.peak / MiB, 1),
+        "rss_growth_mb": round(max(0, sampler.peak - baseline_rss) / MiB, 1),
+        "hwm_growth_mb": round(max(0, hwm - baseline_rss) / MiB, 1),
+        "baseline_hwm_mb": round(baseline_hwm / MiB, 1),
+        "rss_samples": sampler.samples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=200, help="file size in MiB")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    args = parser.parse_args()
+    if not Path("/proc/self/status").exists():
+        sys.exit("bench/files.py reads /proc/<pid>/status: Linux only")
+    figures = run(args.size_mb)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"file: {args.size_mb} MiB, round trip identical: {figures['identical']}")
+    print(f"upload:   {figures['upload_mib_s']:8.1f} MiB/s ({figures['upload_s']} s)")
+    print(f"download: {figures['download_mib_s']:8.1f} MiB/s ({figures['download_s']} s)")
+    print(
+        f"server RSS: idle {figures['baseline_rss_mb']} MiB, peak {figures['peak_rss_mb']} MiB "
+        f"(+{figures['rss_growth_mb']} MiB over {figures['rss_samples']} samples); "
+        f"VmHWM +{figures['hwm_growth_mb']} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

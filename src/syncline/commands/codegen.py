@@ -1,0 +1,102 @@
+"""``syncline codegen``: TypeScript types and the ``api`` object for front ends.
+
+Loads the project's functions folder (imports its modules, as ``syncline
+dev`` does; no database is opened) and writes the files of
+:func:`syncline.codegen.generate` into the output folder, by default
+``PROJECT/convex/_generated`` — the place Convex's own codegen uses, so that
+a front end at ``PROJECT/src/`` imports ``api`` with
+``import { api } from "../convex/_generated/api"`` exactly as in a Convex
+project. Files whose content did not change are not rewritten (file
+watchers and bundlers see no change).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from syncline.commands.remote import fail
+from syncline.errors import SynclineError
+
+__all__ = ["DEFAULT_OUT", "codegen", "write_generated"]
+
+#: the output folder, relative to the project folder
+DEFAULT_OUT = Path("convex") / "_generated"
+
+
+def write_generated(files: dict[str, str], out: Path) -> list[Path]:
+    """Write ``{file name: text}`` into ``out`` (created if needed); the paths that changed."""
+    out.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for name, text in files.items():
+        path = out / name
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                continue
+        except FileNotFoundError:
+            pass
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        changed.append(path)
+    return changed
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "project",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Project folder (holds functions/).",
+)
+@click.option(
+    "--functions",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Functions folder (default: PROJECT/functions).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default: PROJECT/convex/_generated).",
+)
+def codegen(project: Path, functions: Path | None, out: Path | None) -> None:
+    """Write TypeScript for front ends: typed `api`/`internal` and the data model.
+
+    Writes api.js (the `api` and `internal` objects: `anyApi` of the npm
+    `convex` package), api.d.ts (every function as a typed
+    FunctionReference<kind, visibility, Args, Return>, from its `args` and
+    `returns` validators) and dataModel.d.ts (Doc<"table">, Id<"table">,
+    DataModel, from functions/schema.py). A React app then type-checks
+    `useQuery(api.messages.list, {channel: "x"})`. Run it again after
+    changing functions or the schema.
+
+    \b
+    Examples:
+      syncline codegen
+      syncline codegen --dir myapp
+      syncline codegen --dir myapp --out myapp/web/src/convex/_generated
+    """
+    from syncline.application import Paths
+    from syncline.codegen import generate
+    from syncline.functions.loader import load_functions
+
+    paths = Paths.for_project(project, functions)
+    target = out if out is not None else paths.project / DEFAULT_OUT
+    try:
+        registry = load_functions(paths.functions)
+        files = generate(registry.functions, registry.schema)
+    except SynclineError as exc:
+        fail(str(exc))
+    try:
+        changed = write_generated(files, target)
+    except OSError as exc:
+        fail(f"Cannot write to {target}: {exc}")
+    count = sum(1 for fn in registry.functions.values() if fn.kind.value != "httpAction")
+    tables = len(registry.schema.tables) if registry.schema is not None else 0
+    state = f"{len(changed)} file(s) updated" if changed else "already up to date"
+    click.echo(
+        f"Generated TypeScript for {count} functions and {tables} tables in {target} ({state})"
+    )

@@ -1,0 +1,417 @@
+"""``syncline export`` and ``syncline import``: a project's data to and from files.
+
+Both work on the project's data folder directly, so the project's server must
+be stopped first: a running ``syncline dev|serve`` holds the folder's lock,
+and the command says so. Formats and import semantics are described in
+:mod:`syncline.snapshot`.
+
+Exit status 0 on success; 1 with an ``error:`` message (for a failed import,
+every bad row reported with its file and line) when nothing was changed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from syncline.errors import SynclineError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as RichProgressBar
+
+    from syncline.application import Application
+
+__all__ = ["export_command", "import_command"]
+
+_FORMATS = ("zip", "jsonl", "csv")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    sys.exit(1)
+
+
+def _warn(message: str) -> None:
+    click.echo(click.style("warning: ", fg="yellow", bold=True) + message, err=True)
+
+
+def _project_options(fn: Any) -> Any:
+    options = [
+        click.option(
+            "--dir",
+            "project",
+            default=".",
+            show_default=True,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Project folder (holds functions/ and .syncline/).",
+        ),
+        click.option(
+            "--db",
+            help="The project's database URL, if not the default "
+            "(sqlite:///relative.db or sqlite:////absolute/path.db).",
+        ),
+        click.option(
+            "--files",
+            "files_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="The project's file store directory, if not the default "
+            "(PROJECT/.syncline/files).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _data_dir(project: Path, db: str | None) -> Path:
+    from syncline.application import Paths, sqlite_path_from_url
+
+    if db is None:
+        return Paths.for_project(project).data
+    return sqlite_path_from_url(db, base=Path.cwd()).parent.resolve()
+
+
+def _holder_pid(data_dir: Path) -> str:
+    try:
+        pid = (data_dir / "lock").read_text().strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+@contextmanager
+def _open(
+    project: Path,
+    db: str | None,
+    files_dir: Path | None,
+    *,
+    command: str,
+    load: bool,
+    functions: Path | None = None,
+) -> Iterator[Application]:
+    """The project's application, opened on its data folder (which it locks)."""
+    from syncline.application import Application, Paths
+
+    if load and not Paths.for_project(project, functions).functions.is_dir():
+        load = False  # no code: check against the schema stored by the last run
+    try:
+        app = Application.open(project, functions=functions, db=db, files=files_dir, load=load)
+    except SynclineError as exc:
+        if exc.code == "DataDirLocked":
+            data_dir = _data_dir(project, db)
+            _fail(
+                f"The data folder {data_dir} is in use by a running Syncline server"
+                f"{_holder_pid(data_dir)}. Stop the server (Ctrl+C in its terminal), then "
+                f"run `syncline {command}` again."
+            )
+        _fail(str(exc))
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _RichProgress:
+    """Draws :class:`syncline.snapshot.Progress` reports with rich on stderr (terminals only)."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar: RichProgressBar = Progress(
+            TextColumn("{task.description:<24}"),
+            BarColumn(),
+            _count_column(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._task: Any = None
+
+    def start(self, label: str, total: int | None, unit: str) -> None:
+        self._finish_task()
+        self._task = self.bar.add_task(label, total=total, unit=unit)
+
+    def advance(self, amount: int) -> None:
+        if self._task is not None and amount:
+            self.bar.advance(self._task, amount)
+
+    def _finish_task(self) -> None:
+        """Show the current step as complete (its total becomes what was done, if unknown)."""
+        if self._task is None:
+            return
+        task = next(t for t in self.bar.tasks if t.id == self._task)
+        total = task.completed if task.total is None else task.total
+        self.bar.update(self._task, total=total, completed=total)
+        self._task = None
+
+    def __enter__(self) -> _RichProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self._finish_task()
+        self.bar.stop()
+
+
+def _count_column() -> Any:
+    """A rich column showing ``1,234/5,000 documents``, or ``1.2/4.8 MB`` for byte counts."""
+    from rich.filesize import decimal
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class CountColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            unit = task.fields.get("unit", "")
+            if unit == "bytes":
+                done = decimal(int(task.completed))
+                total = "?" if task.total is None else decimal(int(task.total))
+                return Text(f"{done}/{total}", style="progress.download")
+            total_text = "?" if task.total is None else f"{int(task.total):,}"
+            return Text(f"{int(task.completed):,}/{total_text} {unit}", style="progress.download")
+
+    return CountColumn()
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    """A progress display on stderr when it is a terminal; no output otherwise."""
+    from rich.console import Console
+
+    from syncline.snapshot import Progress
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        quiet: Progress = _Quiet()
+        yield quiet
+        return
+    with _RichProgress(console) as progress:
+        yield progress
+
+
+class _Quiet:
+    """No progress output (stderr is not a terminal)."""
+
+    def start(self, label: str, total: int | None, unit: str) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _default_export_name(table: str | None, fmt: str) -> str:
+    if table is None:
+        return f"snapshot_{time.strftime('%Y%m%d-%H%M%S')}.zip"
+    return f"{table}.{fmt}"
+
+
+@click.command("export")
+@click.option(
+    "--path",
+    "out_path",
+    help="Where to write: a file, or a folder to write the default name in "
+    "(snapshot_<date>-<time>.zip, or <table>.<format> with --table). "
+    "'-' writes a --table export to stdout.",
+)
+@click.option("--table", help="Export only this table, as JSONL (default) or CSV.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(_FORMATS),
+    help="zip (a snapshot of every table, the default) or, with --table, jsonl or csv.",
+)
+@click.option(
+    "--include-file-storage/--exclude-file-storage",
+    default=True,
+    show_default=True,
+    help="Put stored files' contents in the snapshot (their _storage metadata is always there).",
+)
+@_project_options
+def export_command(
+    out_path: str | None,
+    table: str | None,
+    fmt: str | None,
+    include_file_storage: bool,
+    project: Path,
+    db: str | None,
+    files_dir: Path | None,
+) -> None:
+    """Export the project's data: a snapshot ZIP, or one table as JSONL or CSV.
+
+    The snapshot has Convex's layout (<table>/documents.jsonl, _tables,
+    _storage) and restores exactly with `syncline import`. Stop the
+    project's server first.
+
+    \b
+    Examples:
+      syncline export                            # snapshot_<date>-<time>.zip
+      syncline export --path backups/            # into a folder
+      syncline export --table tasks --format csv --path tasks.csv
+      syncline export --table tasks --path - | head
+    """
+    from syncline import snapshot
+
+    if fmt is None:
+        fmt = "zip" if table is None else _format_from_suffix(out_path, default="jsonl")
+    if table is None and fmt != "zip":
+        _fail(f"--format {fmt} exports one table: name it with --table")
+    if table is not None and fmt == "zip":
+        _fail("A snapshot ZIP holds every table: drop --table, or use --format jsonl or csv")
+    if out_path == "-" and table is None:
+        _fail("--path - (stdout) works with --table only; a snapshot ZIP needs a file")
+    target: Path | None = None
+    if out_path != "-":
+        target = Path(out_path) if out_path else Path(_default_export_name(table, fmt))
+        if target.is_dir():
+            target = target / _default_export_name(table, fmt)
+
+    with _open(project, db, files_dir, command="export", load=False) as app:
+        blobs = app.storage.blobs if app.storage is not None else None
+        try:
+            with _progress() as progress:
+                if table is None:
+                    assert target is not None
+                    result = snapshot.export_snapshot(
+                        app.database,
+                        target,
+                        blobs=blobs,
+                        include_files=include_file_storage,
+                        progress=progress,
+                    )
+                elif target is None:
+                    result = snapshot.export_table(
+                        app.database, table, sys.stdout.buffer, fmt=fmt, progress=progress
+                    )
+                    sys.stdout.buffer.flush()
+                else:
+                    result = snapshot.export_table(
+                        app.database, table, target, fmt=fmt, progress=progress
+                    )
+        except SynclineError as exc:
+            _fail(str(exc))
+    for warning in result.warnings:
+        _warn(warning)
+    if target is None:
+        return
+    documents = sum(result.tables.values())
+    files = f" and {result.files:,} file(s)" if result.files else ""
+    click.echo(
+        f"Exported {documents:,} document(s) from {len(result.tables)} table(s){files} to {target}",
+        err=True,
+    )
+
+
+def _format_from_suffix(path: str | None, *, default: str) -> str:
+    if not path or path == "-":
+        return default
+    suffix = Path(path).suffix.lower()
+    return {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".zip": "zip"}.get(
+        suffix, default
+    )
+
+
+# --------------------------------------------------------------------------- import
+
+
+@click.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--table", help="Destination table (required for JSONL and CSV files).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(_FORMATS),
+    help="The file's format (default: from its suffix: .zip, .jsonl, .csv).",
+)
+@click.option("--replace", is_flag=True, help="Delete the imported tables' documents first.")
+@click.option("--append", is_flag=True, help="Add to the documents the tables already have.")
+@click.option(
+    "--functions",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Functions folder whose schema checks the data (default: PROJECT/functions).",
+)
+@_project_options
+def import_command(
+    path: Path,
+    table: str | None,
+    fmt: str | None,
+    replace: bool,
+    append: bool,
+    functions: Path | None,
+    project: Path,
+    db: str | None,
+    files_dir: Path | None,
+) -> None:
+    """Import a snapshot ZIP, or a JSONL or CSV file into one table.
+
+    All or nothing: every document is checked against the project's schema,
+    and if any row is bad each bad row is reported (file and line) and
+    nothing is imported. By default the imported tables must be empty; pass
+    --replace or --append otherwise. A snapshot restores ids, _creationTime
+    and stored files exactly. Stop the project's server first.
+
+    \b
+    Examples:
+      syncline import snapshot_20250101-120000.zip
+      syncline import --replace backup.zip
+      syncline import --table tasks tasks.jsonl
+      syncline import --table tasks --append more_tasks.csv
+    """
+    from syncline import snapshot
+
+    if replace and append:
+        _fail("Pass --replace or --append, not both")
+    if fmt is None:
+        suffix = path.suffix.lower()
+        fmt = {".zip": "zip", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(suffix)
+        if fmt is None:
+            _fail(f"Cannot tell the format of {path.name} from its suffix: pass --format")
+    if fmt == "zip" and table is not None:
+        _fail("A snapshot ZIP names its own tables: drop --table")
+    if fmt != "zip" and table is None:
+        _fail(f"Importing a {fmt.upper()} file needs the destination table: pass --table")
+    mode = (
+        snapshot.ImportMode.REPLACE
+        if replace
+        else snapshot.ImportMode.APPEND
+        if append
+        else snapshot.ImportMode.EMPTY
+    )
+
+    with _open(project, db, files_dir, command="import", load=True, functions=functions) as app:
+        try:
+            with _progress() as progress:
+                if fmt == "zip":
+                    blobs = app.storage.blobs if app.storage is not None else None
+                    result = snapshot.import_snapshot(
+                        app.database, path, mode=mode, blobs=blobs, progress=progress
+                    )
+                else:
+                    assert table is not None
+                    result = snapshot.import_table(
+                        app.database, table, path, fmt=fmt, mode=mode, progress=progress
+                    )
+        except SynclineError as exc:
+            _fail(str(exc))
+    for warning in result.warnings:
+        _warn(warning)
+    for name, count in sorted(result.tables.items()):
+        deleted = result.deleted.get(name)
+        replaced = f" (replacing {deleted:,})" if deleted else ""
+        click.echo(f"Imported {count:,} document(s) into {name}{replaced}")
+    if result.files:
+        click.echo(f"Restored {result.files:,} stored file(s)")

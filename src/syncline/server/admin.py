@@ -1,0 +1,341 @@
+"""Admin HTTP endpoints for the CLI (``syncline data``, ``syncline logs``, ``syncline run``).
+
+Every endpoint requires the deployment's admin key, as
+``Authorization: Convex <admin key>`` or ``?adminKey=<admin key>`` (protocol
+§7.2). Without it: 403 ``Forbidden``; with a wrong key: 401 ``BadAdminKey``.
+Request errors answer ``{"code", "message"}`` with a 4xx status, like the
+function API. Values are Convex's encoded JSON (``{"$integer": ...}`` for
+int64, ``{"$bytes": ...}`` for bytes), as on the wire.
+
+``GET /api/admin/tables``
+    ``{"tables": [{"name": "messages", "documents": 12}, ...]}`` — the user
+    tables, sorted by name, with their document counts.
+
+``GET /api/admin/data?table=T&limit=N&order=asc|desc``
+    ``{"table": T, "total": 12, "documents": [...]}`` — up to ``limit``
+    documents of ``T`` (default 100, at most :data:`MAX_DATA_LIMIT`) by
+    ``_creationTime``, newest first unless ``order=asc``. System tables
+    (``_scheduled_functions``, ``_storage``) can be read too. An unknown table
+    is 404 ``TableNotFound``.
+
+``GET /api/admin/functions``
+    ``{"functions": [{"path", "kind", "visibility", "args", "returns"}, ...]}``
+    — the loaded functions sorted by path; ``args`` / ``returns`` are the
+    validators' Convex JSON or null.
+
+``GET /api/admin/logs``
+    A stream of every function call that finishes from now on, one JSON
+    object per call: ``{"type": "call", "timestamp" (ms since the epoch),
+    "path", "kind", "durationMs", "status": "success" | "failure", "error"
+    (failures: "<ErrorType>: <message>"), "requestId" (failures), "logLines"}``.
+    The stream starts with ``{"type": "connected"}``; a consumer too slow to
+    keep up gets ``{"type": "dropped", "count": n}`` in place of the calls it
+    missed. As newline-delimited JSON (``application/x-ndjson``, empty lines
+    as keepalives), or as Server-Sent Events (``data: <json>`` events,
+    ``: keepalive`` comments) when the request accepts ``text/event-stream``.
+    The stream ends when the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from syncline.auth import require_admin
+from syncline.database.catalog import BY_CREATION_TIME
+from syncline.errors import InvalidRequest, SynclineError
+from syncline.functions.executor import Outcome
+from syncline.server.api import error_response
+from syncline.values.json import to_json
+
+if TYPE_CHECKING:
+    from syncline.application import Application
+    from syncline.database.transaction import Transaction
+    from syncline.functions.executor import Executor
+
+__all__ = [
+    "DEFAULT_DATA_LIMIT",
+    "MAX_DATA_LIMIT",
+    "AdminApi",
+    "LogStream",
+    "TableNotFound",
+    "outcome_entry",
+    "parse_limit",
+    "parse_order",
+    "read_documents",
+    "routes",
+    "table_counts",
+]
+
+DEFAULT_DATA_LIMIT = 100
+MAX_DATA_LIMIT = 10_000
+#: seconds between keepalives on an idle log stream
+HEARTBEAT_S = 15.0
+#: calls buffered per log stream before they are dropped (and counted)
+LOG_BUFFER = 1_000
+
+Order = Literal["asc", "desc"]
+
+
+class TableNotFound(InvalidRequest):
+    code = "TableNotFound"
+    http_status = 404
+
+
+class _Json(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+# --------------------------------------------------------------------------
+# Reads shared with the CLI's local mode (no server running)
+
+
+def table_counts(tx: Transaction, names: list[str]) -> list[dict[str, Any]]:
+    """``[{"name", "documents"}]`` for the tables ``names``, sorted by name."""
+    return [{"name": name, "documents": tx.count(name)} for name in sorted(names)]
+
+
+def read_documents(
+    tx: Transaction, table: str, *, limit: int, order: Order, known: list[str]
+) -> dict[str, Any]:
+    """Up to ``limit`` documents of ``table`` by ``_creationTime`` (encoded JSON).
+
+    ``known`` lists the tables that exist; any other name raises
+    :class:`TableNotFound` naming the user tables.
+    """
+    if table not in known:
+        user_tables = ", ".join(sorted(t for t in known if not t.startswith("_"))) or "none"
+        raise TableNotFound(f"There is no table {table!r} (tables: {user_tables})")
+    documents = []
+    for _key, doc in tx.scan(table, BY_CREATION_TIME, b"", b"\xff", reverse=order == "desc"):
+        if len(documents) >= limit:
+            break
+        documents.append(to_json(doc))
+    return {"table": table, "total": tx.count(table), "documents": documents}
+
+
+def parse_limit(raw: str | None) -> int:
+    """The ``limit`` query parameter: an integer in ``1..MAX_DATA_LIMIT`` (default 100)."""
+    if raw is None or raw == "":
+        return DEFAULT_DATA_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_DATA_LIMIT:
+        raise InvalidRequest(
+            f"limit must be an integer between 1 and {MAX_DATA_LIMIT}, got {raw!r}",
+            code="BadLimit",
+        )
+    return limit
+
+
+def parse_order(raw: str | None) -> Order:
+    """The ``order`` query parameter: ``asc`` or ``desc`` (default)."""
+    if raw is None or raw == "" or raw == "desc":
+        return "desc"
+    if raw == "asc":
+        return "asc"
+    raise InvalidRequest(f"order must be 'asc' or 'desc', got {raw!r}", code="BadOrder")
+
+
+# --------------------------------------------------------------------------
+# Log streams
+
+
+def outcome_entry(outcome: Outcome) -> dict[str, Any]:
+    """The log-stream record of one finished call (see the module docstring)."""
+    entry: dict[str, Any] = {
+        "type": "call",
+        "timestamp": time.time() * 1000,
+        "path": outcome.path,
+        "kind": outcome.kind.value if outcome.kind is not None else None,
+        "durationMs": round(outcome.duration_ms, 3),
+        "status": "success" if outcome.error is None else "failure",
+        "error": None,
+        "logLines": list(outcome.log_lines),
+    }
+    if outcome.error is not None:
+        entry["error"] = f"{type(outcome.error).__name__}: {outcome.error}"
+        entry["requestId"] = outcome.request_id
+    return entry
+
+
+class LogStream:
+    """The calls an executor finishes while the stream is open, for one consumer.
+
+    :meth:`open` adds an observer to ``executor.observers`` and :meth:`close`
+    removes it. The observer may run in any thread; records are handed to the
+    loop with ``call_soon_threadsafe`` and buffered (at most ``buffer``; the
+    excess is counted in :attr:`dropped` and reported by :meth:`next`).
+    """
+
+    def __init__(
+        self, executor: Executor, loop: asyncio.AbstractEventLoop, *, buffer: int = LOG_BUFFER
+    ) -> None:
+        self._executor = executor
+        self._loop = loop
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=buffer)
+        self.dropped = 0
+        self._observer: Callable[[Outcome], None] | None = None
+
+    def open(self) -> None:
+        """Start collecting: every call finished from now on is buffered."""
+
+        def observe(outcome: Outcome) -> None:
+            entry = outcome_entry(outcome)
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, entry)
+            except RuntimeError:
+                pass  # the loop is closed: the server is shutting down
+
+        self._observer = observe
+        self._executor.observers.append(observe)
+
+    def close(self) -> None:
+        """Stop collecting (idempotent)."""
+        if self._observer is not None:
+            try:
+                self._executor.observers.remove(self._observer)
+            except ValueError:
+                pass
+            self._observer = None
+
+    def _deliver(self, entry: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next record (a ``dropped`` notice first if calls were lost), or None on timeout."""
+        if self.dropped and self._queue.empty():
+            count, self.dropped = self.dropped, 0
+            return {"type": "dropped", "count": count}
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+# --------------------------------------------------------------------------
+# Endpoints
+
+
+class AdminApi:
+    """The admin request handlers bound to one application."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+
+    async def _require_admin(self, request: Request, what: str) -> None:
+        header = request.headers.get("authorization")
+        if header is None and "adminKey" in request.query_params:
+            header = f"Convex {request.query_params['adminKey']}"
+        identity = await self.app.identity_from_header(header)
+        require_admin(identity, what)
+
+    def _table_names(self) -> list[str]:
+        return [t.name for t in self.app.database.catalog.tables()]
+
+    async def tables(self, request: Request) -> Response:
+        """``GET /api/admin/tables``: the user tables and their document counts."""
+        try:
+            await self._require_admin(request, "GET /api/admin/tables")
+            names = [n for n in self._table_names() if not n.startswith("_")]
+            result = await self.app.database.read(lambda tx: table_counts(tx, names))
+        except SynclineError as exc:
+            return error_response(exc)
+        return _Json({"tables": result.value})
+
+    async def data(self, request: Request) -> Response:
+        """``GET /api/admin/data?table=&limit=&order=``: documents of one table."""
+        try:
+            await self._require_admin(request, "GET /api/admin/data")
+            params = request.query_params
+            table = params.get("table")
+            if not table:
+                raise InvalidRequest("the `table` query parameter is required", code="BadTable")
+            limit = parse_limit(params.get("limit"))
+            order = parse_order(params.get("order"))
+            known = self._table_names()
+            result = await self.app.database.read(
+                lambda tx: read_documents(tx, table, limit=limit, order=order, known=known)
+            )
+        except SynclineError as exc:
+            return error_response(exc)
+        return _Json(result.value)
+
+    async def functions(self, request: Request) -> Response:
+        """``GET /api/admin/functions``: the loaded functions with their validators."""
+        try:
+            await self._require_admin(request, "GET /api/admin/functions")
+        except SynclineError as exc:
+            return error_response(exc)
+        registry = self.app.registry
+        return _Json(
+            {
+                "functions": [
+                    {
+                        "path": path,
+                        "kind": fn.kind.value,
+                        "visibility": fn.visibility.value,
+                        "args": fn.args.to_json() if fn.args is not None else None,
+                        "returns": fn.returns.to_json() if fn.returns is not None else None,
+                    }
+                    for path, fn in sorted(registry.functions.items())
+                ]
+            }
+        )
+
+    async def logs(self, request: Request) -> Response:
+        """``GET /api/admin/logs``: every call finished from now on, streamed."""
+        try:
+            await self._require_admin(request, "GET /api/admin/logs")
+        except SynclineError as exc:
+            return error_response(exc)
+        sse = "text/event-stream" in request.headers.get("accept", "")
+        stream = LogStream(self.app.executor, asyncio.get_running_loop())
+
+        def encode(entry: dict[str, Any]) -> bytes:
+            data = orjson.dumps(entry)
+            return b"data: " + data + b"\n\n" if sse else data + b"\n"
+
+        keepalive = b": keepalive\n\n" if sse else b"\n"
+
+        async def body() -> AsyncIterator[bytes]:
+            stream.open()
+            try:
+                yield encode({"type": "connected"})
+                while True:
+                    entry = await stream.next(HEARTBEAT_S)
+                    yield keepalive if entry is None else encode(entry)
+            finally:
+                stream.close()
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream" if sse else "application/x-ndjson",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+
+def routes(application: Application) -> list[Route]:
+    """The ``/api/admin/*`` routes for ``application`` (see the module docstring)."""
+    admin = AdminApi(application)
+    return [
+        Route("/api/admin/tables", admin.tables, methods=["GET"]),
+        Route("/api/admin/data", admin.data, methods=["GET"]),
+        Route("/api/admin/functions", admin.functions, methods=["GET"]),
+        Route("/api/admin/logs", admin.logs, methods=["GET"]),
+    ]
