@@ -12,6 +12,7 @@ import click
 from syncline.__about__ import __version__
 from syncline.commands.codegen import codegen
 from syncline.commands.remote import admin_key, data, logs, run
+from syncline.commands.init import init
 from syncline.commands.snapshot import export_command, import_command
 from syncline.errors import SynclineError
 
@@ -32,6 +33,7 @@ main.add_command(data)
 main.add_command(logs)
 main.add_command(admin_key)
 main.add_command(codegen)
+main.add_command(init)
 main.add_command(export_command)
 main.add_command(import_command)
 
@@ -133,6 +135,7 @@ def _serve(
 
     from syncline.application import Application
     from syncline.server import discovery
+    from syncline.server.run import ShutdownRequested
     from syncline.server.run import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -200,8 +203,8 @@ def _serve(
                 site_port=site_port,
             )
         )
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, ShutdownRequested):
+        pass  # Ctrl-C or SIGTERM: the servers drained; close everything below
     finally:
         discovery.remove(data_dir)
         app.close()

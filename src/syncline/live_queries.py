@@ -285,6 +285,17 @@ class LiveQueryManager:
         for callback in waiters:
             callback()
 
+    async def caught_up(self, ts: int) -> None:
+        """Return once commits up to ``ts`` have been processed."""
+        while self.processed_ts < ts and not self._closed:
+            done = asyncio.get_running_loop().create_future()
+            self.wait_for_ts(lambda: done.done() or done.set_result(None))
+            await done
+
+    def first_conflict(self, read_set: ReadSet, since_ts: int) -> int | None:
+        """The first processed commit after ``since_ts`` that overlaps ``read_set``."""
+        return self._first_conflict(read_set, since_ts)
+
     def _first_conflict(self, read_set: ReadSet, since_ts: int) -> int | None:
         """The first processed commit after ``since_ts`` that overlaps ``read_set``."""
         if since_ts < self._recent_floor:

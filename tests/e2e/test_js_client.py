@@ -269,10 +269,5 @@ def test_token_refresh_and_expiry(server: Any, jwt_issuer: Any) -> None:
     assert '"authUpdateAttempted":false' in server.log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: POST /api/query_at_ts is not served (404 'Not Found'), so "
-    "ConvexHttpClient.consistentQuery fails (protocol.md section 7.1)",
-)
 def test_http_client_consistent_query(server: Any) -> None:
     run_scenario("consistent_query.mjs", server)

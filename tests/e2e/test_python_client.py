@@ -430,16 +430,7 @@ def test_dev_server_returns_full_error_messages(project: Any, start_server: Any)
     "sig",
     [
         signal.SIGINT,
-        pytest.param(
-            signal.SIGTERM,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="server bug: after uvicorn's graceful shutdown, uvicorn re-raises "
-                "SIGTERM with the default handler, so the process dies (exit -15) before "
-                "server/run.py's `finally: await application.stop()` and the CLI's "
-                "app.close() run (SQLite not closed, server.json left behind)",
-            ),
-        ),
+        signal.SIGTERM,
     ],
     ids=["SIGINT", "SIGTERM"],
 )

@@ -262,6 +262,17 @@ def auth_files(keys: Keys) -> dict[str, str]:
             def token_identifier(ctx):
                 identity = ctx.auth.get_user_identity()
                 return None if identity is None else identity.token_identifier
+
+
+            @mutation
+            def slow_token_identifier(ctx):
+                import time
+
+                started = time.perf_counter()
+                while time.perf_counter() - started < 0.3:
+                    pass
+                identity = ctx.auth.get_user_identity()
+                return None if identity is None else identity.token_identifier
         """,
     }
 

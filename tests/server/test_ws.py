@@ -541,3 +541,21 @@ def test_text_frames_only(server: Server) -> None:
     ws.add(0, "messages:total")
     text = receive_text(ws)
     assert json.loads(text)["type"] == "Transition"
+
+
+def test_query_set_versions_may_jump(server: Server) -> None:
+    # The backend only requires base < new; the next base must be that new version.
+    ws = server.ws()
+    ws.connect()
+    ws.send(
+        {
+            "type": "ModifyQuerySet",
+            "baseVersion": 0,
+            "newVersion": 5,
+            "modifications": [add(0, "messages:total")],
+        }
+    )
+    assert ws.transition()["endVersion"]["querySet"] == 5
+    ws.query_set = 5
+    ws.add(1, "messages:total")
+    assert ws.transition()["endVersion"]["querySet"] == 6

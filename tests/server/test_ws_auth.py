@@ -275,3 +275,26 @@ def test_token_expiring_before_an_action(make_server: MakeServer, keys: Keys) ->
     last, _closed = ws.expect_close()
     assert last is not None and last["type"] == "AuthError", last
     assert last["authUpdateAttempted"] is False
+
+
+def test_queued_mutations_run_as_the_identity_they_were_sent_with(
+    server: Server, keys: Keys
+) -> None:
+    # Messages are processed in arrival order: mutations sent before an Authenticate
+    # run as the caller of that moment, even if they are still queued when it arrives.
+    ws = server.ws()
+    ws.connect()
+    ws.authenticate("User", keys.token("user-a"))
+    ws.transition()
+    # The first one keeps the writer busy while the others wait in the queue.
+    before = [ws.mutation("whoami:slow_token_identifier")]
+    before += [ws.mutation("whoami:token_identifier") for _ in range(5)]
+    ws.authenticate("User", keys.token("user-b"))
+    after = [ws.mutation("whoami:token_identifier") for _ in range(3)]
+    ws.authenticate("None")
+    anonymous = ws.mutation("whoami:token_identifier")
+    seen = ws.until(lambda m: m["type"] == "MutationResponse" and m["requestId"] == anonymous)
+    results = {m["requestId"]: m["result"] for m in seen if m["type"] == "MutationResponse"}
+    assert [results[r] for r in before] == [f"{ISSUER}|user-a"] * len(before)
+    assert [results[r] for r in after] == [f"{ISSUER}|user-b"] * len(after)
+    assert results[anonymous] is None

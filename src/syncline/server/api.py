@@ -23,7 +23,7 @@ from syncline.errors import AuthError, InvalidRequest, SynclineError
 from syncline.functions.executor import Outcome, format_error
 from syncline.functions.registration import FunctionKind
 from syncline.identity import Identity, is_admin
-from syncline.sync.protocol import encode_ts
+from syncline.sync.protocol import decode_ts, encode_ts
 from syncline.values.json import from_json, to_clean_json, to_json
 
 if TYPE_CHECKING:
@@ -181,6 +181,39 @@ class HttpApi:
             outcome = await self._run(
                 fn.kind, path, args, identity, allow_internal=is_admin(identity)
             )
+        except SynclineError as exc:
+            return error_response(exc)
+        return outcome_response(outcome, fmt=fmt, dev=self.app.dev)
+
+    async def query_at_ts(self, request: Request) -> Response:
+        """``/api/query_at_ts``: a query's result as of an earlier ts (``consistentQuery``).
+
+        SQLite keeps only the newest snapshot, so the query runs there and the
+        answer stands for the requested ts if no commit since then touched
+        anything it read (the same check that keeps live queries valid).
+        """
+        try:
+            body = await _json_body(request)
+            fmt = _format(body, "json")
+            ts = decode_ts(body.get("ts"), "ts")
+            identity = await self._identity(request)
+            args = _decode_args(body.get("args"))
+            live = self.app.live
+            if ts > live.processed_ts:
+                raise InvalidRequest(
+                    f"Timestamp {ts} is in the future (latest is {live.processed_ts})",
+                    code="InvalidTimestamp",
+                )
+            outcome = await self._run(FunctionKind.QUERY, body.get("path"), args, identity)
+            if outcome.ts is not None and outcome.read_set is not None:
+                await live.caught_up(outcome.ts)
+                conflict = live.first_conflict(outcome.read_set, ts)
+                if conflict is not None and conflict <= outcome.ts:
+                    raise InvalidRequest(
+                        "The data this query reads changed after the requested timestamp; "
+                        "it can no longer be answered as of then (ask for a newer one)",
+                        code="TimestampTooOld",
+                    )
         except SynclineError as exc:
             return error_response(exc)
         return outcome_response(outcome, fmt=fmt, dev=self.app.dev)

@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -90,6 +90,7 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> AS
         Route("/api/function", api.function, methods=["POST"]),
         Route("/api/run/{path:path}", api.run, methods=["POST"]),
         Route("/api/query_ts", api.query_ts, methods=["POST"]),
+        Route("/api/query_at_ts", api.query_at_ts, methods=["POST"]),
         Route("/api/debug_event", api.debug_event, methods=["POST"]),
         Route("/api/storage/upload", storage.upload, methods=["POST"]),
         # Any path below /api/storage/: whatever is not a storage id gets a clear 400.
@@ -109,6 +110,24 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> AS
             max_age=86400,
         ),
     ]
-    http_app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        # Request-level errors are {code, message} JSON everywhere (protocol §7.3).
+        return JSONResponse(
+            {"code": "NotFound", "message": f"No route for {request.method} {request.url.path}"},
+            status_code=404,
+        )
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            {"code": "MethodNotAllowed", "message": f"{request.method} is not allowed here"},
+            status_code=405,
+        )
+
+    http_app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
     # HTTP actions are also served under /http/, outside the API's CORS layer.
     return SyncEndpoint(application, HttpActionsMount(SiteApp(application), http_app))

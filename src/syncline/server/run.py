@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -21,6 +23,33 @@ from syncline.application import Application
 from syncline.server.app import create_app
 
 log = logging.getLogger("syncline.server")
+
+
+class ShutdownRequested(BaseException):
+    """SIGTERM arrived and the servers have drained: unwind so cleanup runs."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise ShutdownRequested
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Make SIGTERM end the process the way Ctrl-C does: through our ``finally`` blocks.
+
+    uvicorn drains connections on SIGTERM and then re-raises the signal with
+    the handler that was installed before it. With the default handler the
+    process would die right there, before the application is stopped and the
+    database closed (``docker stop``, systemd and Kubernetes all send SIGTERM).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 async def serve(
@@ -60,6 +89,8 @@ async def serve(
     gc.set_threshold(50_000, 20, 100)
     extra: asyncio.Task[None] | None = None
     site_task: asyncio.Task[None] | None = None
+    stack = contextlib.ExitStack()
+    stack.enter_context(_sigterm_unwinds())
     try:
         task = asyncio.create_task(server.serve())
         if site is not None:
@@ -84,6 +115,7 @@ async def serve(
         for t in tasks:
             await t
     finally:
+        stack.close()
         if extra is not None:
             extra.cancel()
             await asyncio.gather(extra, return_exceptions=True)

@@ -120,7 +120,10 @@ class SyncSession:
         self._mutation_cap: int | None = None
         self._outbox: deque[ServerMessage] = deque()
         self._wake = asyncio.Event()
-        self._mutations: asyncio.Queue[Mutation] = asyncio.Queue(MAX_QUEUED_MUTATIONS)
+        #: mutations in arrival order, each with the identity current when it arrived
+        self._mutations: asyncio.Queue[tuple[Mutation, Identity]] = asyncio.Queue(
+            MAX_QUEUED_MUTATIONS
+        )
         self._actions = asyncio.Semaphore(MAX_CONCURRENT_ACTIONS)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: CloseConnection | None = None
@@ -140,6 +143,11 @@ class SyncSession:
             for task in (reader, sender, mutator):
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
+                    if task is sender and isinstance(exc, OSError):
+                        # ASGI servers raise an OSError for a send on a connection the
+                        # client already dropped: nothing failed, nobody to tell.
+                        log.debug("sync client went away: %r", exc)
+                        continue
                     log.error("sync connection failed", exc_info=exc)
                     if self._closing is None:
                         self._closing = CloseConnection(None, 1011, "InternalServerError")
@@ -207,7 +215,7 @@ class SyncSession:
         elif isinstance(message, Mutation):
             if self._mutations.full():
                 raise CloseConnection(None, 1013, "TooManyConcurrentRequests")
-            self._mutations.put_nowait(message)
+            self._mutations.put_nowait((message, self.identity))
         elif isinstance(message, Action):
             self._spawn(self._run_action(message, self.identity))
         elif isinstance(message, Event):
@@ -302,8 +310,9 @@ class SyncSession:
                 self.app.live.unsubscribe(self, old)
         self._wake.set()
 
-    def _check_expiry(self) -> None:
-        identity = self.identity
+    def _check_expiry(self, identity: Identity | None = None) -> None:
+        """Raise the AuthError close if ``identity`` (default: the current one) has expired."""
+        identity = self.identity if identity is None else identity
         expires = identity.expires_at_ms if isinstance(identity, User) else None
         if expires is not None and self.app.clock.now_ms() >= expires:
             raise CloseConnection(
@@ -338,9 +347,9 @@ class SyncSession:
 
     async def _mutation_worker(self) -> None:
         while True:
-            message = await self._mutations.get()
+            message, identity = await self._mutations.get()
             try:
-                self._check_expiry()
+                self._check_expiry(identity)
             except CloseConnection as close:
                 self._closing = close
                 self._wake.set()
@@ -351,7 +360,7 @@ class SyncSession:
                 outcome = await self.app.session_mutation(
                     message.udf_path,
                     message.args,
-                    identity=self.identity,
+                    identity=identity,
                     session_id=self.session_id,
                     request_id=message.request_id,
                     maybe_resent=self.reconnected,
@@ -375,7 +384,7 @@ class SyncSession:
 
     async def _run_action(self, message: Action, identity: Identity) -> None:
         async with self._actions:
-            self._check_expiry()
+            self._check_expiry(identity)
             outcome = await self.app.executor.action(
                 message.udf_path, message.args, identity=identity
             )

@@ -7,4 +7,6 @@ DAY_MS = 24 * 60 * 60 * 1000
 crons = CronJobs()
 
 # Every hour, delete the tasks that were done and are more than a day old.
-crons.interval("clear old done tasks", internal.tasks.clear_done, {"older_than_ms": DAY_MS}, hours=1)
+crons.interval(
+    "clear old done tasks", internal.tasks.clear_done, {"older_than_ms": DAY_MS}, hours=1
+)

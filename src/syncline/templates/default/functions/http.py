@@ -1,7 +1,7 @@
 """HTTP actions: plain HTTP endpoints, served on the site port (http://127.0.0.1:3211).
 
-    curl http://127.0.0.1:3211/tasks
-    curl -X POST http://127.0.0.1:3211/tasks -d '{"text": "From curl"}'
+curl http://127.0.0.1:3211/tasks
+curl -X POST http://127.0.0.1:3211/tasks -d '{"text": "From curl"}'
 """
 
 from syncline import HttpResponse, HttpRouter, api

@@ -1,0 +1,539 @@
+"""The ``_scheduled_functions`` table and ``ctx.scheduler``: writing and reading jobs.
+
+Every scheduled call is a row of the system table ``_scheduled_functions``
+(user-visible, read-only, through ``ctx.db.system``)::
+
+    {"name": "tasks:enrich",             # canonical path of a mutation or action
+     "args": [{...}],                    # one-element array holding the args object
+     "scheduledTime": 1.7e12,            # ms since the epoch (float)
+     "state": {"kind": "pending"},       # -> inProgress (actions) -> success |
+                                         #    failed (+ "error") | canceled
+     "completedTime": 1.7e12}            # once success, failed or canceled
+
+State machine (every transition is one transaction)::
+
+    pending --(mutation ran: same transaction as its writes)--> success
+    pending --(mutation raised: its writes rolled back)-------> failed
+    pending --(action about to start)--> inProgress --> success | failed
+    inProgress --(crash or shutdown)--> failed "Transient error while executing action"
+    pending | inProgress --(cancel)--> canceled   (a running action keeps running)
+
+This module owns the rows: :class:`ScheduledJobs` validates, inserts, cancels
+and completes them and runs the completion hooks (cron jobs use one to
+schedule their next run in the same transaction). The ``ctx.scheduler``
+objects are :class:`MutationScheduler` (jobs are written in the mutation's own
+transaction, so a job exists if and only if the mutation commits, with the
+per-mutation limits of semantics §13) and :class:`ActionScheduler` (each call
+is its own small transaction). Running the jobs is :mod:`syncline.scheduler`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from syncline.clock import Clock
+from syncline.database.query import Query
+from syncline.database.transaction import Limits, Transaction
+from syncline.errors import (
+    ConvexError,
+    InternalError,
+    InvalidId,
+    InvalidRequest,
+    InvalidValue,
+    LimitExceeded,
+    SynclineError,
+)
+from syncline.functions.paths import function_path
+from syncline.functions.registration import FunctionKind
+from syncline.identity import Identity
+from syncline.values.json import from_python
+from syncline.values.size import MAX_VALUE_SIZE, check_value_limits
+
+if TYPE_CHECKING:
+    from syncline.database.database import Database
+    from syncline.functions.loader import FunctionRegistry
+
+__all__ = [
+    "ActionScheduler",
+    "MutationScheduler",
+    "ScheduledJobs",
+]
+
+log = logging.getLogger("syncline.scheduler")
+
+SCHEDULED_FUNCTIONS = "_scheduled_functions"
+BY_STATE_AND_TIME = "by_state_and_time"
+BY_COMPLETION = "by_completion"
+
+PENDING = "pending"
+IN_PROGRESS = "inProgress"
+SUCCESS = "success"
+FAILED = "failed"
+CANCELED = "canceled"
+
+MiB = 1 << 20
+#: scheduled functions per mutation (semantics §13, TooManyFunctionsScheduled)
+MAX_SCHEDULED_PER_MUTATION = 1000
+#: arguments of one scheduled function (semantics §17: enforced)
+MAX_JOB_ARGS_BYTES = 4 * MiB
+#: arguments of all functions scheduled by one mutation
+MAX_TOTAL_ARGS_BYTES = 16 * MiB
+#: run_after / run_at must land within this distance of now (InvalidScheduledFunctionDelay)
+MAX_SCHEDULE_DISTANCE_MS = 5 * 365.25 * 24 * 3600 * 1000
+TRANSIENT_ACTION_ERROR = "Transient error while executing action"
+#: a failed job's error message is cut to this length (it is stored in the row)
+MAX_ERROR_CHARS = 16_384
+
+#: System work reads whole rows (arguments of up to 4 MiB each) and is not user code:
+#: the per-function read limits do not apply to it.
+SYSTEM_LIMITS = Limits(
+    max_docs_read=1 << 40,
+    max_bytes_read=1 << 60,
+    max_read_intervals=1 << 40,
+    max_docs_written=1 << 40,
+    max_bytes_written=1 << 60,
+)
+
+#: the id of the scheduled action running in this context (so that what it schedules
+#: after being canceled is canceled too, as in Convex)
+current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "syncline_scheduled_job", default=None
+)
+
+CompletionHook = Callable[[Transaction, dict[str, Any]], None]
+
+
+def error_message(exc: BaseException) -> str:
+    """The text stored in a failed job's ``state.error``."""
+    if isinstance(exc, ConvexError):
+        message = f"Uncaught ConvexError: {exc.message}"
+    elif isinstance(exc, SynclineError):
+        message = exc.message
+    else:
+        message = f"Uncaught {type(exc).__name__}: {exc}"
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + " [truncated]"
+    return message
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A storage failure (a commit that could not be written), not the function's fault."""
+    # The database reports a commit it could not write (disk full, I/O error) as a
+    # plain InternalError; anything else is the function's own outcome.
+    return type(exc) is InternalError and exc.code == "InternalError"
+
+
+def failed(message: str) -> dict[str, Any]:
+    return {"kind": FAILED, "error": message}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(slots=True)
+class Poll:
+    """What one look at the queue found."""
+
+    due: list[dict[str, Any]] = field(default_factory=list)
+    #: more jobs are due than there were free slots
+    more_due: bool = False
+    #: scheduledTime of the first pending job not yet due
+    next_at: float | None = None
+    #: completedTime of the oldest completed row
+    oldest_completed: float | None = None
+
+
+# ---------------------------------------------------------------------- ctx.scheduler
+
+
+class MutationScheduler:
+    """``ctx.scheduler`` in a mutation: jobs are written in the mutation's transaction.
+
+    ``run_after(delay_ms, ref, args)`` and ``run_at(timestamp_ms, ref, args)`` return the
+    job's id (an ``Id<"_scheduled_functions">``); the target must be a mutation or an
+    action. ``cancel(id)`` stops a job that has not run (a running action keeps running;
+    a completed job is left alone). The delay counts from the mutation's start time.
+    """
+
+    def __init__(self, service: ScheduledJobs, tx: Transaction, now_ms: float) -> None:
+        self._service = service
+        self._tx = tx
+        self._now = now_ms
+        self._count = 0
+        self._total_args = 0
+
+    def run_after(self, delay_ms: float, ref: Any, args: Mapping[str, Any] | None = None) -> str:
+        """Run ``ref(args)`` ``delay_ms`` milliseconds after this mutation's start."""
+        return self._schedule(self._service.time_after(delay_ms, self._now), ref, args)
+
+    def run_at(
+        self, timestamp: float | datetime, ref: Any, args: Mapping[str, Any] | None = None
+    ) -> str:
+        """Run ``ref(args)`` at ``timestamp`` (ms since the epoch, or a datetime); past times
+        run as soon as possible."""
+        return self._schedule(self._service.time_at(timestamp, self._now), ref, args)
+
+    def _schedule(self, when: float, ref: Any, args: Mapping[str, Any] | None) -> str:
+        if self._count >= MAX_SCHEDULED_PER_MUTATION:
+            raise LimitExceeded(
+                f"Too many functions scheduled by this mutation (limit: "
+                f"{MAX_SCHEDULED_PER_MUTATION}).",
+                code="TooManyFunctionsScheduled",
+            )
+        path = self._service.check_target(ref)
+        value, size = self._service.encode_args(args)
+        if self._total_args + size > MAX_TOTAL_ARGS_BYTES:
+            raise LimitExceeded(
+                f"The arguments of the functions scheduled by this mutation total "
+                f"{self._total_args + size} bytes, more than the limit of "
+                f"{MAX_TOTAL_ARGS_BYTES} bytes (16 MiB).",
+                code="ScheduledFunctionsArgumentsTooLarge",
+            )
+        job_id = self._service.insert_job(self._tx, path, value, when)
+        self._count += 1
+        self._total_args += size
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a scheduled function (a no-op if it already completed)."""
+        self._service.cancel_in(self._tx, job_id)
+
+
+class ActionScheduler:
+    """``ctx.scheduler`` in an action: each call commits its own small transaction.
+
+    The methods are coroutines: ``await ctx.scheduler.run_after(0, ref, args)``.
+    """
+
+    def __init__(self, service: ScheduledJobs) -> None:
+        self._service = service
+
+    async def run_after(
+        self, delay_ms: float, ref: Any, args: Mapping[str, Any] | None = None
+    ) -> str:
+        """Run ``ref(args)`` ``delay_ms`` milliseconds from now."""
+        when = self._service.time_after(delay_ms, self._service.clock.now_ms())
+        return await self._schedule(when, ref, args)
+
+    async def run_at(
+        self, timestamp: float | datetime, ref: Any, args: Mapping[str, Any] | None = None
+    ) -> str:
+        """Run ``ref(args)`` at ``timestamp`` (ms since the epoch, or a datetime)."""
+        when = self._service.time_at(timestamp, self._service.clock.now_ms())
+        return await self._schedule(when, ref, args)
+
+    async def _schedule(self, when: float, ref: Any, args: Mapping[str, Any] | None) -> str:
+        service = self._service
+        path = service.check_target(ref)
+        value, _size = service.encode_args(args)
+        parent = current_job.get()
+
+        def body(tx: Transaction) -> str:
+            tx.limits = SYSTEM_LIMITS
+            # What a canceled scheduled action schedules is canceled too.
+            canceled = False
+            if parent is not None:
+                row = tx.get(parent)
+                canceled = row is not None and row["state"]["kind"] == CANCELED
+            return service.insert_job(tx, path, value, when, canceled=canceled)
+
+        return (await service.database.write(body)).value
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel a scheduled function (a no-op if it already completed)."""
+        service = self._service
+        await service.database.write(lambda tx: service.cancel_in(tx, job_id))
+
+
+# ---------------------------------------------------------------------- the table
+
+
+class ScheduledJobs:
+    """The rows of ``_scheduled_functions``: validation, writes, queue reads, hooks.
+
+    Methods taking a ``tx`` work inside the caller's transaction; the
+    caller decides which one (a user mutation, or a small system write).
+    """
+
+    def __init__(
+        self, database: Database, registry: Callable[[], FunctionRegistry], *, clock: Clock
+    ) -> None:
+        self.database = database
+        self._registry = registry
+        self.clock = clock
+        #: called as ``hook(tx, job_row)`` in the transaction that ends a job's execution
+        self.completion_hooks: list[CompletionHook] = []
+
+    def ctx_member(self, kind: str, tx: Transaction | None, identity: Identity) -> Any:
+        """``ctx.scheduler`` for mutations and actions (none for queries)."""
+        if kind == "mutation" and tx is not None:
+            return MutationScheduler(self, tx, self.clock.now_ms())
+        if kind == "action":
+            return ActionScheduler(self)
+        return None
+
+    def get_function(self, path: str) -> Any:
+        """The registered function at ``path`` now, or None."""
+        return self._registry().get(path)
+
+    # ------------------------------------------------------------------ validation
+
+    @staticmethod
+    def time_after(delay_ms: object, now_ms: float) -> float:
+        """The run time of ``run_after(delay_ms, ...)`` called at ``now_ms``."""
+        delay = float(delay_ms) if _is_number(delay_ms) else math.nan  # type: ignore[arg-type]
+        if not math.isfinite(delay) or delay < 0:
+            raise InvalidRequest(
+                f"run_after: the delay must be a finite number of milliseconds >= 0, "
+                f"got {delay_ms!r}",
+                code="InvalidScheduledFunctionDelay",
+            )
+        if delay > MAX_SCHEDULE_DISTANCE_MS:
+            raise InvalidRequest(
+                f"run_after: a delay of {delay_ms} ms is more than 5 years",
+                code="InvalidScheduledFunctionDelay",
+            )
+        return now_ms + delay
+
+    @staticmethod
+    def time_at(timestamp: object, now_ms: float) -> float:
+        """The run time of ``run_at(timestamp, ...)`` called at ``now_ms`` (past times are fine)."""
+        if isinstance(timestamp, datetime):
+            if timestamp.tzinfo is None:
+                raise InvalidRequest(
+                    "run_at: pass a timezone-aware datetime (e.g. datetime.now(UTC)) or "
+                    "milliseconds since the epoch",
+                    code="InvalidScheduledFunctionDelay",
+                )
+            when = timestamp.timestamp() * 1000
+        else:
+            when = float(timestamp) if _is_number(timestamp) else math.nan  # type: ignore[arg-type]
+        if not math.isfinite(when):
+            raise InvalidRequest(
+                f"run_at: the time must be a finite number of milliseconds since the epoch "
+                f"or a datetime, got {timestamp!r}",
+                code="InvalidScheduledFunctionDelay",
+            )
+        if abs(when - now_ms) > MAX_SCHEDULE_DISTANCE_MS:
+            raise InvalidRequest(
+                f"run_at: {when} ms is more than 5 years away from now ({now_ms} ms); "
+                "is it in seconds instead of milliseconds?",
+                code="InvalidScheduledFunctionDelay",
+            )
+        return when
+
+    def check_target(self, ref: Any) -> str:
+        """The canonical path of a schedulable function (an existing mutation or action)."""
+        path = function_path(ref)
+        fn = self._registry().get(path)
+        if fn is None:
+            raise InvalidRequest(
+                f"Attempted to schedule function at nonexistent path '{path}'",
+                code="InvalidScheduledFunction",
+            )
+        if fn.kind not in (FunctionKind.MUTATION, FunctionKind.ACTION):
+            raise InvalidRequest(
+                f"Attempted to schedule '{path}', which is a {fn.kind.value}: only mutations "
+                "and actions can be scheduled",
+                code="InvalidScheduledFunction",
+            )
+        return fn.path or path
+
+    @staticmethod
+    def encode_args(args: Mapping[str, Any] | None) -> tuple[dict[str, Any], int]:
+        """The arguments as a Convex object and their size; checks the per-job limit."""
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            raise InvalidValue(
+                f"Scheduled function arguments must be a dict, got {type(args).__name__}"
+            )
+        value = from_python(dict(args))
+        size = check_value_limits(
+            value, max_size=MAX_VALUE_SIZE, what="scheduled function arguments"
+        )
+        if size > MAX_JOB_ARGS_BYTES:
+            raise LimitExceeded(
+                f"The arguments of a scheduled function are {size} bytes, more than the "
+                f"limit of {MAX_JOB_ARGS_BYTES} bytes (4 MiB).",
+                code="ScheduledFunctionArgumentsTooLarge",
+            )
+        return value, size  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ rows
+
+    def insert_job(
+        self,
+        tx: Transaction,
+        path: str,
+        args: dict[str, Any],
+        when: float,
+        *,
+        canceled: bool = False,
+    ) -> str:
+        """Write a new job row (in ``tx``) and return its id."""
+        row: dict[str, Any] = {
+            "name": path,
+            "args": [args],
+            "scheduledTime": float(when),
+            "state": {"kind": PENDING},
+        }
+        if canceled:
+            row["state"] = {"kind": CANCELED}
+            row["completedTime"] = self.clock.now_ms()
+        return tx.insert(SCHEDULED_FUNCTIONS, row)
+
+    def cancel_in(self, tx: Transaction, job_id: object) -> None:
+        if not isinstance(job_id, str) or tx.table_name_of_id(job_id) != SCHEDULED_FUNCTIONS:
+            raise InvalidId(
+                f"Invalid scheduled function ID: {job_id!r} is not an id of _scheduled_functions"
+            )
+        row = tx.get(job_id)
+        if row is None:
+            return  # already completed and removed after the retention period
+        kind = row["state"]["kind"]
+        if kind == PENDING:
+            self.complete(tx, row, {"kind": CANCELED})
+        elif kind == IN_PROGRESS:
+            # The action keeps running; its execution ends (and the hooks run) when it returns.
+            self.set_state(tx, row, {"kind": CANCELED})
+
+    def set_state(
+        self, tx: Transaction, row: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {"state": state}
+        if state["kind"] in (SUCCESS, FAILED, CANCELED):
+            fields["completedTime"] = self.clock.now_ms()
+        tx.patch(row["_id"], fields)
+        return {**row, **fields}
+
+    def complete(
+        self, tx: Transaction, row: dict[str, Any], state: dict[str, Any], *, hooks: bool = True
+    ) -> None:
+        """Give a job its final state and run the completion hooks, in ``tx``."""
+        updated = self.set_state(tx, row, state)
+        if hooks:
+            self.run_hooks(tx, updated)
+
+    def run_hooks(self, tx: Transaction, row: dict[str, Any]) -> None:
+        for hook in self.completion_hooks:
+            try:
+                hook(tx, row)
+            except Exception:
+                # A hook (cron bookkeeping) must never keep a job from completing, or the
+                # job would run again; the cron state heals on the next load.
+                log.exception("completion hook failed for scheduled function %s", row["_id"])
+
+    def finish(self, tx: Transaction, job_id: str, expect: str, state: dict[str, Any]) -> bool:
+        tx.limits = SYSTEM_LIMITS
+        row = tx.get(job_id)
+        if row is None:
+            return False
+        kind = row["state"]["kind"]
+        if kind == expect:
+            self.complete(tx, row, state)
+            return True
+        if kind == CANCELED and expect == IN_PROGRESS:
+            # Canceled while it ran: the state stays canceled, but the run is over now.
+            self.run_hooks(tx, row)
+        return False
+
+    def start_action(self, tx: Transaction, job_id: str) -> bool:
+        tx.limits = SYSTEM_LIMITS
+        row = tx.get(job_id)
+        if row is None or row["state"]["kind"] != PENDING:
+            return False
+        self.set_state(tx, row, {"kind": IN_PROGRESS})
+        return True
+
+    # ------------------------------------------------------------------ queue reads
+
+    def poll_body(
+        self, now: float, free: int, skip: frozenset[str]
+    ) -> Callable[[Transaction], Poll]:
+        def body(tx: Transaction) -> Poll:
+            tx.limits = SYSTEM_LIMITS
+            poll = Poll()
+            pending = Query(tx, SCHEDULED_FUNCTIONS).with_index(
+                BY_STATE_AND_TIME, lambda r: r.eq("state.kind", PENDING)
+            )
+            for row in pending:
+                if row["_id"] in skip:
+                    continue  # running now (a mutation stays pending until it commits)
+                if row["scheduledTime"] > now:
+                    poll.next_at = row["scheduledTime"]
+                    break
+                if len(poll.due) >= free:
+                    poll.more_due = True
+                    break
+                poll.due.append(row)
+            oldest = (
+                Query(tx, SCHEDULED_FUNCTIONS)
+                .with_index(BY_COMPLETION, lambda r: r.gte("completedTime", -math.inf))
+                .first()
+            )
+            if oldest is not None:
+                poll.oldest_completed = oldest["completedTime"]
+            return poll
+
+        return body
+
+    async def next_pending_time(self, *, exclude: frozenset[str] = frozenset()) -> float | None:
+        """The scheduledTime of the first pending job whose id is not in ``exclude``."""
+
+        def body(tx: Transaction) -> float | None:
+            tx.limits = SYSTEM_LIMITS
+            pending = Query(tx, SCHEDULED_FUNCTIONS).with_index(
+                BY_STATE_AND_TIME, lambda r: r.eq("state.kind", PENDING)
+            )
+            for row in pending:
+                if row["_id"] not in exclude:
+                    return float(row["scheduledTime"])
+            return None
+
+        return (await self.database.read(body)).value
+
+    def fail_interrupted_body(self, running: frozenset[str]) -> Callable[[Transaction], int]:
+        """A write marking ``inProgress`` rows (except ``running``) failed; returns how many."""
+
+        def body(tx: Transaction) -> int:
+            tx.limits = SYSTEM_LIMITS
+            rows = list(
+                Query(tx, SCHEDULED_FUNCTIONS).with_index(
+                    BY_STATE_AND_TIME, lambda r: r.eq("state.kind", IN_PROGRESS)
+                )
+            )
+            count = 0
+            for row in rows:
+                if row["_id"] not in running:
+                    self.complete(tx, row, failed(TRANSIENT_ACTION_ERROR))
+                    count += 1
+            return count
+
+        return body
+
+    def delete_completed_body(self, cutoff: float, batch: int) -> Callable[[Transaction], int]:
+        """A write deleting up to ``batch`` rows completed at or before ``cutoff``."""
+
+        def body(tx: Transaction) -> int:
+            tx.limits = SYSTEM_LIMITS
+            rows = (
+                Query(tx, SCHEDULED_FUNCTIONS)
+                .with_index(
+                    BY_COMPLETION,
+                    lambda r: r.gte("completedTime", -math.inf).lte("completedTime", cutoff),
+                )
+                .take(batch)
+            )
+            for row in rows:
+                tx.delete(row["_id"])
+            return len(rows)
+
+        return body
