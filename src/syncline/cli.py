@@ -11,8 +11,8 @@ import click
 
 from syncline.__about__ import __version__
 from syncline.commands.codegen import codegen
-from syncline.commands.remote import admin_key, data, logs, run
 from syncline.commands.init import init
+from syncline.commands.remote import admin_key, data, logs, run
 from syncline.commands.snapshot import export_command, import_command
 from syncline.errors import SynclineError
 

@@ -26,6 +26,7 @@ database's read threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections import deque
@@ -108,6 +109,11 @@ class Subscriber(Protocol):
     def live_query_split(self, query: LiveQuery) -> None:
         """The query started depending on the caller's identity: subscribe again."""
         ...
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def identity_key(identity: Identity) -> Any:
@@ -288,8 +294,8 @@ class LiveQueryManager:
     async def caught_up(self, ts: int) -> None:
         """Return once commits up to ``ts`` have been processed."""
         while self.processed_ts < ts and not self._closed:
-            done = asyncio.get_running_loop().create_future()
-            self.wait_for_ts(lambda: done.done() or done.set_result(None))
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.wait_for_ts(functools.partial(_set_done, done))
             await done
 
     def first_conflict(self, read_set: ReadSet, since_ts: int) -> int | None:
