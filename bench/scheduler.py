@@ -33,7 +33,7 @@ from syncline.clock import SystemClock
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Transaction
-from syncline.scheduler import SYSTEM_LIMITS
+from syncline.scheduled_jobs import SYSTEM_LIMITS
 
 FUNCTIONS = """
 from syncline import internal, internal_action, internal_mutation, mutation, v

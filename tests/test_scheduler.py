@@ -25,13 +25,13 @@ from syncline.clock import ManualClock
 from syncline.database.query import Query
 from syncline.database.transaction import Transaction
 from syncline.errors import InvalidId, InvalidRequest, LimitExceeded
-from syncline.scheduler import (
-    DEFAULT_RETENTION_MS,
+from syncline.scheduled_jobs import (
     IN_PROGRESS,
     MAX_JOB_ARGS_BYTES,
     TRANSIENT_ACTION_ERROR,
-    ScheduledJobExecutor,
+    ScheduledJobs,
 )
+from syncline.scheduler import DEFAULT_RETENTION_MS
 from syncline.testing import TestBackend
 
 JOBS = """
@@ -519,7 +519,7 @@ def test_run_at_must_be_within_five_years(t: TestBackend, offset_ms: Any) -> Non
 
 def test_naive_datetimes_are_rejected() -> None:
     with pytest.raises(InvalidRequest, match="timezone-aware"):
-        ScheduledJobExecutor.time_at(datetime(2030, 1, 1), 0.0)
+        ScheduledJobs.time_at(datetime(2030, 1, 1), 0.0)
 
 
 # ---------------------------------------------------------------------- exactly once
@@ -680,7 +680,7 @@ async def test_restart_runs_pending_jobs_once_and_fails_interrupted_actions(
     future = t.mutation(api.jobs.later, {"delay": 60_000, "label": "future"})
     interrupted = t.mutation(api.jobs.later_action, {"delay": 0, "label": "cut"})
     # The action had been started (inProgress committed) when the process died.
-    t.database.write_sync(lambda tx: t.app.scheduler._start_action(tx, interrupted))
+    t.database.write_sync(lambda tx: t.app.scheduler.jobs.start_action(tx, interrupted))
     assert states(t)[interrupted] == IN_PROGRESS
     t.clock.advance(5000)  # the server was down meanwhile
     t2 = _reopen(t)

@@ -129,7 +129,7 @@ class Application:
         self.scheduler = ScheduledJobExecutor(
             database, self.executor, lambda: self._registry, clock=self.clock
         )
-        self.crons = CronRunner(self.scheduler)
+        self.crons = CronRunner(self.scheduler.jobs)
         #: environment variables (``ctx.env``; ``syncline env``)
         self.env = EnvironmentVariables(database)
         self.executor.register_ctx_member("env", self.env.ctx_member)

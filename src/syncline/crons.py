@@ -40,7 +40,7 @@ from syncline.database.query import Query
 from syncline.errors import FunctionDefinitionError, SynclineError
 from syncline.functions.crons import CronJobs, CronSchedule
 from syncline.functions.registration import FunctionKind
-from syncline.scheduler import CANCELED, IN_PROGRESS, PENDING, SYSTEM_LIMITS, ScheduledJobExecutor
+from syncline.scheduled_jobs import CANCELED, IN_PROGRESS, PENDING, SYSTEM_LIMITS, ScheduledJobs
 from syncline.values.json import from_python
 from syncline.values.keys import values_equal
 
@@ -83,7 +83,7 @@ class CronSyncReport:
 class CronRunner:
     """Syncs cron definitions into ``_cron_jobs`` and schedules each job's next run."""
 
-    def __init__(self, jobs: ScheduledJobExecutor) -> None:
+    def __init__(self, jobs: ScheduledJobs) -> None:
         self.jobs = jobs
         jobs.completion_hooks.append(self._on_job_completed)
 

@@ -124,9 +124,10 @@ def error_message(exc: BaseException) -> str:
 
 def is_transient(exc: BaseException) -> bool:
     """A storage failure (a commit that could not be written), not the function's fault."""
-    # The database reports a commit it could not write (disk full, I/O error) as a
-    # plain InternalError; anything else is the function's own outcome.
-    return type(exc) is InternalError and exc.code == "InternalError"
+    # The database reports a commit it could not write (disk full, I/O error) as a plain
+    # InternalError caused by the storage's exception; anything else (a closed database
+    # included) is final.
+    return type(exc) is InternalError and exc.__cause__ is not None
 
 
 def failed(message: str) -> dict[str, Any]:
@@ -162,8 +163,8 @@ class MutationScheduler:
     a completed job is left alone). The delay counts from the mutation's start time.
     """
 
-    def __init__(self, service: ScheduledJobs, tx: Transaction, now_ms: float) -> None:
-        self._service = service
+    def __init__(self, jobs: ScheduledJobs, tx: Transaction, now_ms: float) -> None:
+        self._jobs = jobs
         self._tx = tx
         self._now = now_ms
         self._count = 0
@@ -171,14 +172,14 @@ class MutationScheduler:
 
     def run_after(self, delay_ms: float, ref: Any, args: Mapping[str, Any] | None = None) -> str:
         """Run ``ref(args)`` ``delay_ms`` milliseconds after this mutation's start."""
-        return self._schedule(self._service.time_after(delay_ms, self._now), ref, args)
+        return self._schedule(self._jobs.time_after(delay_ms, self._now), ref, args)
 
     def run_at(
         self, timestamp: float | datetime, ref: Any, args: Mapping[str, Any] | None = None
     ) -> str:
         """Run ``ref(args)`` at ``timestamp`` (ms since the epoch, or a datetime); past times
         run as soon as possible."""
-        return self._schedule(self._service.time_at(timestamp, self._now), ref, args)
+        return self._schedule(self._jobs.time_at(timestamp, self._now), ref, args)
 
     def _schedule(self, when: float, ref: Any, args: Mapping[str, Any] | None) -> str:
         if self._count >= MAX_SCHEDULED_PER_MUTATION:
@@ -187,8 +188,8 @@ class MutationScheduler:
                 f"{MAX_SCHEDULED_PER_MUTATION}).",
                 code="TooManyFunctionsScheduled",
             )
-        path = self._service.check_target(ref)
-        value, size = self._service.encode_args(args)
+        path = self._jobs.check_target(ref)
+        value, size = self._jobs.encode_args(args)
         if self._total_args + size > MAX_TOTAL_ARGS_BYTES:
             raise LimitExceeded(
                 f"The arguments of the functions scheduled by this mutation total "
@@ -196,14 +197,14 @@ class MutationScheduler:
                 f"{MAX_TOTAL_ARGS_BYTES} bytes (16 MiB).",
                 code="ScheduledFunctionsArgumentsTooLarge",
             )
-        job_id = self._service.insert_job(self._tx, path, value, when)
+        job_id = self._jobs.insert_job(self._tx, path, value, when)
         self._count += 1
         self._total_args += size
         return job_id
 
     def cancel(self, job_id: str) -> None:
         """Cancel a scheduled function (a no-op if it already completed)."""
-        self._service.cancel_in(self._tx, job_id)
+        self._jobs.cancel_in(self._tx, job_id)
 
 
 class ActionScheduler:
@@ -212,27 +213,27 @@ class ActionScheduler:
     The methods are coroutines: ``await ctx.scheduler.run_after(0, ref, args)``.
     """
 
-    def __init__(self, service: ScheduledJobs) -> None:
-        self._service = service
+    def __init__(self, jobs: ScheduledJobs) -> None:
+        self._jobs = jobs
 
     async def run_after(
         self, delay_ms: float, ref: Any, args: Mapping[str, Any] | None = None
     ) -> str:
         """Run ``ref(args)`` ``delay_ms`` milliseconds from now."""
-        when = self._service.time_after(delay_ms, self._service.clock.now_ms())
+        when = self._jobs.time_after(delay_ms, self._jobs.clock.now_ms())
         return await self._schedule(when, ref, args)
 
     async def run_at(
         self, timestamp: float | datetime, ref: Any, args: Mapping[str, Any] | None = None
     ) -> str:
         """Run ``ref(args)`` at ``timestamp`` (ms since the epoch, or a datetime)."""
-        when = self._service.time_at(timestamp, self._service.clock.now_ms())
+        when = self._jobs.time_at(timestamp, self._jobs.clock.now_ms())
         return await self._schedule(when, ref, args)
 
     async def _schedule(self, when: float, ref: Any, args: Mapping[str, Any] | None) -> str:
-        service = self._service
-        path = service.check_target(ref)
-        value, _size = service.encode_args(args)
+        jobs = self._jobs
+        path = jobs.check_target(ref)
+        value, _size = jobs.encode_args(args)
         parent = current_job.get()
 
         def body(tx: Transaction) -> str:
@@ -242,14 +243,14 @@ class ActionScheduler:
             if parent is not None:
                 row = tx.get(parent)
                 canceled = row is not None and row["state"]["kind"] == CANCELED
-            return service.insert_job(tx, path, value, when, canceled=canceled)
+            return jobs.insert_job(tx, path, value, when, canceled=canceled)
 
-        return (await service.database.write(body)).value
+        return (await jobs.database.write(body)).value
 
     async def cancel(self, job_id: str) -> None:
         """Cancel a scheduled function (a no-op if it already completed)."""
-        service = self._service
-        await service.database.write(lambda tx: service.cancel_in(tx, job_id))
+        jobs = self._jobs
+        await jobs.database.write(lambda tx: jobs.cancel_in(tx, job_id))
 
 
 # ---------------------------------------------------------------------- the table
@@ -391,6 +392,8 @@ class ScheduledJobs:
         return tx.insert(SCHEDULED_FUNCTIONS, row)
 
     def cancel_in(self, tx: Transaction, job_id: object) -> None:
+        """``ctx.scheduler.cancel``: pending -> canceled; a running action is marked canceled
+        (what it schedules from then on is canceled too); completed jobs are left alone."""
         if not isinstance(job_id, str) or tx.table_name_of_id(job_id) != SCHEDULED_FUNCTIONS:
             raise InvalidId(
                 f"Invalid scheduled function ID: {job_id!r} is not an id of _scheduled_functions"
@@ -408,6 +411,7 @@ class ScheduledJobs:
     def set_state(
         self, tx: Transaction, row: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, Any]:
+        """Set a job's state (and ``completedTime`` for a final one); return the new row."""
         fields: dict[str, Any] = {"state": state}
         if state["kind"] in (SUCCESS, FAILED, CANCELED):
             fields["completedTime"] = self.clock.now_ms()
@@ -423,6 +427,7 @@ class ScheduledJobs:
             self.run_hooks(tx, updated)
 
     def run_hooks(self, tx: Transaction, row: dict[str, Any]) -> None:
+        """Tell the completion hooks that this job's execution is over."""
         for hook in self.completion_hooks:
             try:
                 hook(tx, row)
@@ -432,6 +437,7 @@ class ScheduledJobs:
                 log.exception("completion hook failed for scheduled function %s", row["_id"])
 
     def finish(self, tx: Transaction, job_id: str, expect: str, state: dict[str, Any]) -> bool:
+        """Complete the job with ``state`` if it is still in state ``expect``."""
         tx.limits = SYSTEM_LIMITS
         row = tx.get(job_id)
         if row is None:
@@ -446,6 +452,7 @@ class ScheduledJobs:
         return False
 
     def start_action(self, tx: Transaction, job_id: str) -> bool:
+        """pending -> inProgress; False if the job is no longer pending (do not run it)."""
         tx.limits = SYSTEM_LIMITS
         row = tx.get(job_id)
         if row is None or row["state"]["kind"] != PENDING:
@@ -458,6 +465,9 @@ class ScheduledJobs:
     def poll_body(
         self, now: float, free: int, skip: frozenset[str]
     ) -> Callable[[Transaction], Poll]:
+        """A read of the queue: up to ``free`` due pending jobs not in ``skip`` (in due
+        order), when the next one is due, and the oldest completion time."""
+
         def body(tx: Transaction) -> Poll:
             tx.limits = SYSTEM_LIMITS
             poll = Poll()

@@ -23,9 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
-from test_js_client import JS_DIR, NODE, run_scenario
 
 from syncline.client import Client
+
+from .test_js_client import JS_DIR, NODE, run_scenario
 
 pytestmark = pytest.mark.slow
 

@@ -607,11 +607,15 @@ class _RecordingServer(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def serving(app: Application, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
-    """Run ``syncline.server.run.serve`` (production config) for ``app`` in a thread."""
+def serving(app: Application) -> Iterator[LiveServer]:
+    """Run ``syncline.server.run.serve`` (production config) for ``app`` in a thread.
+
+    ``uvicorn.Server`` is swapped for a recording subclass while the server starts,
+    so that the fixture can stop it gracefully (signal handlers are only installed
+    on the main thread, so uvicorn leaves them alone here).
+    """
     from syncline.server import run
 
-    monkeypatch.setattr(run.uvicorn, "Server", _RecordingServer)
     _RecordingServer.instances = []
     port = free_port()
     ready = threading.Event()
@@ -626,34 +630,38 @@ def serving(app: Application, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveS
 
     gc_threshold = gc.get_threshold()  # serve() tunes the (process-wide) collector
     thread = threading.Thread(target=main, name="syncline-test-uvicorn", daemon=True)
-    thread.start()
     try:
-        assert ready.wait(15), "the server did not start"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(run.uvicorn, "Server", _RecordingServer)
+            thread.start()
+            assert ready.wait(15), "the server did not start"
         assert not failure, failure
         assert _RecordingServer.instances, "serve() did not build a uvicorn.Server"
         yield LiveServer(app, port)
     finally:
         for instance in _RecordingServer.instances:
             instance.should_exit = True
-        thread.join(20)
-        assert not thread.is_alive(), "the server did not shut down"
-        monkeypatch.undo()
+        if thread.is_alive():
+            thread.join(20)
+            assert not thread.is_alive(), "the server did not shut down"
         gc.unfreeze()
         gc.set_threshold(*gc_threshold)
     assert not failure, failure
 
 
 @pytest.fixture
-def make_live_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., LiveServer]]:
+def make_live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     """``make_live_server(files=BASIC_FILES)``: a real uvicorn serving a project."""
     stack = contextlib.ExitStack()
+    count = 0
 
     def make(files: Mapping[str, str] | None = None) -> LiveServer:
-        app = open_application(tmp_path / "live", BASIC_FILES if files is None else files)
+        nonlocal count
+        count += 1
+        root = tmp_path / f"live{count}"
+        app = open_application(root, BASIC_FILES if files is None else files)
         stack.callback(app.close)
-        return stack.enter_context(serving(app, monkeypatch))
+        return stack.enter_context(serving(app))
 
     with stack:
         yield make

@@ -298,3 +298,44 @@ def test_queued_mutations_run_as_the_identity_they_were_sent_with(
     assert [results[r] for r in before] == [f"{ISSUER}|user-a"] * len(before)
     assert [results[r] for r in after] == [f"{ISSUER}|user-b"] * len(after)
     assert results[anonymous] is None
+
+
+def test_js_style_reconnect(server: Server, keys: Keys) -> None:
+    # What a JS client does after losing its socket: same sessionId, re-auth from
+    # identity 0, the whole query set as 0 -> 1 (with journals), in-flight mutations
+    # re-sent with their request ids.
+    token = keys.token("user-a")
+    first = server.ws()
+    session_id = first.connect()
+    first.authenticate("User", token)
+    first.modify(add(0, "who:me"), add(1, "messages:count", {"channel": "a"}))
+    request_id = first.mutation("messages:send", {"channel": "a", "body": "once"})
+    response = first.until(lambda m: m["type"] == "MutationResponse")[-1]
+    first.session.close()
+
+    second = server.ws()
+    second.connect(
+        session_id,
+        connectionCount=1,
+        lastCloseReason="InactiveServer",
+        maxObservedTimestamp=response["ts"],
+    )
+    second.authenticate("User", token)
+    second.send(
+        {
+            "type": "ModifyQuerySet",
+            "baseVersion": 0,
+            "newVersion": 1,
+            "modifications": [
+                {**add(0, "who:me"), "journal": None},
+                {**add(1, "messages:count", {"channel": "a"}), "journal": None},
+            ],
+        }
+    )
+    second.query_set = 1
+    second.mutation("messages:send", {"channel": "a", "body": "once"}, request_id=request_id)
+    replay = second.until(lambda m: m["type"] == "MutationResponse")[-1]
+    assert (replay["result"], replay["ts"]) == (response["result"], response["ts"])
+    second.settle_after(replay)
+    assert (second.state.version["querySet"], second.state.version["identity"]) == (1, 1)
+    assert second.state.results == {0: ("ok", "user-a"), 1: ("ok", 1.0)}

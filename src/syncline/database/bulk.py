@@ -6,8 +6,9 @@ differs from ``Transaction.insert``/``write_raw`` in three ways:
 
 * no per-transaction limits: an import is one atomic transaction whatever its
   size (a mutation's 16,000-document limit would split it);
-* documents are written in batches (one ``executemany`` per batch for
-  documents, index entries and commit-log entries) instead of row by row;
+* documents are written in batches (``WriteConnection.insert_bulk``: one
+  ``executemany`` each for documents, index entries and commit-log entries)
+  instead of row by row, and a table that was empty needs no lookup per id;
 * commit-log entries go to storage at every batch instead of being held by the
   transaction, so document bodies never accumulate in memory.
 
@@ -278,10 +279,10 @@ class BulkWriter:
         if not self._docs:
             return
         ts = self.tx.ts
-        self.conn.put_documents(self._docs)
-        self.conn.insert_index_entries(self._entries)
-        self.conn.append_log(
-            [LogEntry(ts, doc_id, number, raw) for doc_id, number, _ts, raw in self._docs]
+        self.conn.insert_bulk(
+            self._docs,
+            self._entries,
+            [LogEntry(ts, doc_id, number, raw) for doc_id, number, _ts, raw in self._docs],
         )
         writes = self.tx.writes
         for plan in self._plans.values():

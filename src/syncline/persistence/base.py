@@ -17,7 +17,7 @@ engine owns the encoding.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -97,11 +97,6 @@ class WriteConnection(ReadConnection):
     @abstractmethod
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None: ...
 
-    def put_documents(self, rows: Iterable[tuple[str, int, int, bytes]]) -> None:
-        """Store many ``(doc_id, table_number, ts, value)`` rows (bulk import)."""
-        for doc_id, table_number, ts, value in rows:
-            self.put_document(doc_id, table_number, ts, value)
-
     @abstractmethod
     def delete_document(self, doc_id: str) -> None: ...
 
@@ -131,6 +126,23 @@ class WriteConnection(ReadConnection):
     @abstractmethod
     def delete_table_documents(self, table_number: int) -> None:
         """Remove every document of a table and its index entries."""
+
+    def insert_bulk(
+        self,
+        documents: Sequence[tuple[str, int, int, bytes]],
+        index_entries: Sequence[tuple[int, bytes, str]],
+        log_entries: Sequence[LogEntry],
+    ) -> None:
+        """Store many *new* documents (bulk import) with their index and log entries.
+
+        ``documents`` are ``(doc_id, table_number, ts, value)`` rows whose ids
+        are not stored yet. Backends may write them in fewer, larger
+        statements (this default just calls the row-wise methods).
+        """
+        for doc_id, table_number, ts, value in documents:
+            self.put_document(doc_id, table_number, ts, value)
+        self.insert_index_entries(index_entries)
+        self.append_log(log_entries)
 
     @abstractmethod
     def renumber_table(self, old_number: int, new_number: int) -> None:

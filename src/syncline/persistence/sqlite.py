@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -80,12 +80,18 @@ _SCAN_DESC = (
 )
 
 
+_CACHE_KIB = 64 * 1024
+#: the writer's page cache while a transaction bulk-inserts (import): its working set
+#: stays in memory instead of spilling to the WAL in the middle of the transaction
+_BULK_CACHE_KIB = 256 * 1024
+
+
 def _connect(path: str, *, readonly: bool, durability: Durability) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={durability.upper()}")
     conn.execute("PRAGMA temp_store=MEMORY")
-    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+    conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")  # 64 MiB page cache per connection
     if readonly:
         conn.execute("PRAGMA query_only=1")
     return conn
@@ -162,6 +168,9 @@ class _SqliteReader(ReadConnection):
 
 
 class _SqliteWriter(_SqliteReader, WriteConnection):
+    #: the page cache is enlarged for the current transaction's bulk inserts
+    bulk_cache = False
+
     def savepoint(self, name: str) -> None:
         self.conn.execute(f"SAVEPOINT {name}")
 
@@ -178,11 +187,21 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
             (doc_id, table_number, ts, value),
         )
 
-    def put_documents(self, rows: Iterable[tuple[str, int, int, bytes]]) -> None:
+    def insert_bulk(
+        self,
+        documents: Sequence[tuple[str, int, int, bytes]],
+        index_entries: Sequence[tuple[int, bytes, str]],
+        log_entries: Sequence[LogEntry],
+    ) -> None:
+        if not self.bulk_cache:
+            self.conn.execute(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
+            self.bulk_cache = True
+        # Plain INSERT: the documents must be new (a duplicate id fails loudly).
         self.conn.executemany(
-            "INSERT OR REPLACE INTO documents (id, table_number, ts, value) VALUES (?, ?, ?, ?)",
-            rows,
+            "INSERT INTO documents (id, table_number, ts, value) VALUES (?, ?, ?, ?)", documents
         )
+        self.insert_index_entries(index_entries)
+        self.append_log(log_entries)
 
     def delete_document(self, doc_id: str) -> None:
         self.conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
@@ -319,12 +338,20 @@ class SqlitePersistence(Persistence):
         try:
             self._writer.conn.execute("COMMIT")
         finally:
-            self._writer_busy.release()
+            self._end_write()
 
     def abort_write(self, conn: WriteConnection) -> None:
         try:
             if self._writer.conn.in_transaction:
                 self._writer.conn.execute("ROLLBACK")
+        finally:
+            self._end_write()
+
+    def _end_write(self) -> None:
+        try:
+            if self._writer.bulk_cache:
+                self._writer.bulk_cache = False
+                self._writer.conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         finally:
             self._writer_busy.release()
 
