@@ -567,6 +567,7 @@ def test_cli_file_options_fail_clearly(tmp_path: Path) -> None:
 
     from syncline.cli import main
 
+    (tmp_path / "functions").mkdir()
     runner = CliRunner()
     s3 = runner.invoke(main, ["serve", "--dir", str(tmp_path), "--files", "s3://bucket"])
     assert s3.exit_code == 1

@@ -28,7 +28,7 @@ from syncline.functions.registration import (
 )
 from syncline.schema import define_schema, define_table
 from syncline.values.types import UNDEFINED, Int64
-from syncline.values.validators import v
+from syncline.values.validators import pagination_opts_validator, v
 
 __all__ = [
     "UNDEFINED",
@@ -53,6 +53,7 @@ __all__ = [
     "internal_mutation",
     "internal_query",
     "mutation",
+    "pagination_opts_validator",
     "query",
     "v",
 ]

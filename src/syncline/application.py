@@ -26,7 +26,7 @@ from syncline.clock import Clock, SystemClock
 from syncline.crons import CronRunner
 from syncline.database.database import Database, SchemaChange
 from syncline.env_vars import EnvironmentVariables
-from syncline.errors import AuthError, InternalError, InvalidRequest
+from syncline.errors import AuthError, FunctionDefinitionError, InternalError, InvalidRequest
 from syncline.files import FILES_DIR_NAME, FileStorage, open_file_storage
 from syncline.functions.executor import Executor, Outcome
 from syncline.functions.loader import FunctionRegistry, load_functions
@@ -157,6 +157,12 @@ class Application:
     ) -> Application:
         """Open a project. ``files``: the file store directory (default ``PROJECT/.syncline/files``)."""
         paths = Paths.for_project(project, functions)
+        if load and not paths.functions.is_dir():
+            # Say so before creating a data folder for a project that is not there.
+            raise FunctionDefinitionError(
+                f"No functions folder at {paths.functions}: create it, run `syncline init`, "
+                "or pass --dir / --functions"
+            )
         if db is None:
             db_path = paths.data / DEFAULT_DB_FILE
         else:

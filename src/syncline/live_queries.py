@@ -41,7 +41,13 @@ from syncline.database.reads import ReadSet
 from syncline.database.subscriptions import IntervalIndex
 from syncline.database.writes import Commit
 from syncline.errors import InternalError
-from syncline.functions.executor import Executor, Outcome, format_error, normalize_args
+from syncline.functions.executor import (
+    Executor,
+    Outcome,
+    client_log_lines,
+    format_error,
+    normalize_args,
+)
 from syncline.functions.paths import canonicalize_path
 from syncline.identity import ANONYMOUS, Admin, Identity, System, User
 from syncline.sync.protocol import NO_ERROR_DATA
@@ -69,17 +75,18 @@ class QueryResult:
 
     @classmethod
     def from_outcome(cls, outcome: Outcome, *, dev: bool) -> QueryResult:
+        log_lines = client_log_lines(outcome, dev=dev)
         if outcome.error is None:
             encoded = orjson.dumps(to_json(outcome.value))
             digest = hashlib.blake2b(encoded, digest_size=16)
-            for line in outcome.log_lines:
+            for line in log_lines:
                 digest.update(line.encode())
             return cls(
                 True,
                 orjson.Fragment(encoded),
                 None,
                 NO_ERROR_DATA,
-                outcome.log_lines,
+                log_lines,
                 outcome.journal,
                 digest.digest(),
             )
@@ -94,11 +101,9 @@ class QueryResult:
             encoded = orjson.dumps(to_json(data))
             digest.update(encoded)
             error_data = orjson.Fragment(encoded)
-        for line in outcome.log_lines:
+        for line in log_lines:
             digest.update(line.encode())
-        return cls(
-            False, None, message, error_data, outcome.log_lines, outcome.journal, digest.digest()
-        )
+        return cls(False, None, message, error_data, log_lines, outcome.journal, digest.digest())
 
 
 class Subscriber(Protocol):

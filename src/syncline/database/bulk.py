@@ -8,7 +8,8 @@ differs from ``Transaction.insert``/``write_raw`` in three ways:
   size (a mutation's 16,000-document limit would split it);
 * documents are written in batches (``WriteConnection.insert_bulk``: one
   ``executemany`` each for documents, index entries and commit-log entries)
-  instead of row by row, and a table that was empty needs no lookup per id;
+  instead of row by row, and a table that was empty at the start needs no
+  lookup per id to refuse duplicates;
 * commit-log entries go to storage at every batch instead of being held by the
   transaction, so document bodies never accumulate in memory.
 
@@ -278,12 +279,7 @@ class BulkWriter:
         """
         if not self._docs:
             return
-        ts = self.tx.ts
-        self.conn.insert_bulk(
-            self._docs,
-            self._entries,
-            [LogEntry(ts, doc_id, number, raw) for doc_id, number, _ts, raw in self._docs],
-        )
+        self.conn.insert_bulk(self._docs, self._entries)
         writes = self.tx.writes
         for plan in self._plans.values():
             if plan.written:

@@ -174,6 +174,15 @@ def bind_args(fn: RegisteredFunction, args: dict[str, Any]) -> None:
         )
 
 
+def client_log_lines(outcome: Outcome, *, dev: bool) -> list[str]:
+    """The log lines a caller may see: all of them in dev, none in production.
+
+    As in Convex, production redacts function logs to clients (they stay in the
+    server's own log stream); what a function prints can be private.
+    """
+    return outcome.log_lines if dev else []
+
+
 def format_error(exc: BaseException, *, request_id: str, dev: bool) -> tuple[str, Any, bool]:
     """(message, errorData, is_convex_error) for reporting a failed call to a client."""
     if isinstance(exc, ConvexError):

@@ -131,18 +131,19 @@ class WriteConnection(ReadConnection):
         self,
         documents: Sequence[tuple[str, int, int, bytes]],
         index_entries: Sequence[tuple[int, bytes, str]],
-        log_entries: Sequence[LogEntry],
     ) -> None:
-        """Store many *new* documents (bulk import) with their index and log entries.
+        """Store many *new* documents (bulk import), their index entries and their log entries.
 
         ``documents`` are ``(doc_id, table_number, ts, value)`` rows whose ids
-        are not stored yet. Backends may write them in fewer, larger
-        statements (this default just calls the row-wise methods).
+        are not stored yet; each also gets its commit-log entry (same ts, id,
+        table and value). Backends may batch this (this default writes row by row).
         """
         for doc_id, table_number, ts, value in documents:
             self.put_document(doc_id, table_number, ts, value)
         self.insert_index_entries(index_entries)
-        self.append_log(log_entries)
+        self.append_log(
+            [LogEntry(ts, doc_id, number, value) for doc_id, number, ts, value in documents]
+        )
 
     @abstractmethod
     def renumber_table(self, old_number: int, new_number: int) -> None:

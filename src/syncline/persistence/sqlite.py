@@ -191,7 +191,6 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         self,
         documents: Sequence[tuple[str, int, int, bytes]],
         index_entries: Sequence[tuple[int, bytes, str]],
-        log_entries: Sequence[LogEntry],
     ) -> None:
         if not self.bulk_cache:
             self.conn.execute(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
@@ -201,7 +200,11 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
             "INSERT INTO documents (id, table_number, ts, value) VALUES (?, ?, ?, ?)", documents
         )
         self.insert_index_entries(index_entries)
-        self.append_log(log_entries)
+        # The same rows, as log entries (OR REPLACE: a deletion logged by this transaction).
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO log (doc_id, table_number, ts, value) VALUES (?, ?, ?, ?)",
+            documents,
+        )
 
     def delete_document(self, doc_id: str) -> None:
         self.conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from syncline.errors import AuthError, InvalidRequest, SynclineError
-from syncline.functions.executor import Outcome, format_error
+from syncline.functions.executor import Outcome, client_log_lines, format_error
 from syncline.functions.registration import FunctionKind
 from syncline.identity import Identity, is_admin
 from syncline.sync.protocol import decode_ts, encode_ts
@@ -86,13 +86,17 @@ def outcome_response(outcome: Outcome, *, fmt: str, dev: bool) -> Response:
     encode = to_json if fmt in ENCODED_FORMATS else to_clean_json
     if outcome.error is None:
         return _OrjsonResponse(
-            {"status": "success", "value": encode(outcome.value), "logLines": outcome.log_lines}
+            {
+                "status": "success",
+                "value": encode(outcome.value),
+                "logLines": client_log_lines(outcome, dev=dev),
+            }
         )
     message, data, is_convex = format_error(outcome.error, request_id=outcome.request_id, dev=dev)
     body: dict[str, Any] = {
         "status": "error",
         "errorMessage": message,
-        "logLines": outcome.log_lines,
+        "logLines": client_log_lines(outcome, dev=dev),
     }
     if is_convex:
         body["errorData"] = encode(data)
@@ -145,7 +149,7 @@ class HttpApi:
                 return error_response(exc)
             except SynclineError as exc:
                 return error_response(exc)
-            return outcome_response(outcome, fmt=fmt, dev=self.app.dev)
+            return outcome_response(outcome, fmt=fmt, dev=self.app.dev or is_admin(identity))
 
         return handle
 
@@ -165,7 +169,7 @@ class HttpApi:
             outcome = await self._run(fn.kind, path, args, identity, allow_internal=True)
         except SynclineError as exc:
             return error_response(exc)
-        return outcome_response(outcome, fmt=fmt, dev=self.app.dev)
+        return outcome_response(outcome, fmt=fmt, dev=self.app.dev or is_admin(identity))
 
     async def run(self, request: Request) -> Response:
         """``/api/run/{module path}/{function}``: any public function by kind."""
@@ -183,7 +187,7 @@ class HttpApi:
             )
         except SynclineError as exc:
             return error_response(exc)
-        return outcome_response(outcome, fmt=fmt, dev=self.app.dev)
+        return outcome_response(outcome, fmt=fmt, dev=self.app.dev or is_admin(identity))
 
     async def query_at_ts(self, request: Request) -> Response:
         """``/api/query_at_ts``: a query's result as of an earlier ts (``consistentQuery``).
@@ -216,7 +220,7 @@ class HttpApi:
                     )
         except SynclineError as exc:
             return error_response(exc)
-        return outcome_response(outcome, fmt=fmt, dev=self.app.dev)
+        return outcome_response(outcome, fmt=fmt, dev=self.app.dev or is_admin(identity))
 
     async def query_ts(self, request: Request) -> Response:
         return JSONResponse({"ts": encode_ts(self.app.live.processed_ts)})

@@ -110,6 +110,7 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> AS
             max_age=86400,
         ),
     ]
+
     async def not_found(request: Request, exc: Exception) -> Response:
         # Request-level errors are {code, message} JSON everywhere (protocol §7.3).
         return JSONResponse(

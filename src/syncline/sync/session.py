@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from syncline.errors import AuthError
-from syncline.functions.executor import Outcome, format_error
-from syncline.identity import ANONYMOUS, Identity, User
+from syncline.functions.executor import Outcome, client_log_lines, format_error
+from syncline.identity import ANONYMOUS, Identity, User, is_admin
 from syncline.live_queries import LiveQuery
 from syncline.sync.protocol import (
     INITIAL_VERSION,
@@ -338,10 +338,18 @@ class SyncSession:
             self._closing = task.exception()  # type: ignore[assignment]
             self._wake.set()
 
+    @property
+    def _show_details(self) -> bool:
+        """Full errors and function logs: in dev, and to the deployment's operator."""
+        return self.app.dev or is_admin(self.identity)
+
+    def _logs(self, outcome: Outcome) -> list[str]:
+        return client_log_lines(outcome, dev=self._show_details)
+
     def _failure(self, outcome: Outcome) -> tuple[str, Any]:
         assert outcome.error is not None
         message, data, is_convex = format_error(
-            outcome.error, request_id=outcome.request_id, dev=self.app.dev
+            outcome.error, request_id=outcome.request_id, dev=self._show_details
         )
         return message, (data if is_convex else NO_ERROR_DATA)
 
@@ -367,13 +375,13 @@ class SyncSession:
                 )
                 if outcome.error is None:
                     response = MutationResponse(
-                        message.request_id, True, outcome.value, outcome.ts, outcome.log_lines
+                        message.request_id, True, outcome.value, outcome.ts, self._logs(outcome)
                     )
                     self._min_ts = max(self._min_ts, outcome.ts or 0)
                 else:
                     error, data = self._failure(outcome)
                     response = MutationResponse(
-                        message.request_id, False, error, None, outcome.log_lines, data
+                        message.request_id, False, error, None, self._logs(outcome), data
                     )
                 self._outbox.append(response)
             finally:
@@ -390,11 +398,13 @@ class SyncSession:
             )
             if outcome.error is None:
                 response = ActionResponse(
-                    message.request_id, True, outcome.value, outcome.log_lines
+                    message.request_id, True, outcome.value, self._logs(outcome)
                 )
             else:
                 error, data = self._failure(outcome)
-                response = ActionResponse(message.request_id, False, error, outcome.log_lines, data)
+                response = ActionResponse(
+                    message.request_id, False, error, self._logs(outcome), data
+                )
             self._outbox.append(response)
             self._wake.set()
 

@@ -16,11 +16,11 @@ checked, so a string decodes only if re-encoding its parts gives the same string
 
 from __future__ import annotations
 
-import operator
 import os
 import random
 import re
 from functools import lru_cache
+from itertools import accumulate
 
 from syncline.errors import InvalidId
 
@@ -43,16 +43,16 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 # base64.b32encode do the bit shuffling on the way out.
 _FROM_RFC = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode("ascii"))
 # Python's int(s, 32) digits, for decoding.
-_TO_INT32 = str.maketrans(_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
+_TO_INT32 = bytes.maketrans(_ALPHABET.encode("ascii"), b"0123456789abcdefghijklmnopqrstuv")
 # 19..23 bytes -> 31..37 chars; exact lengths are checked after decoding.
 _ID_RE = re.compile("[0-9a-hjkmnp-tv-z]{31,37}")
 
 
 def _fletcher16(data: bytes) -> int:
-    # Closed form of the running sums (c0 += b; c1 += c0, mod 256): c1 = sum of b_j * (n - j).
-    n = len(data)
+    # The running sums (c0 += b; c1 += c0, mod 256): c1 is the sum of the prefix sums.
+    # accumulate and sum both loop in C.
     c0 = sum(data) & 0xFF
-    c1 = sum(map(operator.mul, data, range(n, 0, -1))) & 0xFF
+    c1 = sum(accumulate(data)) & 0xFF
     return (c1 << 8) | c0
 
 
@@ -111,7 +111,8 @@ def _decode(s: str) -> tuple[int, bytes] | None:
     if (n_bytes * 8 + 4) // 5 != n_chars:
         return None
     pad = n_chars * 5 - n_bytes * 8
-    n = int(s.translate(_TO_INT32), 32)
+    # bytes.translate is a table lookup in C (str.translate goes through a dict per char).
+    n = int(s.encode("ascii").translate(_TO_INT32), 32)
     if n & ((1 << pad) - 1):
         return None
     data = (n >> pad).to_bytes(n_bytes, "big")

@@ -1116,3 +1116,18 @@ def validator_from_json(obj: Any) -> Validator:
             f"Invalid validator JSON (missing {exc.args[0]!r}): {format_value(obj)}"
         ) from None
     raise _definition_error(f"Invalid validator JSON: {format_value(obj)}")
+
+
+#: The options ``.paginate()`` takes, as ``usePaginatedQuery`` sends them
+#: (Convex's ``paginationOptsValidator``): use it as the type of a paginated
+#: query's options argument.
+pagination_opts_validator = v.object(
+    {
+        "numItems": v.number(),
+        "cursor": v.union(v.string(), v.null()),
+        "endCursor": v.optional(v.union(v.string(), v.null())),
+        "id": v.optional(v.number()),
+        "maximumRowsRead": v.optional(v.number()),
+        "maximumBytesRead": v.optional(v.number()),
+    }
+)
