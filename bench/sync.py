@@ -20,6 +20,7 @@ import asyncio
 import multiprocessing
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -35,7 +36,7 @@ import httpx
 import orjson
 import websockets
 
-FUNCTIONS = '''
+FUNCTIONS = """
 from syncline import mutation, query, v
 
 @query
@@ -50,7 +51,7 @@ def emit(ctx, n):
 @mutation(args={"n": v.number()})
 def write(ctx, n):
     ctx.db.insert("items", {"n": n})
-'''
+"""
 
 
 def _free_port() -> int:
@@ -84,18 +85,33 @@ class Conn:
     async def open(cls, url: str) -> Conn:
         ws = await websockets.connect(url, max_size=None, ping_interval=None)
         conn = cls(ws)
-        await ws.send(orjson.dumps({
-            "type": "Connect", "sessionId": str(uuid.uuid4()), "connectionCount": 0,
-            "lastCloseReason": "InitialConnect", "clientTs": 0,
-        }))
+        await ws.send(
+            orjson.dumps(
+                {
+                    "type": "Connect",
+                    "sessionId": str(uuid.uuid4()),
+                    "connectionCount": 0,
+                    "lastCloseReason": "InitialConnect",
+                    "clientTs": 0,
+                }
+            )
+        )
         return conn
 
     async def subscribe(self, path: str) -> None:
         self.query_set += 1
-        await self.ws.send(orjson.dumps({
-            "type": "ModifyQuerySet", "baseVersion": self.query_set - 1, "newVersion": self.query_set,
-            "modifications": [{"type": "Add", "queryId": self.query_set, "udfPath": path, "args": [{}]}],
-        }))
+        await self.ws.send(
+            orjson.dumps(
+                {
+                    "type": "ModifyQuerySet",
+                    "baseVersion": self.query_set - 1,
+                    "newVersion": self.query_set,
+                    "modifications": [
+                        {"type": "Add", "queryId": self.query_set, "udfPath": path, "args": [{}]}
+                    ],
+                }
+            )
+        )
         await self.next_update()
 
     async def next_update(self) -> object:
@@ -107,9 +123,16 @@ class Conn:
     async def mutation(self, path: str, args: dict[str, object]) -> None:
         """Send a mutation and wait until it is complete (response, then a Transition)."""
         self.request_id += 1
-        await self.ws.send(orjson.dumps({
-            "type": "Mutation", "requestId": self.request_id, "udfPath": path, "args": [args],
-        }))
+        await self.ws.send(
+            orjson.dumps(
+                {
+                    "type": "Mutation",
+                    "requestId": self.request_id,
+                    "udfPath": path,
+                    "args": [args],
+                }
+            )
+        )
         responded = False
         while True:
             msg = orjson.loads(await self.ws.recv())
@@ -193,7 +216,10 @@ async def fanout(
     rss_before = _rss_kb(server_pid)
     ctx = multiprocessing.get_context("fork")
     pipes, procs = [], []
-    share = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
+    share = [
+        subscribers // processes + (1 if i < subscribers % processes else 0)
+        for i in range(processes)
+    ]
     for count in share:
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_subscriber_process, args=(url, count, child), daemon=True)
@@ -224,6 +250,50 @@ async def fanout(
     return latencies, rss_per_conn
 
 
+NODE_MODULES = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "js" / "node_modules"
+
+
+def node_fanout(
+    url: str, subscribers: int, samples: int, server_pid: int
+) -> tuple[list[float], float]:
+    """The fan-out measurement with the subscribers in one Node process (cheaper clients)."""
+    rss_before = _rss_kb(server_pid)
+    proc = subprocess.Popen(
+        ["node", str(Path(__file__).with_name("fanout_subscribers.mjs")), url, str(subscribers)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NODE_MODULES": str(NODE_MODULES)},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    assert orjson.loads(proc.stdout.readline()) == "ready"
+    time.sleep(0.5)
+    rss_per_conn = (_rss_kb(server_pid) - rss_before) * 1024 / subscribers
+
+    async def run() -> list[float]:
+        writer = await Conn.open(url)
+        latencies = []
+        for i in range(samples):
+            value = float(2_000_000 + i)
+            proc.stdin.write(f"{value}\n")
+            proc.stdin.flush()
+            assert orjson.loads(proc.stdout.readline()) == "armed"
+            t0 = time.time()
+            await writer.mutation("bench:emit", {"n": value})
+            done = orjson.loads(proc.stdout.readline())
+            latencies.append(done["doneAt"] - t0 * 1000)
+        await writer.close()
+        return latencies
+
+    try:
+        return _run(run()), rss_per_conn
+    finally:
+        proc.stdin.write("null\n")
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
 async def _until(conn: Conn, value: float) -> None:
     while await conn.next_update() != value:
         pass
@@ -235,7 +305,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,8 +314,20 @@ def main() -> None:
         (project / "functions" / "bench.py").write_text(FUNCTIONS)
         port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "syncline", "serve", "--dir", str(project), "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "syncline",
+                "serve",
+                "--dir",
+                str(project),
+                "--port",
+                str(port),
+                "--site-port",
+                str(_free_port()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard)),
         )
         try:
@@ -258,25 +340,40 @@ def main() -> None:
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not start")
+                    server.kill()
+                    _, err = server.communicate()
+                    raise SystemExit(f"server did not start:\n{err.decode()}")
                 time.sleep(0.1)
             url = f"ws://127.0.0.1:{port}/api/sync"
 
             rt = _run(round_trips(url, args.samples))
             rate = _run(throughput(url, args.clients, 50))
             one, _ = _run(fanout(url, 1, args.samples, server.pid))
-            many, per_conn = _run(
-                fanout(url, args.subscribers, max(20, args.samples // 10), server.pid, processes=4)
-            )
+            fan_samples = max(30, args.samples // 5)
+            if shutil.which("node") and NODE_MODULES.is_dir():
+                client_kind = "1 Node process"
+                many, per_conn = node_fanout(url, args.subscribers, fan_samples, server.pid)
+            else:
+                client_kind = "4 Python processes"
+                many, per_conn = _run(
+                    fanout(url, args.subscribers, fan_samples, server.pid, processes=4)
+                )
         finally:
             server.terminate()
             server.wait(timeout=10)
 
     print("sync benchmark (real server process, WebSocket clients; medians/percentiles)")
-    print(f"  mutation round trip, 1 client        : p50 {statistics.median(rt):6.2f} ms   p99 {_pct(rt, 99):6.2f} ms")
+    print(
+        f"  mutation round trip, 1 client        : p50 {statistics.median(rt):6.2f} ms   p99 {_pct(rt, 99):6.2f} ms"
+    )
     print(f"  mutations/s, {args.clients} concurrent clients   : {rate:8.0f}")
-    print(f"  commit -> 1 subscriber               : p50 {statistics.median(one):6.2f} ms   p99 {_pct(one, 99):6.2f} ms")
-    print(f"  commit -> all {args.subscribers} subscribers     : p50 {statistics.median(many):6.2f} ms   p95 {_pct(many, 95):6.2f} ms   p99 {_pct(many, 99):6.2f} ms")
+    print(
+        f"  commit -> 1 subscriber               : p50 {statistics.median(one):6.2f} ms   p99 {_pct(one, 99):6.2f} ms"
+    )
+    print(f"  ({args.subscribers} subscribers held by {client_kind} on this machine)")
+    print(
+        f"  commit -> all {args.subscribers} subscribers     : p50 {statistics.median(many):6.2f} ms   p95 {_pct(many, 95):6.2f} ms   p99 {_pct(many, 99):6.2f} ms"
+    )
     print(f"  server memory per subscribed connection: {per_conn / 1024:6.1f} KB")
 
 

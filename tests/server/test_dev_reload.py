@@ -113,7 +113,10 @@ def test_subscription_survives_twenty_edits(tmp_path: Path) -> None:
                         await asyncio.sleep(0.6)
                         _write(schema, SCHEMA_V2)
                     _write(module, _module(edit))
-                    value = await asyncio.wait_for(updates.__anext__(), timeout=10)
+                    try:
+                        value = await asyncio.wait_for(updates.__anext__(), timeout=30)
+                    except TimeoutError:
+                        raise AssertionError(f"no result after edit {edit} (seen {seen})") from None
                     seen.append(value)
                     assert value == float(edit), f"edit {edit} served {value}"
                 # Still the same connection and session: the mutation path works too.
@@ -122,16 +125,24 @@ def test_subscription_survives_twenty_edits(tmp_path: Path) -> None:
                 await sub.aclose()
             return seen
 
-        seen = asyncio.run(scenario())
+        try:
+            seen = asyncio.run(scenario())
+        except AssertionError as exc:
+            server.terminate()
+            _, err = server.communicate(timeout=10)
+            raise AssertionError(f"{exc}\nserver log:\n{err.decode()[-4000:]}") from None
         assert seen[0] == 0.0
         assert seen[1:] == [float(e) for e in range(1, 21) if e != 7]
     finally:
-        server.terminate()
+        if server.returncode is None:
+            server.terminate()
         try:
             _, stderr = server.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
             _, stderr = server.communicate()
+        except ValueError:  # already drained by the failure report above
+            stderr = b""
     log = stderr.decode()
     assert "Reload failed" in log  # the broken edit and the violated schema were reported
     assert "does not match the schema" in log

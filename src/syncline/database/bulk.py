@@ -40,10 +40,12 @@ from syncline.values.json import from_json_bytes, from_python, to_json_bytes
 from syncline.values.keys import encode_key, encode_value, get_field_path
 from syncline.values.size import check_document
 from syncline.values.types import UNDEFINED, Int64
+from syncline.values.validators import Validator, ValidatorError
 
 __all__ = ["BulkWriter", "TableNumberConflict"]
 
 _MAX_EXACT_INT = 2**53
+_INF = math.inf
 _ABSENT: Any = object()
 
 
@@ -203,7 +205,12 @@ class BulkWriter:
     def _plan(self, info: TableInfo) -> _TablePlan:
         plan = self._plans.get(info.name)
         if plan is None or plan.info is not info:
-            plan = _TablePlan(info, may_have_documents=self.count(info) > 0)
+            schema = self.tx.schema
+            plan = _TablePlan(
+                info,
+                may_have_documents=self.count(info) > 0,
+                validator=schema.validator_for(info.name) if schema is not None else None,
+            )
             self._plans[info.name] = plan
         return plan
 
@@ -239,12 +246,18 @@ class BulkWriter:
         creation_time = doc.pop("_creationTime", _ABSENT)
         if creation_time is _ABSENT:
             creation_time = tx.next_creation_time()
-        elif type(creation_time) is not float or not 0.0 < creation_time < math.inf:
+        elif type(creation_time) is not float or not 0.0 < creation_time < _INF:
             creation_time = _creation_time(creation_time)
-        schema = tx.schema
-        normalized = (
-            schema.validate_document(info.name, doc, tx) if schema is not None else from_python(doc)
-        )
+        validator = plan.validator
+        if validator is None:
+            normalized = from_python(doc)
+        else:
+            try:
+                normalized = validator.validate(doc, tx)
+            except ValidatorError:
+                # The schema words the error (as for any write) and raises it.
+                tx.schema.validate_document(info.name, doc, tx)  # type: ignore[union-attr]
+                raise
         new = {"_id": doc_id, "_creationTime": creation_time, **normalized}  # type: ignore[dict-item]
         check_document(new)
         raw = to_json_bytes(new)
@@ -259,6 +272,8 @@ class BulkWriter:
                 key = id_key
             elif kind == _BY_CREATION_TIME:
                 key = tail
+            elif kind == _ONE_FIELD:
+                key = encode_value(new.get(fields[0], UNDEFINED)) + tail
             elif kind == _TOP_LEVEL:
                 key = encode_key([new.get(f, UNDEFINED) for f in fields]) + tail
             else:
@@ -299,12 +314,16 @@ class BulkWriter:
 class _TablePlan:
     """Per-table state of a bulk import: its indexes, pre-digested for the hot loop."""
 
-    __slots__ = ("full_names", "indexes", "info", "may_have_documents", "written")
+    __slots__ = ("full_names", "indexes", "info", "may_have_documents", "validator", "written")
 
-    def __init__(self, info: TableInfo, *, may_have_documents: bool) -> None:
+    def __init__(
+        self, info: TableInfo, *, may_have_documents: bool, validator: Validator | None
+    ) -> None:
         self.info = info
         #: a table empty when the import began needs no storage lookup per id
         self.may_have_documents = may_have_documents
+        #: the schema's validator of the table's documents (None: not validated)
+        self.validator = validator
         #: (index id, kind of key, user fields, queued keys)
         self.indexes: list[tuple[int, int, tuple[str, ...], list[bytes]]] = [
             (index.id, _index_kind(index), index.fields, []) for index in info.indexes.values()
@@ -313,15 +332,18 @@ class _TablePlan:
         self.written = 0
 
 
-_BY_ID, _BY_CREATION_TIME, _TOP_LEVEL, _NESTED = range(4)
+_BY_ID, _BY_CREATION_TIME, _ONE_FIELD, _TOP_LEVEL, _NESTED = range(5)
 
 
 def _index_kind(index: IndexInfo) -> int:
+    """How the hot loop builds this index's keys (the same keys as ``IndexInfo.key_of``)."""
     if index.name == BY_ID:
         return _BY_ID
     if not index.fields:
         return _BY_CREATION_TIME
-    return _NESTED if any("." in f for f in index.fields) else _TOP_LEVEL
+    if any("." in f for f in index.fields):
+        return _NESTED
+    return _ONE_FIELD if len(index.fields) == 1 else _TOP_LEVEL
 
 
 def _foreign_id(doc_id: Any, info: TableInfo) -> InvalidId:
