@@ -35,7 +35,7 @@ from syncline.database.catalog import BY_ID, FIRST_USER_TABLE_NUMBER, IndexInfo,
 from syncline.database.transaction import Transaction
 from syncline.errors import InvalidId, InvalidValue
 from syncline.persistence.base import LogEntry, WriteConnection
-from syncline.values.ids import MAX_TABLE_NUMBER, new_id, table_number_of
+from syncline.values.ids import MAX_TABLE_NUMBER, new_id, table_number_of, table_number_of_once
 from syncline.values.json import from_json_bytes, from_python, to_json_bytes
 from syncline.values.keys import encode_key, encode_value, get_field_path
 from syncline.values.size import check_document
@@ -235,7 +235,7 @@ class BulkWriter:
         if doc_id is _ABSENT:
             doc_id = new_id(number)
         else:
-            if table_number_of(doc_id) != number:
+            if table_number_of_once(doc_id) != number:
                 raise _foreign_id(doc_id, info)
             if doc_id in self._seen or (
                 plan.may_have_documents and self.conn.get_document(doc_id) is not None

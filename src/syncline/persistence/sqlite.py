@@ -195,12 +195,17 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         if not self.bulk_cache:
             self.conn.execute(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
             self.bulk_cache = True
-        # Plain INSERT: the documents must be new (a duplicate id fails loudly).
+        # OR REPLACE needs no statement journal (a plain INSERT may abort, so SQLite
+        # saves the pages each row touches): measurably faster. The rows are new by
+        # contract; for the log, it also replaces a deletion logged by this transaction.
         self.conn.executemany(
-            "INSERT INTO documents (id, table_number, ts, value) VALUES (?, ?, ?, ?)", documents
+            "INSERT OR REPLACE INTO documents (id, table_number, ts, value) VALUES (?, ?, ?, ?)",
+            documents,
         )
-        self.insert_index_entries(index_entries)
-        # The same rows, as log entries (OR REPLACE: a deletion logged by this transaction).
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO index_entries (index_id, key, doc_id) VALUES (?, ?, ?)",
+            index_entries,
+        )
         self.conn.executemany(
             "INSERT OR REPLACE INTO log (doc_id, table_number, ts, value) VALUES (?, ?, ?, ?)",
             documents,

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class SyncSession:
         self._mutation_cap: int | None = None
         self._outbox: deque[ServerMessage] = deque()
         self._wake = asyncio.Event()
+        self._last_sent = 0.0
         #: mutations in arrival order, each with the identity current when it arrived
         self._mutations: asyncio.Queue[tuple[Mutation, Identity]] = asyncio.Queue(
             MAX_QUEUED_MUTATIONS
@@ -412,13 +414,14 @@ class SyncSession:
 
     async def _sender(self) -> None:
         loop = asyncio.get_running_loop()
-        last_sent = loop.time()
 
         async def send(message: ServerMessage) -> None:
-            nonlocal last_sent
             await self._send(message)
-            last_sent = loop.time()
+            self._last_sent = loop.time()
 
+        self._last_sent = loop.time()  # the keepalive interval starts at connect
+        pinger = _pinger()
+        pinger.add(self)
         try:
             while True:
                 while self._outbox:
@@ -427,26 +430,27 @@ class SyncSession:
                     if self._closing.message is not None:
                         await self._send(self._closing.message)
                     return
+                # Cleared before building: a wake-up during the build or the send
+                # below is seen by the check after it, never lost.
+                self._wake.clear()
                 transition = self.build_transition()
                 if transition is not None:
                     await send(transition)
-                    continue
-                self._wake.clear()
-                if self._outbox or self._closing is not None:
+                if self._outbox or self._closing is not None or self._wake.is_set():
                     continue
                 # Keepalive: a Ping once nothing was *sent* for an interval. Wake-ups
                 # that send nothing (a re-run with an unchanged result) do not count.
-                idle = loop.time() - last_sent
-                if idle >= self.ping_interval_s:
+                if loop.time() - self._last_sent >= self.ping_interval_s:
                     await send(Ping())
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.ping_interval_s - idle)
+                await self._wake.wait()
         except CloseConnection as close:
             if close.message is not None:
                 with contextlib.suppress(Exception):
                     await self._send(close.message)
             self._closing = close
+        finally:
+            pinger.discard(self)
 
     def build_transition(self) -> Transition | None:
         """The next Transition, or None if nothing needs sending or a result is pending."""
@@ -508,6 +512,54 @@ class SyncSession:
         self._need_transition = False
         self.version = end
         return transition
+
+
+class _Pinger:
+    """One timer per event loop for the keepalive Pings of all its sessions.
+
+    A per-session ``wait_for(..., timeout)`` would create a task and a timer
+    on every wake-up of every session: costly when one commit wakes thousands.
+    Instead this ticker wakes the sessions that have been quiet for their ping
+    interval, and each sends its Ping.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: set[SyncSession] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, session: SyncSession) -> None:
+        self.sessions.add(session)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    def discard(self, session: SyncSession) -> None:
+        self.sessions.discard(session)
+        if not self.sessions and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.sessions:
+            shortest = min(session.ping_interval_s for session in self.sessions)
+            await asyncio.sleep(min(1.0, shortest / 4))
+            now = loop.time()
+            for session in list(self.sessions):
+                if now - session._last_sent >= session.ping_interval_s:
+                    session.wake()
+
+
+_PINGERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pinger] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _pinger() -> _Pinger:
+    loop = asyncio.get_running_loop()
+    pinger = _PINGERS.get(loop)
+    if pinger is None:
+        pinger = _PINGERS[loop] = _Pinger()
+    return pinger
 
 
 __all__ = ["CloseConnection", "SyncSession"]

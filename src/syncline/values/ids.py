@@ -32,6 +32,7 @@ __all__ = [
     "is_id",
     "new_id",
     "table_number_of",
+    "table_number_of_once",
 ]
 
 ID_INTERNAL_LENGTH = 16
@@ -160,6 +161,15 @@ def decode_id(s: str) -> tuple[int, bytes]:
 def table_number_of(s: object) -> int | None:
     """The table number embedded in id ``s``, or None when ``s`` is not an id."""
     parsed = _parse(s)
+    return None if parsed is None else parsed[0]
+
+
+def table_number_of_once(s: object) -> int | None:
+    """:func:`table_number_of` without the cache, for ids checked once (a bulk import):
+    caching them would only evict the ids that are looked up again and again."""
+    if type(s) is not str or not _ID_RE.fullmatch(s):
+        return None
+    parsed = _decode.__wrapped__(s)
     return None if parsed is None else parsed[0]
 
 
