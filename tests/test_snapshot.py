@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -714,7 +715,10 @@ def test_cli_reports_bad_rows(tmp_path: Path) -> None:
 
 
 def test_cli_says_to_stop_the_server(tmp_path: Path) -> None:
+    from syncline.application import Application
+
     project = _project(tmp_path, "p", {"app.py": FUNCTIONS})
+    Application.open(project).close()  # the project has run once: it has a database
     lock = DataDirLock(project / ".syncline")  # what a running server holds
     try:
         for args in (["export"], ["import", __file__, "--format", "jsonl", "--table", "t"]):
@@ -724,6 +728,16 @@ def test_cli_says_to_stop_the_server(tmp_path: Path) -> None:
             assert "Stop the server" in result.output
     finally:
         lock.release()
+
+
+def test_cli_refuses_a_folder_that_is_not_a_project(tmp_path: Path) -> None:
+    data = tmp_path / "t.jsonl"
+    data.write_bytes(b"{}\n")
+    for args in (["export"], ["import", str(data), "--table", "t"]):
+        result = CliRunner().invoke(main, [*args, "--dir", str(tmp_path / "typo")])
+        assert result.exit_code == 1
+        assert "No Syncline data" in result.output or "No functions folder" in result.output
+    assert not (tmp_path / "typo").exists()
 
 
 @pytest.mark.parametrize(
@@ -755,3 +769,93 @@ def test_nan_round_trips_bit_for_bit(make_backend: MakeBackend, tmp_path: Path) 
     import_snapshot(other.database, path)
     (doc,) = _documents(other.database, "floats")
     assert math.isnan(doc["x"]) and math.copysign(1.0, doc["y"]) == -1.0
+
+
+def test_cli_progress_display_draws_steps() -> None:
+    from rich.console import Console
+
+    from syncline.commands.snapshot import _RichProgress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with _RichProgress(console) as progress:
+        progress.start("tasks", 2500, "documents")
+        progress.advance(2500)
+        progress.start("items", 4_000_000, "bytes")
+        progress.advance(1_000_000)
+        progress.start("clearing tasks", None, "documents")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # no terminal codes
+    assert "2,500/2,500 documents" in text
+    assert "4.0 MB/4.0 MB" in text  # a step shows as complete once the next one starts
+    assert "0/0 documents" in text  # a step of unknown size, completed empty
+
+
+def test_cli_round_trip_with_stored_files(tmp_path: Path) -> None:
+    import asyncio
+
+    from syncline.application import Application
+
+    source = _project(tmp_path, "source", {"schema.py": _schema(), "app.py": FUNCTIONS})
+    target = _project(tmp_path, "target", {"schema.py": _schema(), "app.py": FUNCTIONS})
+    with Application.open(source) as app:
+        assert app.storage is not None
+        file_id = asyncio.run(app.storage.store(b"%PDF-1.4 hello", content_type="application/pdf"))
+        app.database.write_sync(lambda tx: tx.insert("users", {"name": "ada", "avatar": file_id}))
+    path = tmp_path / "with-files.zip"
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", "--dir", str(source), "--path", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "and 1 file(s)" in result.output
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read(f"_storage/{file_id}.pdf") == b"%PDF-1.4 hello"
+
+    result = runner.invoke(main, ["import", str(path), "--dir", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "Restored 1 stored file(s)" in result.output
+    with Application.open(target) as app:
+        assert app.storage is not None
+
+        async def read() -> tuple[bytes, str | None]:
+            reader = await app.storage.open(file_id)  # type: ignore[union-attr]
+            assert reader is not None
+            return await reader.read(), reader.content_type
+
+        assert asyncio.run(read()) == (b"%PDF-1.4 hello", "application/pdf")
+        (user,) = _documents(app.database, "users")
+        assert user["avatar"] == file_id
+
+
+def test_damaged_file_fails_the_import_and_leaves_no_blobs(
+    make_backend: MakeBackend, tmp_path: Path
+) -> None:
+    import asyncio
+
+    source = _backend(make_backend)
+    ids = _fill(source)
+    assert source.app.storage is not None
+    good = tmp_path / "good.zip"
+    export_snapshot(source.database, good, blobs=source.app.storage.blobs)
+    bad = tmp_path / "bad.zip"
+    damaged = ids["files"][1]
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == f"_storage/{damaged}.png":
+                data = b"something else"
+            dst.writestr(name, data)
+
+    target = _backend(make_backend)
+    assert target.app.storage is not None
+    blobs = target.app.storage.blobs
+    with pytest.raises(DataImportError) as caught:
+        import_snapshot(target.database, bad, blobs=blobs)
+    (row,) = caught.value.rows
+    assert row.file == "_storage/documents.jsonl" and row.line == 2
+    assert "the snapshot is damaged" in row.message
+    assert not _documents(target.database, "_storage")
+    assert not _documents(target.database, "users")
+
+    async def stored() -> list[str]:
+        return [entry.key async for entry in blobs.list()]
+
+    assert asyncio.run(stored()) == []

@@ -25,11 +25,21 @@ without ``generated_schema.jsonl`` is read like a JSONL file (below); one
 with Convex's older inferred-shape schema is read the same way, with a
 warning, since that shape language is not supported.
 
-System tables: ``_storage`` (file metadata and, when a file store exists,
-file contents) is exported and restored with its ids. ``_scheduled_functions``
-is neither exported nor restored, as in Convex: its pending jobs belong to the
-source deployment and would otherwise run twice. Cron state is re-created from
-``crons.py``; environment variables are not data and stay out of snapshots.
+System tables: ``_storage`` is exported (metadata, and file contents read
+from the file store) and restored as Convex restores it: one ``_storage`` row
+per file whose contents the ZIP holds, with its id, ``_creationTime`` and
+``contentType``, ``sha256`` and ``size`` recomputed from the contents (a
+mismatch with the metadata is a bad row); metadata without contents is
+skipped with a warning, since a row must always have its file.
+``_scheduled_functions`` is neither exported nor restored, as in Convex: its
+pending jobs belong to the source deployment and would otherwise run twice.
+Cron state is re-created from ``crons.py``; environment variables are not data
+and stay out of snapshots.
+
+Memory: export reads one snapshot in batches of 1,000 documents and streams
+each ZIP entry, so it does not grow with the data. Import streams its input
+and writes in batches; what it keeps until the commit is the write set it
+publishes (a few short index keys and the id per document), not documents.
 
 Single table (``--table``): JSONL is one document per line in Convex's wire
 JSON — ``{"$integer": ...}``, ``{"$float": ...}``, ``{"$bytes": ...}`` for the
@@ -76,7 +86,7 @@ import struct
 import threading
 import time
 import zipfile
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -682,7 +692,7 @@ def _json_lines(
     open_stream: Callable[[], IO[bytes]],
     decode: Callable[[bytes], Any],
     progress: Progress,
-) -> Iterator[tuple[int, dict[str, Any] | SynclineError]]:
+) -> Generator[tuple[int, dict[str, Any] | SynclineError], None, None]:
     """(line number, document or the row's error) for each non-blank line of a JSONL stream."""
     with open_stream() as stream:
         pending = 0
@@ -741,12 +751,13 @@ def _decode_export_line(line: bytes) -> Any:
     return from_export_json(parsed)
 
 
-def _first_id_number(rows: Iterator[tuple[int, dict[str, Any] | SynclineError]]) -> int | None:
-    """The table number of the first row's ``_id``, if it has a valid one."""
-    for _line, doc in rows:
-        if isinstance(doc, dict):
-            return table_number_of(doc.get("_id"))
-        return None
+def _first_id_number(
+    rows: Generator[tuple[int, dict[str, Any] | SynclineError], None, None],
+) -> int | None:
+    """The table number of the first row's ``_id``, if it has a valid one (closes ``rows``)."""
+    with contextlib.closing(rows):
+        for _line, doc in rows:
+            return table_number_of(doc.get("_id")) if isinstance(doc, dict) else None
     return None
 
 
@@ -770,10 +781,9 @@ def _csv_unit(table: str, path: Path, progress: Progress) -> _Unit:
         reader = csv.reader(f)
         header = next(reader, None)
         first = next(reader, None)
-        if header and first and "_id" in header:
-            position = [h.strip() for h in header].index("_id")
-            if position < len(first):
-                number = table_number_of(first[position])
+        names = [h.strip() for h in header or ()]
+        if first and "_id" in names and names.index("_id") < len(first):
+            number = table_number_of(first[names.index("_id")])
     return _Unit(table, path.name, rows, number, path.stat().st_size)
 
 
@@ -838,11 +848,17 @@ def _csv_rows(
 
 
 def _csv_field_validators(tx: Transaction, table: str) -> dict[str, Validator]:
+    """The validators that guide reading CSV cells: the table's fields, except ``v.any()``
+    ones (any reading fits those: they are read as Convex reads CSV, like unknown fields)."""
     schema = tx.schema
     validator = schema.validator_for(table) if schema is not None else None
-    if isinstance(validator, VObject):
-        return {k: v for k, v in validator.fields.items() if not isinstance(v, VAny)}
-    return {}
+    if not isinstance(validator, VObject):
+        return {}
+    return {
+        name: field
+        for name, field in validator.fields.items()
+        if not isinstance(field.inner if isinstance(field, VOptional) else field, VAny)
+    }
 
 
 def _csv_document(

@@ -99,11 +99,21 @@ def _open(
     load: bool,
     functions: Path | None = None,
 ) -> Iterator[Application]:
-    """The project's application, opened on its data folder (which it locks)."""
-    from syncline.application import Application, Paths
+    """The project's application, opened on its data folder (which it locks).
 
-    if load and not Paths.for_project(project, functions).functions.is_dir():
-        load = False  # no code: check against the schema stored by the last run
+    ``load``: load the functions folder (and apply its schema); otherwise the
+    database must exist already (nothing is created for a mistyped --dir).
+    """
+    from syncline.application import DEFAULT_DB_FILE, Application, sqlite_path_from_url
+
+    if not load:
+        db_file = (
+            _data_dir(project, None) / DEFAULT_DB_FILE
+            if db is None
+            else sqlite_path_from_url(db, base=Path.cwd())
+        )
+        if not db_file.exists():
+            _fail(f"No Syncline data at {db_file}: is --dir the project's folder?")
     try:
         app = Application.open(project, functions=functions, db=db, files=files_dir, load=load)
     except SynclineError as exc:

@@ -20,9 +20,11 @@ written document in every index is recorded in ``tx.writes``, so the commit
 publishes its write set like any other. What does accumulate is that write set
 (a few short keys per document, not the documents).
 
-Do not write the same documents through both a BulkWriter and the
-transaction's own methods in one job: the transaction appends its log entries
-after the job, and they would replace the bulk writer's.
+Call :meth:`BulkWriter.flush` before the job returns (queued documents are
+not written otherwise). Do not write the same documents through both a
+BulkWriter and the transaction's own methods in one job: the transaction
+appends its log entries after the job, and they would replace the bulk
+writer's.
 """
 
 from __future__ import annotations
@@ -263,8 +265,9 @@ class BulkWriter:
         raw = to_json_bytes(new)
 
         # Index keys are concatenated encodings (see values/keys.py): encode the
-        # system fields that end every key once.
-        id_key = encode_value(doc_id)
+        # system fields that end every key once. An id is ASCII without NUL, so its
+        # encoding is the string tag, its bytes and the terminator.
+        id_key = b"\x07" + doc_id.encode() + b"\x00"
         tail = encode_value(creation_time) + id_key
         entries = self._entries
         for index_id, kind, fields, keys in plan.indexes:
