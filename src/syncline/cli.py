@@ -12,6 +12,14 @@ import click
 from syncline.__about__ import __version__
 from syncline.commands.codegen import codegen
 from syncline.commands.init import init
+from syncline.commands.options import (
+    admin_key_option,
+    combine,
+    db_option,
+    functions_option,
+    project_option,
+    url_option,
+)
 from syncline.commands.remote import admin_key, data, logs, run
 from syncline.commands.snapshot import export_command, import_command
 from syncline.errors import SynclineError
@@ -55,24 +63,9 @@ def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 def _server_options(fn: Any) -> Any:
     options = [
-        click.option(
-            "--dir",
-            "project",
-            default=".",
-            show_default=True,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Project folder (holds functions/ and .syncline/).",
-        ),
-        click.option(
-            "--functions",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Functions folder (default: PROJECT/functions).",
-        ),
-        click.option(
-            "--db",
-            help="sqlite:///relative.db or sqlite:////absolute/path.db "
-            "(default: PROJECT/.syncline/data.sqlite3).",
-        ),
+        project_option,
+        functions_option,
+        db_option,
         click.option(
             "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
         ),
@@ -403,36 +396,7 @@ def _env_target(
     return _LocalEnv(app, data_dir)
 
 
-def _env_options(fn: Any) -> Any:
-    options = [
-        click.option(
-            "--dir",
-            "project",
-            default=".",
-            show_default=True,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Project folder; its data dir is used directly, or its running server.",
-        ),
-        click.option(
-            "--db",
-            help="sqlite:///relative.db or sqlite:////absolute/path.db "
-            "(default: PROJECT/.syncline/data.sqlite3).",
-        ),
-        click.option(
-            "--url",
-            envvar="SYNCLINE_URL",
-            help="Manage a running server at this URL instead (env: SYNCLINE_URL).",
-        ),
-        click.option(
-            "--admin-key",
-            envvar="SYNCLINE_ADMIN_KEY",
-            help="Admin key for --url (env: SYNCLINE_ADMIN_KEY; "
-            "default: read from PROJECT/.syncline/admin_key).",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+_env_options = combine(project_option, db_option, url_option, admin_key_option)
 
 
 def _with_env_target(

@@ -34,6 +34,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import orjson
 
+from syncline.commands.options import (
+    admin_key_option,
+    combine,
+    db_option,
+    project_option,
+    url_option,
+)
 from syncline.errors import SynclineError
 
 if TYPE_CHECKING:
@@ -245,37 +252,7 @@ def find_server(
     return Remote(url.rstrip("/"), key)
 
 
-def _project_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--dir",
-            "project",
-            default=".",
-            show_default=True,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Project folder (holds functions/ and .syncline/).",
-        ),
-        click.option(
-            "--db",
-            help="The project's database URL, if not the default "
-            "(sqlite:///relative.db or sqlite:////absolute/path.db); its folder is the data folder.",
-        ),
-        click.option(
-            "--url",
-            envvar="SYNCLINE_URL",
-            help="Talk to the server at this URL (default: the server running on the project's "
-            "data folder). Env: SYNCLINE_URL.",
-        ),
-        click.option(
-            "--admin-key",
-            envvar="SYNCLINE_ADMIN_KEY",
-            help="The server's admin key (default: read from the project's data folder). "
-            "Env: SYNCLINE_ADMIN_KEY.",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+_project_options = combine(project_option, db_option, url_option, admin_key_option)
 
 
 # --------------------------------------------------------------------------

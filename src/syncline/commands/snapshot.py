@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from syncline.commands.options import combine, db_option, project_option
 from syncline.errors import SynclineError
 
 if TYPE_CHECKING:
@@ -42,32 +43,16 @@ def _warn(message: str) -> None:
     click.echo(click.style("warning: ", fg="yellow", bold=True) + message, err=True)
 
 
-def _project_options(fn: Any) -> Any:
-    options = [
-        click.option(
-            "--dir",
-            "project",
-            default=".",
-            show_default=True,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Project folder (holds functions/ and .syncline/).",
-        ),
-        click.option(
-            "--db",
-            help="The project's database URL, if not the default "
-            "(sqlite:///relative.db or sqlite:////absolute/path.db).",
-        ),
-        click.option(
-            "--files",
-            "files_dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="The project's file store directory, if not the default "
-            "(PROJECT/.syncline/files).",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+_project_options = combine(
+    project_option,
+    db_option,
+    click.option(
+        "--files",
+        "files_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The project's file store directory, if not the default (PROJECT/.syncline/files).",
+    ),
+)
 
 
 # --------------------------------------------------------------------------- opening
