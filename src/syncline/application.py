@@ -135,6 +135,7 @@ class Application:
         self.executor.register_ctx_member("env", self.env.ctx_member)
         self._providers: tuple[Any, ...] = ()
         self._verifier: AuthVerifier | None = None
+        self._retired_verifiers: list[AuthVerifier] = []
         self._lock: DataDirLock | None = None
         #: the base URL clients reach the API port at (file URLs start with it)
         self.public_url = DEFAULT_PUBLIC_URL
@@ -231,9 +232,13 @@ class Application:
         change = self.database.apply_schema(registry.schema)
         self._registry = registry
         self.crons.sync(crons)
-        self._providers = providers
-        if self._verifier is not None:
-            self._verifier = AuthVerifier(providers, clock=self.clock)
+        if providers != self._providers:
+            self._providers = providers
+            if self._verifier is not None:
+                # Reloads run off the event loop: the old verifier's HTTP client is
+                # closed by stop(), on the loop it belongs to.
+                self._retired_verifiers.append(self._verifier)
+                self._verifier = AuthVerifier(providers, clock=self.clock)
         return change
 
     # ------------------------------------------------------------------ serving
@@ -253,9 +258,11 @@ class Application:
         await self.env.stop()
         if self.storage is not None:
             await self.storage.stop()
-        if self._verifier is not None:
-            await self._verifier.aclose()
-            self._verifier = None
+        for verifier in [*self._retired_verifiers, self._verifier]:
+            if verifier is not None:
+                await verifier.aclose()
+        self._retired_verifiers.clear()
+        self._verifier = None
 
     def _auth_verifier(self) -> AuthVerifier:
         if self._verifier is None:
