@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -163,16 +164,18 @@ def to_json_lenient(value: Any) -> Any:
 # ---------------------------------------------------------------------- filters
 
 
-class Expression:
+class Expression(ABC):
     """A filter expression; build with the ``q`` passed to ``.filter(lambda q: ...)``."""
 
     __slots__ = ()
 
+    @abstractmethod
     def evaluate(self, doc: Mapping[str, Any]) -> Any:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The expression's value for one document (UNDEFINED for a missing field)."""
 
+    @abstractmethod
     def to_json(self) -> Any:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Convex's JSON form of the expression (part of a cursor's fingerprint)."""
 
 
 class _Field(Expression):

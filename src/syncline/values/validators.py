@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Protocol
@@ -246,7 +247,7 @@ def _mismatch(validator: Validator, value: Any, path: list[str]) -> ValidatorErr
 # Validators
 
 
-class Validator:
+class Validator(ABC):
     """Base class of all validators. Instances are immutable."""
 
     __slots__ = ("_key_cache",)
@@ -269,9 +270,9 @@ class Validator:
         """Convex's JSON form of this validator."""
         return {"type": self.kind}
 
+    @abstractmethod
     def _coerce(self, value: Any, ctx: ValidationContext | None) -> Any:
         """The fast path: the coerced value, or ``_INVALID``. Never raises."""
-        raise NotImplementedError
 
     def _explain(
         self, value: Any, ctx: ValidationContext | None, path: list[str]
