@@ -205,17 +205,7 @@ def _serve(
 
 @main.command()
 @_server_options
-def serve(
-    project: Path,
-    functions: Path | None,
-    db: str | None,
-    host: str,
-    port: int,
-    site_port: int,
-    files: str | None,
-    public_url: str | None,
-    max_upload_size: int,
-) -> None:
+def serve(**options: Any) -> None:
     """Serve a project in production mode (errors to clients are redacted).
 
     \b
@@ -223,33 +213,12 @@ def serve(
       syncline serve --dir myapp
       syncline serve --dir myapp --db sqlite:////var/lib/myapp/data.sqlite3 --port 8000
     """
-    _serve(
-        project,
-        functions,
-        db,
-        host,
-        port,
-        dev=False,
-        site_port=site_port,
-        files=files,
-        public_url=public_url,
-        max_upload_size=max_upload_size,
-    )
+    _serve(dev=False, **options)
 
 
 @main.command()
 @_server_options
-def dev(
-    project: Path,
-    functions: Path | None,
-    db: str | None,
-    host: str,
-    port: int,
-    site_port: int,
-    files: str | None,
-    public_url: str | None,
-    max_upload_size: int,
-) -> None:
+def dev(**options: Any) -> None:
     """Serve a project for development (full error messages to clients).
 
     \b
@@ -257,18 +226,7 @@ def dev(
       syncline dev
       syncline dev --dir myapp --port 4000
     """
-    _serve(
-        project,
-        functions,
-        db,
-        host,
-        port,
-        dev=True,
-        site_port=site_port,
-        files=files,
-        public_url=public_url,
-        max_upload_size=max_upload_size,
-    )
+    _serve(dev=True, **options)
 
 
 # ---------------------------------------------------------------------- env
