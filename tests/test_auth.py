@@ -30,20 +30,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from syncline.auth import (
+from syncline.auth.admin_key import (
     ADMIN_KEY_FILE,
-    AuthVerifier,
-    ProviderConfig,
     check_admin_key,
     generate_admin_key,
-    identity_from_credentials,
-    is_expired,
     load_or_create_admin_key,
-    normalize_issuer,
+)
+from syncline.auth.credentials import (
+    identity_from_credentials,
     parse_authorization_header,
-    parse_providers,
     require_admin,
 )
+from syncline.auth.providers import ProviderConfig, normalize_issuer, parse_providers
+from syncline.auth.verifier import AuthVerifier, is_expired
 from syncline.clock import ManualClock
 from syncline.errors import AuthError, Forbidden, FunctionDefinitionError, InternalError
 from syncline.identity import ANONYMOUS, Admin, User
@@ -309,7 +308,8 @@ def test_oidc_discovery_flow(server: DocServer, keys: Keys, clock: ManualClock) 
     results = run(verify_all(providers, tokens, clock))
 
     assert all(isinstance(r, User) for r in results), results
-    assert [r.user.issuer for r in results] == [domain, domain, domain + "/"]  # type: ignore[union-attr]
+    # The configured domain, not each token's spelling of it: one user, one identity.
+    assert [r.user.issuer for r in results] == [domain, domain, domain]  # type: ignore[union-attr]
     assert server.hits["/tenant/.well-known/openid-configuration"] == 1
     assert server.hits["/tenant/keys"] == 1
 
@@ -355,7 +355,23 @@ def test_issuer_without_scheme_and_trailing_slash_match(keys: Keys, clock: Manua
     provider = {**custom(jwks(jwk(keys.rsa, "k1"))), "issuer": ISS + "/"}
     token = sign(keys.rsa, "RS256", claims(iss="issuer.example.com"))
     user = verify([provider], token, clock)
-    assert user.user.token_identifier == "issuer.example.com|user_1"
+    assert user.user.token_identifier == f"{ISS}/|user_1"
+
+
+@pytest.mark.parametrize(
+    "configured", ["issuer.test", "https://issuer.test", "https://issuer.test/"]
+)
+def test_issuer_spellings_give_one_identity(
+    keys: Keys, clock: ManualClock, configured: str
+) -> None:
+    """One user, one identity: the provider's issuer as configured, whatever the token spells."""
+    provider = {**custom(jwks(jwk(keys.rsa, "k1"))), "issuer": configured}
+    users = [
+        verify([provider], sign(keys.rsa, "RS256", claims(iss=iss)), clock).user
+        for iss in ("issuer.test", "https://issuer.test", "https://issuer.test/")
+    ]
+    assert {u.token_identifier for u in users} == {f"{configured}|user_1"}
+    assert {u.issuer for u in users} == {configured}
 
 
 def test_normalize_issuer() -> None:

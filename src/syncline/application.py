@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from syncline.auth import (
-    AuthVerifier,
-    identity_from_credentials,
-    load_or_create_admin_key,
-    parse_authorization_header,
-    parse_providers,
-)
+from syncline.auth.admin_key import load_or_create_admin_key
+from syncline.auth.credentials import identity_from_credentials, parse_authorization_header
+from syncline.auth.providers import parse_providers
+from syncline.auth.verifier import AuthVerifier
 from syncline.clock import Clock, SystemClock
 from syncline.crons import CronRunner
 from syncline.database.database import Database, SchemaChange

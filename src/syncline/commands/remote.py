@@ -122,7 +122,7 @@ def server_holds(data_dir: Path) -> bool:
 
 
 def _stored_admin_key(data_dir: Path) -> str | None:
-    from syncline.auth import ADMIN_KEY_FILE
+    from syncline.auth.admin_key import ADMIN_KEY_FILE
 
     try:
         key = (data_dir / ADMIN_KEY_FILE).read_text(encoding="utf-8").strip()
@@ -692,7 +692,7 @@ def admin_key(project: Path, db: str | None) -> None:
       syncline admin-key --dir myapp
       export SYNCLINE_ADMIN_KEY=$(syncline admin-key --dir myapp)
     """
-    from syncline.auth import load_or_create_admin_key
+    from syncline.auth.admin_key import load_or_create_admin_key
 
     try:
         key = load_or_create_admin_key(data_dir_for(project, db))

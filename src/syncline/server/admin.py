@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from syncline.auth import require_admin
+from syncline.auth.credentials import require_admin
 from syncline.database.catalog import BY_CREATION_TIME
 from syncline.errors import InvalidRequest, SynclineError
 from syncline.functions.executor import Outcome

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from syncline.auth import require_admin
+from syncline.auth.credentials import require_admin
 from syncline.errors import InvalidRequest, SynclineError
 from syncline.server.api import _json_body, error_response
 
