@@ -321,7 +321,7 @@ def test_crons_and_scheduler_are_documented() -> None:
 
 
 def test_storage_is_documented() -> None:
-    from syncline.files import ActionStorage, MutationStorage
+    from syncline.files.ctx_storage import ActionStorage, MutationStorage
 
     methods = set(own_public_methods(MutationStorage)) | set(own_public_methods(ActionStorage))
     _require("storage.md", sorted(methods), r"storage\.{name}\(")

@@ -19,20 +19,22 @@ from syncline.blobs import LocalBlobStore
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.errors import ConvexError, InvalidRequest
-from syncline.files import (
-    DEFAULT_MAX_UPLOAD_BYTES,
+from syncline.files.errors import (
     DigestMismatch,
     FileNotFound,
-    FileStorage,
     FileStorageError,
     FileTooLarge,
     InvalidStorageId,
     StorageNotAvailable,
     UploadTokenRejected,
-    load_or_create_secret,
+)
+from syncline.files.service import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    FileStorage,
     open_file_storage,
     parse_byte_size,
 )
+from syncline.files.upload_tokens import load_or_create_secret
 from syncline.testing import TestBackend
 from syncline.values.ids import new_id
 

@@ -24,7 +24,8 @@ from syncline.crons import CronRunner
 from syncline.database.database import Database, SchemaChange
 from syncline.env_vars import EnvironmentVariables
 from syncline.errors import AuthError, FunctionDefinitionError, InternalError, InvalidRequest
-from syncline.files import FILES_DIR_NAME, FileStorage, open_file_storage
+from syncline.files.ctx_storage import install_ctx_storage
+from syncline.files.service import FILES_DIR_NAME, FileStorage, open_file_storage
 from syncline.functions.executor import Executor, Outcome
 from syncline.functions.loader import FunctionRegistry, load_functions
 from syncline.identity import ANONYMOUS, Identity
@@ -210,7 +211,7 @@ class Application:
     def use_storage(self, storage: FileStorage) -> None:
         """Serve files from ``storage``: ``ctx.storage`` in functions, ``/api/storage`` routes."""
         self.storage = storage
-        storage.install(self.executor)
+        install_ctx_storage(self.executor, storage)
 
     def load(self) -> SchemaChange | None:
         """(Re)load the functions folder and apply its schema.

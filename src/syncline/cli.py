@@ -47,7 +47,7 @@ main.add_command(import_command)
 
 
 def _byte_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    from syncline.files import parse_byte_size
+    from syncline.files.service import parse_byte_size
 
     try:
         return parse_byte_size(value)

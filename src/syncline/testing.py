@@ -36,7 +36,7 @@ from syncline.application import Application
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.database.transaction import Transaction
-from syncline.files import open_file_storage
+from syncline.files.service import open_file_storage
 from syncline.functions.context import MutationCtx
 from syncline.functions.http_router import HttpResponse
 from syncline.functions.paths import function_path

@@ -20,7 +20,7 @@ from syncline.application import Application
 from syncline.blobs import LocalBlobStore
 from syncline.clock import ManualClock
 from syncline.database.database import Database
-from syncline.files import FileStorage
+from syncline.files.service import FileStorage
 from syncline.server.app import create_app
 from syncline.values.ids import new_id
 

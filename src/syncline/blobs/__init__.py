@@ -1,4 +1,5 @@
-"""Blob stores for file contents: the protocol (``base``) and a local directory (``local``)."""
+"""Blob stores for file contents: the protocol (``base``), a local directory (``local``),
+and the choice of store from a ``--files`` location (``location``)."""
 
 from syncline.blobs.base import (
     BlobEntry,
@@ -11,6 +12,7 @@ from syncline.blobs.base import (
     check_key,
 )
 from syncline.blobs.local import LocalBlobStore
+from syncline.blobs.location import open_blob_store
 
 __all__ = [
     "BlobEntry",
@@ -22,4 +24,5 @@ __all__ = [
     "InvalidBlobKey",
     "LocalBlobStore",
     "check_key",
+    "open_blob_store",
 ]

@@ -33,16 +33,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from syncline.errors import SynclineError
-from syncline.files import (
+from syncline.files.errors import (
     FileNotFound,
-    FileReader,
-    FileStorage,
     FileStorageDisabled,
     FileStorageError,
     FileTooLarge,
-    StoredFile,
-    check_storage_id,
 )
+from syncline.files.service import FileReader, FileStorage, StoredFile, check_storage_id
 from syncline.server.api import error_response
 
 if TYPE_CHECKING:

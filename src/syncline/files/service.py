@@ -1,47 +1,7 @@
-"""File storage: ``ctx.storage``, upload URLs, and the ``_storage`` system table.
+"""The file service: :class:`FileStorage` keeps a blob and a ``_storage`` row per file.
 
-A stored file is two things with one id (an id of the ``_storage`` system
-table, which user code reads with ``ctx.db.system``):
-
-* a blob in the :class:`~syncline.blobs.base.BlobStore`, whose key is that id;
-* a ``_storage`` row: ``sha256`` (base64 of the SHA-256 digest), ``size``
-  (float64 bytes), ``contentType`` (absent when unknown), ``_creationTime``.
-
-Contracts:
-
-* **A row always has its blob.** The blob is complete and durable before the
-  transaction inserting its row commits. A blob is deleted only *after* a
-  commit removed its row (a commit listener re-checks every ``_storage`` id a
-  commit wrote), or by the orphan sweep (blobs without a row, older than a
-  grace period: an upload cut short between blob and row, a deletion cut short
-  by a crash). So a mutation that deletes a file and then fails keeps it.
-* **Upload URLs** are ``<origin>/api/storage/upload?token=<token>``, valid for
-  ``url_validity_ms`` (1 hour) and usable once. The token is a nonce and an
-  expiry signed with HMAC-SHA256 under a secret kept in the data directory.
-  Using a token is recorded in the same transaction that inserts the row, in
-  the database's mutation-idempotency records (kept at least as long as a
-  token lives), so a token can never make two files, even across restarts;
-  a second concurrent use in this process is refused at once.
-* **Streaming:** uploads, downloads and ``store`` go chunk by chunk and never
-  hold a whole file in memory. (``ctx.storage.get`` returns ``bytes`` by
-  contract; ``ctx.storage.open`` streams.)
-* **Limits:** an upload (HTTP or ``store``) larger than ``max_upload_bytes``
-  (default :data:`DEFAULT_MAX_UPLOAD_BYTES`, 1 GiB) fails with
-  :class:`FileTooLarge` (HTTP 413) and stores nothing.
-
-``ctx.storage`` by function kind (action methods are coroutines)::
-
-    method                                   query  mutation  action
-    get_url(id) -> str | None                 yes    yes       yes
-    generate_upload_url() -> str              -      yes       yes
-    delete(id)                                -      yes (1)   yes (2)
-    store(data, content_type=, sha256=) -> id -      -         yes
-    get(id) -> bytes | None                   -      -         yes
-    open(id) -> FileReader | None             -      -         yes
-
-(1) part of the mutation's transaction; (2) its own transaction. Calling a
-method where it is not available raises :class:`StorageNotAvailable`, which
-says where to call it instead.
+See :mod:`syncline.files` for the contracts (a row always has its blob; upload
+URLs are used at most once; streaming; the upload size limit).
 """
 
 from __future__ import annotations
@@ -50,13 +10,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import hmac
 import logging
-import math
 import os
 import re
-import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -64,52 +21,52 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncline.blobs.base import BlobNotFound, BlobReader, BlobStore, BlobTooLarge
-from syncline.blobs.local import LocalBlobStore
+from syncline.blobs.location import open_blob_store
 from syncline.clock import Clock
 from syncline.database.catalog import SYSTEM_TABLES_BY_NAME
-from syncline.errors import InternalError, InvalidId, InvalidRequest, SynclineError
+from syncline.files.errors import (
+    DigestMismatch,
+    FileNotFound,
+    FileStorageError,
+    FileTooLarge,
+    InvalidStorageId,
+    UploadTokenRejected,
+)
+from syncline.files.upload_tokens import (
+    UPLOAD_URL_VALIDITY_MS,
+    UploadGrant,
+    UploadTokenSigner,
+    load_or_create_secret,
+)
 from syncline.values.ids import new_id, table_number_of
 
 if TYPE_CHECKING:
     from syncline.database.database import Database
     from syncline.database.transaction import Transaction
     from syncline.database.writes import Commit
-    from syncline.functions.executor import Executor
-    from syncline.identity import Identity
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_ORIGIN",
-    "UPLOAD_URL_VALIDITY_MS",
-    "DigestMismatch",
-    "FileNotFound",
+    "FILES_DIR_NAME",
     "FileReader",
     "FileStorage",
-    "FileStorageDisabled",
-    "FileStorageError",
-    "FileTooLarge",
-    "InvalidStorageId",
-    "StorageNotAvailable",
     "StoredFile",
-    "UploadTokenRejected",
     "check_storage_id",
-    "load_or_create_secret",
     "open_file_storage",
     "parse_byte_size",
+    "parse_sha256",
 ]
 
 log = logging.getLogger("syncline.files")
 
 STORAGE_TABLE = "_storage"
 STORAGE_TABLE_NUMBER = SYSTEM_TABLES_BY_NAME[STORAGE_TABLE].number
-#: Upload URL lifetime (semantics §13: ``STORE_FILE_AUTHORIZATION_VALIDITY``).
-UPLOAD_URL_VALIDITY_MS = 3_600_000
 #: Largest upload accepted by default. Convex sets none; a self-hosted server
 #: wants one so that one request cannot fill its disk by accident.
 DEFAULT_MAX_UPLOAD_BYTES = 1 << 30
 #: Where clients reach the API port unless told otherwise (``syncline serve`` sets it).
 DEFAULT_ORIGIN = "http://127.0.0.1:3210"
-SECRET_FILE = "storage_secret"
 FILES_DIR_NAME = "files"
 #: How long a blob without a row is left alone by the sweep (an upload between
 #: its blob and its row; another node's upload, with a shared store).
@@ -118,63 +75,9 @@ SWEEP_INTERVAL_S = 3600.0
 #: Temp files of uploads older than this are from crashed uploads.
 INCOMPLETE_UPLOAD_AGE_S = 6 * 3600.0
 
-_TOKEN_DOMAIN = b"syncline/upload-url/v1\x00"
-_NONCE_BYTES = 16
-_TOKEN_BYTES = _NONCE_BYTES + 8 + 32
-_TOKEN_CHARS = math.ceil(_TOKEN_BYTES * 4 / 3)
-_TOKEN_TEXT = re.compile(rf"[A-Za-z0-9_-]{{{_TOKEN_CHARS}}}")
 #: ``session_id`` under which a used token's nonce is recorded (request id 0).
 _TOKEN_RECORD_PREFIX = "syncline:upload-token:"
 _SWEEP_BATCH = 500
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-class FileStorageError(SynclineError):
-    """A file storage request that cannot be served as asked (400)."""
-
-    code = "FileStorageError"
-    http_status = 400
-
-
-class InvalidStorageId(InvalidId):
-    code = "InvalidStorageId"
-
-
-class FileNotFound(FileStorageError):
-    code = "FileNotFound"
-    http_status = 404
-
-
-class FileTooLarge(FileStorageError):
-    code = "FileTooLarge"
-    http_status = 413
-
-
-class UploadTokenRejected(FileStorageError):
-    """An upload URL's token is forged, expired or used (codes say which)."""
-
-    code = "InvalidUploadToken"
-    http_status = 403
-
-
-class DigestMismatch(FileStorageError):
-    code = "DigestMismatch"
-
-
-class StorageNotAvailable(FileStorageError):
-    """A ``ctx.storage`` method called from a kind of function that cannot use it."""
-
-    code = "StorageNotAvailable"
-
-
-class FileStorageDisabled(FileStorageError):
-    code = "FileStorageDisabled"
-    http_status = 503
-
-
-# ----------------------------------------------------------------------------- helpers
 
 
 def check_storage_id(value: object, what: str) -> str:
@@ -224,55 +127,6 @@ def parse_sha256(value: str, what: str) -> bytes:
             f"{what}: {value[:80]!r} is not a SHA-256 digest (base64 or hex)", code="InvalidDigest"
         )
     return digest
-
-
-def load_or_create_secret(data_dir: Path) -> bytes:
-    """The 32-byte upload-URL signing secret in ``data_dir/storage_secret`` (created if absent).
-
-    Written to a private temp file, fsynced, then hard-linked into place, so a
-    reader never sees a partial secret and two processes starting at once agree.
-    """
-    path = data_dir / SECRET_FILE
-
-    def read() -> bytes | None:
-        try:
-            text = path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            return None
-        try:
-            secret = bytes.fromhex(text)
-        except ValueError:
-            secret = b""
-        if len(secret) < 32:
-            raise InternalError(
-                f"{path} is damaged (expected 64 hex digits). Delete it to make a new one; "
-                "upload URLs handed out before then stop working.",
-                code="BadStorageSecret",
-            )
-        return secret
-
-    existing = read()
-    if existing is not None:
-        return existing
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / f".{SECRET_FILE}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(secrets.token_hex(32) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won the race: use its secret
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    secret = read()
-    if secret is None:
-        raise InternalError(f"{path} vanished while being created", code="BadStorageSecret")
-    return secret
 
 
 async def _chunks_of(data: Any) -> AsyncIterator[bytes]:
@@ -374,19 +228,8 @@ class FileReader:
         await self.aclose()
 
 
-@dataclass(frozen=True, slots=True)
-class UploadGrant:
-    """What a valid upload token says."""
-
-    nonce: bytes
-    expires_ms: int
-
-    @property
-    def record_key(self) -> str:
-        return _TOKEN_RECORD_PREFIX + self.nonce.hex()
-
-
-# ----------------------------------------------------------------------------- the service
+def _record_key(grant: UploadGrant) -> str:
+    return _TOKEN_RECORD_PREFIX + grant.nonce.hex()
 
 
 class FileStorage:
@@ -412,8 +255,6 @@ class FileStorage:
         orphan_grace_s: float = ORPHAN_GRACE_S,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
     ) -> None:
-        if len(secret) < 32:
-            raise ValueError("the upload URL secret must be at least 32 bytes")
         if max_upload_bytes <= 0:
             raise ValueError("max_upload_bytes must be positive")
         retention_ms = database.session_request_retention_ns / 1_000_000
@@ -427,7 +268,7 @@ class FileStorage:
         self.database = database
         self.blobs = blobs
         self.clock = clock or database.clock
-        self._secret = secret
+        self._tokens = UploadTokenSigner(secret, validity_ms=url_validity_ms)
         self._origin = origin
         self.max_upload_bytes = max_upload_bytes
         self.url_validity_ms = url_validity_ms
@@ -444,21 +285,6 @@ class FileStorage:
         self._sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ wiring
-
-    def install(self, executor: Executor) -> None:
-        """Give functions run by ``executor`` a ``ctx.storage``."""
-        executor.register_ctx_member("storage", self.ctx_member)
-
-    def ctx_member(self, kind: str, tx: Transaction | None, identity: Identity) -> Any:
-        if kind == "query":
-            assert tx is not None
-            return QueryStorage(self, tx)
-        if kind == "mutation":
-            assert tx is not None
-            return MutationStorage(self, tx)
-        if kind == "action":
-            return ActionStorage(self)
-        return None
 
     async def start(self) -> None:
         """Delete blobs after the commits that remove their rows; sweep orphans periodically."""
@@ -492,41 +318,15 @@ class FileStorage:
         return f"{self.origin}/api/storage/{storage_id}"
 
     def generate_upload_url(self) -> str:
-        expires_ms = int(self.clock.now_ms()) + self.url_validity_ms
-        payload = secrets.token_bytes(_NONCE_BYTES) + expires_ms.to_bytes(8, "big")
-        token = base64.urlsafe_b64encode(payload + self._sign(payload)).rstrip(b"=")
-        return f"{self.origin}/api/storage/upload?token={token.decode('ascii')}"
-
-    def _sign(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, _TOKEN_DOMAIN + payload, hashlib.sha256).digest()
+        token = self._tokens.issue(self.clock.now_ms())
+        return f"{self.origin}/api/storage/upload?token={token}"
 
     def check_upload_token(self, token: str | None) -> UploadGrant:
         """The grant in ``token``; :class:`UploadTokenRejected` if forged or expired.
 
         (Whether it was used already is checked by :meth:`upload`.)
         """
-        if not token:
-            raise FileStorageError(
-                "Missing upload token: POST the file to the URL returned by "
-                "ctx.storage.generate_upload_url(), with its ?token=... intact",
-                code="MissingUploadToken",
-            )
-        if not _TOKEN_TEXT.fullmatch(token):
-            raise UploadTokenRejected("The upload URL's token is malformed")
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload, signature = raw[: _NONCE_BYTES + 8], raw[_NONCE_BYTES + 8 :]
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            raise UploadTokenRejected(
-                "The upload URL's token has a bad signature (not issued by this deployment)"
-            )
-        expires_ms = int.from_bytes(payload[_NONCE_BYTES:], "big")
-        if self.clock.now_ms() >= expires_ms:
-            raise UploadTokenRejected(
-                "The upload URL has expired (upload URLs are valid for "
-                f"{self.url_validity_ms // 60_000} minutes): generate a new one",
-                code="UploadTokenExpired",
-            )
-        return UploadGrant(payload[:_NONCE_BYTES], expires_ms)
+        return self._tokens.check(token, self.clock.now_ms())
 
     @staticmethod
     def _token_used() -> UploadTokenRejected:
@@ -550,7 +350,7 @@ class FileStorage:
         ``sha256`` (the raw digest from a ``Digest`` header) is verified when given.
         """
         grant = self.check_upload_token(token)
-        key = grant.record_key
+        key = _record_key(grant)
         if key in self._tokens_in_use:
             raise self._token_used()
         self._tokens_in_use.add(key)
@@ -748,130 +548,12 @@ def open_file_storage(
     origin: str | Callable[[], str] = DEFAULT_ORIGIN,
     max_upload_bytes: int | None = None,
 ) -> FileStorage:
-    """File storage in the directory ``location`` (``--files``), signed with ``secret_dir``'s secret."""
-    text = os.fspath(location)
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        hint = " (S3-compatible storage is planned)" if scheme == "s3" else ""
-        raise InvalidRequest(
-            f"Unsupported file store {text!r}: only a local directory is supported so far{hint}. "
-            "Pass a path, like --files ./files",
-            code="UnsupportedFileStore",
-        )
+    """File storage with its blobs at ``location`` (``--files``), signed with ``secret_dir``'s secret."""
     return FileStorage(
         database,
-        LocalBlobStore(Path(text)),
+        open_blob_store(location),
         secret=load_or_create_secret(secret_dir),
         clock=clock,
         origin=origin,
         max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES if max_upload_bytes is None else max_upload_bytes,
     )
-
-
-# ----------------------------------------------------------------------------- ctx.storage
-
-
-def _not_here(method: str, kind: str, where: str) -> StorageNotAvailable:
-    return StorageNotAvailable(
-        f"ctx.storage.{method}() is not available in a {kind}: {where}",
-        code="StorageNotAvailable",
-    )
-
-
-_USE_ACTION = (
-    "reading or writing file contents is I/O, which queries and mutations (deterministic "
-    "transactions) cannot do. Use an action, or upload with ctx.storage.generate_upload_url()."
-)
-
-
-class QueryStorage:
-    """``ctx.storage`` in a query: :meth:`get_url` only."""
-
-    _kind = "query"
-
-    def __init__(self, files: FileStorage, tx: Transaction) -> None:
-        self._files = files
-        self._tx = tx
-
-    def get_url(self, storage_id: str) -> str | None:
-        """The file's download URL, or None if there is no such file.
-
-        The URL is a bearer capability: anyone who has it can download the file
-        until the file is deleted.
-        """
-        check_storage_id(storage_id, "ctx.storage.get_url")
-        # A read like any other: a live query re-runs when the file is deleted.
-        if self._tx.get(storage_id) is None:
-            return None
-        return self._files.url_for(storage_id)
-
-    def generate_upload_url(self) -> str:
-        raise _not_here("generate_upload_url", self._kind, "call it from a mutation or an action")
-
-    def delete(self, storage_id: str) -> None:
-        raise _not_here("delete", self._kind, "call it from a mutation or an action")
-
-    def store(self, *args: Any, **kwargs: Any) -> Any:
-        raise _not_here("store", self._kind, _USE_ACTION)
-
-    def get(self, storage_id: str) -> Any:
-        raise _not_here("get", self._kind, _USE_ACTION)
-
-    def open(self, storage_id: str) -> Any:
-        raise _not_here("open", self._kind, _USE_ACTION)
-
-
-class MutationStorage(QueryStorage):
-    """``ctx.storage`` in a mutation: URLs, and deletion as part of the transaction."""
-
-    _kind = "mutation"
-
-    def generate_upload_url(self) -> str:
-        """A URL to ``POST`` one file to within the next hour; the response is ``{"storageId"}``."""
-        return self._files.generate_upload_url()
-
-    def delete(self, storage_id: str) -> None:
-        """Delete the file if this mutation commits (its URL then answers 404)."""
-        self._files.delete_in(self._tx, storage_id, "ctx.storage.delete")
-
-
-class ActionStorage:
-    """``ctx.storage`` in an action: every method is a coroutine."""
-
-    def __init__(self, files: FileStorage) -> None:
-        self._files = files
-
-    async def get_url(self, storage_id: str) -> str | None:
-        check_storage_id(storage_id, "ctx.storage.get_url")
-        if await self._files.metadata(storage_id) is None:
-            return None
-        return self._files.url_for(storage_id)
-
-    async def generate_upload_url(self) -> str:
-        return self._files.generate_upload_url()
-
-    async def delete(self, storage_id: str) -> None:
-        await self._files.delete(storage_id)
-
-    async def store(
-        self, data: Any, content_type: str | None = None, *, sha256: str | None = None
-    ) -> str:
-        """Store ``data`` (bytes, or an (async) iterable of byte chunks); return its storage id.
-
-        ``sha256`` (base64 or hex), when given, must match the contents.
-        """
-        return await self._files.store(data, content_type=content_type, sha256=sha256)
-
-    async def get(self, storage_id: str) -> bytes | None:
-        """The file's contents, or None if there is no such file (see :meth:`open` for big ones)."""
-        check_storage_id(storage_id, "ctx.storage.get")
-        reader = await self._files.open(storage_id)
-        if reader is None:
-            return None
-        async with reader:
-            return await reader.read()
-
-    async def open(self, storage_id: str) -> FileReader | None:
-        """The file as a :class:`FileReader` (``async for chunk in reader``), or None."""
-        check_storage_id(storage_id, "ctx.storage.open")
-        return await self._files.open(storage_id)
