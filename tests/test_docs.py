@@ -64,6 +64,7 @@ REFERENCE_PAGES = [
     "auth",
     "env",
     "errors",
+    "limits",
     "testing",
     "python-client",
     "http-api",
