@@ -20,6 +20,7 @@ from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
 from syncline.database.query import Query
+from syncline.persistence.sqlite import SqlitePersistence
 
 FUNCTIONS = """
 from syncline import mutation, query, v, define_schema, define_table
@@ -51,8 +52,8 @@ def _app(root: Path, durability: str) -> Application:
     functions.mkdir()
     (functions / "bench.py").write_text(FUNCTIONS)
     (functions / "schema.py").write_text(SCHEMA)
-    database = Database.open_sqlite(
-        str(root / "bench.sqlite3"), durability=durability, clock=SystemClock()
+    database = Database(
+        SqlitePersistence(str(root / "bench.sqlite3"), durability=durability), clock=SystemClock()
     )
     app = Application(database, functions)
     app.load()

@@ -29,6 +29,7 @@ import orjson
 from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.snapshot import export_snapshot, import_snapshot, import_table
 from syncline.values.ids import new_id
 
@@ -94,8 +95,8 @@ def _app(root: Path, name: str, durability: str) -> Application:
     if not functions.exists():
         functions.mkdir()
         (functions / "schema.py").write_text(SCHEMA)
-    database = Database.open_sqlite(
-        str(root / f"{name}.sqlite3"), durability=durability, clock=SystemClock()
+    database = Database(
+        SqlitePersistence(str(root / f"{name}.sqlite3"), durability=durability), clock=SystemClock()
     )
     app = Application(database, functions)
     app.load()

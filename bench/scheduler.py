@@ -33,6 +33,7 @@ from syncline.clock import SystemClock
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Transaction
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.scheduled_jobs import SYSTEM_LIMITS
 
 FUNCTIONS = """
@@ -83,8 +84,8 @@ def open_app(root: Path, durability: str, parallelism: int) -> Application:
     functions = root / "functions"
     functions.mkdir()
     (functions / "bench.py").write_text(FUNCTIONS)
-    database = Database.open_sqlite(
-        str(root / "bench.sqlite3"), durability=durability, clock=SystemClock()
+    database = Database(
+        SqlitePersistence(str(root / "bench.sqlite3"), durability=durability), clock=SystemClock()
     )
     app = Application(database, functions, dev=False)
     app.load()

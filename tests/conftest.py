@@ -10,6 +10,7 @@ import pytest
 
 from syncline.clock import ManualClock
 from syncline.database.database import Database
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.testing import TestBackend
 
 FIXTURE_PROJECTS = Path(__file__).parent / "fixtures" / "projects"
@@ -22,7 +23,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def db(tmp_path: Path, clock: ManualClock) -> Iterator[Database]:
-    database = Database.open_sqlite(str(tmp_path / "db.sqlite3"), durability="off", clock=clock)
+    database = Database(
+        SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"), clock=clock
+    )
     try:
         yield database
     finally:

@@ -35,6 +35,7 @@ from syncline.files.service import (
     parse_byte_size,
 )
 from syncline.files.upload_tokens import load_or_create_secret
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.testing import TestBackend
 from syncline.values.ids import new_id
 
@@ -513,8 +514,9 @@ def test_a_used_token_stays_used_across_restarts(tmp_path: Path) -> None:
 
 
 def test_upload_url_lifetime_needs_matching_request_retention(tmp_path: Path) -> None:
-    database = Database.open_sqlite(
-        str(tmp_path / "db.sqlite3"), durability="off", session_request_retention_ns=10**9
+    database = Database(
+        SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"),
+        session_request_retention_ns=10**9,
     )
     try:
         with pytest.raises(ValueError, match="request records"):

@@ -13,6 +13,7 @@ import pytest
 from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.sync.protocol import ServerMessage, Transition, server_message_to_json
 from syncline.sync.session import SyncSession
 
@@ -84,8 +85,8 @@ def app(tmp_path: Path) -> Any:
     functions.mkdir()
     (functions / "app.py").write_text(FUNCTIONS)
     (functions / "auth_config.py").write_text(AUTH_CONFIG)
-    database = Database.open_sqlite(
-        str(tmp_path / "db.sqlite3"), durability="off", clock=SystemClock()
+    database = Database(
+        SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"), clock=SystemClock()
     )
     application = Application(database, functions, admin_key="test-admin-key")
     application.load()

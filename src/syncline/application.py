@@ -23,13 +23,15 @@ from syncline.clock import Clock, SystemClock
 from syncline.crons import CronRunner
 from syncline.database.database import Database, SchemaChange
 from syncline.env_vars import EnvironmentVariables
-from syncline.errors import AuthError, FunctionDefinitionError, InternalError, InvalidRequest
+from syncline.errors import AuthError, FunctionDefinitionError, InternalError
 from syncline.files.ctx_storage import install_ctx_storage
 from syncline.files.service import FILES_DIR_NAME, FileStorage, open_file_storage
 from syncline.functions.executor import Executor, Outcome
 from syncline.functions.loader import FunctionRegistry, load_functions
 from syncline.identity import ANONYMOUS, Identity
 from syncline.live_queries import LiveQueryManager
+from syncline.persistence import open_persistence, sqlite_path_from_url
+from syncline.persistence.base import Durability
 from syncline.scheduler import ScheduledJobExecutor
 
 log = logging.getLogger("syncline")
@@ -37,22 +39,6 @@ log = logging.getLogger("syncline")
 DATA_DIR_NAME = ".syncline"
 DEFAULT_DB_FILE = "data.sqlite3"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:3210"
-
-
-def sqlite_path_from_url(url: str, *, base: Path) -> Path:
-    """``sqlite:///relative.db`` (relative to ``base``) or ``sqlite:////abs/path.db``."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
-        raise InvalidRequest(
-            f"Unsupported database URL {url!r}: use sqlite:///relative.db or "
-            "sqlite:////absolute/path.db",
-            code="InvalidDatabaseUrl",
-        )
-    rest = url[len(prefix) :]
-    if not rest:
-        raise InvalidRequest(f"Database URL {url!r} names no file", code="InvalidDatabaseUrl")
-    path = Path(rest)
-    return path if path.is_absolute() else base / path
 
 
 class DataDirLock:
@@ -87,9 +73,19 @@ class DataDirLock:
 
 @dataclass(frozen=True)
 class Paths:
+    """Where a project's parts are.
+
+    ``data`` (``PROJECT/.syncline``) holds the stored files and, by default, the
+    database. The folder of the database file, :attr:`database_dir`, holds what
+    belongs to the database: the lock, the admin key, the server record.
+    """
+
     project: Path
     functions: Path
     data: Path
+    #: the database URL: ``--db``, else the SQLite file in ``data``
+    database_url: str
+    database_file: Path
 
     @classmethod
     def for_project(
@@ -97,11 +93,24 @@ class Paths:
         project: str | Path,
         functions: str | Path | None = None,
         data: str | Path | None = None,
+        *,
+        db: str | None = None,
     ) -> Paths:
+        """The paths of ``project``; a relative ``db`` URL is relative to the working directory."""
         project = Path(project).resolve()
         functions_path = Path(functions) if functions else project / "functions"
-        data_path = Path(data) if data else project / DATA_DIR_NAME
-        return cls(project, functions_path.resolve(), data_path.resolve())
+        data_path = (Path(data) if data else project / DATA_DIR_NAME).resolve()
+        if db is None:
+            database_file = data_path / DEFAULT_DB_FILE
+            db = f"sqlite:///{database_file}"
+        else:
+            database_file = sqlite_path_from_url(db, base=Path.cwd()).resolve()
+        return cls(project, functions_path.resolve(), data_path, db, database_file)
+
+    @property
+    def database_dir(self) -> Path:
+        """The folder of the database: its lock, admin key and server record."""
+        return self.database_file.parent
 
 
 class Application:
@@ -135,6 +144,9 @@ class Application:
         self._verifier: AuthVerifier | None = None
         self._retired_verifiers: list[AuthVerifier] = []
         self._lock: DataDirLock | None = None
+        #: where the project's parts are (set by :meth:`open`; None for an application
+        #: composed in memory, as the test kit does)
+        self.paths: Paths | None = None
         #: the base URL clients reach the API port at (file URLs start with it)
         self.public_url = DEFAULT_PUBLIC_URL
         #: file storage (``ctx.storage``, ``/api/storage``); None: not enabled
@@ -148,46 +160,44 @@ class Application:
         functions: str | Path | None = None,
         db: str | None = None,
         clock: Clock | None = None,
-        durability: str = "full",
+        durability: Durability = "full",
         dev: bool = True,
         load: bool = True,
         files: str | Path | None = None,
         max_upload_bytes: int | None = None,
     ) -> Application:
         """Open a project. ``files``: the file store directory (default ``PROJECT/.syncline/files``)."""
-        paths = Paths.for_project(project, functions)
+        paths = Paths.for_project(project, functions, db=db)
         if load and not paths.functions.is_dir():
             # Say so before creating a data folder for a project that is not there.
             raise FunctionDefinitionError(
                 f"No functions folder at {paths.functions}: create it, run `syncline init`, "
                 "or pass --dir / --functions"
             )
-        if db is None:
-            db_path = paths.data / DEFAULT_DB_FILE
-        else:
-            db_path = sqlite_path_from_url(db, base=Path.cwd())
-        lock = DataDirLock(db_path.parent)
+        lock = DataDirLock(paths.database_dir)
         try:
-            database = Database.open_sqlite(
-                str(db_path), durability=durability, clock=clock or SystemClock()
+            persistence = open_persistence(
+                paths.database_url, base=Path.cwd(), durability=durability
             )
+            database = Database(persistence, clock=clock or SystemClock())
         except BaseException:
             lock.release()
             raise
         try:
-            admin_key = load_or_create_admin_key(db_path.parent)
+            admin_key = load_or_create_admin_key(paths.database_dir)
         except BaseException:
             database.close()
             lock.release()
             raise
         app = cls(database, paths.functions, clock=clock, dev=dev, admin_key=admin_key)
+        app.paths = paths
         app._lock = lock
         try:
             app.use_storage(
                 open_file_storage(
                     paths.data / FILES_DIR_NAME if files is None else files,
                     database=database,
-                    secret_dir=db_path.parent,
+                    secret_dir=paths.database_dir,
                     clock=app.clock,
                     origin=lambda: app.public_url,
                     max_upload_bytes=max_upload_bytes,

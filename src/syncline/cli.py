@@ -127,6 +127,7 @@ def _serve(
     import logging
 
     from syncline.application import Application
+    from syncline.auth.admin_key import ADMIN_KEY_FILE
     from syncline.server import discovery
     from syncline.server.run import ShutdownRequested
     from syncline.server.run import serve as run_server
@@ -151,7 +152,8 @@ def _serve(
     # File URLs must name an address clients can reach (never 0.0.0.0).
     app.public_url = (public_url or f"http://{discovery.connect_host(host)}:{port}").rstrip("/")
     site_url = f"http://{host}:{site_port}" if site_port is not None else None
-    data_dir = Path(app.database.persistence.path).parent
+    assert app.paths is not None  # Application.open sets them
+    data_dir = app.paths.database_dir
 
     def ready() -> None:
         mode = "dev" if dev else "production"
@@ -166,7 +168,7 @@ def _serve(
             url=f"http://{reachable}:{port}",
             site_url=None if site_port is None else f"http://{reachable}:{site_port}",
         )
-        click.echo(f"  Admin key:     {app.database.persistence.path.rsplit('/', 1)[0]}/admin_key")
+        click.echo(f"  Admin key:     {data_dir / ADMIN_KEY_FILE}")
         click.echo(f"  Functions:     {len(app.registry.functions)} loaded")
         if app.storage is not None:
             click.echo(f"  Files:         {app.storage.blobs} (URLs: {app.public_url})")
@@ -311,16 +313,10 @@ def _env_target(
     project: Path, db: str | None, url: str | None, admin_key: str | None
 ) -> _LocalEnv | _RemoteEnv:
     """Where `syncline env` reads and writes: --url, else the data dir, else its server."""
-    from syncline.application import DATA_DIR_NAME, DEFAULT_DB_FILE, Application
-    from syncline.application import sqlite_path_from_url as sqlite_path
+    from syncline.application import DATA_DIR_NAME, Application, Paths
     from syncline.server import discovery
 
-    db_path = (
-        project / DATA_DIR_NAME / DEFAULT_DB_FILE
-        if db is None
-        else sqlite_path(db, base=Path.cwd())
-    )
-    data_dir = db_path.parent
+    data_dir = Paths.for_project(project, db=db).database_dir
     if url is not None:
         key = admin_key or _read_key_file(data_dir)
         if key is None:

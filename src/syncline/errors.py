@@ -30,7 +30,8 @@ freely; codes may not.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import json
+from typing import Any, ClassVar, Final
 
 
 class SynclineError(Exception):
@@ -69,12 +70,35 @@ class ConvexError(SynclineError):
 
 
 def _describe(data: Any) -> str:
-    try:
-        from syncline.values.json import to_json_string
+    """JSON for the message of a ConvexError; ``repr`` for data JSON cannot hold as is.
 
-        return to_json_string(data)
-    except Exception:
+    Only the message: ``data`` itself reaches callers exactly, in Convex's wire encoding.
+    """
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
         return repr(data)
+
+
+class _NoErrorData:
+    """Marks an absent ``errorData`` (present-but-null means ConvexError with null data)."""
+
+    _instance: _NoErrorData | None = None
+
+    def __new__(cls) -> _NoErrorData:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NO_ERROR_DATA"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NO_ERROR_DATA: Final = _NoErrorData()
+"""The ``errorData`` of a failure that is not a :class:`ConvexError` (the wire omits it)."""
 
 
 class InvalidRequest(SynclineError):

@@ -40,7 +40,7 @@ from syncline.database.database import Database
 from syncline.database.reads import ReadSet
 from syncline.database.subscriptions import IntervalIndex
 from syncline.database.writes import Commit
-from syncline.errors import InternalError
+from syncline.errors import NO_ERROR_DATA, InternalError
 from syncline.functions.executor import (
     Executor,
     Outcome,
@@ -50,7 +50,6 @@ from syncline.functions.executor import (
 )
 from syncline.functions.paths import canonicalize_path
 from syncline.identity import ANONYMOUS, Admin, Identity, System, User
-from syncline.sync.protocol import NO_ERROR_DATA
 from syncline.values.json import to_json
 
 log = logging.getLogger("syncline.live")

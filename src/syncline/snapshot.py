@@ -36,7 +36,7 @@ pending jobs belong to the source deployment and would otherwise run twice.
 Cron state is re-created from ``crons.py``; environment variables are not data
 and stay out of snapshots.
 
-Memory: export reads one snapshot in batches of 1,000 documents and streams
+Memory: export reads one snapshot in batches (``Database.scan_table``) and streams
 each ZIP entry, so it does not grow with the data. Import streams its input
 and writes in batches; what it keeps until the commit is the write set it
 publishes (a few short index keys and the id per document), not documents.
@@ -103,6 +103,7 @@ from syncline.database.catalog import (
     Catalog,
     TableInfo,
 )
+from syncline.database.database import Database
 from syncline.database.transaction import check_table_name
 from syncline.errors import InvalidRequest, InvalidValue, SynclineError
 from syncline.values.ids import table_number_of
@@ -117,7 +118,6 @@ from syncline.values.validators import (
 )
 
 if TYPE_CHECKING:
-    from syncline.database.database import Database
     from syncline.database.transaction import Transaction
     from syncline.persistence.base import ReadConnection
 
@@ -143,7 +143,6 @@ MAX_REPORTED_ERRORS = 20
 TABLES_TABLE = "_tables"
 STORAGE_TABLE = "_storage"
 UNIFORM = "uniform"
-_READ_BATCH = 1000
 _PROGRESS_EVERY = 1000
 _LE_DOUBLE = struct.Struct("<d")
 _DOCUMENTS_ENTRY = re.compile(r"(?:(.*)/)?([^/]+)/documents\.jsonl")
@@ -363,29 +362,6 @@ class ImportResult:
 # --------------------------------------------------------------------------- reading the database
 
 
-@contextlib.contextmanager
-def _snapshot(database: Database) -> Iterator[tuple[ReadConnection, Catalog]]:
-    """One consistent snapshot for a whole export, and the catalog as of that snapshot."""
-    conn = database.persistence.reader()
-    try:
-        yield conn, Catalog.from_rows(conn.tables(), conn.indexes())
-    finally:
-        database.persistence.release_reader(conn)
-
-
-def _raw_documents(conn: ReadConnection, info: TableInfo) -> Iterator[bytes]:
-    """Every stored document of a table (wire JSON bytes), in ``_creationTime`` order."""
-    index = info.indexes[BY_CREATION_TIME]
-    start, end = b"", b"\xff"
-    while True:
-        rows = conn.scan(index.id, start, end, reverse=False, limit=_READ_BATCH)
-        for _key, _doc_id, raw in rows:
-            yield raw
-        if len(rows) < _READ_BATCH:
-            return
-        start = rows[-1][0] + b"\x00"
-
-
 def _count(conn: ReadConnection, info: TableInfo) -> int:
     return conn.count(info.indexes[BY_ID].id)
 
@@ -444,7 +420,7 @@ def export_snapshot(
     path = Path(path)
     result = ExportResult(path, "zip")
     with (
-        _snapshot(database) as (conn, catalog),
+        database.storage_snapshot() as (conn, catalog),
         _AtomicOutput(path) as partial,
         zipfile.ZipFile(partial, "w", allowZip64=True) as archive,
     ):
@@ -458,7 +434,7 @@ def export_snapshot(
             entry = _zip_entry(f"{info.name}/documents.jsonl")
             with archive.open(entry, "w", force_zip64=True) as out:
                 chunk: list[bytes] = []
-                for raw in _raw_documents(conn, info):
+                for _id, raw in Database.scan_table(conn, info, BY_CREATION_TIME):
                     chunk.append(orjson.dumps(to_export_json(from_json_bytes(raw))))
                     if len(chunk) >= _PROGRESS_EVERY:
                         out.write(b"\n".join(chunk) + b"\n")
@@ -494,7 +470,7 @@ def _export_storage(
     progress.start(STORAGE_TABLE, total, "documents")
     files: list[tuple[str, Any]] = []
     with archive.open(_zip_entry(f"{STORAGE_TABLE}/documents.jsonl"), "w", force_zip64=True) as out:
-        for raw in _raw_documents(conn, info):
+        for _id, raw in Database.scan_table(conn, info, BY_CREATION_TIME):
             doc: dict[str, Any] = from_json_bytes(raw)  # type: ignore[assignment]
             out.write(orjson.dumps(_storage_line(doc)) + b"\n")
             progress.advance(1)
@@ -578,7 +554,7 @@ def export_table(
     if fmt not in ("jsonl", "csv"):
         raise InvalidRequest(f"Unknown table export format {fmt!r}: use jsonl or csv")
     progress = progress or _NoProgress()
-    with _snapshot(database) as (conn, catalog):
+    with database.storage_snapshot() as (conn, catalog):
         info = catalog.table(table)
         if info is None or (info.is_system and table != STORAGE_TABLE):
             known = ", ".join(t.name for t in _user_tables(catalog)) or "none"
@@ -605,7 +581,7 @@ def _write_table(
     written = 0
     if fmt == "jsonl":
         chunk: list[bytes] = []
-        for raw in _raw_documents(conn, info):
+        for _id, raw in Database.scan_table(conn, info, BY_CREATION_TIME):
             chunk.append(raw)  # stored documents are wire JSON already
             if len(chunk) >= _PROGRESS_EVERY:
                 out.write(b"\n".join(chunk) + b"\n")
@@ -622,7 +598,7 @@ def _write_table(
     try:
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(columns)
-        for raw in _raw_documents(conn, info):
+        for _id, raw in Database.scan_table(conn, info, BY_CREATION_TIME):
             doc: dict[str, Any] = from_json_bytes(raw)  # type: ignore[assignment]
             writer.writerow([_csv_cell(doc[c]) if c in doc else "" for c in columns])
             written += 1
@@ -643,7 +619,7 @@ def _csv_columns(conn: ReadConnection, info: TableInfo, database: Database) -> l
     if isinstance(validator, VObject):
         declared = list(validator.fields)
     seen: set[str] = set()
-    for raw in _raw_documents(conn, info):
+    for _id, raw in Database.scan_table(conn, info, BY_CREATION_TIME):
         seen.update(orjson.loads(raw))
     extra = sorted(seen - set(declared) - {"_id", "_creationTime"})
     return ["_id", "_creationTime", *declared, *extra]

@@ -41,6 +41,7 @@ from syncline.functions.context import MutationCtx
 from syncline.functions.http_router import HttpResponse
 from syncline.functions.paths import function_path
 from syncline.identity import ANONYMOUS, Admin, Identity, User, UserIdentity
+from syncline.persistence import open_persistence
 
 T = TypeVar("T")
 
@@ -65,9 +66,10 @@ class TestBackend:
         self.data_dir = (
             Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="syncline-test-"))
         )
-        database = Database.open_sqlite(
-            str(self.data_dir / "test.sqlite3"), durability="off", clock=self.clock
+        persistence = open_persistence(
+            f"sqlite:///{self.data_dir / 'test.sqlite3'}", base=Path.cwd(), durability="off"
         )
+        database = Database(persistence, clock=self.clock)
         self.app = Application(database, functions, clock=self.clock)
         try:
             self.app.use_storage(
@@ -128,9 +130,7 @@ class TestBackend:
         """Run ``fn(ctx)`` as a mutation: direct database access for setup and checks."""
 
         def body(tx: Transaction) -> T:
-            ctx = MutationCtx(tx, self._identity, now=self.clock.now_ms(), seed=0)
-            self.app.executor._add_members(ctx, "mutation", tx, self._identity)
-            return fn(ctx)
+            return fn(self.app.executor.mutation_context(tx, self._identity, seed=0))
 
         return self.database.write_sync(body).value
 

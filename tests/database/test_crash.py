@@ -11,12 +11,14 @@ from pathlib import Path
 
 from syncline.database.database import Database
 from syncline.database.query import Query
+from syncline.persistence.sqlite import SqlitePersistence
 
 CHILD = r"""
 import sys
 from syncline.database.database import Database
+from syncline.persistence.sqlite import SqlitePersistence
 
-db = Database.open_sqlite(sys.argv[1], durability="full")
+db = Database(SqlitePersistence(sys.argv[1], durability="full"))
 counter = db.write_sync(lambda tx: tx.insert("state", {"seq": 0})).value
 print("counter", counter, flush=True)
 
@@ -63,7 +65,7 @@ def test_sigkill_loses_no_reported_commit(tmp_path: Path) -> None:
     child.stdout.close()
     assert len(reported) > 20, "the child should have committed for a while"
 
-    with Database.open_sqlite(str(path), durability="full") as db:
+    with Database(SqlitePersistence(str(path), durability="full")) as db:
         events = db.run_read(lambda tx: [doc["seq"] for doc in Query(tx, "events")]).value
         state = db.run_read(lambda tx: tx.get(counter_id)).value
         seqs = {int(s) for s in events}

@@ -15,6 +15,7 @@ from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Limits, Transaction
 from syncline.errors import LimitExceeded
+from syncline.persistence.sqlite import SqlitePersistence
 
 MakeDb = Callable[..., Database]
 
@@ -24,9 +25,8 @@ def make_db(tmp_path: Path, clock: ManualClock) -> Iterator[MakeDb]:
     made: list[Database] = []
 
     def make(**limits: int) -> Database:
-        database = Database.open_sqlite(
-            str(tmp_path / f"limits{len(made)}.sqlite3"),
-            durability="off",
+        database = Database(
+            SqlitePersistence(str(tmp_path / f"limits{len(made)}.sqlite3"), durability="off"),
             clock=clock,
             limits=Limits(**limits),
         )
@@ -262,9 +262,8 @@ def test_limit_errors_reach_the_caller_of_a_function(tmp_path: Path, clock: Manu
             """
         },
     )
-    database = Database.open_sqlite(
-        str(tmp_path / "app.sqlite3"),
-        durability="off",
+    database = Database(
+        SqlitePersistence(str(tmp_path / "app.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_docs_written=4, max_docs_read=6),
     )

@@ -15,6 +15,7 @@ from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Limits, Transaction
 from syncline.errors import InvalidCursor, InvalidQuery, InvalidValue, LimitExceeded
+from syncline.persistence.sqlite import SqlitePersistence
 
 SCHEMA = define_schema(
     {
@@ -349,9 +350,8 @@ def test_maximum_rows_read_stops_early(pdb: Database) -> None:
 def test_read_limit_inside_paginate_splits_instead_of_failing(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    with Database.open_sqlite(
-        str(tmp_path / "small.sqlite3"),
-        durability="off",
+    with Database(
+        SqlitePersistence(str(tmp_path / "small.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_docs_read=10),
     ) as small:
@@ -375,9 +375,8 @@ def test_read_limit_inside_paginate_splits_instead_of_failing(
 
 
 def test_split_recommended_gives_a_split_cursor(tmp_path: Path, clock: ManualClock) -> None:
-    with Database.open_sqlite(
-        str(tmp_path / "split.sqlite3"),
-        durability="off",
+    with Database(
+        SqlitePersistence(str(tmp_path / "split.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_docs_read=100),
     ) as small:
@@ -396,9 +395,8 @@ def test_split_recommended_gives_a_split_cursor(tmp_path: Path, clock: ManualClo
 def test_bytes_read_limit_inside_paginate_splits_instead_of_failing(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    with Database.open_sqlite(
-        str(tmp_path / "bytes.sqlite3"),
-        durability="off",
+    with Database(
+        SqlitePersistence(str(tmp_path / "bytes.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_bytes_read=2_000),
     ) as small:
@@ -427,9 +425,8 @@ def test_bytes_read_limit_inside_paginate_splits_instead_of_failing(
 def test_a_single_row_over_the_read_limit_is_still_an_error(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    with Database.open_sqlite(
-        str(tmp_path / "one.sqlite3"),
-        durability="off",
+    with Database(
+        SqlitePersistence(str(tmp_path / "one.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_bytes_read=100),
     ) as small:

@@ -14,6 +14,7 @@ from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Limits
 from syncline.errors import InvalidQuery, SchemaDefinitionError, SchemaValidationError
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.schema import Schema
 
 
@@ -183,9 +184,8 @@ def test_wrong_type_names_the_path(db: Database) -> None:
 def test_validating_existing_data_is_not_bound_by_read_limits(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    with Database.open_sqlite(
-        str(tmp_path / "limits.sqlite3"),
-        durability="off",
+    with Database(
+        SqlitePersistence(str(tmp_path / "limits.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_docs_read=5, max_bytes_read=2000),
     ) as small:
@@ -277,10 +277,10 @@ def test_schema_validation_off(db: Database) -> None:
 def test_schema_persists_across_reopen(tmp_path: Path, clock: ManualClock) -> None:
     path = str(tmp_path / "persist.sqlite3")
     schema = items_schema(("by_n", ["n"]))
-    with Database.open_sqlite(path, durability="off", clock=clock) as first:
+    with Database(SqlitePersistence(path, durability="off"), clock=clock) as first:
         first.apply_schema(schema)
         insert(first, "items", [{"n": 2.0}, {"n": 1.0}])
-    with Database.open_sqlite(path, durability="off", clock=clock) as again:
+    with Database(SqlitePersistence(path, durability="off"), clock=clock) as again:
         assert again.schema == schema
         assert by_index(again, "items", "by_n") == [1.0, 2.0]
         with pytest.raises(SchemaValidationError):

@@ -411,3 +411,17 @@ def test_extra_runs_in_the_same_transaction(t: TestBackend) -> None:
     failed = t.app.executor.mutation_sync("tasks:add", {"title": "y"}, extra=failing_extra)
     assert isinstance(failed.error, RuntimeError)
     assert t.query("tasks:list") == ["x"]
+
+
+def test_mutation_context_has_the_registered_members(t: TestBackend) -> None:
+    executor = t.app.executor
+    executor.register_ctx_member("probe", lambda kind, tx, identity: (kind, identity))
+
+    def body(tx: Any) -> Any:
+        ctx = executor.mutation_context(tx, Admin(), seed=7)
+        again = executor.mutation_context(tx, Admin(), seed=7)
+        return ctx.probe, ctx.random.random(), again.random.random()
+
+    (kind, identity), first, again = t.database.write_sync(body).value
+    assert kind == "mutation" and isinstance(identity, Admin)
+    assert first == again  # a fixed seed gives the same random numbers

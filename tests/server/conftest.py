@@ -40,6 +40,7 @@ from starlette.websockets import WebSocketDisconnect
 from syncline.application import Application
 from syncline.clock import Clock
 from syncline.database.database import Database
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.server.app import create_app
 from syncline.sync.protocol import decode_ts
 
@@ -185,7 +186,7 @@ def open_application(
     root: Path, files: Mapping[str, str], *, clock: Clock | None = None
 ) -> Application:
     functions = write_project(root, files)
-    database = Database.open_sqlite(str(root / "db.sqlite3"), durability="off", clock=clock)
+    database = Database(SqlitePersistence(str(root / "db.sqlite3"), durability="off"), clock=clock)
     app = Application(database, functions, clock=clock, admin_key=ADMIN_KEY)
     try:
         app.load()

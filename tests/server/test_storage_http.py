@@ -21,6 +21,7 @@ from syncline.blobs import LocalBlobStore
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.files.service import FileStorage
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.server.app import create_app
 from syncline.values.ids import new_id
 
@@ -101,7 +102,9 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     clock = ManualClock()
     functions = write_functions(tmp_path / "functions", FUNCTIONS)
-    database = Database.open_sqlite(str(tmp_path / "db.sqlite3"), durability="off", clock=clock)
+    database = Database(
+        SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"), clock=clock
+    )
     app = Application(database, functions, clock=clock)
     app.public_url = "http://testserver"
     app.use_storage(
@@ -420,7 +423,7 @@ def test_path_traversal_in_an_upload_url(served: Served) -> None:
 
 def test_storage_disabled(tmp_path: Path) -> None:
     functions = write_functions(tmp_path / "functions", {"x.py": ""})
-    database = Database.open_sqlite(str(tmp_path / "db.sqlite3"), durability="off")
+    database = Database(SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"))
     app = Application(database, functions)
     try:
         with TestClient(create_app(app)) as client:

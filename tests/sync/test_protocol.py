@@ -657,3 +657,11 @@ def test_parse_server_message_rejects_garbage() -> None:
                 }
             )
         )
+
+
+def test_no_error_data_is_one_marker_for_the_server_and_the_client() -> None:
+    from syncline import errors
+    from syncline.sync import protocol
+
+    assert protocol.NO_ERROR_DATA is errors.NO_ERROR_DATA
+    assert not errors.NO_ERROR_DATA and repr(errors.NO_ERROR_DATA) == "NO_ERROR_DATA"

@@ -100,9 +100,10 @@ def data_dir_for(project: Path, db: str | None) -> Path:
     """The data folder ``syncline serve --dir project [--db db]`` would use (and lock)."""
     from syncline.application import Paths
 
-    if db is None:
-        return Paths.for_project(project).data
-    return _database_file(project, db).parent.resolve()
+    try:
+        return Paths.for_project(project, db=db).database_dir
+    except SynclineError as exc:
+        fail(str(exc))
 
 
 def server_holds(data_dir: Path) -> bool:
@@ -442,18 +443,16 @@ def run(
 
 
 def _database_file(project: Path, db: str | None) -> Path:
-    from syncline.application import DEFAULT_DB_FILE, sqlite_path_from_url
+    from syncline.application import Paths
 
-    if db is None:
-        return data_dir_for(project, None) / DEFAULT_DB_FILE
     try:
-        return sqlite_path_from_url(db, base=Path.cwd())
+        return Paths.for_project(project, db=db).database_file
     except SynclineError as exc:
         fail(str(exc))
 
 
-def _read_local(project: Path, db: str | None, read: Callable[[Any, list[str]], Any]) -> Any:
-    """``read(tx, table names)`` on a snapshot of the project's database (no server running)."""
+def _read_local(project: Path, db: str | None, read: Callable[[Any], Any]) -> Any:
+    """``read(tx)`` on a snapshot of the project's database (no server running)."""
     from syncline.application import Application
 
     db_file = _database_file(project, db)
@@ -467,8 +466,7 @@ def _read_local(project: Path, db: str | None, read: Callable[[Any, list[str]], 
     except SynclineError as exc:
         fail(str(exc))
     try:
-        names = [t.name for t in app.database.catalog.tables()]
-        return app.database.run_read(lambda tx: read(tx, names)).value
+        return app.database.run_read(read).value
     except SynclineError as exc:
         fail(str(exc))
     finally:
@@ -560,18 +558,14 @@ def data(
       syncline data messages --limit 5 --order asc
       syncline data _scheduled_functions --format jsonl | jq .state
     """
-    from syncline.server.admin import read_documents, table_counts
+    from syncline.database.browse import read_documents, table_counts
 
     remote = find_server(project, db, url, admin_key)
     if table is None:
         if remote is not None:
             tables = remote.request("GET", "/api/admin/tables")["tables"]
         else:
-            tables = _read_local(
-                project,
-                db,
-                lambda tx, names: table_counts(tx, [n for n in names if not n.startswith("_")]),
-            )
+            tables = _read_local(project, db, table_counts)
         _print_tables(tables, fmt)
         return
     if remote is not None:
@@ -582,7 +576,7 @@ def data(
         page = _read_local(
             project,
             db,
-            lambda tx, names: read_documents(tx, table, limit=limit, order=order, known=names),  # type: ignore[arg-type]
+            lambda tx: read_documents(tx, table, limit=limit, order=order),  # type: ignore[arg-type]
         )
     _print_documents(page, fmt, order)
 

@@ -59,11 +59,9 @@ _project_options = combine(
 
 
 def _data_dir(project: Path, db: str | None) -> Path:
-    from syncline.application import Paths, sqlite_path_from_url
+    from syncline.application import Paths
 
-    if db is None:
-        return Paths.for_project(project).data
-    return sqlite_path_from_url(db, base=Path.cwd()).parent.resolve()
+    return Paths.for_project(project, db=db).database_dir
 
 
 def _holder_pid(data_dir: Path) -> str:
@@ -89,14 +87,13 @@ def _open(
     ``load``: load the functions folder (and apply its schema); otherwise the
     database must exist already (nothing is created for a mistyped --dir).
     """
-    from syncline.application import DEFAULT_DB_FILE, Application, sqlite_path_from_url
+    from syncline.application import Application, Paths
 
     if not load:
-        db_file = (
-            _data_dir(project, None) / DEFAULT_DB_FILE
-            if db is None
-            else sqlite_path_from_url(db, base=Path.cwd())
-        )
+        try:
+            db_file = Paths.for_project(project, db=db).database_file
+        except SynclineError as exc:
+            _fail(str(exc))
         if not db_file.exists():
             _fail(f"No Syncline data at {db_file}: is --dir the project's folder?")
     try:

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from syncline.database.catalog import BY_ID, FIRST_USER_TABLE_NUMBER, IndexInfo, TableInfo
+from syncline.database.database import SCAN_BATCH, Database
 from syncline.database.transaction import Transaction
 from syncline.errors import InvalidId, InvalidValue
 from syncline.persistence.base import LogEntry, WriteConnection
@@ -86,27 +87,24 @@ class BulkWriter:
         """
         self.flush()
         self._plans.pop(info.name, None)
-        by_id = info.indexes[BY_ID]
         indexes = list(info.indexes.values())
         writes = self.tx.writes
         ts = self.tx.ts
         deleted = 0
-        start, end = b"", b"\xff"
-        while True:
-            rows = self.conn.scan(by_id.id, start, end, reverse=False, limit=1000)
-            log: list[LogEntry] = []
-            for _key, doc_id, raw in rows:
-                doc = from_json_bytes(raw)
-                for index in indexes:
-                    writes.add_key(index.full_name, index.key_of(doc))  # type: ignore[arg-type]
-                writes.doc_ids.add(doc_id)
-                log.append(LogEntry(ts, doc_id, info.number, None))
-            if log:
+        log: list[LogEntry] = []
+        for doc_id, raw in Database.scan_table(self.conn, info):
+            doc = from_json_bytes(raw)
+            for index in indexes:
+                writes.add_key(index.full_name, index.key_of(doc))  # type: ignore[arg-type]
+            writes.doc_ids.add(doc_id)
+            log.append(LogEntry(ts, doc_id, info.number, None))
+            if len(log) >= SCAN_BATCH:
                 self.conn.append_log(log)
-            deleted += len(rows)
-            if len(rows) < 1000:
-                break
-            start = rows[-1][0] + b"\x00"
+                deleted += len(log)
+                log = []
+        if log:
+            self.conn.append_log(log)
+            deleted += len(log)
         if deleted:
             self.conn.delete_table_documents(info.number)
             writes.tables.add(info.name)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
@@ -43,7 +44,7 @@ from syncline.database.reads import ReadSet
 from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
 from syncline.database.writes import Commit, WriteSet
 from syncline.errors import InternalError, SchemaDefinitionError
-from syncline.persistence.base import LogEntry, Persistence, WriteConnection
+from syncline.persistence.base import LogEntry, Persistence, ReadConnection, WriteConnection
 from syncline.values.json import from_json_bytes
 from syncline.values.validators import ValidatorError
 
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("syncline.database")
+
+#: rows read from storage per round trip by :meth:`Database.scan_table`
+SCAN_BATCH = 1000
 
 _TS_KEY = "ts"
 _CREATION_TIME_KEY = "creation_time"
@@ -161,13 +165,37 @@ class Database:
         self._writer.start()
         self._bootstrap()
 
-    @classmethod
-    def open_sqlite(
-        cls, path: str, *, durability: str = "full", clock: Clock | None = None, **kwargs: Any
-    ) -> Database:
-        from syncline.persistence.sqlite import SqlitePersistence
+    # ------------------------------------------------------------------ whole tables
 
-        return cls(SqlitePersistence(path, durability=durability), clock=clock, **kwargs)  # type: ignore[arg-type]
+    @staticmethod
+    def scan_table(
+        conn: ReadConnection, info: TableInfo, index: str = BY_ID, *, batch: int = SCAN_BATCH
+    ) -> Iterator[tuple[str, bytes]]:
+        """Every stored document of a table in ``index`` order, as ``(id, wire JSON bytes)``.
+
+        Reads straight from ``conn`` in batches of ``batch`` rows: no read set and
+        no transaction limits. For system work over whole tables (index backfill,
+        schema checks, clearing a table, export); functions read with
+        ``Transaction.scan``.
+        """
+        index_id = info.indexes[index].id
+        start, end = b"", b"\xff"
+        while True:
+            rows = conn.scan(index_id, start, end, reverse=False, limit=batch)
+            for _key, doc_id, raw in rows:
+                yield doc_id, raw
+            if len(rows) < batch:
+                return
+            start = rows[-1][0] + b"\x00"
+
+    @contextlib.contextmanager
+    def storage_snapshot(self) -> Iterator[tuple[ReadConnection, Catalog]]:
+        """One consistent snapshot of storage and the catalog as of it, for :meth:`scan_table`."""
+        conn = self.persistence.reader()
+        try:
+            yield conn, Catalog.from_rows(conn.tables(), conn.indexes())
+        finally:
+            self.persistence.release_reader(conn)
 
     # ------------------------------------------------------------------ state
 
@@ -443,7 +471,8 @@ def _check_existing_documents(tx: Transaction, schema: Schema, info: TableInfo) 
         return
     # A system task, not user code: read storage directly, so the per-transaction
     # read limits (sized for functions) do not cap how much data a schema can check.
-    for doc in _all_documents(tx._require_writable(), info):
+    for _doc_id, raw in Database.scan_table(tx._require_writable(), info):
+        doc = from_json_bytes(raw)
         fields = {k: v for k, v in doc.items() if k not in ("_id", "_creationTime")}
         try:
             validator.validate(fields, tx)
@@ -482,22 +511,10 @@ def _sync_indexes(
     return added, removed
 
 
-def _all_documents(conn: WriteConnection, info: TableInfo) -> Iterator[dict[str, Any]]:
-    """Every document of a table, in ``_id`` order, read in batches straight from storage."""
-    by_id = info.indexes[BY_ID]
-    start, end = b"", b"\xff"
-    while True:
-        rows = conn.scan(by_id.id, start, end, reverse=False, limit=1000)
-        for _key, _doc_id, raw in rows:
-            yield from_json_bytes(raw)  # type: ignore[misc]
-        if len(rows) < 1000:
-            return
-        start = rows[-1][0] + b"\x00"
-
-
 def _backfill(conn: WriteConnection, info: TableInfo, indexes: list[IndexInfo]) -> None:
     entries: list[tuple[int, bytes, str]] = []
-    for doc in _all_documents(conn, info):
+    for _doc_id, raw in Database.scan_table(conn, info):
+        doc = from_json_bytes(raw)
         for index in indexes:
             entries.append((index.id, index.key_of(doc), doc["_id"]))
         if len(entries) >= 1000:

@@ -262,6 +262,24 @@ class Executor:
                 setattr(ctx, name, member)
         return ctx
 
+    def mutation_context(
+        self, tx: Transaction, identity: Identity, *, seed: int | None = None
+    ) -> MutationCtx:
+        """The ``ctx`` a mutation running in ``tx`` gets, registered members included.
+
+        For code that runs as a mutation without being a registered function
+        (the test kit's ``run``). ``seed`` fixes ``ctx``'s random numbers.
+        """
+        ctx = MutationCtx(
+            tx,
+            identity,
+            now=self.clock.now_ms(),
+            seed=random.getrandbits(64) if seed is None else seed,
+            env=self._env(),
+        )
+        self._add_members(ctx, "mutation", tx, identity)
+        return ctx
+
     def resolve(
         self, path: str, kind: FunctionKind, identity: Identity, *, allow_internal: bool = False
     ) -> RegisteredFunction:

@@ -19,6 +19,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+#: how hard a commit is made to survive a crash (SQLite's ``synchronous``: ``full``
+#: fsyncs every commit, ``normal`` survives a process crash only, ``off`` is for tests)
+Durability = Literal["full", "normal", "off"]
 
 
 @dataclass(frozen=True, slots=True)

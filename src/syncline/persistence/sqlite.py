@@ -17,10 +17,10 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
 
 from syncline.errors import InternalError
 from syncline.persistence.base import (
+    Durability,
     IndexRow,
     LogEntry,
     Persistence,
@@ -28,8 +28,6 @@ from syncline.persistence.base import (
     TableRow,
     WriteConnection,
 )
-
-Durability = Literal["full", "normal", "off"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS globals (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;

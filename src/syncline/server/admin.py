@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -49,15 +49,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from syncline.auth.credentials import require_admin
-from syncline.database.catalog import BY_CREATION_TIME
+from syncline.database.browse import Order, TableNotFound, read_documents, table_counts
 from syncline.errors import InvalidRequest, SynclineError
 from syncline.functions.executor import Outcome
 from syncline.server.api import error_response
-from syncline.values.json import to_json
 
 if TYPE_CHECKING:
     from syncline.application import Application
-    from syncline.database.transaction import Transaction
     from syncline.functions.executor import Executor
 
 __all__ = [
@@ -81,13 +79,6 @@ HEARTBEAT_S = 15.0
 #: calls buffered per log stream before they are dropped (and counted)
 LOG_BUFFER = 1_000
 
-Order = Literal["asc", "desc"]
-
-
-class TableNotFound(InvalidRequest):
-    code = "TableNotFound"
-    http_status = 404
-
 
 class _Json(Response):
     media_type = "application/json"
@@ -97,31 +88,7 @@ class _Json(Response):
 
 
 # --------------------------------------------------------------------------
-# Reads shared with the CLI's local mode (no server running)
-
-
-def table_counts(tx: Transaction, names: list[str]) -> list[dict[str, Any]]:
-    """``[{"name", "documents"}]`` for the tables ``names``, sorted by name."""
-    return [{"name": name, "documents": tx.count(name)} for name in sorted(names)]
-
-
-def read_documents(
-    tx: Transaction, table: str, *, limit: int, order: Order, known: list[str]
-) -> dict[str, Any]:
-    """Up to ``limit`` documents of ``table`` by ``_creationTime`` (encoded JSON).
-
-    ``known`` lists the tables that exist; any other name raises
-    :class:`TableNotFound` naming the user tables.
-    """
-    if table not in known:
-        user_tables = ", ".join(sorted(t for t in known if not t.startswith("_"))) or "none"
-        raise TableNotFound(f"There is no table {table!r} (tables: {user_tables})")
-    documents = []
-    for _key, doc in tx.scan(table, BY_CREATION_TIME, b"", b"\xff", reverse=order == "desc"):
-        if len(documents) >= limit:
-            break
-        documents.append(to_json(doc))
-    return {"table": table, "total": tx.count(table), "documents": documents}
+# Query parameters
 
 
 def parse_limit(raw: str | None) -> int:
@@ -245,15 +212,11 @@ class AdminApi:
         identity = await self.app.identity_from_header(header)
         require_admin(identity, what)
 
-    def _table_names(self) -> list[str]:
-        return [t.name for t in self.app.database.catalog.tables()]
-
     async def tables(self, request: Request) -> Response:
         """``GET /api/admin/tables``: the user tables and their document counts."""
         try:
             await self._require_admin(request, "GET /api/admin/tables")
-            names = [n for n in self._table_names() if not n.startswith("_")]
-            result = await self.app.database.read(lambda tx: table_counts(tx, names))
+            result = await self.app.database.read(table_counts)
         except SynclineError as exc:
             return error_response(exc)
         return _Json({"tables": result.value})
@@ -268,9 +231,8 @@ class AdminApi:
                 raise InvalidRequest("the `table` query parameter is required", code="BadTable")
             limit = parse_limit(params.get("limit"))
             order = parse_order(params.get("order"))
-            known = self._table_names()
             result = await self.app.database.read(
-                lambda tx: read_documents(tx, table, limit=limit, order=order, known=known)
+                lambda tx: read_documents(tx, table, limit=limit, order=order)
             )
         except SynclineError as exc:
             return error_response(exc)

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
+from syncline.errors import NO_ERROR_DATA as NO_ERROR_DATA  # re-exported for the client
 from syncline.errors import InvalidRequest
 from syncline.values.json import from_json, to_json
 
@@ -31,26 +32,6 @@ U64_MAX: Final = 2**64 - 1
 
 class ProtocolError(InvalidRequest):
     code = "BadRequest"
-
-
-class _NoData:
-    """Marks an absent ``errorData`` (present-but-null means ConvexError with null data)."""
-
-    _instance: _NoData | None = None
-
-    def __new__(cls) -> _NoData:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NO_ERROR_DATA"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-NO_ERROR_DATA: Final = _NoData()
 
 
 def encode_ts(ts: int) -> str:

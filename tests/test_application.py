@@ -1,0 +1,63 @@
+"""Where a project's parts are (``Paths``) and the database URL choosing the storage backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import write_functions
+from syncline.application import DATA_DIR_NAME, DEFAULT_DB_FILE, Application, Paths
+from syncline.auth.admin_key import ADMIN_KEY_FILE
+from syncline.errors import InvalidRequest
+from syncline.persistence import open_persistence, sqlite_path_from_url
+from syncline.persistence.sqlite import SqlitePersistence
+
+
+def test_default_paths_keep_everything_in_the_data_folder(tmp_path: Path) -> None:
+    paths = Paths.for_project(tmp_path)
+    assert paths.data == tmp_path.resolve() / DATA_DIR_NAME
+    assert paths.database_file == paths.data / DEFAULT_DB_FILE
+    assert paths.database_dir == paths.data
+    assert sqlite_path_from_url(paths.database_url, base=Path("/elsewhere")) == paths.database_file
+
+
+def test_a_db_url_moves_the_database_and_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    paths = Paths.for_project(tmp_path / "app", db="sqlite:///store/main.db")
+    assert paths.database_file == tmp_path.resolve() / "store" / "main.db"
+    assert paths.database_dir == tmp_path.resolve() / "store"
+    # Stored files stay in the project's data folder.
+    assert paths.data == (tmp_path / "app").resolve() / DATA_DIR_NAME
+
+
+def test_unsupported_database_urls_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="Unsupported database URL") as info:
+        open_persistence("postgres://db/app", base=tmp_path)
+    assert info.value.code == "InvalidDatabaseUrl"
+    with pytest.raises(InvalidRequest, match="names no file"):
+        Paths.for_project(tmp_path, db="sqlite:///")
+
+
+def test_open_persistence_opens_the_file_the_url_names(tmp_path: Path) -> None:
+    persistence = open_persistence("sqlite:///sub/x.db", base=tmp_path, durability="off")
+    try:
+        assert isinstance(persistence, SqlitePersistence)
+        assert Path(persistence.path) == tmp_path / "sub" / "x.db"
+        assert (tmp_path / "sub" / "x.db").exists()
+    finally:
+        persistence.close()
+
+
+def test_open_records_its_paths_and_keeps_the_key_beside_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_functions(tmp_path / "app" / "functions", {"noop.py": "X = 1\n"})
+    monkeypatch.chdir(tmp_path)
+    with Application.open(tmp_path / "app", db="sqlite:///state/app.db", durability="off") as app:
+        assert app.paths is not None
+        assert app.paths.database_dir == tmp_path.resolve() / "state"
+        assert (app.paths.database_dir / ADMIN_KEY_FILE).read_text().strip() == app.admin_key
+        assert (tmp_path / "state" / "app.db").exists()
