@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from syncline.errors import SchemaDefinitionError, SchemaValidationError
-from syncline.values.json import from_python
+from syncline.values.json import object_from_python
 from syncline.values.validators import (
     ValidationContext,
     Validator,
@@ -487,7 +487,7 @@ class Schema:
         """
         validator = self.validator_for(table)
         if validator is None:
-            return from_python(doc)  # type: ignore[no-any-return]
+            return object_from_python(doc)
         try:
             return validator.validate(doc, ctx)  # type: ignore[return-value]
         except ValidatorError as exc:

@@ -17,9 +17,11 @@ from value_strategies import NEG_NAN, POS_NAN, floats, int64s, values
 
 from syncline.errors import InvalidValue
 from syncline.values.json import (
+    document_from_json_bytes,
     from_json,
     from_json_bytes,
     from_python,
+    object_from_python,
     to_clean_json,
     to_json,
     to_json_bytes,
@@ -496,6 +498,24 @@ def test_from_python_copies_containers() -> None:
     inner.append(3.0)
     src["d"] = 1.0
     assert out == {"a": [1.0, "x"], "b": {"c": [1.0, "x"]}}
+
+
+def test_object_from_python_converts_like_from_python() -> None:
+    class Ordered(OrderedDict[str, Any]):
+        pass
+
+    out = object_from_python(Ordered(n=1, nested={"k": [2]}))
+    assert type(out) is dict
+    assert out == {"n": 1.0, "nested": {"k": [2.0]}}
+    with pytest.raises(InvalidValue, match=r"^Invalid value at args\.x: tuple"):
+        object_from_python({"x": (1,)}, path="args")
+
+
+def test_document_from_json_bytes() -> None:
+    assert document_from_json_bytes(b'{"a": {"$integer": "AQAAAAAAAAA="}}') == {"a": Int64(1)}
+    for not_an_object in (b"[1]", b"null", b'"a"', b"1"):
+        with pytest.raises(InvalidValue, match="Expected a document"):
+            document_from_json_bytes(not_an_object)
 
 
 def test_from_python_too_deep_is_an_error() -> None:

@@ -626,6 +626,7 @@ class Query:
             else:
                 start = max(start, after + b"\x00")
         bounded = end_cursor is not None
+        until: bytes | None = None
         if bounded:
             if not isinstance(end_cursor, str):
                 raise InvalidCursor("InvalidCursor: endCursor must be a string")
@@ -667,7 +668,7 @@ class Query:
             page_status = "SplitRequired"
         if bounded:
             continue_cursor = end_cursor
-            is_done = _decode_cursor(end_cursor, fingerprint) is None
+            is_done = until is None
         elif exhausted:
             continue_cursor = _encode_cursor(fingerprint, None)
             is_done = True

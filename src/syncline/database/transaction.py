@@ -46,7 +46,12 @@ from syncline.errors import (
 )
 from syncline.persistence.base import LogEntry, ReadConnection, WriteConnection
 from syncline.values.ids import new_id, table_number_of
-from syncline.values.json import from_json_bytes, from_python, to_json_bytes
+from syncline.values.json import (
+    document_from_json_bytes,
+    from_json_bytes,
+    object_from_python,
+    to_json_bytes,
+)
 from syncline.values.keys import encode_key, values_equal
 from syncline.values.size import MAX_VALUE_NESTING, check_document, check_value_limits
 from syncline.values.types import UNDEFINED
@@ -222,7 +227,7 @@ class Transaction:
         if row is None:
             return None
         self._count_read(row[1])
-        return from_json_bytes(row[1])  # type: ignore[return-value]
+        return document_from_json_bytes(row[1])
 
     def scan(
         self, table: str, index_name: str, start: bytes, end: bytes, *, reverse: bool = False
@@ -246,12 +251,12 @@ class Transaction:
             rows = self._conn.scan(index.id, lo, hi, reverse=reverse, limit=batch)
             for key, _doc_id, raw in rows:
                 self._count_read(raw)
-                doc = from_json_bytes(raw)
+                doc = document_from_json_bytes(raw)
                 if reverse:
                     interval.start = key
                 else:
                     interval.end = key + b"\x00"
-                yield key, doc  # type: ignore[misc]
+                yield key, doc
             if len(rows) < batch:
                 break
             if reverse:
@@ -347,7 +352,7 @@ class Transaction:
     def _validated_fields(self, table: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         if self.schema is not None:
             return self.schema.validate_document(table, dict(fields), self)
-        return from_python(dict(fields))  # type: ignore[return-value]
+        return object_from_python(dict(fields))
 
     @staticmethod
     def _user_fields(
@@ -460,9 +465,9 @@ class Transaction:
         fields = {k: v for k, v in doc.items() if k not in ("_id", "_creationTime")}
         normalized = self._validated_fields(table, fields)
         row = self._conn.get_document(doc_id)
-        old = from_json_bytes(row[1]) if row else None
+        old = document_from_json_bytes(row[1]) if row else None
         new = {"_id": doc_id, "_creationTime": creation_time, **normalized}
-        self._write(info, doc_id, old, new)  # type: ignore[arg-type]
+        self._write(info, doc_id, old, new)
 
     def _write(
         self,

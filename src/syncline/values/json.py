@@ -31,14 +31,16 @@ from typing import Any, NoReturn, TypeGuard
 import orjson
 
 from syncline.errors import InvalidValue
-from syncline.values.types import MAX_SAFE_INTEGER, UNDEFINED, Int64, Value
+from syncline.values.types import MAX_SAFE_INTEGER, UNDEFINED, Document, Int64, Value
 
 __all__ = [
     "MAX_FIELD_NAME_LENGTH",
+    "document_from_json_bytes",
     "field_name_problem",
     "from_json",
     "from_json_bytes",
     "from_python",
+    "object_from_python",
     "to_clean_json",
     "to_json",
     "to_json_bytes",
@@ -274,11 +276,12 @@ def from_json(obj: Any) -> Value:
     conversion are shared with ``obj``, so do not mutate ``obj`` afterwards.
     """
     try:
-        return _dec(obj, False)
+        value: Value = _dec(obj, False)
     except _PathError as e:
         raise _invalid(e) from None
     except RecursionError:
         raise _too_deep() from None
+    return value
 
 
 def from_json_bytes(data: bytes | str) -> Value:
@@ -290,11 +293,20 @@ def from_json_bytes(data: bytes | str) -> Value:
         raise InvalidValue(f"Invalid JSON: {e}") from None
     try:
         # We own the parse result: convert in place, and orjson already rejected lone surrogates.
-        return _dec(obj, True)
+        value: Value = _dec(obj, True)
     except _PathError as e:
         raise _invalid(e) from None
     except RecursionError:
         raise _too_deep() from None
+    return value
+
+
+def document_from_json_bytes(data: bytes | str) -> Document:
+    """Parse JSON text in Convex's wire format that holds a document (an object)."""
+    value = from_json_bytes(data)
+    if type(value) is not dict:
+        raise InvalidValue(f"Expected a document (a JSON object), got {type(value).__name__}")
+    return value
 
 
 def _json_int(x: int) -> float:
@@ -302,6 +314,10 @@ def _json_int(x: int) -> float:
         return float(x)
     except OverflowError:
         raise _PathError(f"JSON number {str(x)[:30]}... is out of float64 range") from None
+
+
+# The converters below dispatch on the exact type() for speed, which mypy does not narrow
+# through, so they are typed Any; the public functions above state that the result is a Value.
 
 
 def _dec(x: Any, owned: bool) -> Any:
@@ -469,11 +485,23 @@ def from_python(obj: Any, *, path: str = "") -> Value:
     ``path`` prefixes the path in error messages (e.g. ``"args"``).
     """
     try:
-        return _py(obj)
+        value: Value = _py(obj)
     except _PathError as e:
         raise _invalid(e, path) from None
     except RecursionError:
         raise _too_deep() from None
+    return value
+
+
+def object_from_python(obj: dict[str, Any], *, path: str = "") -> dict[str, Value]:
+    """:func:`from_python` for a dict (document fields, function arguments): the result is one."""
+    try:
+        value: dict[str, Value] = _py(obj)
+    except _PathError as e:
+        raise _invalid(e, path) from None
+    except RecursionError:
+        raise _too_deep() from None
+    return value
 
 
 def _py_int(x: int) -> float:

@@ -253,6 +253,7 @@ class Validator(ABC):
     __slots__ = ("_key_cache",)
 
     kind: ClassVar[str] = ""
+    _key_cache: str
     is_optional: ClassVar[bool] = False
 
     def validate(self, value: Any, ctx: ValidationContext | None = None, path: str = "") -> Value:
@@ -264,7 +265,8 @@ class Validator(ABC):
         result = self._coerce(value, ctx)
         if result is _INVALID:
             raise self._explain(value, ctx, [path] if path else [])
-        return result  # type: ignore[return-value]
+        coerced: Value = result
+        return coerced
 
     def to_json(self) -> dict[str, Any]:
         """Convex's JSON form of this validator."""
@@ -285,7 +287,7 @@ class Validator(ABC):
 
     def _key(self) -> str:
         try:
-            return self._key_cache  # type: ignore[no-any-return]
+            return self._key_cache
         except AttributeError:
             key = json.dumps(self.to_json(), sort_keys=True)
             object.__setattr__(self, "_key_cache", key)
@@ -619,7 +621,7 @@ class VArray(Validator):
         if not isinstance(value, list):
             return _INVALID
         coerce = self.element._coerce
-        out = []
+        out: list[Any] = []
         append = out.append
         for item in value:
             result = coerce(item, ctx)
