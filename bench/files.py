@@ -2,7 +2,7 @@
 
     python bench/files.py [--size-mb 200] [--json]
 
-Starts ``python -m syncline serve`` on a throwaway project and a free port,
+Starts ``python -m syncline serve`` on a throwaway project and free ports,
 writes a file of SIZE MiB to disk, asks a mutation for an upload URL, POSTs
 the file streamed from disk (httpx, ``Content-Length`` set), downloads it back
 streamed (hashing on the fly, nothing kept) and compares SHA-256 digests.
@@ -19,8 +19,6 @@ import argparse
 import hashlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from syncline._devtools import ServerProcess, launch
 
 MiB = 1024 * 1024
 
@@ -41,12 +41,6 @@ from syncline import mutation
 def upload_url(ctx):
     return ctx.storage.generate_upload_url()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_status(pid: int, field: str) -> int:
@@ -95,34 +89,11 @@ def write_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_server(root: Path) -> ServerProcess:
     functions = root / "functions"
     functions.mkdir(parents=True)
     (functions / "files.py").write_text(textwrap.dedent(FUNCTIONS))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "syncline", "serve", "--dir", str(root), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 30
-    with httpx.Client(timeout=1) as http:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{log_path.read_text()}")
-            try:
-                if http.get(f"{url}/version").status_code == 200:
-                    return proc, url, log_path
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the server did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
+    return launch(root, timeout=30)
 
 
 def upload_url(http: httpx.Client, url: str) -> str:
@@ -160,27 +131,29 @@ def run(size_mb: int) -> dict[str, Any]:
         expected = write_file(big, size)
         small = root / "small.bin"
         write_file(small, MiB)
-        proc, url, log_path = start_server(root / "project")
+        server = start_server(root / "project")
+        url = server.url
         try:
             with httpx.Client(timeout=120) as http:
                 # Warm up every code path (and the worker threads) before the baseline.
                 transfer(http, url, small)
                 time.sleep(0.2)
-                baseline_rss = proc_status(proc.pid, "VmRSS")
-                baseline_hwm = proc_status(proc.pid, "VmHWM")
-                sampler = RssSampler(proc.pid)
+                assert server.proc is not None
+                pid = server.proc.pid
+                baseline_rss = proc_status(pid, "VmRSS")
+                baseline_hwm = proc_status(pid, "VmHWM")
+                sampler = RssSampler(pid)
                 sampler.start()
                 try:
                     _, upload_s, got, download_s = transfer(http, url, big)
                 finally:
                     sampler.stop()
-                hwm = proc_status(proc.pid, "VmHWM")
+                hwm = proc_status(pid, "VmHWM")
         except BaseException:
-            sys.stderr.write(log_path.read_text())
+            sys.stderr.write(server.log())
             raise
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
     return {
         "size_bytes": size,
         "identical": got == expected,

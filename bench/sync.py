@@ -21,10 +21,8 @@ import multiprocessing
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,9 +30,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import websockets
+
+from syncline._devtools import launch
 
 FUNCTIONS = """
 from syncline import mutation, query, v
@@ -52,12 +51,6 @@ def emit(ctx, n):
 def write(ctx, n):
     ctx.db.insert("items", {"n": n})
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_kb(pid: int) -> int:
@@ -312,55 +305,25 @@ def main() -> None:
         project = Path(tmp)
         (project / "functions").mkdir()
         (project / "functions" / "bench.py").write_text(FUNCTIONS)
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "syncline",
-                "serve",
-                "--dir",
-                str(project),
-                "--port",
-                str(port),
-                "--site-port",
-                str(_free_port()),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard)),
-        )
+        # (The server inherits the raised open-files limit.)
+        server = launch(project, timeout=30)
+        assert server.proc is not None
+        pid = server.proc.pid
         try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/version").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    server.kill()
-                    _, err = server.communicate()
-                    raise SystemExit(f"server did not start:\n{err.decode()}")
-                time.sleep(0.1)
-            url = f"ws://127.0.0.1:{port}/api/sync"
+            url = server.ws_url
 
             rt = _run(round_trips(url, args.samples))
             rate = _run(throughput(url, args.clients, 50))
-            one, _ = _run(fanout(url, 1, args.samples, server.pid))
+            one, _ = _run(fanout(url, 1, args.samples, pid))
             fan_samples = max(30, args.samples // 5)
             if shutil.which("node") and NODE_MODULES.is_dir():
                 client_kind = "1 Node process"
-                many, per_conn = node_fanout(url, args.subscribers, fan_samples, server.pid)
+                many, per_conn = node_fanout(url, args.subscribers, fan_samples, pid)
             else:
                 client_kind = "4 Python processes"
-                many, per_conn = _run(
-                    fanout(url, args.subscribers, fan_samples, server.pid, processes=4)
-                )
+                many, per_conn = _run(fanout(url, args.subscribers, fan_samples, pid, processes=4))
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server.stop()
 
     print("sync benchmark (real server process, WebSocket clients; medians/percentiles)")
     print(

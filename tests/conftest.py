@@ -1,13 +1,27 @@
-"""Shared fixtures: a real SQLite database on a temp file, and throwaway function projects."""
+"""Shared fixtures: a real SQLite database on a temp file, throwaway function projects,
+and real ``syncline serve|dev`` processes.
+
+* ``start_server(project, mode="serve", env=None, args=())`` starts
+  ``python -m syncline MODE --dir PROJECT --port N --site-port M`` on free ports
+  (:mod:`syncline._devtools`, shared with ``bench/``), waits until it serves and
+  returns its :class:`~syncline._devtools.ServerProcess`; every server it
+  started is stopped when the test ends. Servers log every sync frame
+  (``SYNCLINE_TRACE_PROTOCOL=1``; ``SYNCLINE_TEST_TRACE=0`` turns that off).
+* When a test fails, the log of every server still running is attached to the
+  report (section "syncline server log").
+"""
 
 from __future__ import annotations
 
+import os
 import textwrap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from syncline._devtools import ServerProcess, launch, running
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.persistence.sqlite import SqlitePersistence
@@ -77,3 +91,61 @@ def fixture_project() -> Callable[[str], Path]:
         return path
 
     return get
+
+
+# ----------------------------------------------------------------------------- real servers
+
+
+def trace_env() -> dict[str, str]:
+    """The environment that makes a test server log every sync frame (unless turned off)."""
+    if os.environ.get("SYNCLINE_TEST_TRACE", "1") == "0":
+        return {}
+    return {"SYNCLINE_TRACE_PROTOCOL": "1"}
+
+
+StartServer = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def start_server() -> Iterator[StartServer]:
+    """``start_server(project, mode="serve"|"dev", env=None, args=()) -> ServerProcess``."""
+    started: list[ServerProcess] = []
+
+    def start(
+        project: Path,
+        *,
+        mode: str = "serve",
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> ServerProcess:
+        server = launch(project, mode=mode, env={**trace_env(), **(env or {})}, args=args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+_LOG_MARKS = pytest.StashKey[dict[int, int]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_LOG_MARKS] = {id(s): s.log_size() for s in running()}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        marks = item.stash.get(_LOG_MARKS, {})
+        for server in running():
+            text = server.log(since=marks.get(id(server), 0))
+            lines = text.splitlines()
+            if len(lines) > 400:
+                text = "\n".join(["[... earlier lines cut ...]", *lines[-400:]])
+            report.sections.append(
+                (f"syncline server log ({server.mode} {server.url}, during this test)", text)
+            )
+    return report

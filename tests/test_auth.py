@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import re
-import socket
 import stat
 import threading
 import time
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from syncline._devtools import free_port
 from syncline.auth.admin_key import (
     ADMIN_KEY_FILE,
     check_admin_key,
@@ -675,12 +675,6 @@ def test_cancelled_waiter_does_not_cancel_the_shared_fetch(
 
     run(scenario())
     assert server.hits["/jwks.json"] == 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_jwks_server_down_gives_a_clear_error(keys: Keys, clock: ManualClock) -> None:

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import MakeBackend, write_functions
-from server_process import SynclineProcess
+from syncline._devtools import ServerProcess
 from syncline.application import Application
 from syncline.cli import main as cli
 from syncline.env_vars import (
@@ -421,7 +421,7 @@ def syncline(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_against_a_running_server(project: Path) -> None:
     from syncline.client import AsyncClient
 
-    with SynclineProcess(project) as server:
+    with ServerProcess(project) as server:
         # Local mode finds the server that holds the data dir and goes through it.
         result = syncline("env", "set", "MODE", "first", "--dir", str(project))
         assert result.returncode == 0, result.stderr

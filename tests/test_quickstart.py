@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
+from syncline._devtools import free_ports
 from syncline.client import AsyncClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -136,12 +136,6 @@ async def see_live_update(url: str, check: LiveCheck) -> list[Any]:
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env() -> dict[str, str]:
@@ -249,10 +243,7 @@ def test_readme_runs_the_example_live(checkout: Path) -> None:
     assert check is not None, (
         f"README's example is {example!r}: add a LiveCheck for it to {Path(__file__).name}"
     )
-    port = free_port()
-    site_port = free_port()
-    while site_port == port:
-        site_port = free_port()
+    port, site_port = free_ports(2)
     url = f"http://127.0.0.1:{port}"
     log = checkout / "quickstart-example.log"
     started = time.monotonic()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import socket
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ import pytest
 
 from conftest import MakeBackend, write_functions
 from syncline import ConvexError, api, internal
+from syncline._devtools import free_port
 from syncline.clock import ManualClock
 from syncline.database.query import Query
 from syncline.database.transaction import Transaction
@@ -754,9 +754,7 @@ class _ServerThread:
 
         from syncline.server.app import create_app
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         config = uvicorn.Config(
             create_app(app), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from server_process import SynclineProcess
+from syncline._devtools import ServerProcess
 from syncline.cli import main
 from syncline.commands.init import template_files
 
@@ -87,7 +87,7 @@ def test_the_new_project_tests_pass(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_syncline_dev_serves_the_new_project(tmp_path: Path) -> None:
     project, _ = _init(tmp_path)
-    with SynclineProcess(project, mode="dev") as server, httpx.Client(timeout=10) as http:
+    with ServerProcess(project, mode="dev") as server, httpx.Client(timeout=10) as http:
         assert http.get(f"{server.url}/version").status_code == 200
         added = http.post(
             f"{server.url}/api/mutation",

@@ -9,12 +9,9 @@ are read with a timeout.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,9 +25,9 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
+from syncline._devtools import READY_TIMEOUT_S, ServerProcess, free_port, launch, server_env
 from syncline.cli import main
 
-READY_TIMEOUT_S = 20.0
 LINE_TIMEOUT_S = 15.0
 
 FILES: dict[str, str] = {
@@ -71,18 +68,6 @@ def write_project(root: Path, files: Mapping[str, str] = FILES) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCLINE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def _stop(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -93,65 +78,19 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-class Server:
-    """A ``python -m syncline serve`` process on free ports."""
-
-    def __init__(self, project: Path) -> None:
-        self.project = project
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = project / "server.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "syncline",
-                    "serve",
-                    "--dir",
-                    str(project),
-                    "--port",
-                    str(self.port),
-                    "--site-port",
-                    str(free_port()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_env(),
-            )
-
-    def wait_ready(self) -> None:
-        """Until ``GET /version`` answers and the server recorded its URL in the data folder."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        record = self.project / ".syncline" / "server.json"
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                ready = httpx.get(f"{self.url}/version", timeout=1.0).status_code == 200
-                if ready and record.exists():
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
-
-    @property
-    def admin_key(self) -> str:
-        return (self.project / ".syncline" / "admin_key").read_text().strip()
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(write_project(tmp_path_factory.mktemp("served")))
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The module's server, once it also recorded its URL in the data folder."""
+    proc = launch(write_project(tmp_path_factory.mktemp("served")))
     try:
-        srv.wait_ready()
-        yield srv
+        record = proc.project / ".syncline" / "server.json"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not record.exists():
+            assert time.monotonic() < deadline, f"no {record.name} written:\n{proc.log()}"
+            time.sleep(0.05)
+        yield proc
     finally:
-        srv.stop()
+        proc.stop()
 
 
 def cli(*args: str) -> Result:
@@ -170,7 +109,7 @@ class Lines:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_env(),
+            env=server_env(),
             text=True,
         )
         self.stdout: queue.Queue[str] = queue.Queue()
@@ -229,7 +168,7 @@ def spawn() -> Iterator[Any]:
 # ----------------------------------------------------------------------------- run
 
 
-def test_run_one_shot_query_mutation_internal_and_action(server: Server) -> None:
+def test_run_one_shot_query_mutation_internal_and_action(server: ServerProcess) -> None:
     added = cli("run", "tasks:add", '{"title": "from run"}', "--dir", str(server.project))
     assert added.exit_code == 0, added.output
     task_id = json.loads(added.stdout)
@@ -249,7 +188,7 @@ def test_run_one_shot_query_mutation_internal_and_action(server: Server) -> None
     assert json.loads(doubled.stdout) == 42
 
 
-def test_run_with_url_from_anywhere(server: Server, tmp_path: Path) -> None:
+def test_run_with_url_from_anywhere(server: ServerProcess, tmp_path: Path) -> None:
     ok = cli(
         "run", "tasks:count", "--dir", str(tmp_path), "--url", server.url,
         "--admin-key", server.admin_key,
@@ -261,7 +200,7 @@ def test_run_with_url_from_anywhere(server: Server, tmp_path: Path) -> None:
     assert "No admin key" in no_key.stderr and "--admin-key" in no_key.stderr
 
 
-def test_run_reports_function_errors(server: Server) -> None:
+def test_run_reports_function_errors(server: ServerProcess) -> None:
     failed = cli("run", "tasks:add", '{"title": "bad"}', "--dir", str(server.project))
     assert failed.exit_code == 1
     assert "ConvexError" in failed.stderr
@@ -280,7 +219,7 @@ def test_run_reports_function_errors(server: Server) -> None:
     assert "ARGS must be a JSON object" in not_json.output
 
 
-def test_wrong_admin_key_is_a_clear_error(server: Server) -> None:
+def test_wrong_admin_key_is_a_clear_error(server: ServerProcess) -> None:
     for args in (
         ("run", "tasks:list"),
         ("data",),
@@ -301,7 +240,7 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     assert f"Could not reach a Syncline server at {url}" in result.stderr
 
 
-def test_run_watch_prints_each_new_result(server: Server, spawn: Any) -> None:
+def test_run_watch_prints_each_new_result(server: ServerProcess, spawn: Any) -> None:
     watcher = spawn("run", "tasks:list", "--watch", "--dir", str(server.project))
     first = watcher.wait_for(watcher.stdout, lambda line: line.startswith("["), "first result")
     assert "watched title" not in first
@@ -312,7 +251,7 @@ def test_run_watch_prints_each_new_result(server: Server, spawn: Any) -> None:
     assert json.loads(update)[0]["title"] == "watched title"  # newest first
 
 
-def test_run_watch_needs_a_query(server: Server) -> None:
+def test_run_watch_needs_a_query(server: ServerProcess) -> None:
     result = cli("run", "tasks:add", '{"title": "x"}', "--watch", "--dir", str(server.project))
     assert result.exit_code == 1
     assert "--watch needs a query; tasks:add is a mutation" in result.stderr
@@ -321,7 +260,7 @@ def test_run_watch_needs_a_query(server: Server) -> None:
 # ----------------------------------------------------------------------------- data
 
 
-def test_data_lists_tables_and_prints_rows(server: Server) -> None:
+def test_data_lists_tables_and_prints_rows(server: ServerProcess) -> None:
     for title in ("data one", "data two"):
         added = cli("run", "tasks:add", json.dumps({"title": title}), "--dir", str(server.project))
         assert added.exit_code == 0, added.output
@@ -358,7 +297,7 @@ def test_data_lists_tables_and_prints_rows(server: Server) -> None:
 # ----------------------------------------------------------------------------- logs
 
 
-def test_logs_streams_function_calls(server: Server, spawn: Any) -> None:
+def test_logs_streams_function_calls(server: ServerProcess, spawn: Any) -> None:
     follower = spawn("logs", "--dir", str(server.project), "--jsonl")
     follower.wait_for(follower.stderr, lambda line: "Following the function logs" in line, "hello")
 
@@ -377,7 +316,7 @@ def test_logs_streams_function_calls(server: Server, spawn: Any) -> None:
     assert entry["error"].startswith("ConvexError") and entry["requestId"]
 
 
-def test_logs_human_format(server: Server, spawn: Any) -> None:
+def test_logs_human_format(server: ServerProcess, spawn: Any) -> None:
     follower = spawn("logs", "--dir", str(server.project))
     follower.wait_for(follower.stderr, lambda line: "Following the function logs" in line, "hello")
     assert cli("run", "tasks:count", "--dir", str(server.project)).exit_code == 0
@@ -389,7 +328,7 @@ def test_logs_human_format(server: Server, spawn: Any) -> None:
 # ----------------------------------------------------------------------------- admin-key
 
 
-def test_admin_key_prints_the_servers_key(server: Server) -> None:
+def test_admin_key_prints_the_servers_key(server: ServerProcess) -> None:
     result = cli("admin-key", "--dir", str(server.project))
     assert result.exit_code == 0
     assert result.stdout.strip() == server.admin_key
@@ -434,7 +373,7 @@ def test_run_and_data_without_a_server_use_the_data_folder(tmp_path: Path) -> No
 # ----------------------------------------------------------------------------- endpoints
 
 
-def test_admin_endpoints_require_the_admin_key(server: Server) -> None:
+def test_admin_endpoints_require_the_admin_key(server: ServerProcess) -> None:
     for path in ("/api/admin/tables", "/api/admin/data?table=tasks", "/api/admin/functions"):
         anonymous = httpx.get(server.url + path)
         assert anonymous.status_code == 403
@@ -446,7 +385,7 @@ def test_admin_endpoints_require_the_admin_key(server: Server) -> None:
     assert logs.status_code == 403
 
 
-def test_admin_endpoints_validate_parameters(server: Server) -> None:
+def test_admin_endpoints_validate_parameters(server: ServerProcess) -> None:
     headers = {"Authorization": f"Convex {server.admin_key}"}
     for query, status, code in (
         ("table=tasks&limit=0", 400, "BadLimit"),
@@ -466,7 +405,7 @@ def test_admin_endpoints_validate_parameters(server: Server) -> None:
     assert by_path["tasks:add"]["args"]["type"] == "object"
 
 
-def test_logs_endpoint_speaks_server_sent_events(server: Server) -> None:
+def test_logs_endpoint_speaks_server_sent_events(server: ServerProcess) -> None:
     headers = {"Authorization": f"Convex {server.admin_key}", "Accept": "text/event-stream"}
     with httpx.stream("GET", f"{server.url}/api/admin/logs", headers=headers) as response:
         assert response.headers["content-type"].startswith("text/event-stream")

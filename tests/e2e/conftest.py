@@ -3,7 +3,7 @@
 * ``project(files=None, auth=True)`` writes a project (``functions/`` with the
   modules in :data:`BASE_FILES` plus an ``auth_config.py`` trusting
   :data:`ISSUER`) and returns its folder. ``files`` adds or replaces modules.
-* ``start_server(project, mode="serve")`` runs
+* ``start_server(project, mode="serve")`` (from ``tests/conftest.py``) runs
   ``python -m syncline serve --dir PROJECT --port N --site-port M`` on free ports, waits
   for ``GET /version`` (20 s) and returns a :class:`ServerProcess`; every server
   it started is stopped (SIGTERM, then SIGKILL) when the test ends.
@@ -16,33 +16,25 @@
 When a test fails, the log of every server that was running is attached to
 the report (section "syncline server log"). Servers run with
 ``SYNCLINE_TRACE_PROTOCOL=1`` so the log shows every sync frame; set
-``SYNCLINE_E2E_TRACE=0`` to turn that off.
+``SYNCLINE_TEST_TRACE=0`` to turn that off.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-READY_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
+from conftest import trace_env
+from syncline._devtools import ServerProcess, launch
+
 ISSUER = "https://issuer.test"
 APPLICATION_ID = "my-app"
 KEY_ID = "e2e-key-1"
@@ -352,219 +344,10 @@ def project(tmp_path_factory: pytest.TempPathFactory, jwt_issuer: JwtIssuer) -> 
 # ----------------------------------------------------------------------------- servers
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the server gets SIGKILL if the test process dies without cleaning up.
-
-    The kernel sends it when the *thread* that started the child ends, so this
-    is only used for servers started from the main thread.
-    """
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class ServerStartError(RuntimeError):
-    pass
-
-
-class ServerProcess:
-    """One ``python -m syncline serve|dev`` process."""
-
-    def __init__(
-        self, project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None
-    ) -> None:
-        self.project = project
-        self.mode = mode
-        self.port = free_port()
-        self.site_port = free_port()
-        while self.site_port == self.port:
-            self.site_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = project / f"server-{mode}-{self.port}.log"
-        self.extra_env = dict(env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        self.ready_after_s = 0.0
-
-    def __repr__(self) -> str:
-        return f"<ServerProcess {self.mode} {self.url} pid={self.proc and self.proc.pid}>"
-
-    def __str__(self) -> str:
-        return self.url
-
-    @property
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "syncline",
-            self.mode,
-            "--dir",
-            str(self.project),
-            "--port",
-            str(self.port),
-            # HTTP actions get their own port (default 3211): servers run side by side.
-            "--site-port",
-            str(self.site_port),
-        ]
-
-    @property
-    def admin_key(self) -> str:
-        return (self.project / ".syncline" / "admin_key").read_text().strip()
-
-    @staticmethod
-    def _may_die_with_parent() -> bool:
-        return sys.platform.startswith("linux") and (
-            threading.current_thread() is threading.main_thread()
-        )
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if os.environ.get("SYNCLINE_E2E_TRACE", "1") != "0":
-            env["SYNCLINE_TRACE_PROTOCOL"] = "1"
-        env.update(self.extra_env)
-        self.started_at = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if self._may_die_with_parent() else None,
-            )
-        _RUNNING.append(self)
-
-    def restart(self) -> None:
-        """Stop, then start again on the same port with the same data (clients reconnect)."""
-        self.stop()
-        self.start()
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=1.0) as http:
-            while True:
-                code = self.proc.poll()
-                if code is not None:
-                    raise ServerStartError(
-                        f"{self.mode} server exited with code {code} before it was ready:\n"
-                        + self.log()
-                    )
-                try:
-                    if http.get(f"{self.url}/version").status_code == 200:
-                        self.ready_after_s = time.monotonic() - self.started_at
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise ServerStartError(
-                        f"{self.mode} server not ready on {self.url} after {timeout} s:\n"
-                        + self.log()
-                    )
-                time.sleep(0.05)
-
-    def log(self, since: int = 0) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(since)
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL (the whole process group) after STOP_TIMEOUT_S."""
-        proc = self.proc
-        if proc is None:
-            return None
-        try:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(STOP_TIMEOUT_S)
-            return proc.returncode
-        finally:
-            with contextlib.suppress(ValueError):
-                _RUNNING.remove(self)
-
-
-_RUNNING: list[ServerProcess] = []
-
-
-@atexit.register
-def _kill_leftovers() -> None:  # pragma: no cover - last resort
-    for server in list(_RUNNING):
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-def launch(
-    project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None
-) -> ServerProcess:
-    """Start a server and wait until it serves; retry on a port race."""
-    last: ServerStartError | None = None
-    for _ in range(3):
-        server = ServerProcess(project, mode=mode, env=env)
-        server.start()
-        try:
-            server.wait_ready()
-            return server
-        except ServerStartError as exc:
-            server.stop()
-            last = exc
-            if "address already in use" not in str(exc).lower():
-                raise
-    assert last is not None
-    raise last
-
-
-StartServer = Callable[..., ServerProcess]
-
-
-@pytest.fixture
-def start_server() -> Iterator[StartServer]:
-    """``start_server(project, mode="serve"|"dev", env=None) -> ServerProcess``."""
-    started: list[ServerProcess] = []
-
-    def start(
-        project: Path, *, mode: str = "serve", env: Mapping[str, str] | None = None
-    ) -> ServerProcess:
-        server = launch(project, mode=mode, env=env)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def server(project: MakeProject) -> Iterator[ServerProcess]:
     """A production (``syncline serve``) server shared by the tests of one module."""
-    proc = launch(project(), mode="serve")
+    proc = launch(project(), mode="serve", env=trace_env())
     try:
         yield proc
         assert proc.alive(), f"the server died during the tests:\n{proc.log()}"
@@ -578,9 +361,7 @@ def unique() -> str:
     return uuid.uuid4().hex[:12]
 
 
-# ----------------------------------------------------------------------------- reporting
-
-_LOG_MARKS = pytest.StashKey[dict[int, int]]()
+# ----------------------------------------------------------------------------- markers
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -588,24 +369,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.slow)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[_LOG_MARKS] = {id(s): s.log_size() for s in _RUNNING}
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    if report.failed and report.when in ("setup", "call"):
-        marks = item.stash.get(_LOG_MARKS, {})
-        for server in _RUNNING:
-            text = server.log(since=marks.get(id(server), 0))
-            lines = text.splitlines()
-            if len(lines) > 400:
-                text = "\n".join(["[... earlier lines cut ...]", *lines[-400:]])
-            report.sections.append(
-                (f"syncline server log ({server.mode} {server.url}, during this test)", text)
-            )
-    return report

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import socket
 import textwrap
 import threading
 import time
@@ -37,6 +36,7 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.websockets import WebSocketDisconnect
 
+from syncline._devtools import free_port
 from syncline.application import Application
 from syncline.clock import Clock
 from syncline.database.database import Database
@@ -575,12 +575,6 @@ def server(make_server: MakeServer) -> Server:
 
 
 # ---------------------------------------------------------------------- real uvicorn
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

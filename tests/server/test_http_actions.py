@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import write_functions
-from server_process import SynclineProcess
+from syncline._devtools import ServerProcess
 from syncline.client import AsyncClient
 
 pytestmark = pytest.mark.slow
@@ -179,23 +179,22 @@ def issuer() -> Issuer:
 def _start(tmp_path_factory: pytest.TempPathFactory, issuer: Issuer, mode: str) -> Iterator[Any]:
     root = tmp_path_factory.mktemp(f"http-{mode}")
     write_functions(root / "functions", project_files(issuer))
-    server = SynclineProcess(root, mode=mode)
-    with server:
+    with ServerProcess(root, mode=mode) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def prod(tmp_path_factory: pytest.TempPathFactory, issuer: Issuer) -> Iterator[SynclineProcess]:
+def prod(tmp_path_factory: pytest.TempPathFactory, issuer: Issuer) -> Iterator[ServerProcess]:
     yield from _start(tmp_path_factory, issuer, "serve")
 
 
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory, issuer: Issuer) -> Iterator[SynclineProcess]:
+def dev(tmp_path_factory: pytest.TempPathFactory, issuer: Issuer) -> Iterator[ServerProcess]:
     yield from _start(tmp_path_factory, issuer, "dev")
 
 
 @pytest.fixture(params=["site", "api"])
-def base(request: pytest.FixtureRequest, prod: SynclineProcess) -> str:
+def base(request: pytest.FixtureRequest, prod: ServerProcess) -> str:
     """HTTP actions answer on the site port and under /http/ on the API port alike."""
     return prod.site_url if request.param == "site" else f"{prod.url}/http"
 
@@ -244,7 +243,7 @@ def test_methods_head_and_options(http: httpx.Client, base: str) -> None:
     assert "access-control-allow-origin" not in plain.headers
 
 
-def test_url_query_and_headers(http: httpx.Client, base: str, prod: SynclineProcess) -> None:
+def test_url_query_and_headers(http: httpx.Client, base: str, prod: ServerProcess) -> None:
     response = http.put(
         base + "/echo?tag=a&tag=b&q=hello%20world&empty=",
         headers={"X-Custom": "yes", "Content-Type": "text/plain"},
@@ -309,7 +308,7 @@ def test_errors_are_redacted_in_production(http: httpx.Client, base: str) -> Non
     assert convex["data"] == {"why": "refused"}
 
 
-def test_errors_carry_the_message_in_dev(http: httpx.Client, dev: SynclineProcess) -> None:
+def test_errors_carry_the_message_in_dev(http: httpx.Client, dev: ServerProcess) -> None:
     for base in (dev.site_url, f"{dev.url}/http"):
         response = http.get(base + "/boom")
         assert response.status_code == 500
@@ -328,7 +327,7 @@ def test_bearer_tokens(http: httpx.Client, base: str, issuer: Issuer) -> None:
     assert rejected.status_code == 401 and rejected.json()["code"] == "Unauthenticated"
 
 
-def test_webhook_mutation_reaches_a_live_subscriber(prod: SynclineProcess) -> None:
+def test_webhook_mutation_reaches_a_live_subscriber(prod: ServerProcess) -> None:
     async def main() -> None:
         async with AsyncClient(prod.url) as client:
             subscription = client.subscribe("events:kinds")
@@ -347,14 +346,14 @@ def test_webhook_mutation_reaches_a_live_subscriber(prod: SynclineProcess) -> No
     asyncio.run(main())
 
 
-def test_site_port_serves_only_http_actions(http: httpx.Client, prod: SynclineProcess) -> None:
+def test_site_port_serves_only_http_actions(http: httpx.Client, prod: ServerProcess) -> None:
     # The function API lives on the API port; the site port routes everything to http.py.
     response = http.post(prod.site_url + "/api/query", json={"path": "events:kinds", "args": {}})
     assert response.status_code == 404
     assert response.text == "No HttpAction routed for /api/query"
 
 
-def test_server_json_points_at_the_server(prod: SynclineProcess) -> None:
+def test_server_json_points_at_the_server(prod: ServerProcess) -> None:
     import json
 
     record = json.loads((Path(prod.project) / ".syncline" / "server.json").read_text())
