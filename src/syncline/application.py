@@ -27,6 +27,7 @@ from syncline.errors import AuthError, FunctionDefinitionError, InternalError
 from syncline.files.ctx_storage import install_ctx_storage
 from syncline.files.service import FILES_DIR_NAME, FileStorage, open_file_storage
 from syncline.functions.executor import Executor, Outcome
+from syncline.functions.limits import ExecutionLimits
 from syncline.functions.loader import FunctionRegistry, load_functions
 from syncline.identity import ANONYMOUS, Identity
 from syncline.live_queries import LiveQueryManager
@@ -122,6 +123,7 @@ class Application:
         clock: Clock | None = None,
         dev: bool = True,
         admin_key: str | None = None,
+        limits: ExecutionLimits | None = None,
     ) -> None:
         self.database = database
         self.clock = clock or database.clock
@@ -130,7 +132,7 @@ class Application:
         #: the deployment's admin key (None: admin access is disabled)
         self.admin_key = admin_key
         self._registry = FunctionRegistry()
-        self.executor = Executor(database, lambda: self._registry, clock=self.clock)
+        self.executor = Executor(database, lambda: self._registry, clock=self.clock, limits=limits)
         self.live = LiveQueryManager(database, self.executor, dev=dev)
         #: scheduled functions (``ctx.scheduler``, ``_scheduled_functions``) and cron jobs
         self.scheduler = ScheduledJobExecutor(
@@ -165,8 +167,13 @@ class Application:
         load: bool = True,
         files: str | Path | None = None,
         max_upload_bytes: int | None = None,
+        limits: ExecutionLimits | None = None,
     ) -> Application:
-        """Open a project. ``files``: the file store directory (default ``PROJECT/.syncline/files``)."""
+        """Open a project. ``files``: the file store directory (default ``PROJECT/.syncline/files``).
+
+        ``limits``: the time and memory limits user code runs under (default:
+        :class:`~syncline.functions.limits.ExecutionLimits`).
+        """
         paths = Paths.for_project(project, functions, db=db)
         if load and not paths.functions.is_dir():
             # Say so before creating a data folder for a project that is not there.
@@ -189,7 +196,9 @@ class Application:
             database.close()
             lock.release()
             raise
-        app = cls(database, paths.functions, clock=clock, dev=dev, admin_key=admin_key)
+        app = cls(
+            database, paths.functions, clock=clock, dev=dev, admin_key=admin_key, limits=limits
+        )
         app.paths = paths
         app._lock = lock
         try:
@@ -344,6 +353,7 @@ class Application:
 
     def close(self) -> None:
         try:
+            self.executor.close()
             self.database.close()
         finally:
             if self._lock is not None:

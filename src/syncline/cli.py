@@ -55,6 +55,22 @@ def _byte_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc)) from None
 
 
+def _memory_size(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    from syncline.functions.limits import default_max_memory_bytes
+
+    if value == "auto":
+        return default_max_memory_bytes()
+    if value == "off":
+        return None
+    return _byte_size(ctx, param, value)
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value <= 0:
+        raise click.BadParameter(f"must be a positive number of seconds, got {value:g}")
+    return value
+
+
 def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not value.startswith(("http://", "https://")):
         raise click.BadParameter(f"{value!r} is not an http:// or https:// URL")
@@ -93,6 +109,31 @@ def _server_options(fn: Any) -> Any:
             callback=_byte_size,
             help="Largest file upload accepted (bytes, or e.g. 500MB, 2GiB).",
         ),
+        click.option(
+            "--function-timeout",
+            default=1.0,
+            show_default=True,
+            type=float,
+            callback=_seconds,
+            help="Longest a query or mutation may run, in seconds (FunctionTimeout after).",
+        ),
+        click.option(
+            "--action-timeout",
+            default=600.0,
+            show_default=True,
+            type=float,
+            callback=_seconds,
+            help="Longest an action or HTTP action may run, in seconds (ActionTimeout after).",
+        ),
+        click.option(
+            "--max-memory",
+            default="auto",
+            show_default=True,
+            callback=_memory_size,
+            help="Memory ceiling of the server process (e.g. 2GiB; auto: half the machine's "
+            "memory, at least 1 GiB; off: none). The call that crosses it fails with "
+            "MemoryLimitExceeded.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -123,11 +164,15 @@ def _serve(
     files: str | None = None,
     public_url: str | None = None,
     max_upload_size: int | None = None,
+    function_timeout: float = 1.0,
+    action_timeout: float = 600.0,
+    max_memory: int | None = None,
 ) -> None:
     import logging
 
     from syncline.application import Application
     from syncline.auth.admin_key import ADMIN_KEY_FILE
+    from syncline.functions.limits import ExecutionLimits
     from syncline.server import discovery
     from syncline.server.run import ShutdownRequested
     from syncline.server.run import serve as run_server
@@ -144,6 +189,11 @@ def _serve(
             dev=dev,
             files=files,
             max_upload_bytes=max_upload_size,
+            limits=ExecutionLimits(
+                function_timeout_s=function_timeout,
+                action_timeout_s=action_timeout,
+                max_memory_bytes=max_memory,
+            ),
         )
     except SynclineError as exc:
         _fail(str(exc))
@@ -183,6 +233,7 @@ def _serve(
         from syncline.server import dev as devserver
 
         app.executor.observers.append(devserver.print_outcome)
+        app.executor.log_failures = False  # the console shows every call, failures in full
 
         async def background() -> None:
             await devserver.watch(app)

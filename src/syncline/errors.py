@@ -22,6 +22,9 @@ freely; codes may not.
      +-- NonexistentDocument           patch/replace/delete of a missing document
      +-- SystemTableError              user code touching a system table the wrong way
      +-- LimitExceeded                 a transaction limit (reads, writes, sizes)
+     |    +-- FunctionTimeout          user code ran past its time limit
+     |    |    +-- ActionTimeout       ... in an action or HTTP action
+     |    +-- MemoryLimitExceeded      the process crossed its memory ceiling during the call
      +-- DeterminismError              network/sleep inside a query or mutation
      +-- AuthError                     Unauthenticated (401): token rejected, with the reason
      +-- Forbidden                     (403): admin-only operation without the admin key
@@ -65,8 +68,20 @@ class ConvexError(SynclineError):
     http_status = 200
 
     def __init__(self, data: Any = None) -> None:
-        self.data = data
-        super().__init__(data if isinstance(data, str) else _describe(data))
+        #: the data as a Convex value (a plain ``int`` becomes a float, as in arguments)
+        self.data = _as_value(data)
+        super().__init__(data if isinstance(data, str) else _describe(self.data))
+
+
+def _as_value(data: Any) -> Any:
+    """``data`` converted like a function's return value; unchanged if it is not convertible
+    (the edge that reports it then says why)."""
+    from syncline.values.json import from_python
+
+    try:
+        return from_python(data)
+    except SynclineError:
+        return data
 
 
 def _describe(data: Any) -> str:
@@ -160,6 +175,24 @@ class LimitExceeded(SynclineError):
 
     code = "LimitExceeded"
     http_status = 400
+
+
+class FunctionTimeout(LimitExceeded):
+    """A query or mutation ran longer than its time limit (``--function-timeout``)."""
+
+    code = "FunctionTimeout"
+
+
+class ActionTimeout(FunctionTimeout):
+    """An action or HTTP action ran longer than its time limit (``--action-timeout``)."""
+
+    code = "ActionTimeout"
+
+
+class MemoryLimitExceeded(LimitExceeded):
+    """The server process crossed its memory ceiling (``--max-memory``) while the call ran."""
+
+    code = "MemoryLimitExceeded"
 
 
 class DeterminismError(SynclineError):

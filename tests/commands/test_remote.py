@@ -495,6 +495,15 @@ def test_format_log_entry() -> None:
     failed = {**ok, "status": "failure", "error": "ValueError: boom", "logLines": []}
     [line] = format_log_entry(failed)
     assert click_unstyle(line).endswith("ms  ValueError: boom")
+    traced = {
+        **failed,
+        "requestId": "0123abcd",
+        "traceback": 'Traceback (most recent call last):\n  File "tasks.py", line 7, in add\n'
+        "ValueError: boom",
+    }
+    lines = [click_unstyle(line) for line in format_log_entry(traced)]
+    assert lines[1] == "    [Request ID: 0123abcd]"
+    assert '      File "tasks.py", line 7, in add' in lines
 
 
 def click_unstyle(text: str) -> str:

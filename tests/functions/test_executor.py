@@ -425,3 +425,82 @@ def test_mutation_context_has_the_registered_members(t: TestBackend) -> None:
     (kind, identity), first, again = t.database.write_sync(body).value
     assert kind == "mutation" and isinstance(identity, Admin)
     assert first == again  # a fixed seed gives the same random numbers
+
+
+FAILING = """
+from syncline import ConvexError, mutation, query
+
+
+@mutation
+def broken(ctx):
+    ctx.db.insert("things", {"n": 1})
+    raise ValueError("boom")
+
+
+@query
+def rejected(ctx):
+    raise ConvexError({"code": "X", "length": len([1, 2, 3])})
+"""
+
+
+def test_a_failed_call_is_logged_with_its_request_id_and_user_file_line(
+    make_backend: MakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    backend = make_backend({"failing.py": FAILING})
+    with caplog.at_level(logging.INFO, logger="syncline.functions"):
+        outcome = backend.app.executor.mutation_sync("failing:broken", {})
+    message, _data, _ = format_error(outcome.error, request_id=outcome.request_id, dev=False)
+    assert message == f"[Request ID: {outcome.request_id}] Server Error"
+    [record] = [r for r in caplog.records if r.name == "syncline.functions"]
+    assert record.levelno == logging.ERROR
+    text = record.getMessage()
+    assert f"[Request ID: {outcome.request_id}] mutation failing:broken failed" in text
+    assert 'failing.py", line 7, in broken' in text
+    assert "ValueError: boom" in text
+    assert text.count('  File "') == 1  # the user's frame, not ours or the stdlib's
+
+
+def test_an_expected_failure_is_logged_in_one_line(
+    make_backend: MakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    backend = make_backend({"failing.py": FAILING})
+    with caplog.at_level(logging.INFO, logger="syncline.functions"):
+        outcome = backend.app.executor.query_sync("failing:rejected", {})
+    [record] = [r for r in caplog.records if r.name == "syncline.functions"]
+    assert record.levelno == logging.INFO
+    assert outcome.request_id in record.getMessage()
+    assert "Traceback" not in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"code": "X", "length": 21}, {"code": "X", "length": 21.0}),
+        (
+            {"outer": {"items": [1, 2, {"deep": 3}]}},
+            {"outer": {"items": [1.0, 2.0, {"deep": 3.0}]}},
+        ),
+        ({"count": Int64(7), "n": 7}, {"count": Int64(7), "n": 7.0}),
+        (5, 5.0),
+    ],
+)
+def test_convex_error_data_is_converted_like_a_return_value(data: Any, expected: Any) -> None:
+    from syncline.values.json import to_json
+
+    error = ConvexError(data)
+    assert error.data == expected
+    assert type(error.data) is type(expected)
+    _message, reported, is_convex = format_error(error, request_id="r", dev=False)
+    assert is_convex
+    to_json(reported)  # a Convex value: it encodes
+
+
+def test_convex_error_data_that_is_no_value_is_reported_clearly() -> None:
+    _message, data, is_convex = format_error(ConvexError({"s": {1, 2}}), request_id="r", dev=True)
+    message = _message
+    assert not is_convex and data is None
+    assert "must be a Convex value" in message and "errorData.s" in message

@@ -588,7 +588,8 @@ def data(
 def format_log_entry(entry: dict[str, Any]) -> list[str]:
     """Console lines for one ``/api/admin/logs`` call record: a summary, then its log lines.
 
-    ``HH:MM:SS kind path duration status``; the status is ``ok`` or the error.
+    ``HH:MM:SS kind path duration status``; the status is ``ok`` or the error,
+    followed by the request id the caller was shown and the traceback.
     """
     stamp = time.strftime("%H:%M:%S", time.localtime(float(entry.get("timestamp", 0)) / 1000))
     kind = entry.get("kind") or "function"
@@ -598,6 +599,10 @@ def format_log_entry(entry: dict[str, Any]) -> list[str]:
         status = click.style(str(entry.get("error") or "failed"), fg="red")
     duration = float(entry.get("durationMs") or 0.0)
     lines = [f"{stamp} {kind:<8} {entry.get('path')} {duration:7.1f} ms  {status}"]
+    if entry.get("requestId"):
+        lines.append(click.style(f"    [Request ID: {entry['requestId']}]", dim=True))
+    for text in str(entry.get("traceback") or "").splitlines():
+        lines.append(click.style(f"    {text}", fg="red", dim=True))
     lines.extend(click.style(f"    {line}", dim=True) for line in entry.get("logLines") or [])
     return lines
 

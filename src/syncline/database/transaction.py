@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,7 @@ from syncline.values.types import UNDEFINED
 if TYPE_CHECKING:
     from syncline.schema import Schema
 
+_NO_GUARD: AbstractContextManager[Any] = nullcontext()
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MiB = 1 << 20
 
@@ -105,6 +107,9 @@ class Transaction:
         id_source: Callable[[int], str] | None = None,
     ) -> None:
         self._conn = conn
+        #: entered around every storage call: the executor's watchdog makes these
+        #: uninterruptible while user code runs (see ``functions/limits.py``)
+        self.storage_guard: AbstractContextManager[Any] = _NO_GUARD
         self.catalog = catalog
         self.ts = ts
         self.schema = schema
@@ -223,7 +228,8 @@ class Transaction:
         if info is None:
             return None
         self._record(f"{info.name}.{BY_ID}", point(encode_key((doc_id,))))
-        row = self._conn.get_document(doc_id)
+        with self.storage_guard:
+            row = self._conn.get_document(doc_id)
         if row is None:
             return None
         self._count_read(row[1])
@@ -248,7 +254,8 @@ class Transaction:
         lo, hi = start, end
         batch = 8
         while True:
-            rows = self._conn.scan(index.id, lo, hi, reverse=reverse, limit=batch)
+            with self.storage_guard:
+                rows = self._conn.scan(index.id, lo, hi, reverse=reverse, limit=batch)
             for key, _doc_id, raw in rows:
                 self._count_read(raw)
                 doc = document_from_json_bytes(raw)
@@ -270,7 +277,10 @@ class Transaction:
         """Number of documents in a table (reads the whole table's range)."""
         index = self.index(table, BY_CREATION_TIME)
         self._record(f"{table}.{BY_CREATION_TIME}", Interval(b"", b"\xff"))
-        return 0 if index is None else self._conn.count(index.id)
+        if index is None:
+            return 0
+        with self.storage_guard:
+            return self._conn.count(index.id)
 
     # ------------------------------------------------------------------ writes
 
@@ -299,6 +309,10 @@ class Transaction:
         if info is not None:
             return info
         check_table_name(name)
+        with self.storage_guard:
+            return self._create_table(name)
+
+    def _create_table(self, name: str) -> TableInfo:
         conn = self._require_writable()
         spec = SYSTEM_TABLES_BY_NAME.get(name)
         number = spec.number if spec else self.catalog.next_user_table_number()
@@ -470,6 +484,16 @@ class Transaction:
         self._write(info, doc_id, old, new)
 
     def _write(
+        self,
+        info: TableInfo,
+        doc_id: str,
+        old: dict[str, Any] | None,
+        new: dict[str, Any] | None,
+    ) -> None:
+        with self.storage_guard:
+            self._write_unguarded(info, doc_id, old, new)
+
+    def _write_unguarded(
         self,
         info: TableInfo,
         doc_id: str,

@@ -2,31 +2,58 @@
 
 * Queries run on the database's read thread pool, each on a fresh snapshot.
 * Mutations run on the database's single writer (serialized, group-committed).
-* Every call yields an :class:`Outcome`: the value or the error, the log lines
-  the function printed, the snapshot or commit ts, and the read set (queries)
-  or write set (mutations). User errors never escape as exceptions here; the
-  edges (sync protocol, HTTP, the Python test kit) decide how to report them.
+* Actions and HTTP actions run on the action loops (``action_loops.py``), never
+  on the server's I/O loop.
+* User code runs under the execution limits (``limits.py``): a time limit per
+  call and the process's memory ceiling.
+* Every call goes through :meth:`Executor._call` and yields an :class:`Outcome`:
+  the value or the error, the log lines the function printed, the snapshot or
+  commit ts, and the read set (queries) or write set (mutations). User errors
+  never escape as exceptions here; the edges (sync protocol, HTTP, the Python
+  test kit) decide how to report them. A failed call is also written to the
+  ``syncline.functions`` log with its request id and traceback: the request id
+  is the one the caller is shown.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
+import logging
 import os
 import random
+import sysconfig
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import traceback
+import types
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncline.clock import Clock
 from syncline.errors import (
     ArgumentValidationError,
     ConvexError,
+    FunctionTimeout,
+    LimitExceeded,
     ReturnsValidationError,
     SynclineError,
 )
 from syncline.functions import sandbox
+from syncline.functions.action_loops import DEFAULT_ACTION_LOOPS, ActionLoops
 from syncline.functions.context import ActionCtx, MutationCtx, QueryCtx
+from syncline.functions.limits import ExecutionLimits, Interrupted, Watchdog
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.identity import ANONYMOUS, Identity, is_admin
 from syncline.values.json import from_python, to_json_string
@@ -41,6 +68,8 @@ if TYPE_CHECKING:
     from syncline.functions.loader import FunctionRegistry
 
 MAX_ARGS_BYTES = 16 * 1024 * 1024
+
+log = logging.getLogger("syncline.functions")
 
 
 @dataclass
@@ -184,12 +213,26 @@ def client_log_lines(outcome: Outcome, *, dev: bool) -> list[str]:
 
 
 def format_error(exc: BaseException, *, request_id: str, dev: bool) -> tuple[str, Any, bool]:
-    """(message, errorData, is_convex_error) for reporting a failed call to a client."""
+    """(message, errorData, is_convex_error) for reporting a failed call to a client.
+
+    ``errorData`` is a Convex value: a ``ConvexError``'s data is converted like
+    a return value (a plain ``int`` becomes a float); data that cannot be
+    converted turns the error into an ``InvalidValue`` naming the problem.
+    """
     if isinstance(exc, ConvexError):
+        try:
+            data = from_python(exc.data, path="errorData")
+        except SynclineError as bad:
+            return (
+                f"[Request ID: {request_id}] Server Error\nUncaught {bad.code}: "
+                f"the data of a ConvexError must be a Convex value: {bad}",
+                None,
+                False,
+            )
         message = f"[Request ID: {request_id}] Server Error\nUncaught ConvexError: {exc.message}"
-        return message, exc.data, True
+        return message, data, True
     if isinstance(exc, SynclineError) and exc.http_status < 500:
-        # Errors of the caller's own making: safe and useful to show in full.
+        # Errors of the caller's own making, and limits: safe and useful to show in full.
         return f"[Request ID: {request_id}] Server Error\n{exc.message}", None, False
     if not dev:
         return f"[Request ID: {request_id}] Server Error", None, False
@@ -201,20 +244,82 @@ def format_error(exc: BaseException, *, request_id: str, dev: bool) -> tuple[str
     return message, None, False
 
 
-def _user_frames(exc: BaseException) -> str:
-    import traceback
+_SYSTEM_DIRS = tuple(
+    {
+        str(Path(__file__).resolve().parents[1]) + os.sep,  # the syncline package
+        *(
+            str(Path(p).resolve()) + os.sep
+            for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]}
+        ),
+    }
+)
 
+
+def _is_syncline_frame(filename: str) -> bool:
+    """A frame of Syncline, the standard library or an installed package: not user code."""
+    return filename.startswith(_SYSTEM_DIRS) or filename.startswith("<frozen ")
+
+
+def user_frames(exc: BaseException) -> str:
+    """``    at name (file:line)`` for the frames of user code in ``exc``'s traceback."""
+    return _user_frames(exc)
+
+
+def _user_frames(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     lines = [
         f"    at {frame.name} ({frame.filename}:{frame.lineno})"
         for frame in tb
-        if "/syncline/" not in frame.filename.replace("\\", "/")
+        if not _is_syncline_frame(frame.filename)
     ]
     return "\n".join(lines[-10:])
 
 
+def error_traceback(exc: BaseException) -> str:
+    """The error with the frames of user code (``file:line``), or every frame if none is.
+
+    For server logs: an error raised in a function shows where in the
+    function; an error of Syncline itself shows where in Syncline.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if not _is_syncline_frame(f.filename)]
+    shown = traceback.StackSummary.from_list(user or frames)
+    lines = ["Traceback (most recent call last):\n", *shown.format()]
+    lines.extend(traceback.format_exception_only(type(exc), exc))
+    return "".join(lines).rstrip("\n")
+
+
+def expected_failure(exc: BaseException) -> bool:
+    """A failure the caller caused or the function meant (a ConvexError, a bad argument)."""
+    if isinstance(exc, LimitExceeded):
+        return False
+    return isinstance(exc, SynclineError) and exc.http_status < 500
+
+
+def log_failure(outcome: Outcome) -> None:
+    """Write a failed call to the ``syncline.functions`` log, keyed by its request id."""
+    exc = outcome.error
+    assert exc is not None
+    kind = outcome.kind.value if outcome.kind is not None else "function"
+    head = f"[Request ID: {outcome.request_id}] {kind} {outcome.path} failed"
+    if expected_failure(exc):
+        log.info("%s: %s: %s", head, type(exc).__name__, exc)
+    else:
+        log.error("%s\n%s", head, error_traceback(exc))
+
+
+class _Call:
+    """One call in progress: its outcome and log collector (see :meth:`Executor._call`)."""
+
+    __slots__ = ("collector", "outcome")
+
+    def __init__(self, outcome: Outcome, collector: sandbox.LogCollector) -> None:
+        self.outcome = outcome
+        self.collector = collector
+
+
 class Executor:
-    """Runs registered functions against a database."""
+    """Runs registered functions against a database, under the execution limits."""
 
     def __init__(
         self,
@@ -224,27 +329,58 @@ class Executor:
         clock: Clock,
         env: Callable[[], Mapping[str, str]] | None = None,
         log_echo: Callable[[str, str], None] | None = None,
-        action_timeout_s: float = 600.0,
+        limits: ExecutionLimits | None = None,
+        action_loops: int = DEFAULT_ACTION_LOOPS,
     ) -> None:
         self.database = database
         self._registry = registry
         self.clock = clock
         self._env = env or (lambda: {})
         self._log_echo = log_echo
-        self.action_timeout_s = action_timeout_s
+        self.limits = limits or ExecutionLimits()
+        self._watchdog = Watchdog(max_memory_bytes=self.limits.max_memory_bytes)
+        self._action_loops = ActionLoops(action_loops)
         self._ctx_members: dict[str, CtxMemberFactory] = {}
         #: called with every finished call's Outcome (dev console, log streams)
         self.observers: list[Callable[[Outcome], None]] = []
+        #: write failed calls (with request id and traceback) to the ``syncline.functions`` log
+        self.log_failures = True
 
-    def _observe(self, outcome: Outcome) -> Outcome:
+    @property
+    def action_timeout_s(self) -> float:
+        return self.limits.action_timeout_s
+
+    def close(self) -> None:
+        """Stop the action loops and the watchdog (after the server stopped taking calls)."""
+        self._action_loops.close()
+        self._watchdog.close()
+
+    @contextlib.contextmanager
+    def _call(self, path: str, kind: FunctionKind) -> Iterator[_Call]:
+        """Time one call, collect its logs, turn any error into its outcome, report it.
+
+        ``with self._call(path, kind) as call: ...`` never raises (but for
+        cancellation): an error leaving the block becomes ``call.outcome.error``.
+        Then the outcome is logged if it failed and handed to the observers.
+        """
+        started = time.perf_counter()
+        outcome = Outcome(path, kind)
+        call = _Call(outcome, self._collector(path))
+        try:
+            yield call
+        except Exception as exc:
+            outcome.error = exc
+        except Interrupted:  # landed after user code returned: still the limit's doing
+            outcome.error = FunctionTimeout(f"{outcome.path} was stopped by its time limit")
+        outcome.log_lines = call.collector.lines
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        if outcome.error is not None and self.log_failures:
+            log_failure(outcome)
         for observer in self.observers:
             try:
                 observer(outcome)
             except Exception:  # an observer must never break a call
-                import logging
-
-                logging.getLogger("syncline.executor").exception("outcome observer failed")
-        return outcome
+                log.exception("outcome observer failed")
 
     def register_ctx_member(self, name: str, factory: CtxMemberFactory) -> None:
         """Add ``ctx.<name>`` to functions: ``factory(kind, tx, identity)`` builds it.
@@ -291,6 +427,22 @@ class Executor:
         echo = self._log_echo
         return sandbox.LogCollector(None if echo is None else (lambda line: echo(path, line)))
 
+    def _run_handler(
+        self,
+        fn: RegisteredFunction,
+        kind: str,
+        tx: Transaction,
+        ctx: Any,
+        args: dict[str, Any],
+    ) -> Any:
+        """The handler as user code: under the time limit, storage calls shielded."""
+        run = self._watchdog.start(kind, fn.path or fn.__name__, self.limits.function_timeout_s)
+        previous, tx.storage_guard = tx.storage_guard, self._watchdog.shield
+        try:
+            return self._watchdog.call(run, fn.handler, ctx, **args)
+        finally:
+            tx.storage_guard = previous
+
     # ------------------------------------------------------------------ queries
 
     def _query_body(
@@ -315,7 +467,7 @@ class Executor:
                     )
                     self._add_members(ctx, "query", tx, identity)
                     bind_args(fn, validated)
-                    result = fn.handler(ctx, **validated)
+                    result = self._run_handler(fn, "query", tx, ctx, validated)
                     return validate_result(fn, result, tx)
             except Exception as exc:
                 # Returned, not raised: a failed query's read set still matters
@@ -323,6 +475,19 @@ class Executor:
                 return _Failure(exc)
 
         return body
+
+    def _prepare_query(
+        self,
+        call: _Call,
+        path: str,
+        args: Any,
+        identity: Identity,
+        allow_internal: bool,
+        journal: str | None,
+    ) -> Callable[[Transaction], Any]:
+        fn = self.resolve(path, FunctionKind.QUERY, identity, allow_internal=allow_internal)
+        call.outcome.path = fn.path or path
+        return self._query_body(fn, normalize_args(args), identity, call.collector, journal)
 
     @staticmethod
     def _finish_query(outcome: Outcome, result: Any) -> None:
@@ -342,37 +507,19 @@ class Executor:
         allow_internal: bool = False,
         journal: str | None = None,
     ) -> Outcome:
-        started = time.perf_counter()
-        outcome = Outcome(path, FunctionKind.QUERY)
-        collector = self._collector(path)
-        try:
-            fn = self.resolve(path, FunctionKind.QUERY, identity, allow_internal=allow_internal)
-            outcome.path = fn.path or path
-            body = self._query_body(fn, normalize_args(args), identity, collector, journal)
-            self._finish_query(outcome, await self.database.read(body))
-        except Exception as exc:
-            outcome.error = exc
-        outcome.log_lines = collector.lines
-        outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return self._observe(outcome)
+        with self._call(path, FunctionKind.QUERY) as call:
+            body = self._prepare_query(call, path, args, identity, allow_internal, journal)
+            self._finish_query(call.outcome, await self.database.read(body))
+        return call.outcome
 
     def query_sync(
         self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
     ) -> Outcome:
         """Like :meth:`query`, in the calling thread (for CLIs and tests without a loop)."""
-        started = time.perf_counter()
-        outcome = Outcome(path, FunctionKind.QUERY)
-        collector = self._collector(path)
-        try:
-            fn = self.resolve(path, FunctionKind.QUERY, identity, allow_internal=allow_internal)
-            outcome.path = fn.path or path
-            body = self._query_body(fn, normalize_args(args), identity, collector, None)
-            self._finish_query(outcome, self.database.run_read(body))
-        except Exception as exc:
-            outcome.error = exc
-        outcome.log_lines = collector.lines
-        outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return self._observe(outcome)
+        with self._call(path, FunctionKind.QUERY) as call:
+            body = self._prepare_query(call, path, args, identity, allow_internal, None)
+            self._finish_query(call.outcome, self.database.run_read(body))
+        return call.outcome
 
     # ------------------------------------------------------------------ mutations
 
@@ -402,7 +549,7 @@ class Executor:
                 )
                 self._add_members(ctx, "mutation", tx, identity)
                 bind_args(fn, validated)
-                result = fn.handler(ctx, **validated)
+                result = self._run_handler(fn, "mutation", tx, ctx, validated)
                 value = validate_result(fn, result, tx)
             if extra is not None:
                 extra(tx, value)
@@ -414,20 +561,19 @@ class Executor:
 
     def _prepare_mutation(
         self,
+        call: _Call,
         path: str,
         args: Any,
         identity: Identity,
         allow_internal: bool,
         extra: Callable[[Transaction, Any], None] | None,
-        outcome: Outcome,
-        collector: sandbox.LogCollector,
         idempotency_key: tuple[str, int] | None = None,
         check_resent: bool = True,
     ) -> Callable[[Transaction], Any]:
         fn = self.resolve(path, FunctionKind.MUTATION, identity, allow_internal=allow_internal)
-        outcome.path = fn.path or path
+        call.outcome.path = fn.path or path
         return self._mutation_body(
-            fn, normalize_args(args), identity, collector, extra, idempotency_key, check_resent
+            fn, normalize_args(args), identity, call.collector, extra, idempotency_key, check_resent
         )
 
     @staticmethod
@@ -454,27 +600,12 @@ class Executor:
         mutation that already succeeded is not run again: its recorded result
         and commit ts are returned (protocol §3.4).
         """
-        started = time.perf_counter()
-        outcome = Outcome(path, FunctionKind.MUTATION)
-        collector = self._collector(path)
-        try:
+        with self._call(path, FunctionKind.MUTATION) as call:
             body = self._prepare_mutation(
-                path,
-                args,
-                identity,
-                allow_internal,
-                extra,
-                outcome,
-                collector,
-                idempotency_key,
-                check_resent,
+                call, path, args, identity, allow_internal, extra, idempotency_key, check_resent
             )
-            self._finish_mutation(outcome, await self.database.write(body))
-        except Exception as exc:
-            outcome.error = exc
-        outcome.log_lines = collector.lines
-        outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return self._observe(outcome)
+            self._finish_mutation(call.outcome, await self.database.write(body))
+        return call.outcome
 
     def mutation_sync(
         self,
@@ -486,28 +617,43 @@ class Executor:
         extra: Callable[[Transaction, Any], None] | None = None,
     ) -> Outcome:
         """Like :meth:`mutation`, blocking the calling thread (CLIs, tests without a loop)."""
-        started = time.perf_counter()
-        outcome = Outcome(path, FunctionKind.MUTATION)
-        collector = self._collector(path)
-        try:
-            body = self._prepare_mutation(
-                path, args, identity, allow_internal, extra, outcome, collector
-            )
-            self._finish_mutation(outcome, self.database.write_sync(body))
-        except Exception as exc:
-            outcome.error = exc
-        outcome.log_lines = collector.lines
-        outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return self._observe(outcome)
+        with self._call(path, FunctionKind.MUTATION) as call:
+            body = self._prepare_mutation(call, path, args, identity, allow_internal, extra)
+            self._finish_mutation(call.outcome, self.database.write_sync(body))
+        return call.outcome
+
+    # ------------------------------------------------------------------ actions
 
     async def action(
         self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
     ) -> Outcome:
-        """Run an action on the event loop (it may await any I/O)."""
-        outcome = await _run_action(
-            self, path, args, identity=identity, allow_internal=allow_internal
+        """Run an action on an action loop (it may await any I/O, or block only itself)."""
+        return await self._on_action_loop(
+            self._action(path, args, identity=identity, allow_internal=allow_internal)
         )
-        return self._observe(outcome)
+
+    async def _action(
+        self, path: str, args: Any, *, identity: Identity, allow_internal: bool
+    ) -> Outcome:
+        with self._call(path, FunctionKind.ACTION) as call:
+            fn = self.resolve(path, FunctionKind.ACTION, identity, allow_internal=allow_internal)
+            call.outcome.path = fn.path or path
+            ids = _CatalogIds(self.database)
+            validated = validate_args(fn, normalize_args(args), ids)  # type: ignore[arg-type]
+            bind_args(fn, validated)
+            ctx = ActionCtx(
+                identity,
+                _action_runner(self, identity, call.collector),
+                clock=self.clock,
+                env=self._env(),
+            )
+            self._add_members(ctx, "action", None, identity)
+            with sandbox.running(None, call.collector):
+                result = await self._run_action_code(
+                    "action", call.outcome.path, fn.handler(ctx, **validated)
+                )
+            call.outcome.value = validate_result(fn, result, ids)  # type: ignore[arg-type]
+        return call.outcome
 
     async def http_action(
         self,
@@ -519,44 +665,138 @@ class Executor:
         prepare_ctx: Callable[[ActionCtx], None] | None = None,
         finish: Callable[[Any], Any] | None = None,
     ) -> Outcome:
-        """Run an HTTP action ``handler(ctx, request)`` on the event loop.
+        """Run an HTTP action ``handler(ctx, request)`` on an action loop.
 
         ``ctx`` is an action ctx (registered members included, built for kind
         "action"); ``prepare_ctx(ctx)`` may adjust it first. ``finish`` turns
         the handler's return value into the outcome's value, and its errors
         count as the call's. ``path`` labels the call (``"POST /hook"``).
-        Logs are captured as for actions; the action timeout applies.
+        Logs are captured as for actions; the action timeout applies. A
+        streamed request body is read, and a streamed response body produced,
+        on the loops they belong to.
         """
-        import asyncio
+        if not self._action_loops.current():
+            bridge_request_body(request, asyncio.get_running_loop())
+        outcome = await self._on_action_loop(
+            self._http_action(handler, request, path, identity, prepare_ctx, finish)
+        )
+        return outcome
 
-        started = time.perf_counter()
-        outcome = Outcome(path, FunctionKind.HTTP_ACTION)
-        collector = self._collector(path)
-        try:
+    async def _http_action(
+        self,
+        handler: Callable[[Any, Any], Awaitable[Any]],
+        request: Any,
+        path: str,
+        identity: Identity,
+        prepare_ctx: Callable[[ActionCtx], None] | None,
+        finish: Callable[[Any], Any] | None,
+    ) -> Outcome:
+        with self._call(path, FunctionKind.HTTP_ACTION) as call:
             ctx = ActionCtx(
                 identity,
-                _action_runner(self, identity, collector),
+                _action_runner(self, identity, call.collector),
                 clock=self.clock,
                 env=self._env(),
             )
             self._add_members(ctx, "action", None, identity)
             if prepare_ctx is not None:
                 prepare_ctx(ctx)
-            with sandbox.running(None, collector):
-                result = await asyncio.wait_for(
-                    handler(ctx, request), timeout=self.action_timeout_s
-                )
-            outcome.value = finish(result) if finish is not None else result
-        except TimeoutError:
-            outcome.error = SynclineError(
-                f"HTTP action {path} timed out after {self.action_timeout_s:g} s",
-                code="ActionTimeout",
+            with sandbox.running(None, call.collector):
+                result = await self._run_action_code("http_action", path, handler(ctx, request))
+            value = finish(result) if finish is not None else result
+            bridge_response_body(value, asyncio.get_running_loop())
+            call.outcome.value = value
+        return call.outcome
+
+    async def _on_action_loop(self, coro: Coroutine[Any, Any, Outcome]) -> Outcome:
+        if self._action_loops.current():
+            return await coro  # an action's ctx.run_action: already off the I/O loop
+        return await self._action_loops.run(coro)
+
+    async def _run_action_code(self, kind: str, path: str, coro: Awaitable[Any]) -> Any:
+        """Await user code under the action time limit: cancelled while it waits,
+        interrupted (step by step) while it computes."""
+        run = self._watchdog.start(kind, path, self.limits.action_timeout_s)
+        try:
+            return await asyncio.wait_for(
+                _stepped(self._watchdog, run, coro), timeout=self.limits.action_timeout_s
             )
-        except Exception as exc:
-            outcome.error = exc
-        outcome.log_lines = collector.lines
-        outcome.duration_ms = (time.perf_counter() - started) * 1000
-        return self._observe(outcome)
+        except TimeoutError:
+            run.reason = "timeout"
+            raise run.error(None) from None
+
+
+@types.coroutine
+def _stepped(watchdog: Watchdog, run: Any, coro: Awaitable[Any]) -> Generator[Any, Any, Any]:
+    """Drive ``coro`` one step at a time, each step as user code under ``run``'s limits."""
+    inner = coro.__await__()
+    send: Any = None
+    throw: BaseException | None = None
+    try:
+        while True:
+            try:
+                if throw is not None:
+                    yielded = watchdog.step(run, inner.throw, throw)
+                else:
+                    yielded = watchdog.step(run, inner.send, send)
+            except StopIteration as stop:
+                return stop.value
+            send, throw = None, None
+            try:
+                send = yield yielded
+            except BaseException as exc:  # cancellation included: the coroutine decides
+                throw = exc
+    finally:
+        close = getattr(inner, "close", None)
+        if close is not None:
+            close()
+
+
+def bridge_request_body(request: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Make a streamed request body readable from an action loop: chunks are read on ``loop``."""
+    source = getattr(request, "_source", None)
+    if source is not None:
+        request._source = pull_on(loop, source)
+
+
+def bridge_response_body(response: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Make a streamed response body produced on ``loop`` (an action loop) readable anywhere."""
+    stream = getattr(response, "_stream", None)
+    if stream is not None:
+        response._stream = pull_on(loop, stream)
+
+
+async def pull_on(
+    loop: asyncio.AbstractEventLoop, source: AsyncIterable[Any]
+) -> AsyncIterator[Any]:
+    """Iterate ``source`` on ``loop`` (where it belongs) from whatever loop iterates this."""
+    iterator = source.__aiter__()
+    done = object()
+
+    async def next_item() -> Any:
+        try:
+            return await iterator.__anext__()
+        except StopAsyncIteration:
+            return done
+
+    try:
+        while True:
+            if asyncio.get_running_loop() is loop:
+                item = await next_item()
+            else:
+                future = asyncio.run_coroutine_threadsafe(next_item(), loop)
+                item = await asyncio.wrap_future(future)
+            if item is done:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            if asyncio.get_running_loop() is loop:
+                await close()
+            elif not loop.is_closed():
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(close(), loop))
 
 
 def result_json(outcome: Outcome) -> str:
@@ -605,42 +845,3 @@ def _action_runner(
         return nested.unwrap()
 
     return runner
-
-
-async def _run_action(
-    executor: Executor,
-    path: str,
-    args: Any,
-    *,
-    identity: Identity,
-    allow_internal: bool,
-) -> Outcome:
-    import asyncio
-
-    started = time.perf_counter()
-    outcome = Outcome(path, FunctionKind.ACTION)
-    collector = executor._collector(path)
-    runner = _action_runner(executor, identity, collector)
-
-    try:
-        fn = executor.resolve(path, FunctionKind.ACTION, identity, allow_internal=allow_internal)
-        outcome.path = fn.path or path
-        validated = validate_args(fn, normalize_args(args), _CatalogIds(executor.database))  # type: ignore[arg-type]
-        bind_args(fn, validated)
-        ctx = ActionCtx(identity, runner, clock=executor.clock, env=executor._env())
-        executor._add_members(ctx, "action", None, identity)
-        with sandbox.running(None, collector):
-            result = await asyncio.wait_for(
-                fn.handler(ctx, **validated), timeout=executor.action_timeout_s
-            )
-        outcome.value = validate_result(fn, result, _CatalogIds(executor.database))  # type: ignore[arg-type]
-    except TimeoutError:
-        outcome.error = SynclineError(
-            f"Action {outcome.path} timed out after {executor.action_timeout_s:g} s",
-            code="ActionTimeout",
-        )
-    except Exception as exc:
-        outcome.error = exc
-    outcome.log_lines = collector.lines
-    outcome.duration_ms = (time.perf_counter() - started) * 1000
-    return outcome

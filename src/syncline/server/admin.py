@@ -51,7 +51,7 @@ from starlette.routing import Route
 from syncline.auth.credentials import require_admin
 from syncline.database.browse import Order, TableNotFound, read_documents, table_counts
 from syncline.errors import InvalidRequest, SynclineError
-from syncline.functions.executor import Outcome
+from syncline.functions.executor import Outcome, error_traceback
 from syncline.server.api import error_response
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ def outcome_entry(outcome: Outcome) -> dict[str, Any]:
     if outcome.error is not None:
         entry["error"] = f"{type(outcome.error).__name__}: {outcome.error}"
         entry["requestId"] = outcome.request_id
+        entry["traceback"] = error_traceback(outcome.error)
     return entry
 
 

@@ -20,7 +20,7 @@ import click
 
 from syncline.application import Application
 from syncline.errors import SynclineError
-from syncline.functions.executor import Outcome
+from syncline.functions.executor import Outcome, user_frames
 
 Echo = Callable[[str], None]
 
@@ -38,6 +38,11 @@ def print_outcome(outcome: Outcome, echo: Echo = _default_echo) -> None:
     else:
         status = click.style(f"{type(outcome.error).__name__}: {outcome.error}", fg="red")
     echo(f"{stamp} {kind:<8} {outcome.path} {outcome.duration_ms:7.1f} ms  {status}")
+    if outcome.error is not None:
+        echo(click.style(f"    [Request ID: {outcome.request_id}]", dim=True))
+        frames = user_frames(outcome.error)
+        if frames:
+            echo(click.style(frames, fg="red", dim=True))
     for line in outcome.log_lines:
         echo(click.style(f"    {line}", dim=True))
 
