@@ -8,6 +8,7 @@ the :class:`~syncline.functions.executor.Executor`.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -270,6 +271,9 @@ class Application:
         self._verifier = AuthVerifier(self._providers, clock=self.clock)
 
     async def stop(self) -> None:
+        # Runaway user code would hold the writer (and so the scheduler's last
+        # writes) or a read thread: stop it first.
+        await asyncio.to_thread(self.executor.interrupt_running)
         await self.scheduler.stop()
         await self.live.close()
         await self.env.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -108,6 +109,7 @@ class ActionLoops:
                 entry.loop.call_soon_threadsafe(entry.loop.stop)
             except RuntimeError:
                 pass  # already closed
+        deadline = time.monotonic() + timeout
         for entry in loops:
             if entry.thread is not threading.current_thread():
-                entry.thread.join(timeout)
+                entry.thread.join(max(deadline - time.monotonic(), 0.0))

@@ -350,10 +350,20 @@ class Executor:
     def action_timeout_s(self) -> float:
         return self.limits.action_timeout_s
 
+    def interrupt_running(self) -> None:
+        """Stop all user code running now (the server is stopping): it fails, it writes nothing.
+
+        Blocking: waits (up to a few seconds) until the interrupted calls left
+        user code; call it off the event loop.
+        """
+        self._watchdog.interrupt_all()
+
     def close(self) -> None:
         """Stop the action loops and the watchdog (after the server stopped taking calls)."""
-        self._action_loops.close()
+        # User code still running is interrupted first: a runaway call must not hold
+        # the read pool, the writer or an action loop (and so the shutdown) forever.
         self._watchdog.close()
+        self._action_loops.close(timeout=2.0)
 
     @contextlib.contextmanager
     def _call(self, path: str, kind: FunctionKind) -> Iterator[_Call]:

@@ -69,7 +69,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from syncline.errors import ActionTimeout, FunctionTimeout, LimitExceeded, MemoryLimitExceeded
+from syncline.errors import (
+    ActionTimeout,
+    FunctionTimeout,
+    InternalError,
+    MemoryLimitExceeded,
+    SynclineError,
+)
 
 T = TypeVar("T")
 
@@ -194,8 +200,13 @@ class _Run:
         self.injected_at = 0.0
         self.growth = 0
 
-    def error(self, max_memory: int | None) -> LimitExceeded:
+    def error(self, max_memory: int | None) -> SynclineError:
         what = "Action" if self.kind in ("action", "http_action") else self.kind.capitalize()
+        if self.reason == "shutdown":
+            return InternalError(
+                f"{what} {self.path} was stopped: the server is shutting down",
+                code="ServerShuttingDown",
+            )
         if self.reason == "memory":
             ceiling = f"{max_memory / 1024**2:.0f} MiB" if max_memory else "the ceiling"
             return MemoryLimitExceeded(
@@ -307,7 +318,7 @@ class Watchdog:
                 run.reason = "timeout"
             raise self._failure(run)
 
-    def _failure(self, run: _Run) -> LimitExceeded:
+    def _failure(self, run: _Run) -> SynclineError:
         if run.reason == "memory" and _malloc_trim is not None:
             _malloc_trim(0)
         return run.error(self.max_memory_bytes)
@@ -391,7 +402,23 @@ class Watchdog:
         if candidates:
             max(candidates, key=lambda r: r.growth).reason = "memory"
 
-    def close(self) -> None:
+    def interrupt_all(self, wait_s: float = 5.0) -> None:
+        """Stop every call inside user code now (the server is stopping); wait until they left."""
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            for run in self._runs:
+                if run.reason is None:
+                    run.reason = "shutdown"
+                    run.deadline = 0.0
+            if self._runs:
+                self._ensure_thread()
+                self._wake.notify()
+            while self._runs and self._thread is not None and time.monotonic() < deadline:
+                self._wake.wait(SAMPLE_S)
+
+    def close(self, wait_s: float = 5.0) -> None:
+        """Interrupt what still runs (:meth:`interrupt_all`), then stop the watchdog thread."""
+        self.interrupt_all(wait_s)
         with self._lock:
             self._closed = True
             self._wake.notify_all()
