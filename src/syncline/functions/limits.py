@@ -267,6 +267,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._last_rss = 0
+        self._last_sample = 0.0
         #: enter around our own code called from user code (storage calls)
         self.shield = _Shield(self)
 
@@ -333,8 +334,11 @@ class Watchdog:
             first = not self._runs
             self._runs.add(run)
             if first:
-                if self.max_memory_bytes is not None:
+                now = time.monotonic()
+                if self.max_memory_bytes is not None and now - self._last_sample > SAMPLE_S:
+                    # A fresh baseline, so growth from now on is this call's.
                     self._last_rss = resident_bytes()
+                    self._last_sample = now
                 self._ensure_thread()
                 self._wake.notify()
 
@@ -384,6 +388,7 @@ class Watchdog:
 
     def _sample_memory(self) -> None:
         rss = resident_bytes()
+        self._last_sample = time.monotonic()
         grown = rss - self._last_rss
         self._last_rss = rss
         used = {}
