@@ -68,20 +68,8 @@ class ConvexError(SynclineError):
     http_status = 200
 
     def __init__(self, data: Any = None) -> None:
-        #: the data as a Convex value (a plain ``int`` becomes a float, as in arguments)
-        self.data = _as_value(data)
-        super().__init__(data if isinstance(data, str) else _describe(self.data))
-
-
-def _as_value(data: Any) -> Any:
-    """``data`` converted like a function's return value; unchanged if it is not convertible
-    (the edge that reports it then says why)."""
-    from syncline.values.json import from_python
-
-    try:
-        return from_python(data)
-    except SynclineError:
-        return data
+        self.data = data
+        super().__init__(data if isinstance(data, str) else _describe(data))
 
 
 def _describe(data: Any) -> str:

@@ -18,6 +18,7 @@ from syncline.errors import (
     MemoryLimitExceeded,
 )
 from syncline.functions.limits import ExecutionLimits, Watchdog, resident_bytes
+from syncline.persistence.sqlite import SqlitePersistence
 
 LOOPS = """
 import asyncio
@@ -107,7 +108,8 @@ def make_app(tmp_path: Path) -> Iterator[Make]:
 
     def make(**limits: float | int | None) -> Application:
         functions = write_functions(tmp_path / f"p{len(made)}" / "functions", {"loops.py": LOOPS})
-        database = Database.open_sqlite(str(tmp_path / f"db{len(made)}.sqlite3"), durability="off")
+        persistence = SqlitePersistence(str(tmp_path / f"db{len(made)}.sqlite3"), durability="off")
+        database = Database(persistence)
         app = Application(database, functions, limits=ExecutionLimits(**limits))  # type: ignore[arg-type]
         app.load()
         made.append(app)

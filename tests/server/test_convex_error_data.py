@@ -21,7 +21,8 @@ FILES = {
 
         def data():
             items = [1, 2, 3]
-            return {"code": "X", "length": len(items), "nested": {"ints": [1, {"n": 2}]}, "big": Int64(7)}
+            data = {"code": "X", "length": len(items), "nested": {"ints": [1, {"n": 2}]}}
+            return {**data, "big": Int64(7)}
 
 
         @query
@@ -52,7 +53,19 @@ FILES = {
         @query
         def jobs(ctx):
             return [j["state"] for j in ctx.db.system.query("_scheduled_functions").collect()]
-    """
+    """,
+    "http.py": """
+        from syncline import ConvexError, HttpRouter, Int64
+
+        http = HttpRouter()
+
+
+        @http.route(path="/fail", method="POST")
+        async def fail(ctx, request):
+            items = [1, 2, 3]
+            data = {"code": "X", "length": len(items), "nested": {"ints": [1, {"n": 2}]}}
+            raise ConvexError({**data, "big": Int64(7)})
+    """,
 }
 
 EXPECTED = {
@@ -85,6 +98,17 @@ def test_http_api(server: Server, endpoint: str, path: str) -> None:
     assert body["status"] == "error", body
     assert body["errorData"] == EXPECTED
     assert "InternalError" not in body["errorMessage"]
+
+
+def test_http_action(server: Server) -> None:
+    response = server.client.post("/http/fail")
+    assert response.status_code == 500
+    assert response.json()["data"] == {
+        "code": "X",
+        "length": 3.0,
+        "nested": {"ints": [1.0, {"n": 2.0}]},
+        "big": "7",
+    }
 
 
 def test_sync_protocol_mutation_and_action(server: Server) -> None:

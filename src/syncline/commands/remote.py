@@ -287,6 +287,7 @@ def _run_local(
 ) -> None:
     from syncline.application import Application
     from syncline.errors import ConvexError
+    from syncline.functions.executor import convex_error_data
     from syncline.functions.registration import FunctionKind
     from syncline.identity import Admin
     from syncline.values.json import from_json, to_json
@@ -307,7 +308,8 @@ def _run_local(
         _print_log_lines(outcome.log_lines)
         if outcome.error is not None:
             if isinstance(outcome.error, ConvexError):
-                fail(f"ConvexError: {_dumps(to_json(outcome.error.data), pretty=False)}")
+                data = convex_error_data(outcome.error)
+                fail(f"ConvexError: {_dumps(to_json(data), pretty=False)}")
             fail(f"{type(outcome.error).__name__}: {outcome.error}")
         click.echo(_dumps(to_json(outcome.value), pretty=True))
     except SynclineError as exc:

@@ -212,6 +212,15 @@ def client_log_lines(outcome: Outcome, *, dev: bool) -> list[str]:
     return outcome.log_lines if dev else []
 
 
+def convex_error_data(exc: ConvexError) -> Any:
+    """A ``ConvexError``'s data as a Convex value, converted like a return value.
+
+    A plain ``int`` becomes a float64, nested or not; ``Int64`` stays. Data
+    that is no value at all raises ``InvalidValue`` naming where.
+    """
+    return from_python(exc.data, path="errorData")
+
+
 def format_error(exc: BaseException, *, request_id: str, dev: bool) -> tuple[str, Any, bool]:
     """(message, errorData, is_convex_error) for reporting a failed call to a client.
 
@@ -221,7 +230,7 @@ def format_error(exc: BaseException, *, request_id: str, dev: bool) -> tuple[str
     """
     if isinstance(exc, ConvexError):
         try:
-            data = from_python(exc.data, path="errorData")
+            data = convex_error_data(exc)
         except SynclineError as bad:
             return (
                 f"[Request ID: {request_id}] Server Error\nUncaught {bad.code}: "

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from syncline.errors import AuthError, ConvexError, SynclineError
 from syncline.functions.context import ActionCtx, Auth
+from syncline.functions.executor import convex_error_data
 from syncline.functions.http_router import (
     MAX_BODY_BYTES,
     Headers,
@@ -107,7 +108,10 @@ def error_response(exc: BaseException, *, request_id: str, dev: bool) -> HttpRes
     body: dict[str, Any] = {}
     if isinstance(exc, ConvexError):
         code += f": Uncaught ConvexError: {exc.message}"
-        body["data"] = to_clean_json(exc.data)
+        try:
+            body["data"] = to_clean_json(convex_error_data(exc))
+        except SynclineError as bad:
+            code += f" (its data is not a Convex value: {bad})"
     elif dev:
         code += f": Uncaught {type(exc).__name__}: {exc}"
         trace = _user_trace(exc)
