@@ -52,7 +52,7 @@ from syncline.errors import (
 )
 from syncline.functions import sandbox
 from syncline.functions.action_loops import DEFAULT_ACTION_LOOPS, ActionLoops
-from syncline.functions.context import ActionCtx, MutationCtx, QueryCtx
+from syncline.functions.context import ActionCtx, ActionRunner, MutationCtx, QueryCtx
 from syncline.functions.limits import ExecutionLimits, Interrupted, Watchdog
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.identity import ANONYMOUS, Identity, is_admin
@@ -841,23 +841,23 @@ class _CatalogIds:
 
 def _action_runner(
     executor: Executor, identity: Identity, collector: sandbox.LogCollector
-) -> Callable[[str, Any, Mapping[str, Any] | None], Awaitable[Any]]:
+) -> ActionRunner:
     """How an action's ``ctx.run_*`` calls run: as its identity, internal functions allowed."""
     from syncline.functions.paths import function_path
 
-    async def runner(kind: str, ref: Any, call_args: Mapping[str, Any] | None) -> Any:
+    async def runner(kind: str, ref: Any, args: Mapping[str, Any] | None) -> Any:
         target = function_path(ref)
         if kind == "query":
             nested = await executor.query(
-                target, dict(call_args or {}), identity=identity, allow_internal=True
+                target, dict(args or {}), identity=identity, allow_internal=True
             )
         elif kind == "mutation":
             nested = await executor.mutation(
-                target, dict(call_args or {}), identity=identity, allow_internal=True
+                target, dict(args or {}), identity=identity, allow_internal=True
             )
         else:
             nested = await executor.action(
-                target, dict(call_args or {}), identity=identity, allow_internal=True
+                target, dict(args or {}), identity=identity, allow_internal=True
             )
         for line in nested.log_lines:
             collector.add_line(line)
