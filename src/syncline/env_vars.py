@@ -301,7 +301,7 @@ class EnvironmentVariables:
         result = self.database.write_sync(self._apply(normalized))
         done, values = result.value
         self._install(values, result.ts)
-        return done  # type: ignore[no-any-return]
+        return done
 
     async def aupdate(
         self, changes: Mapping[str, str | None] | Iterable[tuple[str, str | None]]
@@ -311,4 +311,4 @@ class EnvironmentVariables:
         result = await self.database.write(self._apply(normalized))
         done, values = result.value
         self._install(values, result.ts)
-        return done  # type: ignore[no-any-return]
+        return done

@@ -41,7 +41,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import jwt
@@ -57,6 +57,9 @@ from syncline.clock import Clock
 from syncline.errors import AuthError
 from syncline.identity import Identity, User, UserIdentity
 
+if TYPE_CHECKING:
+    from jwt.types import Options
+
 __all__ = ["FORCED_REFETCH_INTERVAL_S", "AuthVerifier", "is_expired"]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +68,7 @@ FORCED_REFETCH_INTERVAL_S = 30.0
 _HTTP_TIMEOUT_S = 10.0
 
 # Signature only: every claim check is ours, against the injected clock.
-_SIGNATURE_ONLY: dict[str, Any] = {
+_SIGNATURE_ONLY: Options = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,
@@ -320,8 +323,9 @@ class AuthVerifier:
     async def _signing_key(
         self, provider: ProviderConfig, iss: str, kid: str | None, alg: str
     ) -> tuple[SigningKey, str]:
-        keyset = provider.inline_keys
-        if keyset is not None:
+        inline = provider.inline_keys
+        if inline is not None:
+            keyset = inline
             key = keyset.find(kid)
         else:
             url = provider.jwks_url or await self._jwks_uri(provider, iss)

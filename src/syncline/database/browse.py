@@ -40,7 +40,7 @@ def read_documents(tx: Transaction, table: str, *, limit: int, order: Order) -> 
     if table not in known:
         user_tables = ", ".join(sorted(t for t in known if not t.startswith("_"))) or "none"
         raise TableNotFound(f"There is no table {table!r} (tables: {user_tables})")
-    documents = []
+    documents: list[Any] = []
     for _key, doc in tx.scan(table, BY_CREATION_TIME, b"", b"\xff", reverse=order == "desc"):
         if len(documents) >= limit:
             break

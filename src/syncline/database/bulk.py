@@ -39,7 +39,7 @@ from syncline.database.transaction import Transaction
 from syncline.errors import InvalidId, InvalidValue
 from syncline.persistence.base import LogEntry, WriteConnection
 from syncline.values.ids import MAX_TABLE_NUMBER, new_id, table_number_of, table_number_of_once
-from syncline.values.json import from_json_bytes, from_python, to_json_bytes
+from syncline.values.json import document_from_json_bytes, from_python, to_json_bytes
 from syncline.values.keys import encode_key, encode_value, get_field_path
 from syncline.values.size import check_document
 from syncline.values.types import UNDEFINED, Int64
@@ -93,9 +93,9 @@ class BulkWriter:
         deleted = 0
         log: list[LogEntry] = []
         for doc_id, raw in Database.scan_table(self.conn, info):
-            doc = from_json_bytes(raw)
+            doc = document_from_json_bytes(raw)
             for index in indexes:
-                writes.add_key(index.full_name, index.key_of(doc))  # type: ignore[arg-type]
+                writes.add_key(index.full_name, index.key_of(doc))
             writes.doc_ids.add(doc_id)
             log.append(LogEntry(ts, doc_id, info.number, None))
             if len(log) >= SCAN_BATCH:

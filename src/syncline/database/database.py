@@ -45,7 +45,7 @@ from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
 from syncline.database.writes import Commit, WriteSet
 from syncline.errors import InternalError, SchemaDefinitionError
 from syncline.persistence.base import LogEntry, Persistence, ReadConnection, WriteConnection
-from syncline.values.json import from_json_bytes
+from syncline.values.json import document_from_json_bytes
 from syncline.values.validators import ValidatorError
 
 if TYPE_CHECKING:
@@ -472,7 +472,7 @@ def _check_existing_documents(tx: Transaction, schema: Schema, info: TableInfo) 
     # A system task, not user code: read storage directly, so the per-transaction
     # read limits (sized for functions) do not cap how much data a schema can check.
     for _doc_id, raw in Database.scan_table(tx._require_writable(), info):
-        doc = from_json_bytes(raw)
+        doc = document_from_json_bytes(raw)
         fields = {k: v for k, v in doc.items() if k not in ("_id", "_creationTime")}
         try:
             validator.validate(fields, tx)
@@ -514,7 +514,7 @@ def _sync_indexes(
 def _backfill(conn: WriteConnection, info: TableInfo, indexes: list[IndexInfo]) -> None:
     entries: list[tuple[int, bytes, str]] = []
     for _doc_id, raw in Database.scan_table(conn, info):
-        doc = from_json_bytes(raw)
+        doc = document_from_json_bytes(raw)
         for index in indexes:
             entries.append((index.id, index.key_of(doc), doc["_id"]))
         if len(entries) >= 1000:

@@ -94,7 +94,7 @@ class _SourceLoader(importlib.machinery.SourceFileLoader):
     """Compiles from source every time, never reading or writing cached bytecode."""
 
     def get_code(self, fullname: str) -> types.CodeType:
-        return self.source_to_code(self.get_data(self.path), self.path)  # type: ignore[return-value]
+        return self.source_to_code(self.get_data(self.path), self.path)
 
 
 def _use_source_loader(root: Path) -> None:
