@@ -385,7 +385,7 @@ def test_cli_errors(project: Path, tmp_path: Path) -> None:
     unreachable = invoke(
         "env", "list", "--url", "http://127.0.0.1:9", "--admin-key", "k", "--dir", str(empty_dir)
     )
-    assert unreachable.exit_code == 1 and "Could not reach Syncline" in unreachable.output
+    assert unreachable.exit_code == 1 and "Could not reach a Syncline server" in unreachable.output
 
 
 def test_cli_locked_data_dir_without_a_server_record(project: Path) -> None:

@@ -477,7 +477,7 @@ def test_log_stream_buffers_and_counts_what_it_drops() -> None:
 
 
 def test_format_log_entry() -> None:
-    from syncline.commands.remote import format_log_entry
+    from syncline.commands.logs import format_log_entry
 
     ok = {
         "type": "call",

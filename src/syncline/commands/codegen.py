@@ -16,7 +16,8 @@ from pathlib import Path
 
 import click
 
-from syncline.commands.remote import fail
+from syncline.commands.console import fail
+from syncline.commands.options import combine, functions_option, project_option
 from syncline.errors import SynclineError
 
 __all__ = ["DEFAULT_OUT", "codegen", "write_generated"]
@@ -44,19 +45,7 @@ def write_generated(files: dict[str, str], out: Path) -> list[Path]:
 
 
 @click.command()
-@click.option(
-    "--dir",
-    "project",
-    default=".",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Project folder (holds functions/).",
-)
-@click.option(
-    "--functions",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Functions folder (default: PROJECT/functions).",
-)
+@combine(project_option, functions_option)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from syncline.commands.console import fail, warn
+from syncline.commands.deployment import data_dir_for, database_file_for
 from syncline.commands.options import combine, db_option, project_option
 from syncline.errors import SynclineError
 
@@ -32,15 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["export_command", "import_command"]
 
 _FORMATS = ("zip", "jsonl", "csv")
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
-    sys.exit(1)
-
-
-def _warn(message: str) -> None:
-    click.echo(click.style("warning: ", fg="yellow", bold=True) + message, err=True)
 
 
 _project_options = combine(
@@ -56,12 +49,6 @@ _project_options = combine(
 
 
 # --------------------------------------------------------------------------- opening
-
-
-def _data_dir(project: Path, db: str | None) -> Path:
-    from syncline.application import Paths
-
-    return Paths.for_project(project, db=db).database_dir
 
 
 def _holder_pid(data_dir: Path) -> str:
@@ -87,26 +74,23 @@ def _open(
     ``load``: load the functions folder (and apply its schema); otherwise the
     database must exist already (nothing is created for a mistyped --dir).
     """
-    from syncline.application import Application, Paths
+    from syncline.application import Application
 
     if not load:
-        try:
-            db_file = Paths.for_project(project, db=db).database_file
-        except SynclineError as exc:
-            _fail(str(exc))
+        db_file = database_file_for(project, db)
         if not db_file.exists():
-            _fail(f"No Syncline data at {db_file}: is --dir the project's folder?")
+            fail(f"No Syncline data at {db_file}: is --dir the project's folder?")
     try:
         app = Application.open(project, functions=functions, db=db, files=files_dir, load=load)
     except SynclineError as exc:
         if exc.code == "DataDirLocked":
-            data_dir = _data_dir(project, db)
-            _fail(
+            data_dir = data_dir_for(project, db)
+            fail(
                 f"The data folder {data_dir} is in use by a running Syncline server"
                 f"{_holder_pid(data_dir)}. Stop the server (Ctrl+C in its terminal), then "
                 f"run `syncline {command}` again."
             )
-        _fail(str(exc))
+        fail(str(exc))
     try:
         yield app
     finally:
@@ -182,25 +166,14 @@ def _progress() -> Iterator[Any]:
     """A progress display on stderr when it is a terminal; no output otherwise."""
     from rich.console import Console
 
-    from syncline.snapshot import Progress
+    from syncline.snapshot.results import NoProgress
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        quiet: Progress = _Quiet()
-        yield quiet
+        yield NoProgress()
         return
     with _RichProgress(console) as progress:
         yield progress
-
-
-class _Quiet:
-    """No progress output (stderr is not a terminal)."""
-
-    def start(self, label: str, total: int | None, unit: str) -> None:
-        pass
-
-    def advance(self, amount: int) -> None:
-        pass
 
 
 # --------------------------------------------------------------------------- export
@@ -261,11 +234,11 @@ def export_command(
     if fmt is None:
         fmt = "zip" if table is None else _format_from_suffix(out_path, default="jsonl")
     if table is None and fmt != "zip":
-        _fail(f"--format {fmt} exports one table: name it with --table")
+        fail(f"--format {fmt} exports one table: name it with --table")
     if table is not None and fmt == "zip":
-        _fail("A snapshot ZIP holds every table: drop --table, or use --format jsonl or csv")
+        fail("A snapshot ZIP holds every table: drop --table, or use --format jsonl or csv")
     if out_path == "-" and table is None:
-        _fail("--path - (stdout) works with --table only; a snapshot ZIP needs a file")
+        fail("--path - (stdout) works with --table only; a snapshot ZIP needs a file")
     target: Path | None = None
     if out_path != "-":
         target = Path(out_path) if out_path else Path(_default_export_name(table, fmt))
@@ -295,9 +268,9 @@ def export_command(
                         app.database, table, target, fmt=fmt, progress=progress
                     )
         except SynclineError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     for warning in result.warnings:
-        _warn(warning)
+        warn(warning)
     if target is None:
         return
     documents = sum(result.tables.values())
@@ -366,16 +339,16 @@ def import_command(
     from syncline import snapshot
 
     if replace and append:
-        _fail("Pass --replace or --append, not both")
+        fail("Pass --replace or --append, not both")
     if fmt is None:
         suffix = path.suffix.lower()
         fmt = {".zip": "zip", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(suffix)
         if fmt is None:
-            _fail(f"Cannot tell the format of {path.name} from its suffix: pass --format")
+            fail(f"Cannot tell the format of {path.name} from its suffix: pass --format")
     if fmt == "zip" and table is not None:
-        _fail("A snapshot ZIP names its own tables: drop --table")
+        fail("A snapshot ZIP names its own tables: drop --table")
     if fmt != "zip" and table is None:
-        _fail(f"Importing a {fmt.upper()} file needs the destination table: pass --table")
+        fail(f"Importing a {fmt.upper()} file needs the destination table: pass --table")
     mode = (
         snapshot.ImportMode.REPLACE
         if replace
@@ -398,9 +371,9 @@ def import_command(
                         app.database, table, path, fmt=fmt, mode=mode, progress=progress
                     )
         except SynclineError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     for warning in result.warnings:
-        _warn(warning)
+        warn(warning)
     for name, count in sorted(result.tables.items()):
         deleted = result.deleted.get(name)
         replaced = f" (replacing {deleted:,})" if deleted else ""

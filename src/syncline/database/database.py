@@ -513,10 +513,10 @@ def _sync_indexes(
 
 def _backfill(conn: WriteConnection, info: TableInfo, indexes: list[IndexInfo]) -> None:
     entries: list[tuple[int, bytes, str]] = []
-    for _doc_id, raw in Database.scan_table(conn, info):
+    for doc_id, raw in Database.scan_table(conn, info):
         doc = document_from_json_bytes(raw)
         for index in indexes:
-            entries.append((index.id, index.key_of(doc), doc["_id"]))
+            entries.append((index.id, index.key_of(doc), doc_id))
         if len(entries) >= 1000:
             conn.insert_index_entries(entries)
             entries = []
