@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from syncline.auth.admin_key import load_or_create_admin_key
-from syncline.auth.credentials import identity_from_credentials, parse_authorization_header
+from syncline.auth.credentials import (
+    AuthHeaderKind,
+    identity_from_credentials,
+    parse_authorization_header,
+)
 from syncline.auth.providers import parse_providers
 from syncline.auth.verifier import AuthVerifier
 from syncline.clock import Clock, SystemClock
@@ -37,6 +41,9 @@ from syncline.persistence.base import Durability
 from syncline.scheduler import ScheduledJobExecutor
 
 log = logging.getLogger("syncline")
+
+# The tokenType of a sync Authenticate message -> the kind of credentials it carries.
+_TOKEN_TYPE_KINDS: dict[str, AuthHeaderKind] = {"User": "bearer", "Admin": "admin", "None": "none"}
 
 DATA_DIR_NAME = ".syncline"
 DEFAULT_DB_FILE = "data.sqlite3"
@@ -294,9 +301,9 @@ class Application:
         self, token_type: str, value: str | None, acting_as: dict[str, Any] | None = None
     ) -> Identity:
         """The identity for a sync ``Authenticate`` (``User`` / ``Admin`` / ``None``)."""
-        kind = {"User": "bearer", "Admin": "admin", "None": "none"}[token_type]
+        kind = _TOKEN_TYPE_KINDS[token_type]
         return await identity_from_credentials(
-            kind,  # type: ignore[arg-type]
+            kind,
             value,
             acting_as,
             verifier=self._auth_verifier(),

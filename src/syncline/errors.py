@@ -40,14 +40,15 @@ from typing import Any, ClassVar, Final
 class SynclineError(Exception):
     """Base class. ``code`` is stable; ``message`` is for humans."""
 
-    code: ClassVar[str] = "InternalError"
+    #: the class's code; an instance may carry a more specific one (``code=`` below)
+    code: str = "InternalError"
     http_status: ClassVar[int] = 500
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
-            self.code = code  # type: ignore[misc]
+            self.code = code
 
     def __str__(self) -> str:
         return self.message

@@ -50,6 +50,7 @@ from syncline.values.validators import (
     VUnion,
     as_validator,
     v,
+    validate_object,
     validator_from_json,
     walk,
 )
@@ -489,7 +490,7 @@ class Schema:
         if validator is None:
             return object_from_python(doc)
         try:
-            return validator.validate(doc, ctx)  # type: ignore[return-value]
+            return validate_object(validator, doc, ctx)
         except ValidatorError as exc:
             raise SchemaValidationError(
                 f'Failed to insert or update a document in table "{table}" because it does not '

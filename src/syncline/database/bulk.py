@@ -39,11 +39,11 @@ from syncline.database.transaction import Transaction
 from syncline.errors import InvalidId, InvalidValue
 from syncline.persistence.base import LogEntry, WriteConnection
 from syncline.values.ids import MAX_TABLE_NUMBER, new_id, table_number_of, table_number_of_once
-from syncline.values.json import document_from_json_bytes, from_python, to_json_bytes
+from syncline.values.json import document_from_json_bytes, object_from_python, to_json_bytes
 from syncline.values.keys import encode_key, encode_value, get_field_path
 from syncline.values.size import check_document
 from syncline.values.types import UNDEFINED, Int64
-from syncline.values.validators import Validator, ValidatorError
+from syncline.values.validators import Validator, ValidatorError, validate_object
 
 __all__ = ["BulkWriter", "TableNumberConflict"]
 
@@ -231,12 +231,13 @@ class BulkWriter:
             plan = self._plan(info)
         tx = self.tx
         number = info.number
-        doc_id = doc.pop("_id", _ABSENT)
-        if doc_id is _ABSENT:
+        given_id = doc.pop("_id", _ABSENT)
+        if given_id is _ABSENT:
             doc_id = new_id(number)
         else:
-            if table_number_of_once(doc_id) != number:
-                raise _foreign_id(doc_id, info)
+            if type(given_id) is not str or table_number_of_once(given_id) != number:
+                raise _foreign_id(given_id, info)
+            doc_id = given_id
             if doc_id in self._seen or (
                 plan.may_have_documents and self.conn.get_document(doc_id) is not None
             ):
@@ -250,15 +251,16 @@ class BulkWriter:
             creation_time = _creation_time(creation_time)
         validator = plan.validator
         if validator is None:
-            normalized = from_python(doc)
+            normalized = object_from_python(doc)
         else:
             try:
-                normalized = validator.validate(doc, tx)
+                normalized = validate_object(validator, doc, tx)
             except ValidatorError:
                 # The schema words the error (as for any write) and raises it.
-                tx.schema.validate_document(info.name, doc, tx)  # type: ignore[union-attr]
+                if tx.schema is not None:
+                    tx.schema.validate_document(info.name, doc, tx)
                 raise
-        new = {"_id": doc_id, "_creationTime": creation_time, **normalized}  # type: ignore[dict-item]
+        new = {"_id": doc_id, "_creationTime": creation_time, **normalized}
         check_document(new)
         raw = to_json_bytes(new)
 
@@ -286,7 +288,7 @@ class BulkWriter:
         plan.written += 1
         if len(self._docs) >= self.batch_size:
             self.flush()
-        return doc_id  # type: ignore[no-any-return]
+        return doc_id
 
     def flush(self) -> None:
         """Write everything queued to storage (inside the still-open transaction).

@@ -82,15 +82,14 @@ class WriteResult(Generic[T]):
 @dataclass(slots=True)
 class _WriteJob:
     fn: Callable[[Transaction], Any]
-    #: a concurrent future (sync callers), or an asyncio future with its ``loop``
+    #: a concurrent future (sync callers), or an asyncio future (resolved on its loop)
     future: concurrent.futures.Future[Any] | asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop | None = None
     exclusive: bool = False
 
     def start(self) -> bool:
         """False if the caller gave up (cancelled) before the job ran."""
-        if self.loop is None:
-            return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
+        if isinstance(self.future, concurrent.futures.Future):
+            return self.future.set_running_or_notify_cancel()
         return not self.future.cancelled()
 
 
@@ -262,7 +261,7 @@ class Database:
             raise InternalError("The database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult[T]] = loop.create_future()
-        self._queue.put(_WriteJob(fn, future, loop))
+        self._queue.put(_WriteJob(fn, future))
         return await future
 
     def _next_ts(self) -> int:
@@ -370,12 +369,13 @@ class Database:
     def _resolve(outcomes: list[tuple[_WriteJob, Any]]) -> None:
         per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
         for job, outcome in outcomes:
-            if job.loop is not None:
-                per_loop.setdefault(job.loop, []).append((job.future, outcome))  # type: ignore[arg-type]
+            future = job.future
+            if isinstance(future, asyncio.Future):
+                per_loop.setdefault(future.get_loop(), []).append((future, outcome))
             elif isinstance(outcome, BaseException):
-                job.future.set_exception(outcome)
+                future.set_exception(outcome)
             else:
-                job.future.set_result(outcome)
+                future.set_result(outcome)
         for loop, items in per_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, items)

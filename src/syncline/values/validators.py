@@ -75,6 +75,7 @@ __all__ = [
     "format_value",
     "is_identifier",
     "v",
+    "validate_object",
     "validator_from_json",
     "walk",
 ]
@@ -959,6 +960,16 @@ _BOOLEAN: Final = VBoolean()
 _STRING: Final = VString()
 _BYTES: Final = VBytes()
 _ANY: Final = VAny()
+
+
+def validate_object(
+    validator: Validator, value: dict[str, Any], ctx: ValidationContext | None = None
+) -> dict[str, Value]:
+    """``validator.validate(value, ctx)`` for an object (a document's fields): a dict again."""
+    result = validator.validate(value, ctx)
+    # No validator turns an object into another type (v.any() keeps it as it is).
+    assert type(result) is dict, f"{validator.kind} validator returned {type(result).__name__}"
+    return result
 
 
 def as_validator(obj: Validator | Mapping[str, Any]) -> Validator:
