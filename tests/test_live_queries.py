@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from syncline.application import Application
@@ -27,6 +28,10 @@ def count(ctx):
 @mutation
 def add(ctx):
     ctx.db.insert("items", {})
+
+@query(args={"paginationOpts": v.any()})
+def page(ctx, paginationOpts):
+    return ctx.db.query("items").order("desc").paginate(paginationOpts)
 """
 
 AUTH_CONFIG = """
@@ -155,6 +160,88 @@ def test_authenticating_keeps_a_shared_query_subscribed(app: Application) -> Non
         update = await conn.transition()
         assert [m.query_id for m in update.modifications] == [1]
         await conn.close()
+        await app.stop()
+
+    asyncio.run(scenario())
+
+
+PAGE_ARGS = {"paginationOpts": {"numItems": 3.0, "cursor": None}}
+
+
+def add_page(query_id: int) -> dict[str, Any]:
+    return {"type": "Add", "queryId": query_id, "udfPath": "app:page", "args": [PAGE_ARGS]}
+
+
+async def connect(app: Application, session_id: str) -> Conn:
+    conn = Conn(app)
+    conn.send(
+        {
+            "type": "Connect",
+            "sessionId": session_id,
+            "connectionCount": 0,
+            "lastCloseReason": "InitialConnect",
+            "clientTs": 0,
+        }
+    )
+    return conn
+
+
+async def page_of(conn: Conn, query_id: int) -> dict[str, Any]:
+    """The next page result the connection receives for ``query_id``."""
+    while True:
+        transition = await conn.transition()
+        for mod in transition.modifications:
+            if getattr(mod, "query_id", None) == query_id:
+                assert hasattr(mod, "value"), mod
+                return orjson.loads(orjson.dumps(mod.value))  # type: ignore[no-any-return]
+
+
+def test_a_first_page_subscribed_later_is_fresh_not_another_clients_grown_page(
+    app: Application,
+) -> None:
+    async def scenario() -> None:
+        await app.start()
+        for _ in range(5):
+            await app.executor.mutation("app:add", {})
+        first = await connect(app, "tab-1")
+        first.modify(add_page(0))
+        assert len((await page_of(first, 0))["page"]) == 3
+        # Newer items land inside the first tab's page: its page end is pinned.
+        for _ in range(2):
+            await app.executor.mutation("app:add", {})
+        while len((await page_of(first, 0))["page"]) != 5:
+            pass
+        second = await connect(app, "tab-2")
+        second.modify(add_page(0))
+        fresh = await page_of(second, 0)
+        assert len(fresh["page"]) == 3
+        assert fresh["isDone"] is False
+        await first.close()
+        await second.close()
+        await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_equal_pinned_pages_share_one_live_query(app: Application) -> None:
+    async def scenario() -> None:
+        await app.start()
+        for _ in range(5):
+            await app.executor.mutation("app:add", {})
+        first = await connect(app, "tab-1")
+        first.modify(add_page(0))
+        page = await page_of(first, 0)
+        second = await connect(app, "tab-2")
+        second.modify(add_page(0))
+        assert await page_of(second, 0) == page
+        # Nothing changed in between: both pinned the same page end, one live query serves both.
+        assert len(app.live) == 1
+        await app.executor.mutation("app:add", {})
+        grown_first = await page_of(first, 0)
+        grown_second = await page_of(second, 0)
+        assert len(grown_first["page"]) == len(grown_second["page"]) == 4
+        await first.close()
+        await second.close()
         await app.stop()
 
     asyncio.run(scenario())

@@ -2,7 +2,9 @@
 
 One :class:`LiveQuery` exists per (path, args, journal, identity-if-it-matters):
 the identity is part of the key only when the query read ``ctx.auth``
-(design §3.2). Each holds its latest result and the interval of timestamps
+(design §3.2). A paginated query's first run pins its page end; from then
+on it is keyed by that journal, so a later first-page subscriber gets a fresh
+page of its own. Each holds its latest result and the interval of timestamps
 over which that result is known to be valid::
 
     valid_from = the snapshot ts the result was computed at
@@ -111,7 +113,11 @@ class Subscriber(Protocol):
     def live_query_changed(self, query: LiveQuery) -> None: ...
 
     def live_query_split(self, query: LiveQuery) -> None:
-        """The query started depending on the caller's identity: subscribe again."""
+        """The query was retired: subscribe again, with its (possibly pinned) journal.
+
+        This happens when it started depending on the caller's identity, or
+        when its pinned page is served by another live query already.
+        """
         ...
 
 
@@ -254,8 +260,9 @@ class LiveQueryManager:
             query.subscribers[subscriber] = remaining
             return
         query.subscribers.pop(subscriber, None)
-        if not query.subscribers and self._queries.get(query.key) is query:
-            del self._queries[query.key]
+        if not query.subscribers:
+            if self._queries.get(query.key) is query:
+                del self._queries[query.key]
             self._index.unregister(query)
 
     def rerun_all(self) -> None:
@@ -364,19 +371,38 @@ class LiveQueryManager:
         query.read_set = read_set
         query.valid_from = snapshot
         query.invalid_at = self._first_conflict(read_set, snapshot)
-        if query.key in self._queries and self._queries[query.key] is query and query.subscribers:
+        journal = outcome.journal
+        if query.journal is None and journal is not None and not self._pin_journal(query, journal):
+            self._retire(query)  # the same page is live already: its subscribers join that
+            return
+        if query.subscribers:
             self._index.register(query, read_set)
-        result = QueryResult.from_outcome(outcome, dev=self.dev)
-        if outcome.journal is not None and query.journal is None:
-            query.journal = outcome.journal
-        query.result = result
+        query.result = QueryResult.from_outcome(outcome, dev=self.dev)
         if read_set.reads_auth and query.shared:
-            self._split(query)
+            self._retire(query)  # its subscribers come back, each under its own identity
             return
         if not read_set.reads_auth and not query.shared:
             self._share(query)
         for subscriber in list(query.subscribers):
             subscriber.live_query_changed(query)
+
+    def _pin_journal(self, query: LiveQuery, journal: str) -> bool:
+        """A paginated query's first run fixed its page end: re-runs keep that page.
+
+        The query is keyed by the journal it now runs with, so a later caller
+        asking for the first page (no journal) gets a fresh first page rather
+        than this one, which may have grown since. Returns False if a live
+        query with that key exists already (its subscribers should join it).
+        """
+        query.journal = journal
+        pinned_key = (query.key[0], query.key[1], journal, query.key[3])
+        if pinned_key in self._queries or (*pinned_key[:3], None) in self._queries:
+            return False
+        if self._queries.get(query.key) is query:
+            del self._queries[query.key]
+        query.key = pinned_key
+        self._queries[pinned_key] = query
+        return True
 
     def _share(self, query: LiveQuery) -> None:
         """The query does not depend on identity: let every caller use it."""
@@ -387,8 +413,12 @@ class LiveQueryManager:
         query.key = shared_key
         self._queries[shared_key] = query
 
-    def _split(self, query: LiveQuery) -> None:
-        """A shared query started reading ``ctx.auth``: every subscriber re-subscribes."""
+    def _retire(self, query: LiveQuery) -> None:
+        """Drop ``query``; every subscriber subscribes again (to a query with the right key).
+
+        Used when a shared query started reading ``ctx.auth``, and when a
+        paginated query's pinned page turned out to be served already.
+        """
         if self._queries.get(query.key) is query:
             del self._queries[query.key]
         self._index.unregister(query)

@@ -195,6 +195,7 @@ class SyncSession:
     def live_query_split(self, query: LiveQuery) -> None:
         for state in self.queries.values():
             if state.live is query:
+                state.journal = query.journal  # a page it pinned stays pinned
                 state.live = self.app.live.subscribe(
                     self, state.path, state.args, identity=self.identity, journal=state.journal
                 )
@@ -305,6 +306,7 @@ class SyncSession:
         # Every query runs again as the new caller (sharing where it does not read auth).
         for state in self.queries.values():
             old = state.live
+            state.journal = old.journal  # a page it pinned stays pinned
             state.live = self.app.live.subscribe(
                 self, state.path, state.args, identity=identity, journal=state.journal
             )
