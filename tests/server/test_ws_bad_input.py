@@ -189,6 +189,38 @@ def test_invalid_mutation_args_are_a_mutation_failure(server: Server, bystander:
     assert_still_served(server, bystander)
 
 
+def test_an_oversized_session_id_is_refused_before_anything_is_stored(
+    server: Server, bystander: WsClient
+) -> None:
+    ws = server.ws()
+    ws.send(
+        {
+            "type": "Connect",
+            "sessionId": "s" * 15_000_000,
+            "connectionCount": 0,
+            "lastCloseReason": "InitialConnect",
+        }
+    )
+    ws.send(
+        {
+            "type": "Mutation",
+            "requestId": 0,
+            "udfPath": "messages:send",
+            "args": [{"channel": "oversized", "body": "never"}],
+        }
+    )
+    error = fatal(ws)
+    assert error.startswith("Connect.sessionId: expected a UUID-sized id")
+    assert len(error) < 300
+    # The mutation after it never ran (so nothing was stored under that id).
+    check = server.ws()
+    check.connect()
+    check.add(0, "messages:count", {"channel": "oversized"})
+    check.transition()
+    assert check.state.value(0) == 0
+    assert_still_served(server, bystander)
+
+
 # ---------------------------------------------------------------------- real uvicorn
 
 

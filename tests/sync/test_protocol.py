@@ -396,6 +396,43 @@ def test_malformed_client_messages_raise_clear_protocol_errors(frame: str, messa
     assert info.value.code == "BadRequest"
 
 
+@pytest.mark.parametrize(
+    "session_id",
+    ["", "x" * 65, "syncline:upload-token:abc", "a b", "é" * 10, "x" * 15_000_000],
+    ids=["empty", "65-chars", "colon", "space", "non-ascii", "15-MB"],
+)
+def test_connect_session_ids_must_be_uuid_sized(session_id: str) -> None:
+    frame = json.dumps({"type": "Connect", "sessionId": session_id})
+    with pytest.raises(
+        ProtocolError, match=r"Connect\.sessionId: expected a UUID-sized id"
+    ) as info:
+        parse_client_message(frame)
+    assert len(str(info.value)) < 300  # the id is not echoed whole
+
+
+@pytest.mark.parametrize(
+    "session_id",
+    ["de16be31-3ae0-4f5d-994e-6f59754c525e", "DE16BE313AE04F5D994E6F59754C525E", "x" * 64, "s"],
+)
+def test_connect_accepts_uuids_and_short_ids(session_id: str) -> None:
+    frame = json.dumps({"type": "Connect", "sessionId": session_id})
+    assert parse_client_message(frame).session_id == session_id  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity", "1.5", "4294967296"])
+def test_non_integer_or_huge_request_ids_are_protocol_errors(number: str) -> None:
+    frame = '{"type": "Mutation", "requestId": NUMBER, "udfPath": "a:b"}'.replace("NUMBER", number)
+    with pytest.raises(ProtocolError):
+        parse_client_message(frame)
+
+
+def test_error_messages_quote_client_input_briefly() -> None:
+    frame = json.dumps({"type": "Mutation", "requestId": "7" * 1_000_000, "udfPath": "a:b"})
+    with pytest.raises(ProtocolError, match=r"requestId: expected an unsigned") as info:
+        parse_client_message(frame)
+    assert len(str(info.value)) < 300
+
+
 # ---------------------------------------------------------------------- server messages
 
 

@@ -12,6 +12,13 @@ from syncline.__about__ import __version__
 from syncline.commands.console import fail
 from syncline.commands.options import db_option, functions_option, project_option
 from syncline.errors import SynclineError
+from syncline.sync.limits import (
+    DEFAULT_MAX_INFLIGHT_ACTIONS,
+    DEFAULT_MAX_QUERIES,
+    DEFAULT_MAX_QUEUED_MUTATIONS,
+    DEFAULT_MAX_SEND_QUEUE_BYTES,
+    ConnectionLimits,
+)
 
 __all__ = ["dev", "serve"]
 
@@ -104,6 +111,34 @@ def _server_options(fn: Any) -> Any:
             "memory, at least 1 GiB; off: none). The call that crosses it fails with "
             "MemoryLimitExceeded.",
         ),
+        click.option(
+            "--max-queries-per-connection",
+            default=DEFAULT_MAX_QUERIES,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Queries one sync connection may subscribe at once.",
+        ),
+        click.option(
+            "--max-actions-per-connection",
+            default=DEFAULT_MAX_INFLIGHT_ACTIONS,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Actions one sync connection may have running; more wait unread.",
+        ),
+        click.option(
+            "--max-mutations-per-connection",
+            default=DEFAULT_MAX_QUEUED_MUTATIONS,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Mutations one sync connection may have queued or running; more wait unread.",
+        ),
+        click.option(
+            "--max-send-queue-per-connection",
+            default="16MiB",
+            show_default=True,
+            callback=_byte_size,
+            help="Response bytes a sync client may leave unread before it is disconnected.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -137,6 +172,10 @@ def _serve(
     function_timeout: float = 1.0,
     action_timeout: float = 600.0,
     max_memory: int | None = None,
+    max_queries_per_connection: int = DEFAULT_MAX_QUERIES,
+    max_actions_per_connection: int = DEFAULT_MAX_INFLIGHT_ACTIONS,
+    max_mutations_per_connection: int = DEFAULT_MAX_QUEUED_MUTATIONS,
+    max_send_queue_per_connection: int = DEFAULT_MAX_SEND_QUEUE_BYTES,
 ) -> None:
     import logging
 
@@ -216,6 +255,12 @@ def _serve(
                 on_ready=ready,
                 background=background,
                 site_port=site_port,
+                sync_limits=ConnectionLimits(
+                    max_queries=max_queries_per_connection,
+                    max_inflight_actions=max_actions_per_connection,
+                    max_queued_mutations=max_mutations_per_connection,
+                    max_send_queue_bytes=max_send_queue_per_connection,
+                ),
             )
         )
     except (KeyboardInterrupt, ShutdownRequested):

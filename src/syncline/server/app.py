@@ -38,6 +38,7 @@ from syncline.server.api import HttpApi
 from syncline.server.http_actions import HttpActionsMount, SiteApp
 from syncline.server.storage import StorageApi
 from syncline.server.ws import SyncEndpoint
+from syncline.sync.limits import ConnectionLimits
 
 if TYPE_CHECKING:
     from syncline.application import Application
@@ -60,11 +61,17 @@ class CollapseSlashes:
         await self.app(scope, receive, send)
 
 
-def create_app(application: Application, *, manage_lifecycle: bool = True) -> ASGIApp:
+def create_app(
+    application: Application,
+    *,
+    manage_lifecycle: bool = True,
+    sync_limits: ConnectionLimits | None = None,
+) -> ASGIApp:
     """The API-port ASGI app for ``application``.
 
     With ``manage_lifecycle`` the app's lifespan starts and stops the
     application's background work; pass False when the caller does that.
+    ``sync_limits`` bound each sync connection (default: ``ConnectionLimits()``).
     """
     api = HttpApi(application)
     storage = StorageApi(application)
@@ -131,4 +138,4 @@ def create_app(application: Application, *, manage_lifecycle: bool = True) -> AS
         exception_handlers={404: not_found, 405: method_not_allowed},
     )
     # HTTP actions are also served under /http/, outside the API's CORS layer.
-    return SyncEndpoint(application, HttpActionsMount(SiteApp(application), http_app))
+    return SyncEndpoint(application, HttpActionsMount(SiteApp(application), http_app), sync_limits)

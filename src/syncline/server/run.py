@@ -21,6 +21,8 @@ import uvicorn
 
 from syncline.application import Application
 from syncline.server.app import create_app
+from syncline.server.ws import SyncWebSocketProtocol
+from syncline.sync.limits import ConnectionLimits
 
 log = logging.getLogger("syncline.server")
 
@@ -60,13 +62,14 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
     background: Callable[[], Awaitable[None]] | None = None,
     site_port: int | None = None,
+    sync_limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
 
     ``on_ready`` is called once every port accepts connections.
     """
     config = uvicorn.Config(
-        create_app(application, manage_lifecycle=False),
+        create_app(application, manage_lifecycle=False, sync_limits=sync_limits),
         host=host,
         port=port,
         log_level="warning",
@@ -74,6 +77,7 @@ async def serve(
         ws_ping_interval=5.0,
         ws_ping_timeout=120.0,
         ws_max_size=16 * 1024 * 1024,
+        ws=SyncWebSocketProtocol,
         # Compression costs more CPU per frame than it saves on loopback/LANs.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,

@@ -4,17 +4,25 @@ It sits in front of the Starlette app rather than inside it: a live query
 update is one frame to each of possibly thousands of sockets, and every
 middleware layer would add a wrapper call to every frame. Nothing here needs
 middleware (no CORS for WebSockets, no HTTP error pages).
+
+:class:`SyncWebSocketProtocol` is the uvicorn WebSocket protocol the server
+runs with: uvicorn's own, except that a connection can be dropped even when
+its client has stopped reading (see there).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from syncline.sync.limits import ConnectionLimits
 from syncline.sync.protocol import ServerMessage, encode_server_message
 from syncline.sync.session import SyncSession
 
@@ -26,13 +34,19 @@ log = logging.getLogger("syncline.server")
 #: ``/api/sync`` (Rust/Python clients) and ``/api/<client version>/sync`` (JS)
 SYNC_PATH = re.compile(r"^/+api(?:/+[^/]+)?/+sync/*$")
 
+#: how long a close frame may wait for a client that does not read
+CLOSE_TIMEOUT_S = 10.0
+
 
 class SyncEndpoint:
     """Routes sync WebSockets to :class:`SyncSession`; everything else to ``app``."""
 
-    def __init__(self, application: Application, app: ASGIApp) -> None:
+    def __init__(
+        self, application: Application, app: ASGIApp, limits: ConnectionLimits | None = None
+    ) -> None:
         self.application = application
         self.app = app
+        self.limits = limits or ConnectionLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and SYNC_PATH.match(scope["path"]):
@@ -65,12 +79,53 @@ class SyncEndpoint:
                 log.debug("sync -> %s", text[:500])
             await send({"type": "websocket.send", "text": text})
 
-        session = SyncSession(self.application, send_message)
+        session = SyncSession(self.application, send_message, limits=self.limits)
         close = await session.run(incoming())
         if close is not None:
-            try:
-                await send(
-                    {"type": "websocket.close", "code": close.code, "reason": close.reason[:123]}
-                )
-            except Exception:
-                pass  # the client is already gone
+            frame = {"type": "websocket.close", "code": close.code, "reason": close.reason[:123]}
+            # A server that waits for the write buffer to drain first would wait forever
+            # for a client that does not read; SyncWebSocketProtocol does not.
+            with contextlib.suppress(Exception):  # the client is already gone
+                await asyncio.wait_for(send(frame), CLOSE_TIMEOUT_S)
+
+
+class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, able to drop a client that stopped reading.
+
+    uvicorn writes a frame only once the socket's write buffer is below its
+    high-water mark: for a client that reads nothing, never, so a close sent
+    to it would wait forever and the connection would stay open. Here a close
+    sent while writes are paused goes into the buffer at once, behind what
+    the client has not read, and the connection is aborted unless the client
+    reads up to it (and answers) within ``CLOSE_TIMEOUT_S``.
+    """
+
+    async def send(self, message: Any) -> None:
+        if (
+            message["type"] == "websocket.close"
+            and self.handshake_complete
+            and self.initial_response is None
+            and not self.close_sent
+            and not self.disconnected
+            and not self.writable.is_set()
+        ):
+            code = message.get("code", 1000)
+            reason = message.get("reason") or ""
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+            self.conn.send_close(code, reason)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            if self.read_paused:
+                self.read_paused = False
+                self.transport.resume_reading()
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self._abort)
+            return
+        await super().send(message)
+
+    def _abort(self) -> None:
+        log.info(
+            "sync client %s read nothing for %.0f s after its close: connection aborted",
+            self.client,
+            CLOSE_TIMEOUT_S,
+        )
+        self.transport.abort()

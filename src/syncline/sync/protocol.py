@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
@@ -29,9 +30,20 @@ from syncline.values.json import from_json, to_json
 U32_MAX: Final = 2**32 - 1
 U64_MAX: Final = 2**64 - 1
 
+#: ``Connect.sessionId``: the official clients send a UUID; it is stored with every
+#: mutation for de-duplication, so anything much longer than one is refused.
+MAX_SESSION_ID_LENGTH: Final = 64
+_SESSION_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SESSION_ID_LENGTH}}}")
+
 
 class ProtocolError(InvalidRequest):
     code = "BadRequest"
+
+
+def _show(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages echo client input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def encode_ts(ts: int) -> str:
@@ -40,11 +52,11 @@ def encode_ts(ts: int) -> str:
 
 def decode_ts(text: object, what: str = "ts") -> int:
     if not isinstance(text, str):
-        raise ProtocolError(f"{what}: expected a base64 u64 string, got {text!r}")
+        raise ProtocolError(f"{what}: expected a base64 u64 string, got {_show(text)}")
     try:
         raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError(f"{what}: {text!r} is not valid base64") from None
+        raise ProtocolError(f"{what}: {_show(text)} is not valid base64") from None
     if len(raw) != 8:
         raise ProtocolError(f"{what}: expected 8 bytes of base64, got {len(raw)}")
     return int(struct.unpack("<Q", raw)[0])
@@ -125,10 +137,16 @@ def _get(obj: dict[str, Any], key: str, what: str) -> Any:
 
 def _u32(obj: dict[str, Any], key: str, what: str) -> int:
     value = _get(obj, key, what)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise ProtocolError(f"{what}.{key}: expected an unsigned 32-bit integer, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise ProtocolError(
+            f"{what}.{key}: expected an unsigned 32-bit integer, got {_show(value)}"
+        )
     if not 0 <= value <= U32_MAX:
-        raise ProtocolError(f"{what}.{key}: {value!r} is out of range for a u32")
+        raise ProtocolError(f"{what}.{key}: {_show(value)} is out of range for a u32")
     return int(value)
 
 
@@ -137,7 +155,18 @@ def _str(obj: dict[str, Any], key: str, what: str, *, optional: bool = False) ->
     if value is None and optional:
         return None
     if not isinstance(value, str):
-        raise ProtocolError(f"{what}.{key}: expected a string, got {value!r}")
+        raise ProtocolError(f"{what}.{key}: expected a string, got {_show(value)}")
+    return value
+
+
+def _session_id(obj: dict[str, Any]) -> str:
+    value = _str(obj, "sessionId", "Connect")
+    assert value is not None
+    if not _SESSION_ID.fullmatch(value):
+        raise ProtocolError(
+            "Connect.sessionId: expected a UUID-sized id (1 to "
+            f"{MAX_SESSION_ID_LENGTH} letters, digits, '-' or '_'), got {_show(value)}"
+        )
     return value
 
 
@@ -156,7 +185,7 @@ def _args(obj: dict[str, Any], what: str) -> list[Any]:
 def _parse_modification(raw: Any, index: int) -> QueryAdd | QueryRemove:
     what = f"ModifyQuerySet.modifications[{index}]"
     if not isinstance(raw, dict):
-        raise ProtocolError(f"{what}: expected an object, got {raw!r}")
+        raise ProtocolError(f"{what}: expected an object, got {_show(raw)}")
     kind = raw.get("type")
     if kind == "Add":
         return QueryAdd(
@@ -168,7 +197,7 @@ def _parse_modification(raw: Any, index: int) -> QueryAdd | QueryRemove:
         )
     if kind == "Remove":
         return QueryRemove(query_id=_u32(raw, "queryId", what))
-    raise ProtocolError(f"{what}.type: expected 'Add' or 'Remove', got {kind!r}")
+    raise ProtocolError(f"{what}.type: expected 'Add' or 'Remove', got {_show(kind)}")
 
 
 def parse_client_message(data: str | bytes) -> ClientMessage:
@@ -186,10 +215,10 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
         if client_ts is not None and (
             isinstance(client_ts, bool) or not isinstance(client_ts, int | float)
         ):
-            raise ProtocolError(f"Connect.clientTs: expected a number, got {client_ts!r}")
+            raise ProtocolError(f"Connect.clientTs: expected a number, got {_show(client_ts)}")
         reason = obj.get("lastCloseReason")
         return Connect(
-            session_id=_str(obj, "sessionId", "Connect"),  # type: ignore[arg-type]
+            session_id=_session_id(obj),
             connection_count=_u32(obj, "connectionCount", "Connect")
             if "connectionCount" in obj
             else 0,
@@ -220,7 +249,7 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
         token_type = obj.get("tokenType")
         if token_type not in ("User", "Admin", "None"):
             raise ProtocolError(
-                f"Authenticate.tokenType: expected 'User', 'Admin' or 'None', got {token_type!r}"
+                f"Authenticate.tokenType: expected 'User', 'Admin' or 'None', got {_show(token_type)}"
             )
         value = None if token_type == "None" else _str(obj, "value", "Authenticate")
         acting = obj.get("impersonating", obj.get("acting_as"))
@@ -234,7 +263,7 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
         )
     if kind == "Event":
         return Event(event_type=str(obj.get("eventType", "")), event=obj.get("event"))
-    raise ProtocolError(f"Unknown client message type {kind!r}")
+    raise ProtocolError(f"Unknown client message type {_show(kind)}")
 
 
 def encode_client_message(msg: ClientMessage) -> str:
@@ -499,7 +528,7 @@ def parse_server_message(data: str | bytes) -> ServerMessage:
             elif mtype == "QueryRemoved":
                 mods.append(QueryRemoved(raw["queryId"]))
             else:
-                raise ProtocolError(f"Unknown state modification {mtype!r}")
+                raise ProtocolError(f"Unknown state modification {_show(mtype)}")
         return Transition(
             _version(obj.get("startVersion"), "Transition.startVersion"),
             _version(obj.get("endVersion"), "Transition.endVersion"),
@@ -531,4 +560,4 @@ def parse_server_message(data: str | bytes) -> ServerMessage:
         return FatalError(obj["error"])
     if kind == "Ping":
         return Ping()
-    raise ProtocolError(f"Unknown server message type {kind!r}")
+    raise ProtocolError(f"Unknown server message type {_show(kind)}")

@@ -10,6 +10,12 @@ connection's version chain ``{querySet, identity, ts}``:
 * ``Mutation`` runs one at a time in arrival order; ``Action`` runs
   concurrently.
 
+What one connection may hold is bounded (:class:`~syncline.sync.limits.ConnectionLimits`):
+at the cap of unanswered requests the reader stops reading the socket until
+one is answered; a full send queue holds answers back (and so the reader);
+too many queries is a FatalError; a client that takes nothing from a full
+send queue for a while is dropped with a close reason.
+
 Transitions are built lazily, when the connection is ready to send: each one
 moves every query of the client to a single ts within the validity interval
 of every live query's result, and lists only the results that changed. A
@@ -40,6 +46,7 @@ from syncline.errors import AuthError
 from syncline.functions.executor import Outcome, client_log_lines, format_error
 from syncline.identity import ANONYMOUS, Identity, User, is_admin
 from syncline.live_queries import LiveQuery
+from syncline.sync.limits import CLIENT_TOO_SLOW, ConnectionLimits
 from syncline.sync.protocol import (
     INITIAL_VERSION,
     NO_ERROR_DATA,
@@ -63,6 +70,7 @@ from syncline.sync.protocol import (
     StateModification,
     StateVersion,
     Transition,
+    encode_server_message,
     parse_client_message,
 )
 
@@ -72,8 +80,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncline.sync")
 
 PING_INTERVAL_S = 15.0
-MAX_CONCURRENT_ACTIONS = 1000
-MAX_QUEUED_MUTATIONS = 1000
+#: the longest FatalError text sent (and logged)
+MAX_ERROR_LENGTH = 1000
 
 
 class CloseConnection(Exception):
@@ -102,10 +110,12 @@ class SyncSession:
         send: Callable[[ServerMessage], Awaitable[None]],
         *,
         ping_interval_s: float = PING_INTERVAL_S,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.app = app
         self._send = send
         self.ping_interval_s = ping_interval_s
+        self.limits = limits or ConnectionLimits()
         self.session_id = str(uuid.uuid4())
         #: a reconnect of an earlier socket (the client may re-send mutations)
         self.reconnected = True
@@ -119,16 +129,24 @@ class SyncSession:
         self._min_ts = 0
         self._need_transition = False
         self._mutation_cap: int | None = None
-        self._outbox: deque[ServerMessage] = deque()
+        #: responses waiting to be sent, each with its encoded size
+        self._outbox: deque[tuple[ServerMessage, int]] = deque()
+        self._outbox_bytes = 0
+        #: set whenever a send completes (room may have been made in the outbox)
+        self._sent = asyncio.Event()
+        #: loop time the pending send started at (None: no send pending)
+        self._sending_since: float | None = None
         self._wake = asyncio.Event()
         self._last_sent = 0.0
         #: mutations in arrival order, each with the identity current when it arrived
-        self._mutations: asyncio.Queue[tuple[Mutation, Identity]] = asyncio.Queue(
-            MAX_QUEUED_MUTATIONS
-        )
-        self._actions = asyncio.Semaphore(MAX_CONCURRENT_ACTIONS)
+        self._mutations: asyncio.Queue[tuple[Mutation, Identity]] = asyncio.Queue()
+        #: one slot per mutation accepted and not yet answered (queued or running)
+        self._mutation_slots = asyncio.Semaphore(self.limits.max_queued_mutations)
+        self._action_slots = asyncio.Semaphore(self.limits.max_inflight_actions)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: CloseConnection | None = None
+        #: set when the session must end without waiting for the sender (a slow client)
+        self._dropped = asyncio.Event()
 
     # ------------------------------------------------------------------ driving
 
@@ -140,8 +158,11 @@ class SyncSession:
         reader = asyncio.create_task(self._reader(incoming), name="syncline-sync-reader")
         sender = asyncio.create_task(self._sender(), name="syncline-sync-sender")
         mutator = asyncio.create_task(self._mutation_worker(), name="syncline-sync-mutations")
+        dropped = asyncio.create_task(self._dropped.wait(), name="syncline-sync-dropped")
         try:
-            await asyncio.wait({reader, sender, mutator}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {reader, sender, mutator, dropped}, return_when=asyncio.FIRST_COMPLETED
+            )
             for task in (reader, sender, mutator):
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
@@ -153,13 +174,13 @@ class SyncSession:
                     log.error("sync connection failed", exc_info=exc)
                     if self._closing is None:
                         self._closing = CloseConnection(None, 1011, "InternalServerError")
-            if self._closing is not None and not sender.done():
+            if self._closing is not None and not sender.done() and not self._dropped.is_set():
                 # Let the sender flush what precedes the close (a FatalError, an AuthError).
                 self._wake.set()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(sender), timeout=5)
         finally:
-            tasks = {reader, sender, mutator, *self._tasks}
+            tasks = {reader, sender, mutator, dropped, *self._tasks}
             for task in tasks:
                 task.cancel()
             # Release the live queries before awaiting anything: if this coroutine is
@@ -167,6 +188,8 @@ class SyncSession:
             for state in self.queries.values():
                 self.app.live.unsubscribe(self, state.live)
             self.queries.clear()
+            self._outbox.clear()
+            self._outbox_bytes = 0
             # `wait` (not `gather`): a cancellation of this task surfaces as the
             # canceller's own CancelledError, which anyio cancel scopes recognise.
             await asyncio.wait(tasks)
@@ -216,15 +239,58 @@ class SyncSession:
         elif isinstance(message, Authenticate):
             await self._on_authenticate(message)
         elif isinstance(message, Mutation):
-            if self._mutations.full():
-                raise CloseConnection(None, 1013, "TooManyConcurrentRequests")
+            # Backpressure: at the cap, stop reading until a mutation is answered.
+            await self._mutation_slots.acquire()
             self._mutations.put_nowait((message, self.identity))
         elif isinstance(message, Action):
+            await self._action_slots.acquire()
             self._spawn(self._run_action(message, self.identity))
         elif isinstance(message, Event):
             pass  # client telemetry: accepted and ignored
 
+    async def _enqueue(self, message: ServerMessage) -> None:
+        """Queue a response, waiting for room; drop the client if it stopped reading."""
+        size = len(encode_server_message(message))
+        limits = self.limits
+        loop = asyncio.get_running_loop()
+        while self._outbox and self._outbox_bytes + size > limits.max_send_queue_bytes:
+            if self._dropped.is_set():
+                return
+            since = self._sending_since
+            stalled = 0.0 if since is None else loop.time() - since
+            if stalled >= limits.send_stall_timeout_s:
+                self._drop_slow_client()
+                return
+            self._sent.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._sent.wait(), limits.send_stall_timeout_s - stalled)
+        if self._dropped.is_set():
+            return
+        self._outbox.append((message, size))
+        self._outbox_bytes += size
+        self._wake.set()
+
+    def _drop_slow_client(self) -> None:
+        log.warning(
+            "dropping sync client %s: %d bytes of responses queued and nothing taken for %.0f s",
+            self.session_id,
+            self._outbox_bytes,
+            self.limits.send_stall_timeout_s,
+        )
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._closing = CloseConnection(
+            None,
+            1013,
+            f"{CLIENT_TOO_SLOW}: over {self.limits.max_send_queue_bytes} bytes of messages "
+            "queued unread",
+        )
+        self._dropped.set()
+        self._sent.set()  # release every waiting producer
+
     def _fatal(self, error: str) -> None:
+        if len(error) > MAX_ERROR_LENGTH:  # messages may quote client input
+            error = f"{error[:MAX_ERROR_LENGTH]}... ({len(error)} characters)"
         log.warning("closing sync connection: %s", error)
         self._closing = CloseConnection(FatalError(error), 1000, "BadRequest")
 
@@ -256,6 +322,16 @@ class SyncSession:
             self._fatal(
                 f"ModifyQuerySet newVersion {message.new_version} must be greater than "
                 f"baseVersion {message.base_version}"
+            )
+            return
+        count = peak = len(self.queries)
+        for modification in message.modifications:
+            count += 1 if isinstance(modification, QueryAdd) else -1
+            peak = max(peak, count)
+        if peak > self.limits.max_queries:
+            self._fatal(
+                f"TooManyQueries: this ModifyQuerySet would subscribe {peak} queries on one "
+                f"connection; the limit is {self.limits.max_queries}"
             )
             return
         for modification in message.modifications:
@@ -361,41 +437,50 @@ class SyncSession:
         while True:
             message, identity = await self._mutations.get()
             try:
-                self._check_expiry(identity)
-            except CloseConnection as close:
-                self._closing = close
-                self._wake.set()
-                return
-            # Until the response is queued, keep transitions below the commit ts.
-            self._mutation_cap = self.app.live.processed_ts
-            try:
-                outcome = await self.app.session_mutation(
-                    message.udf_path,
-                    message.args,
-                    identity=identity,
-                    session_id=self.session_id,
-                    request_id=message.request_id,
-                    maybe_resent=self.reconnected,
-                )
-                if outcome.error is None:
-                    response = MutationResponse(
-                        message.request_id, True, outcome.value, outcome.ts, self._logs(outcome)
-                    )
-                    self._min_ts = max(self._min_ts, outcome.ts or 0)
-                else:
-                    error, data = self._failure(outcome)
-                    response = MutationResponse(
-                        message.request_id, False, error, None, self._logs(outcome), data
-                    )
-                self._outbox.append(response)
+                await self._run_mutation(message, identity)
             finally:
-                self._mutation_cap = None
-            # The backend sends a Transition after every mutation, success or not.
-            self._need_transition = True
+                self._mutation_slots.release()
+            if self._closing is not None:
+                return
+
+    async def _run_mutation(self, message: Mutation, identity: Identity) -> None:
+        try:
+            self._check_expiry(identity)
+        except CloseConnection as close:
+            self._closing = close
             self._wake.set()
+            return
+        # Until the response is queued, keep transitions below the commit ts.
+        self._mutation_cap = self.app.live.processed_ts
+        try:
+            outcome = await self.app.session_mutation(
+                message.udf_path,
+                message.args,
+                identity=identity,
+                session_id=self.session_id,
+                request_id=message.request_id,
+                maybe_resent=self.reconnected,
+            )
+            if outcome.error is None:
+                response = MutationResponse(
+                    message.request_id, True, outcome.value, outcome.ts, self._logs(outcome)
+                )
+                self._min_ts = max(self._min_ts, outcome.ts or 0)
+            else:
+                error, data = self._failure(outcome)
+                response = MutationResponse(
+                    message.request_id, False, error, None, self._logs(outcome), data
+                )
+            await self._enqueue(response)
+        finally:
+            self._mutation_cap = None
+        # The backend sends a Transition after every mutation, success or not.
+        self._need_transition = True
+        self._wake.set()
 
     async def _run_action(self, message: Action, identity: Identity) -> None:
-        async with self._actions:
+        """Run an action; its slot (taken by the reader) is released when it ends."""
+        try:
             self._check_expiry(identity)
             outcome = await self.app.executor.action(
                 message.udf_path, message.args, identity=identity
@@ -409,8 +494,9 @@ class SyncSession:
                 response = ActionResponse(
                     message.request_id, False, error, self._logs(outcome), data
                 )
-            self._outbox.append(response)
-            self._wake.set()
+            await self._enqueue(response)
+        finally:
+            self._action_slots.release()
 
     # ------------------------------------------------------------------ outgoing
 
@@ -418,8 +504,11 @@ class SyncSession:
         loop = asyncio.get_running_loop()
 
         async def send(message: ServerMessage) -> None:
+            self._sending_since = loop.time()
             await self._send(message)
+            self._sending_since = None
             self._last_sent = loop.time()
+            self._sent.set()
 
         self._last_sent = loop.time()  # the keepalive interval starts at connect
         pinger = _pinger()
@@ -427,7 +516,11 @@ class SyncSession:
         try:
             while True:
                 while self._outbox:
-                    await send(self._outbox.popleft())
+                    message, size = self._outbox[0]
+                    await send(message)
+                    if self._outbox and self._outbox[0][0] is message:
+                        self._outbox.popleft()
+                        self._outbox_bytes -= size
                 if self._closing is not None:
                     if self._closing.message is not None:
                         await self._send(self._closing.message)
