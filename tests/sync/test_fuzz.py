@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.sync.limits import ConnectionLimits
 from syncline.sync.protocol import ProtocolError, ServerMessage, parse_client_message
 from syncline.sync.session import CloseConnection, SyncSession
@@ -184,8 +185,8 @@ class Harness:
         functions = tmp_path / "functions"
         functions.mkdir()
         (functions / "app.py").write_text(FUNCTIONS)
-        database = Database.open_sqlite(
-            str(tmp_path / "db.sqlite3"), durability="off", clock=SystemClock()
+        database = Database(
+            SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"), clock=SystemClock()
         )
         self.app = Application(database, functions, admin_key="fuzz-admin-key")
         self.app.load()

@@ -19,6 +19,7 @@ from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
 from syncline.functions.executor import Outcome
+from syncline.persistence.sqlite import SqlitePersistence
 from syncline.sync.limits import ConnectionLimits
 from syncline.sync.protocol import ServerMessage, server_message_to_json
 from syncline.sync.session import CloseConnection, SyncSession
@@ -37,8 +38,8 @@ def app(tmp_path: Path) -> Iterator[Application]:
     functions = tmp_path / "functions"
     functions.mkdir()
     (functions / "app.py").write_text(FUNCTIONS)
-    database = Database.open_sqlite(
-        str(tmp_path / "db.sqlite3"), durability="off", clock=SystemClock()
+    database = Database(
+        SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"), clock=SystemClock()
     )
     application = Application(database, functions)
     application.load()
