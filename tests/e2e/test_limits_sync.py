@@ -21,7 +21,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +28,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .conftest import MakeProject, ServerProcess
+from syncline._devtools import ServerProcess, launch
+
+from .conftest import MakeProject
 
 pytestmark = pytest.mark.slow
 
@@ -55,27 +56,15 @@ LIMITS_MODULE = """
 SEND_QUEUE_CAP = 1024 * 1024
 
 
-class LimitedServer(ServerProcess):
-    """A ``syncline serve`` with extra command-line flags."""
-
-    def __init__(self, project: Path, flags: list[str]) -> None:
-        super().__init__(project, mode="serve")
-        self.flags = flags
-
-    @property
-    def command(self) -> list[str]:
-        return [*super().command, *self.flags]
-
-
 @pytest.fixture(scope="module")
-def limited(project: MakeProject) -> Iterator[LimitedServer]:
-    proc = LimitedServer(
+def limited(project: MakeProject) -> Iterator[ServerProcess]:
+    """A ``syncline serve`` whose send queue per connection is 1 MiB."""
+    proc = launch(
         project({"limits.py": LIMITS_MODULE}),
-        ["--max-send-queue-per-connection", str(SEND_QUEUE_CAP)],
+        mode="serve",
+        args=["--max-send-queue-per-connection", str(SEND_QUEUE_CAP)],
     )
-    proc.start()
     try:
-        proc.wait_ready()
         yield proc
         assert proc.alive(), f"the server died during the tests:\n{proc.log()}"
     finally:
@@ -83,7 +72,7 @@ def limited(project: MakeProject) -> Iterator[LimitedServer]:
 
 
 def ws_url(server: ServerProcess) -> str:
-    return server.url.replace("http://", "ws://") + "/api/sync"
+    return server.ws_url
 
 
 def rss_bytes(pid: int) -> int:
@@ -172,10 +161,10 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 """
 
 
-def test_flood_of_large_actions_from_a_non_reading_client(limited: LimitedServer) -> None:
+def test_flood_of_large_actions_from_a_non_reading_client(limited: ServerProcess) -> None:
     """150 Actions of 4 MiB from a client that reads nothing (in its own process)."""
-    assert limited.proc is not None
-    pid = limited.proc.pid
+    pid = limited.pid
+    assert pid is not None
 
     async def main() -> dict[str, Any]:
         async with (
@@ -234,7 +223,7 @@ def test_flood_of_large_actions_from_a_non_reading_client(limited: LimitedServer
 
 
 def test_fifty_thousand_queries_in_one_modify_query_set_are_refused(
-    limited: LimitedServer,
+    limited: ServerProcess,
 ) -> None:
     mods = [
         {"type": "Add", "queryId": i, "udfPath": "limits:ping", "args": [{}]} for i in range(50_000)
@@ -269,7 +258,7 @@ def test_fifty_thousand_queries_in_one_modify_query_set_are_refused(
     assert latency < 2
 
 
-def test_a_client_leaving_too_much_unread_is_disconnected(limited: LimitedServer) -> None:
+def test_a_client_leaving_too_much_unread_is_disconnected(limited: ServerProcess) -> None:
     log_mark = limited.log_size()
 
     async def main() -> ConnectionClosed:
@@ -293,7 +282,7 @@ def test_a_client_leaving_too_much_unread_is_disconnected(limited: LimitedServer
     assert closed.rcvd.reason.startswith("ClientTooSlow")
 
 
-def test_a_client_that_never_reads_again_is_cut_off(limited: LimitedServer) -> None:
+def test_a_client_that_never_reads_again_is_cut_off(limited: ServerProcess) -> None:
     """After the close frame, a client that still does not read loses the TCP connection."""
     log_mark = limited.log_size()
 
