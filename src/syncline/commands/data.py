@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -111,7 +111,7 @@ def data(
     url: str | None,
     admin_key: str | None,
     limit: int,
-    order: str,
+    order: Literal["asc", "desc"],
     fmt: str,
 ) -> None:
     """List the tables, or print the documents of TABLE as JSON.
@@ -145,6 +145,6 @@ def data(
         page = _read_local(
             project,
             db,
-            lambda tx: read_documents(tx, table, limit=limit, order=order),  # type: ignore[arg-type]
+            lambda tx: read_documents(tx, table, limit=limit, order=order),
         )
     _print_documents(page, fmt, order)

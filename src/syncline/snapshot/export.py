@@ -29,7 +29,7 @@ from syncline.database.database import Database
 from syncline.errors import InvalidRequest
 from syncline.snapshot.codec import STORAGE_TABLE, TABLES_TABLE, UNIFORM, b64, to_export_json
 from syncline.snapshot.results import PROGRESS_EVERY, ExportResult, NoProgress, Progress
-from syncline.values.json import from_json_bytes, to_json_bytes
+from syncline.values.json import document_from_json_bytes, from_json_bytes, to_json_bytes
 from syncline.values.types import Int64
 from syncline.values.validators import VObject
 
@@ -161,7 +161,7 @@ def _export_storage(
     files: list[tuple[str, Any]] = []
     with archive.open(_zip_entry(f"{STORAGE_TABLE}/documents.jsonl"), "w", force_zip64=True) as out:
         for _id, raw in Database.scan_table(conn, info, BY_CREATION_TIME):
-            doc: dict[str, Any] = from_json_bytes(raw)  # type: ignore[assignment]
+            doc = document_from_json_bytes(raw)
             out.write(orjson.dumps(_storage_line(doc)) + b"\n")
             progress.advance(1)
             files.append((doc["_id"], doc.get("contentType")))
@@ -279,7 +279,7 @@ def _write_table(
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(columns)
         for _id, raw in Database.scan_table(conn, info, BY_CREATION_TIME):
-            doc: dict[str, Any] = from_json_bytes(raw)  # type: ignore[assignment]
+            doc = document_from_json_bytes(raw)
             writer.writerow([_csv_cell(doc[c]) if c in doc else "" for c in columns])
             written += 1
             if written % PROGRESS_EVERY == 0:
@@ -326,7 +326,7 @@ def _csv_columns(conn: ReadConnection, info: TableInfo, database: Database) -> l
 def _csv_cell(value: Any) -> str:
     t = type(value)
     if t is str:
-        return value  # type: ignore[no-any-return]
+        return value
     if value is None:
         return "null"
     if t is bool:

@@ -177,17 +177,17 @@ def _import_in_transaction(
         progress.start(unit.table, unit.size, "bytes")
         imported = 0
         for line, doc in unit.rows(tx):
-            if type(doc) is dict:
-                try:
-                    insert(info, doc)
-                except SynclineError as exc:
-                    errors.add(unit.label, line, exc)
-                    continue
-                imported += 1
-                if not imported % PROGRESS_EVERY and cancel.is_set():
-                    raise Cancelled
-            else:
-                errors.add(unit.label, line, doc)  # type: ignore[arg-type]
+            if isinstance(doc, SynclineError):
+                errors.add(unit.label, line, doc)
+                continue
+            try:
+                insert(info, doc)
+            except SynclineError as exc:
+                errors.add(unit.label, line, exc)
+                continue
+            imported += 1
+            if not imported % PROGRESS_EVERY and cancel.is_set():
+                raise Cancelled
         result.tables[unit.table] = imported
     writer.flush()
     if storage is not None and not errors.count:

@@ -364,10 +364,10 @@ def zip_units(
     units: list[Unit] = []
     storage: StorageImport | None = None
     metadata = documents.pop(STORAGE_TABLE, None)
-    if contents and blobs is None:
-        warnings.append(f"{len(contents)} stored file(s) not restored: no file store")
+    if contents and blobs is not None:
+        storage = StorageImport(archive, metadata, contents, blobs)
     elif contents:
-        storage = StorageImport(archive, metadata, contents, blobs)  # type: ignore[arg-type]
+        warnings.append(f"{len(contents)} stored file(s) not restored: no file store")
     elif metadata is not None and metadata.file_size:
         warnings.append(
             "the snapshot has _storage metadata but no file contents: no files were restored"
