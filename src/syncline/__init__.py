@@ -10,13 +10,10 @@ Importing this package is cheap: it loads no server, database or CLI code.
 from syncline.__about__ import __version__
 from syncline.errors import ConvexError, SynclineError
 from syncline.functions.crons import CronJobs
-from syncline.functions.http_router import (
-    HttpRequest,
-    HttpResponse,
-    HttpRouter,
-    cors_headers,
-    http_action,
-)
+from syncline.functions.http.cors import cors_headers
+from syncline.functions.http.request import HttpRequest
+from syncline.functions.http.response import HttpResponse
+from syncline.functions.http.router import HttpRouter, http_action
 from syncline.functions.paths import api, internal
 from syncline.functions.registration import (
     action,

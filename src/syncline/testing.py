@@ -38,7 +38,7 @@ from syncline.database.database import Database
 from syncline.database.transaction import Transaction
 from syncline.files.service import open_file_storage
 from syncline.functions.context import MutationCtx
-from syncline.functions.http_router import HttpResponse
+from syncline.functions.http.response import HttpResponse
 from syncline.functions.paths import function_path
 from syncline.identity import ANONYMOUS, Admin, Identity, User, UserIdentity
 from syncline.persistence import open_persistence
@@ -221,7 +221,7 @@ class TestBackend:
         """
         import orjson
 
-        from syncline.functions.http_router import Headers, HttpRequest
+        from syncline.functions.http.request import Headers, HttpRequest
         from syncline.server.http_actions import dispatch, read_whole
 
         if not path.startswith("/"):

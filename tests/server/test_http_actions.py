@@ -74,7 +74,7 @@ def project_files(issuer: Issuer) -> dict[str, str]:
             import asyncio
 
             from syncline import ConvexError, HttpResponse, HttpRouter, cors_headers, internal
-            from syncline.functions.http_router import FormFile
+            from syncline.functions.http.request import FormFile
 
             http = HttpRouter()
 

@@ -230,7 +230,7 @@ def _collect_special(registry: FunctionRegistry, module_path: str, module: Any) 
     elif module_path == "crons":
         registry.crons = getattr(module, "crons", None)
     elif module_path == "http":
-        from syncline.functions.http_router import HttpRouter
+        from syncline.functions.http.router import HttpRouter
 
         router = getattr(module, "http", None)
         if router is not None and not isinstance(router, HttpRouter):

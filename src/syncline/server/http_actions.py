@@ -1,7 +1,7 @@
 """Serving HTTP actions: the site app (port 3211) and the ``/http/`` mount on the API port.
 
-:func:`dispatch` turns an :class:`~syncline.functions.http_router.HttpRequest`
-into an :class:`~syncline.functions.http_router.HttpResponse`; it knows
+:func:`dispatch` turns an :class:`~syncline.functions.http.request.HttpRequest`
+into an :class:`~syncline.functions.http.response.HttpResponse`; it knows
 nothing of ASGI, so the test kit (``TestBackend.fetch``) uses it too.
 :class:`SiteApp` is the raw ASGI app around it. No Starlette here: requests
 and responses stream straight between ASGI and user code.
@@ -38,16 +38,9 @@ from typing import TYPE_CHECKING, Any
 from syncline.errors import AuthError, ConvexError, SynclineError
 from syncline.functions.context import ActionCtx, Auth
 from syncline.functions.executor import convex_error_data
-from syncline.functions.http_router import (
-    MAX_BODY_BYTES,
-    Headers,
-    HttpBodyError,
-    HttpRequest,
-    HttpResponse,
-    HttpRouter,
-    RouteMatch,
-    to_response,
-)
+from syncline.functions.http.request import MAX_BODY_BYTES, Headers, HttpBodyError, HttpRequest
+from syncline.functions.http.response import HttpResponse, to_response
+from syncline.functions.http.router import HttpRouter, RouteMatch
 from syncline.identity import ANONYMOUS, Identity, UserIdentity
 from syncline.values.json import to_clean_json
 

@@ -18,14 +18,9 @@ import pytest
 from conftest import MakeBackend, write_functions
 from syncline import HttpRequest, HttpResponse, HttpRouter, cors_headers, http_action
 from syncline.errors import FunctionDefinitionError
-from syncline.functions.http_router import (
-    FormFile,
-    Headers,
-    HttpAction,
-    HttpBodyError,
-    RequestTooLarge,
-    to_response,
-)
+from syncline.functions.http.request import FormFile, Headers, HttpBodyError, RequestTooLarge
+from syncline.functions.http.response import to_response
+from syncline.functions.http.router import HttpAction
 from syncline.functions.loader import load_functions
 
 
