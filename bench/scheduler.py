@@ -34,7 +34,7 @@ from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Transaction
 from syncline.persistence.sqlite import SqlitePersistence
-from syncline.scheduled_jobs import SYSTEM_LIMITS
+from syncline.scheduling.jobs import SYSTEM_LIMITS
 
 FUNCTIONS = """
 from syncline import internal, internal_action, internal_mutation, mutation, v

@@ -174,7 +174,7 @@ def test_importing_cron_jobs_loads_no_database() -> None:
     code = (
         "import sys; from syncline import CronJobs; c = CronJobs(); "
         "c.cron('x', '*/5 * * * *', 'a:b'); "
-        "print(any(m.startswith(('syncline.database', 'syncline.scheduler', 'starlette')) "
+        "print(any(m.startswith(('syncline.database', 'syncline.scheduling', 'starlette')) "
         "for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -314,7 +314,7 @@ def test_http_api_is_documented() -> None:
 
 def test_crons_and_scheduler_are_documented() -> None:
     from syncline import CronJobs
-    from syncline.scheduled_jobs import ActionScheduler, MutationScheduler
+    from syncline.scheduling.ctx_scheduler import ActionScheduler, MutationScheduler
 
     _require("scheduler.md", own_public_methods(CronJobs), r"crons\.{name}\(")
     methods = set(own_public_methods(MutationScheduler)) | set(own_public_methods(ActionScheduler))

@@ -25,13 +25,13 @@ from syncline.clock import ManualClock
 from syncline.database.query import Query
 from syncline.database.transaction import Transaction
 from syncline.errors import InvalidId, InvalidRequest, LimitExceeded
-from syncline.scheduled_jobs import (
+from syncline.scheduling.job_runner import DEFAULT_RETENTION_MS
+from syncline.scheduling.jobs import (
     IN_PROGRESS,
     MAX_JOB_ARGS_BYTES,
     TRANSIENT_ACTION_ERROR,
     ScheduledJobs,
 )
-from syncline.scheduler import DEFAULT_RETENTION_MS
 from syncline.testing import TestBackend
 
 JOBS = """

@@ -25,7 +25,6 @@ from syncline.auth.credentials import (
 from syncline.auth.providers import parse_providers
 from syncline.auth.verifier import AuthVerifier
 from syncline.clock import Clock, SystemClock
-from syncline.crons import CronRunner
 from syncline.database.database import Database, SchemaChange
 from syncline.env_vars import EnvironmentVariables
 from syncline.errors import AuthError, FunctionDefinitionError, InternalError
@@ -38,7 +37,8 @@ from syncline.identity import ANONYMOUS, Identity
 from syncline.live_queries import LiveQueryManager
 from syncline.persistence import open_persistence, sqlite_path_from_url
 from syncline.persistence.base import Durability
-from syncline.scheduler import ScheduledJobExecutor
+from syncline.scheduling.cron_runner import CronRunner
+from syncline.scheduling.job_runner import ScheduledJobExecutor
 
 log = logging.getLogger("syncline")
 

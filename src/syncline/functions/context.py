@@ -6,7 +6,7 @@
 | db writes (insert, patch, replace, delete) | - | yes | - |
 | auth.get_user_identity()   | yes   | yes      | yes    |
 | run_query / run_mutation / run_action | - | - | yes (async) |
-| scheduler: run_after, run_at, cancel (added by ``syncline.scheduled_jobs``) | - | yes | yes (async) |
+| scheduler: run_after, run_at, cancel (added by ``syncline.scheduling.ctx_scheduler``) | - | yes | yes (async) |
 | now, random, env           | yes   | yes      | yes (``now`` is real time) |
 
 User code reaches user tables through ``ctx.db`` and the user-visible system

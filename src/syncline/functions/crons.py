@@ -12,7 +12,7 @@
     crons.monthly("invoice", internal.billing.invoice, day=1, hour_utc=6)
 
 This module only *describes* schedules (and computes their next run times);
-running them is the job of :mod:`syncline.crons`, which syncs these
+running them is the job of :mod:`syncline.scheduling.cron_runner`, which syncs these
 definitions into the database on every load. It imports nothing heavy
 (croniter is imported when a cron expression is first parsed), so
 ``from syncline import CronJobs`` stays cheap.

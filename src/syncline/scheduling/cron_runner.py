@@ -40,7 +40,7 @@ from syncline.database.query import Query
 from syncline.errors import FunctionDefinitionError, SynclineError
 from syncline.functions.crons import CronJobs, CronSchedule
 from syncline.functions.registration import FunctionKind
-from syncline.scheduled_jobs import CANCELED, IN_PROGRESS, PENDING, SYSTEM_LIMITS, ScheduledJobs
+from syncline.scheduling.jobs import CANCELED, IN_PROGRESS, PENDING, SYSTEM_LIMITS, ScheduledJobs
 from syncline.values.json import from_python
 from syncline.values.keys import values_equal
 

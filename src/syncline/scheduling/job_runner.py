@@ -1,7 +1,7 @@
 """The scheduled-function executor: runs the jobs of ``_scheduled_functions``.
 
-The rows, their states and ``ctx.scheduler`` are :mod:`syncline.scheduled_jobs`;
-this module runs them.
+The rows and their states are :mod:`syncline.scheduling.jobs`, ``ctx.scheduler`` is
+:mod:`syncline.scheduling.ctx_scheduler`; this module runs the jobs.
 
 Guarantees, and how they are kept
 ---------------------------------
@@ -45,7 +45,7 @@ early; the commit listener runs on the writer thread and hands off with
 ``call_soon_threadsafe``. Every time comes from the clock, so tests drive it
 with a :class:`~syncline.clock.ManualClock`.
 
-Completion hooks (used by cron jobs, :mod:`syncline.crons`) run in the
+Completion hooks (used by cron jobs, :mod:`syncline.scheduling.cron_runner`) run in the
 transaction that ends a job's execution, so "this run is over" and "the next
 run is scheduled" commit together.
 """
@@ -62,7 +62,8 @@ from syncline.clock import Clock
 from syncline.errors import InternalError, SynclineError
 from syncline.functions.registration import FunctionKind
 from syncline.identity import SYSTEM
-from syncline.scheduled_jobs import (
+from syncline.scheduling.ctx_scheduler import install_ctx_scheduler
+from syncline.scheduling.jobs import (
     IN_PROGRESS,
     PENDING,
     SCHEDULED_FUNCTIONS,
@@ -143,7 +144,7 @@ class ScheduledJobExecutor:
         self._pass = 0
         self._idle_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._stopping = False
-        executor.register_ctx_member("scheduler", self.jobs.ctx_member)
+        install_ctx_scheduler(executor, self.jobs)
 
     # ------------------------------------------------------------------ reads
 
