@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from syncline.auth.admin_key import load_or_create_admin_key
 from syncline.auth.credentials import (
@@ -26,24 +29,49 @@ from syncline.auth.providers import parse_providers
 from syncline.auth.verifier import AuthVerifier
 from syncline.clock import Clock, SystemClock
 from syncline.database.database import Database, SchemaChange
+from syncline.database.transaction import RequestKey
 from syncline.env_vars import EnvironmentVariables
-from syncline.errors import AuthError, FunctionDefinitionError, InternalError
+from syncline.errors import AuthError, FunctionDefinitionError, InternalError, SynclineError
 from syncline.files.ctx_storage import install_ctx_storage
 from syncline.files.service import FILES_DIR_NAME, FileStorage, open_file_storage
 from syncline.functions.executor import Executor, Outcome
 from syncline.functions.limits import ExecutionLimits
 from syncline.functions.loader import FunctionRegistry, load_functions
-from syncline.identity import ANONYMOUS, Identity
+from syncline.identity import ANONYMOUS, Admin, Identity, User
 from syncline.live_queries import LiveQueryManager
 from syncline.persistence import open_persistence, sqlite_path_from_url
 from syncline.persistence.base import Durability
 from syncline.scheduling.cron_runner import CronRunner
 from syncline.scheduling.job_runner import ScheduledJobExecutor
+from syncline.values.json import to_json
 
 log = logging.getLogger("syncline")
 
 # The tokenType of a sync Authenticate message -> the kind of credentials it carries.
 _TOKEN_TYPE_KINDS: dict[str, AuthHeaderKind] = {"User": "bearer", "Admin": "admin", "None": "none"}
+
+
+def call_fingerprint(path: str, args: Any, identity: Identity) -> bytes:
+    """A digest of one call: the function path, the arguments and the caller.
+
+    The caller counts by who it is, not by its token: a user's refreshed token
+    (same ``tokenIdentifier``) still makes the same call.
+    """
+    caller: list[Any]
+    if isinstance(identity, User):
+        caller = ["user", identity.user.token_identifier]
+    elif isinstance(identity, Admin):
+        acting_as = identity.acting_as
+        caller = ["admin", None if acting_as is None else acting_as.token_identifier]
+    else:
+        caller = [type(identity).__name__]
+    try:
+        encoded_args = to_json(args)
+    except SynclineError:
+        encoded_args = repr(args)  # not a value: the call fails, and nothing is recorded
+    payload = orjson.dumps([path, encoded_args, caller], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(payload).digest()
+
 
 DATA_DIR_NAME = ".syncline"
 DEFAULT_DB_FILE = "data.sqlite3"
@@ -338,15 +366,19 @@ class Application:
     ) -> Outcome:
         """A client's mutation, de-duplicated by (session id, request id).
 
-        ``maybe_resent=False`` (the session's first socket) skips looking for
-        an earlier run: nothing can have been sent under this session before.
-        The outcome is recorded either way, for a later reconnect.
+        A resend is answered with the recorded result only when it is the same
+        call (function path, arguments and caller); reusing the ids for another
+        call fails with code ``RequestIdReused``. ``maybe_resent=False`` (the
+        session's first socket) skips looking for an earlier run: nothing can
+        have been sent under this session before. The outcome is recorded
+        either way, for a later reconnect.
         """
+        key = RequestKey(session_id, request_id, call_fingerprint(path, args, identity))
         return await self.executor.mutation(
             path,
             args,
             identity=identity,
-            idempotency_key=(session_id, request_id),
+            idempotency_key=key,
             check_resent=maybe_resent,
         )
 

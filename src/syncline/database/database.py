@@ -387,7 +387,7 @@ class Database:
         if self._commits_since_prune >= 1000:
             self._commits_since_prune = 0
             conn.prune_log(self._last_ts - self.log_retention_ns)
-            conn.prune_session_requests(self._last_ts - self.session_request_retention_ns)
+            conn.prune_request_records(self._last_ts - self.session_request_retention_ns)
 
     # ------------------------------------------------------------------ schema
 

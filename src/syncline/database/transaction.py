@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from syncline.database.catalog import (
     BY_CREATION_TIME,
@@ -40,6 +40,7 @@ from syncline.database.writes import WriteSet
 from syncline.errors import (
     InvalidId,
     InvalidQuery,
+    InvalidRequest,
     InvalidValue,
     LimitExceeded,
     NonexistentDocument,
@@ -63,6 +64,18 @@ if TYPE_CHECKING:
 _NO_GUARD: AbstractContextManager[Any] = nullcontext()
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MiB = 1 << 20
+
+
+class RequestKey(NamedTuple):
+    """A client's mutation request: its (session id, request id) and what it asked for.
+
+    ``fingerprint`` is an opaque digest of the call (function, arguments,
+    caller), made by whoever knows those; a resend must carry the same one.
+    """
+
+    session_id: str
+    request_id: int
+    fingerprint: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,18 +565,39 @@ class Transaction:
         self.writes.doc_ids.add(doc_id)
         self.writes.tables.add(info.name)
 
-    def recorded_request(self, session_id: str, request_id: int) -> tuple[Any, int] | None:
-        """(result, commit ts) of a client's mutation that already committed, if any."""
-        row = self._conn.get_session_request(session_id, request_id)
+    def recorded_request(self, key: RequestKey) -> tuple[Any, int] | None:
+        """(result, commit ts) of the client's mutation under ``key`` that already committed.
+
+        Answered only for the same call: a record under the same (session,
+        request) ids with another fingerprint raises :class:`InvalidRequest`
+        (code ``RequestIdReused``) instead of handing out another call's result.
+        """
+        row = self._conn.get_mutation_request(key.session_id, key.request_id)
         if row is None:
             return None
-        return from_json_bytes(row[1]), row[0]
+        ts, fingerprint, result = row
+        if fingerprint != key.fingerprint:
+            raise InvalidRequest(
+                f"Request {key.request_id} of session {key.session_id!r} was already used for "
+                "another call (another function, other arguments or another caller); a client "
+                "must give each mutation of a session its own request id",
+                code="RequestIdReused",
+            )
+        return from_json_bytes(result), ts
 
-    def record_request(self, session_id: str, request_id: int, result: Any) -> None:
-        """Remember this mutation's result under the client's (session, request) ids."""
-        self._require_writable().put_session_request(
-            session_id, request_id, self.ts, to_json_bytes(result)
+    def record_request(self, key: RequestKey, result: Any) -> None:
+        """Remember this mutation's result under ``key``, for a client resending it."""
+        self._require_writable().put_mutation_request(
+            key.session_id, key.request_id, self.ts, key.fingerprint, to_json_bytes(result)
         )
+
+    def upload_token_used(self, nonce: bytes) -> bool:
+        """Whether the upload token with ``nonce`` already stored a file."""
+        return self._conn.get_used_upload_token(nonce) is not None
+
+    def record_upload_token(self, nonce: bytes, storage_id: str) -> None:
+        """Mark the upload token with ``nonce`` used (by the upload of ``storage_id``)."""
+        self._require_writable().put_used_upload_token(nonce, self.ts, storage_id)
 
     def log_entries(self) -> list[LogEntry]:
         """This transaction's final revision per document, for the commit log."""

@@ -26,8 +26,9 @@ Contracts:
   ``url_validity_ms`` (1 hour) and usable once. The token is a nonce and an
   expiry signed with HMAC-SHA256 under a secret kept in the data directory.
   Using a token is recorded in the same transaction that inserts the row, in
-  the database's mutation-idempotency records (kept at least as long as a
-  token lives), so a token can never make two files, even across restarts;
+  the database's used-upload-token records (a key space of their own, apart
+  from client mutation records, kept at least as long as a token lives), so a
+  token can never make two files, even across restarts;
   a second concurrent use in this process is refused at once.
 * **Streaming:** uploads, downloads and ``store`` go chunk by chunk and never
   hold a whole file in memory. (``ctx.storage.get`` returns ``bytes`` by
@@ -36,17 +37,6 @@ Contracts:
   (default :data:`DEFAULT_MAX_UPLOAD_BYTES`, 1 GiB) fails with
   :class:`FileTooLarge` (HTTP 413) and stores nothing.
 
-``ctx.storage`` by function kind (action methods are coroutines)::
-
-    method                                   query  mutation  action
-    get_url(id) -> str | None                 yes    yes       yes
-    generate_upload_url() -> str              -      yes       yes
-    delete(id)                                -      yes (1)   yes (2)
-    store(data, content_type=, sha256=) -> id -      -         yes
-    get(id) -> bytes | None                   -      -         yes
-    open(id) -> FileReader | None             -      -         yes
-
-(1) part of the mutation's transaction; (2) its own transaction. Calling a
-method where it is not available raises :class:`StorageNotAvailable`, which
-says where to call it instead.
+What ``ctx.storage`` offers each kind of function is in
+:mod:`~syncline.files.ctx_storage`.
 """

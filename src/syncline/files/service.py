@@ -75,8 +75,6 @@ SWEEP_INTERVAL_S = 3600.0
 #: Temp files of uploads older than this are from crashed uploads.
 INCOMPLETE_UPLOAD_AGE_S = 6 * 3600.0
 
-#: ``session_id`` under which a used token's nonce is recorded (request id 0).
-_TOKEN_RECORD_PREFIX = "syncline:upload-token:"
 _SWEEP_BATCH = 500
 
 
@@ -228,10 +226,6 @@ class FileReader:
         await self.aclose()
 
 
-def _record_key(grant: UploadGrant) -> str:
-    return _TOKEN_RECORD_PREFIX + grant.nonce.hex()
-
-
 class FileStorage:
     """Files of one deployment: blobs in ``blobs``, rows in ``database``'s ``_storage``.
 
@@ -259,7 +253,7 @@ class FileStorage:
             raise ValueError("max_upload_bytes must be positive")
         retention_ms = database.session_request_retention_ns / 1_000_000
         if retention_ms < url_validity_ms:
-            # Used tokens are remembered in those records: forgetting one while
+            # Used tokens are pruned with those records: forgetting one while
             # it is still valid would let it be used again.
             raise ValueError(
                 f"upload URLs valid for {url_validity_ms} ms need the database to keep "
@@ -277,7 +271,7 @@ class FileStorage:
         #: storage ids whose blob is being written or whose row is being committed
         self._in_flight: set[str] = set()
         #: upload tokens in use right now (a second concurrent use is refused)
-        self._tokens_in_use: set[str] = set()
+        self._tokens_in_use: set[bytes] = set()
         #: ``_storage`` ids written by recent commits: their blob goes if their row went
         self._candidates: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -350,16 +344,16 @@ class FileStorage:
         ``sha256`` (the raw digest from a ``Digest`` header) is verified when given.
         """
         grant = self.check_upload_token(token)
-        key = _record_key(grant)
+        key = grant.nonce
         if key in self._tokens_in_use:
             raise self._token_used()
         self._tokens_in_use.add(key)
         try:
             # Refuse a used token before receiving any bytes; the insert checks again.
-            used = await self.database.read(lambda tx: tx.recorded_request(key, 0))
-            if used.value is not None:
+            used = await self.database.read(lambda tx: tx.upload_token_used(key))
+            if used.value:
                 raise self._token_used()
-            return await self._store(chunks, content_type, sha256, token_key=key)
+            return await self._store(chunks, content_type, sha256, token_nonce=key)
         finally:
             self._tokens_in_use.discard(key)
 
@@ -368,7 +362,7 @@ class FileStorage:
     ) -> str:
         """Store ``data`` (bytes or an (async) iterable of chunks); return its storage id."""
         digest = parse_sha256(sha256, "store") if isinstance(sha256, str) else sha256
-        return await self._store(_chunks_of(data), content_type, digest, token_key=None)
+        return await self._store(_chunks_of(data), content_type, digest, token_nonce=None)
 
     async def _store(
         self,
@@ -376,7 +370,7 @@ class FileStorage:
         content_type: str | None,
         sha256: bytes | None,
         *,
-        token_key: str | None,
+        token_nonce: bytes | None,
     ) -> str:
         storage_id = new_id(STORAGE_TABLE_NUMBER)
         self._in_flight.add(storage_id)
@@ -396,7 +390,7 @@ class FileStorage:
                         f"The file's SHA-256 is {_b64(info.sha256)}, not the expected "
                         f"{_b64(sha256)}: it was corrupted on the way, or the digest is wrong"
                     )
-                await self.database.write(self._insert_row(storage_id, row, token_key))
+                await self.database.write(self._insert_row(storage_id, row, token_nonce))
             except asyncio.CancelledError:
                 # The commit may still happen: keep the blob. If no row appears,
                 # the sweep removes it.
@@ -409,13 +403,13 @@ class FileStorage:
             self._in_flight.discard(storage_id)
 
     def _insert_row(
-        self, storage_id: str, fields: dict[str, Any], token_key: str | None
+        self, storage_id: str, fields: dict[str, Any], token_nonce: bytes | None
     ) -> Callable[[Transaction], str]:
         def write(tx: Transaction) -> str:
-            if token_key is not None:
-                if tx.recorded_request(token_key, 0) is not None:
+            if token_nonce is not None:
+                if tx.upload_token_used(token_nonce):
                     raise self._token_used()
-                tx.record_request(token_key, 0, storage_id)
+                tx.record_upload_token(token_nonce, storage_id)
             # write_raw, not insert: the blob is already stored under this id.
             doc = {"_id": storage_id, "_creationTime": tx.next_creation_time(), **fields}
             tx.write_raw(STORAGE_TABLE, doc)

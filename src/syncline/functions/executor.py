@@ -63,7 +63,7 @@ from syncline.values.validators import ValidatorError
 if TYPE_CHECKING:
     from syncline.database.database import Database
     from syncline.database.reads import ReadSet
-    from syncline.database.transaction import Transaction
+    from syncline.database.transaction import RequestKey, Transaction
     from syncline.database.writes import WriteSet
     from syncline.functions.loader import FunctionRegistry
 
@@ -549,12 +549,12 @@ class Executor:
         identity: Identity,
         collector: sandbox.LogCollector,
         extra: Callable[[Transaction, Any], None] | None,
-        idempotency_key: tuple[str, int] | None = None,
+        idempotency_key: RequestKey | None = None,
         check_resent: bool = True,
     ) -> Callable[[Transaction], Any]:
         def body(tx: Transaction) -> Any:
             if idempotency_key is not None and check_resent:
-                done = tx.recorded_request(*idempotency_key)
+                done = tx.recorded_request(idempotency_key)
                 if done is not None:
                     return _Replayed(*done)
             with sandbox.running("mutation", collector):
@@ -573,7 +573,7 @@ class Executor:
             if extra is not None:
                 extra(tx, value)
             if idempotency_key is not None:
-                tx.record_request(*idempotency_key, value)
+                tx.record_request(idempotency_key, value)
             return value
 
         return body
@@ -586,7 +586,7 @@ class Executor:
         identity: Identity,
         allow_internal: bool,
         extra: Callable[[Transaction, Any], None] | None,
-        idempotency_key: tuple[str, int] | None = None,
+        idempotency_key: RequestKey | None = None,
         check_resent: bool = True,
     ) -> Callable[[Transaction], Any]:
         fn = self.resolve(path, FunctionKind.MUTATION, identity, allow_internal=allow_internal)
@@ -610,14 +610,14 @@ class Executor:
         identity: Identity = ANONYMOUS,
         allow_internal: bool = False,
         extra: Callable[[Transaction, Any], None] | None = None,
-        idempotency_key: tuple[str, int] | None = None,
+        idempotency_key: RequestKey | None = None,
         check_resent: bool = True,
     ) -> Outcome:
         """Run a mutation on the writer. ``extra(tx, result)`` runs in its transaction after it.
 
-        With ``idempotency_key`` (a client's session id and request id), a
-        mutation that already succeeded is not run again: its recorded result
-        and commit ts are returned (protocol §3.4).
+        With ``idempotency_key`` (a client's session id and request id, and the
+        call's fingerprint), a mutation that already succeeded is not run again:
+        its recorded result and commit ts are returned (protocol §3.4).
         """
         with self._call(path, FunctionKind.MUTATION) as call:
             body = self._prepare_mutation(

@@ -83,8 +83,14 @@ class ReadConnection(ABC):
         """Log entries with ``entry.ts > ts`` in ts order."""
 
     @abstractmethod
-    def get_session_request(self, session_id: str, request_id: int) -> tuple[int, bytes] | None:
-        """(commit ts, encoded result) of a client mutation already done, if any."""
+    def get_mutation_request(
+        self, session_id: str, request_id: int
+    ) -> tuple[int, bytes, bytes] | None:
+        """(commit ts, call fingerprint, encoded result) of a client mutation already done."""
+
+    @abstractmethod
+    def get_used_upload_token(self, nonce: bytes) -> str | None:
+        """The storage id of the upload that used the token with ``nonce``, if it was used."""
 
 
 class WriteConnection(ReadConnection):
@@ -163,11 +169,26 @@ class WriteConnection(ReadConnection):
         """Forget log entries older than ``before_ts``; returns how many."""
 
     @abstractmethod
-    def put_session_request(self, session_id: str, request_id: int, ts: int, result: bytes) -> None:
-        """Record a client mutation's outcome (in the mutation's own transaction)."""
+    def put_mutation_request(
+        self, session_id: str, request_id: int, ts: int, fingerprint: bytes, result: bytes
+    ) -> None:
+        """Record a client mutation's outcome (in the mutation's own transaction).
+
+        ``fingerprint`` identifies the call (function, arguments, caller): a
+        replay of the request ids is answered only for the same call.
+        """
 
     @abstractmethod
-    def prune_session_requests(self, before_ts: int) -> int: ...
+    def put_used_upload_token(self, nonce: bytes, ts: int, storage_id: str) -> None:
+        """Record that the upload token with ``nonce`` stored ``storage_id``.
+
+        Kept apart from the mutation records: client-chosen session ids must
+        never reach (or burn) a token's record.
+        """
+
+    @abstractmethod
+    def prune_request_records(self, before_ts: int) -> int:
+        """Forget mutation records and used upload tokens older than ``before_ts``."""
 
 
 class Persistence(ABC):

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import orjson
+
 from syncline.errors import InternalError
 from syncline.persistence.base import (
     Durability,
@@ -51,14 +53,21 @@ CREATE TABLE IF NOT EXISTS index_entries (
     doc_id TEXT NOT NULL,
     PRIMARY KEY (index_id, key)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS session_requests (
+CREATE TABLE IF NOT EXISTS mutation_requests (
     session_id TEXT NOT NULL,
     request_id INTEGER NOT NULL,
     ts INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL,
     result BLOB NOT NULL,
     PRIMARY KEY (session_id, request_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS session_requests_by_ts ON session_requests (ts);
+CREATE INDEX IF NOT EXISTS mutation_requests_by_ts ON mutation_requests (ts);
+CREATE TABLE IF NOT EXISTS used_upload_tokens (
+    nonce BLOB PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    storage_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS used_upload_tokens_by_ts ON used_upload_tokens (ts);
 CREATE TABLE IF NOT EXISTS log (
     ts INTEGER NOT NULL,
     doc_id TEXT NOT NULL,
@@ -93,6 +102,53 @@ def _connect(path: str, *, readonly: bool, durability: Durability) -> sqlite3.Co
     if readonly:
         conn.execute("PRAGMA query_only=1")
     return conn
+
+
+#: Where data folders before the mutation/upload-token split kept both kinds of record.
+_OLD_TOKEN_SESSION_PREFIX = "syncline:upload-token:"
+
+
+def _migrate_session_requests(conn: sqlite3.Connection) -> None:
+    """Replace the pre-split ``session_requests`` table (one key space for two kinds of record).
+
+    Its used upload tokens move to ``used_upload_tokens``, so a token used before
+    the upgrade stays used. Its mutation records are dropped: they carry no call
+    fingerprint to check a replay against, and they live an hour at most (a
+    client resending across the upgrade runs its mutation again).
+    """
+    conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others then find nothing
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'session_requests'"
+        ).fetchone()
+        if exists is not None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO used_upload_tokens (nonce, ts, storage_id) VALUES (?, ?, ?)",
+                _old_token_records(conn),
+            )
+            conn.execute("DROP TABLE session_requests")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _old_token_records(conn: sqlite3.Connection) -> list[tuple[bytes, int, str]]:
+    rows = conn.execute(
+        "SELECT session_id, ts, result FROM session_requests WHERE request_id = 0 "
+        "AND substr(session_id, 1, ?) = ?",
+        (len(_OLD_TOKEN_SESSION_PREFIX), _OLD_TOKEN_SESSION_PREFIX),
+    ).fetchall()
+    tokens = []
+    for session_id, ts, result in rows:
+        try:
+            nonce = bytes.fromhex(session_id[len(_OLD_TOKEN_SESSION_PREFIX) :])
+            storage_id = orjson.loads(result)
+        except (ValueError, orjson.JSONDecodeError):
+            continue  # not a token record (a client's session id that looked like one)
+        if isinstance(storage_id, str):
+            tokens.append((nonce, int(ts), storage_id))
+    return tokens
 
 
 class _SqliteReader(ReadConnection):
@@ -157,12 +213,21 @@ class _SqliteReader(ReadConnection):
         ).fetchall()
         return [LogEntry(*row) for row in rows]
 
-    def get_session_request(self, session_id: str, request_id: int) -> tuple[int, bytes] | None:
+    def get_mutation_request(
+        self, session_id: str, request_id: int
+    ) -> tuple[int, bytes, bytes] | None:
         row = self.conn.execute(
-            "SELECT ts, result FROM session_requests WHERE session_id = ? AND request_id = ?",
+            "SELECT ts, fingerprint, result FROM mutation_requests "
+            "WHERE session_id = ? AND request_id = ?",
             (session_id, request_id),
         ).fetchone()
-        return (int(row[0]), row[1]) if row else None
+        return (int(row[0]), row[1], row[2]) if row else None
+
+    def get_used_upload_token(self, nonce: bytes) -> str | None:
+        row = self.conn.execute(
+            "SELECT storage_id FROM used_upload_tokens WHERE nonce = ?", (nonce,)
+        ).fetchone()
+        return str(row[0]) if row else None
 
 
 class _SqliteWriter(_SqliteReader, WriteConnection):
@@ -272,16 +337,25 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         cur = self.conn.execute("DELETE FROM log WHERE ts < ?", (before_ts,))
         return cur.rowcount
 
-    def put_session_request(self, session_id: str, request_id: int, ts: int, result: bytes) -> None:
+    def put_mutation_request(
+        self, session_id: str, request_id: int, ts: int, fingerprint: bytes, result: bytes
+    ) -> None:
         self.conn.execute(
-            "INSERT OR REPLACE INTO session_requests (session_id, request_id, ts, result) "
-            "VALUES (?, ?, ?, ?)",
-            (session_id, request_id, ts, result),
+            "INSERT OR REPLACE INTO mutation_requests "
+            "(session_id, request_id, ts, fingerprint, result) VALUES (?, ?, ?, ?, ?)",
+            (session_id, request_id, ts, fingerprint, result),
         )
 
-    def prune_session_requests(self, before_ts: int) -> int:
-        cur = self.conn.execute("DELETE FROM session_requests WHERE ts < ?", (before_ts,))
-        return cur.rowcount
+    def put_used_upload_token(self, nonce: bytes, ts: int, storage_id: str) -> None:
+        self.conn.execute(
+            "INSERT INTO used_upload_tokens (nonce, ts, storage_id) VALUES (?, ?, ?)",
+            (nonce, ts, storage_id),
+        )
+
+    def prune_request_records(self, before_ts: int) -> int:
+        removed = self.conn.execute("DELETE FROM mutation_requests WHERE ts < ?", (before_ts,))
+        tokens = self.conn.execute("DELETE FROM used_upload_tokens WHERE ts < ?", (before_ts,))
+        return removed.rowcount + tokens.rowcount
 
 
 class SqlitePersistence(Persistence):
@@ -298,6 +372,7 @@ class SqlitePersistence(Persistence):
             raise InternalError("SQLite persistence needs a file: readers and writer share it")
         self._writer = _SqliteWriter(_connect(self.path, readonly=False, durability=durability))
         self._writer.conn.executescript(_SCHEMA)
+        _migrate_session_requests(self._writer.conn)
         self._writer_busy = threading.Lock()
         self._idle: queue.SimpleQueue[_SqliteReader] = queue.SimpleQueue()
         self._readers_made = 0
