@@ -224,8 +224,10 @@ class UserIdentity:
     def from_claims(cls, claims: Mapping[str, Any], issuer: str) -> UserIdentity:
         """Build the identity of a verified JWT.
 
-        ``issuer`` is the token's ``iss`` (it becomes :attr:`issuer` and the
-        first half of :attr:`token_identifier`); ``sub`` must be a non-empty
+        ``issuer`` is the issuer of the provider that verified the token, as
+        configured (it becomes :attr:`issuer` and the first half of
+        :attr:`token_identifier`, so the spellings of one issuer that a token's
+        ``iss`` may use give one identity); ``sub`` must be a non-empty
         string. OIDC claim names map to Convex's (``picture`` ->
         ``pictureUrl``, ``zoneinfo`` -> ``timezone``, ``locale`` ->
         ``language``, ``birthdate`` -> ``birthday``, ``updated_at`` seconds ->
