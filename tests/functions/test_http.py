@@ -257,6 +257,20 @@ class TestHttpRequest:
         )
         assert upload.size == 3
 
+    def test_multipart_field_name_in_rfc2231_encoding(self) -> None:
+        boundary = "XyZ123"
+        body = (
+            f"--{boundary}\r\n"
+            "Content-Disposition: form-data; name*=utf-8''caf%C3%A9\r\n\r\n"
+            "au lait\r\n"
+            f"--{boundary}--\r\n"
+        ).encode()
+        request = HttpRequest(
+            "POST", "http://x/", {"content-type": f"multipart/form-data; boundary={boundary}"}, body
+        )
+        form = run(request.form())
+        assert dict(form) == {"caf\u00e9": "au lait"}
+
     def test_form_needs_a_form_content_type(self) -> None:
         request = HttpRequest("POST", "http://x/", {"content-type": "application/json"}, b"{}")
         with pytest.raises(HttpBodyError, match="'application/json'"):

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import jwt
+from jwt.types import Options
 
 from syncline.auth.jwks import KeySet, SigningKey, incompatibility, show_value
 from syncline.auth.providers import (

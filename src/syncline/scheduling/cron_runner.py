@@ -41,7 +41,7 @@ from syncline.errors import FunctionDefinitionError, SynclineError
 from syncline.functions.crons import CronJobs, CronSchedule
 from syncline.functions.registration import FunctionKind
 from syncline.scheduling.jobs import CANCELED, IN_PROGRESS, PENDING, SYSTEM_LIMITS, ScheduledJobs
-from syncline.values.json import from_python
+from syncline.values.json import object_from_python
 from syncline.values.keys import values_equal
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class CronDefinition:
 
     def fields(self) -> dict[str, Any]:
         """The definition's fields of a ``_cron_jobs`` row."""
-        return from_python(  # type: ignore[no-any-return]
+        return object_from_python(
             {"function": self.path, "args": [self.args], "schedule": self.schedule.to_json()}
         )
 

@@ -175,6 +175,7 @@ def _content_type(headers: Headers) -> tuple[str, dict[str, str]]:
 def _parse_multipart(body: bytes, content_type: str) -> list[tuple[str, Any]]:
     import email.parser
     import email.policy
+    import email.utils
 
     # The email package parses MIME multipart bodies; multipart/form-data is one.
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
@@ -183,10 +184,13 @@ def _parse_multipart(body: bytes, content_type: str) -> list[tuple[str, Any]]:
         raise HttpBodyError("The multipart/form-data body could not be parsed")
     items: list[tuple[str, Any]] = []
     for part in message.iter_parts():  # type: ignore[attr-defined]
-        name = part.get_param("name", header="content-disposition")
+        param = part.get_param("name", header="content-disposition")
+        # get_param may give an RFC 2231 (charset, language, text) triple: keep the text.
+        name = email.utils.collapse_rfc2231_value(param) if param else ""
         if not name:
             continue
-        payload = part.get_payload(decode=True) or b""
+        decoded = part.get_payload(decode=True)
+        payload = decoded if isinstance(decoded, bytes) else b""
         filename = part.get_filename()
         if filename is not None:
             items.append((name, FormFile(filename, part.get_content_type(), payload)))
