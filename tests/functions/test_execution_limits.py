@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -239,3 +239,44 @@ def test_a_query_crossing_the_memory_ceiling_fails_and_others_go_on(make_app: Ma
     assert "loops:hog" in str(outcome.error)
     assert resident_bytes() < ceiling
     assert asyncio.run(app.executor.query("loops:small", {})).value == 499500
+
+
+def test_http_action_bodies_stream_across_loops(make_app: Make) -> None:
+    """A request body that arrives on the server's loop is read from the action loop,
+    and a response body produced on the action loop is read from the server's loop."""
+    from syncline.functions.http_router import HttpRequest, HttpResponse
+
+    app = make_app()
+
+    async def on(loop: asyncio.AbstractEventLoop, value: bytes) -> bytes:
+        # A future of ``loop``: awaiting it from another loop would fail.
+        future = loop.create_future()
+        loop.call_soon(future.set_result, value)
+        return await future
+
+    async def scenario() -> list[bytes]:
+        server_loop = asyncio.get_running_loop()
+
+        async def body() -> AsyncIterator[bytes]:
+            for part in (b"a", b"b", b"c"):
+                yield await on(server_loop, part)
+
+        request = HttpRequest("POST", "http://host/echo", body=body())
+
+        async def handler(ctx: object, req: HttpRequest) -> HttpResponse:
+            received = await req.body()
+            action_loop = asyncio.get_running_loop()
+            assert action_loop is not server_loop
+
+            async def produce() -> AsyncIterator[bytes]:
+                for part in received:
+                    yield await on(action_loop, bytes([part]))
+
+            return HttpResponse(produce())
+
+        outcome = await app.executor.http_action(handler, request, path="POST /echo")
+        assert outcome.error is None, outcome.error
+        response: HttpResponse = outcome.value
+        return [chunk async for chunk in response.chunks()]
+
+    assert b"".join(asyncio.run(scenario())) == b"abc"

@@ -504,3 +504,20 @@ def test_convex_error_data_that_is_no_value_is_reported_clearly() -> None:
     message = _message
     assert not is_convex and data is None
     assert "must be a Convex value" in message and "errorData.s" in message
+
+
+def test_the_dev_console_shows_the_request_id_and_the_file_and_line(
+    make_backend: MakeBackend,
+) -> None:
+    import click
+
+    from syncline.server.dev import print_outcome
+
+    backend = make_backend({"failing.py": FAILING})
+    outcome = backend.app.executor.mutation_sync("failing:broken", {})
+    lines: list[str] = []
+    print_outcome(outcome, echo=lines.append)
+    plain = [click.unstyle(line) for line in lines]
+    assert plain[0].endswith("ValueError: boom")
+    assert plain[1] == f"    [Request ID: {outcome.request_id}]"
+    assert plain[2].startswith("    at broken (") and plain[2].endswith("failing.py:7)")

@@ -36,6 +36,10 @@ Actions are coroutines on the action loops: their limit is enforced by
 cancellation while they await and by the same injection, step by step, while
 they compute (:meth:`Watchdog.step`).
 
+When the server stops, :meth:`Watchdog.interrupt_all` interrupts every call
+still inside user code (``ServerShuttingDown``), so a runaway call cannot hold
+the writer, a read thread or the shutdown.
+
 The memory ceiling
 ------------------
 
