@@ -150,18 +150,19 @@ def _u32(obj: dict[str, Any], key: str, what: str) -> int:
     return int(value)
 
 
-def _str(obj: dict[str, Any], key: str, what: str, *, optional: bool = False) -> str | None:
+def _str(obj: dict[str, Any], key: str, what: str) -> str:
     value = obj.get(key)
-    if value is None and optional:
-        return None
     if not isinstance(value, str):
         raise ProtocolError(f"{what}.{key}: expected a string, got {_show(value)}")
     return value
 
 
+def _optional_str(obj: dict[str, Any], key: str, what: str) -> str | None:
+    return None if obj.get(key) is None else _str(obj, key, what)
+
+
 def _session_id(obj: dict[str, Any]) -> str:
     value = _str(obj, "sessionId", "Connect")
-    assert value is not None
     if not _SESSION_ID.fullmatch(value):
         raise ProtocolError(
             "Connect.sessionId: expected a UUID-sized id (1 to "
@@ -190,10 +191,10 @@ def _parse_modification(raw: Any, index: int) -> QueryAdd | QueryRemove:
     if kind == "Add":
         return QueryAdd(
             query_id=_u32(raw, "queryId", what),
-            udf_path=_str(raw, "udfPath", what),  # type: ignore[arg-type]
+            udf_path=_str(raw, "udfPath", what),
             args=_args(raw, what),
-            journal=_str(raw, "journal", what, optional=True),
-            component_path=_str(raw, "componentPath", what, optional=True),
+            journal=_optional_str(raw, "journal", what),
+            component_path=_optional_str(raw, "componentPath", what),
         )
     if kind == "Remove":
         return QueryRemove(query_id=_u32(raw, "queryId", what))
@@ -241,9 +242,9 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
         cls = Mutation if kind == "Mutation" else Action
         return cls(
             request_id=_u32(obj, "requestId", kind),
-            udf_path=_str(obj, "udfPath", kind),  # type: ignore[arg-type]
+            udf_path=_str(obj, "udfPath", kind),
             args=_args(obj, kind),
-            component_path=_str(obj, "componentPath", kind, optional=True),
+            component_path=_optional_str(obj, "componentPath", kind),
         )
     if kind == "Authenticate":
         token_type = obj.get("tokenType")
@@ -460,8 +461,8 @@ def server_message_to_json(msg: ServerMessage) -> dict[str, Any]:
             "result": _value(msg.result) if msg.success else str(msg.result),
             "logLines": msg.log_lines,
         }
-        if is_mutation:
-            ts = msg.ts  # type: ignore[union-attr]
+        if isinstance(msg, MutationResponse):
+            ts = msg.ts
             obj["ts"] = encode_ts(ts) if msg.success and ts is not None else None
         if not msg.success and msg.error_data is not NO_ERROR_DATA:
             obj["errorData"] = _value(msg.error_data)

@@ -414,8 +414,11 @@ class SyncSession:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and isinstance(task.exception(), CloseConnection):
-            self._closing = task.exception()  # type: ignore[assignment]
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, CloseConnection):
+            self._closing = exc
             self._wake.set()
 
     @property
@@ -602,7 +605,9 @@ class SyncSession:
             server_ts=self.app.clock.now_ns(),
         )
         for state in self.queries.values():
-            state.sent_digest = state.live.result.digest  # type: ignore[union-attr]
+            result = state.live.result
+            assert result is not None
+            state.sent_digest = result.digest
         self._removed.clear()
         self._need_transition = False
         self.version = end
