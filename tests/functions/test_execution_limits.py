@@ -244,7 +244,8 @@ def test_a_query_crossing_the_memory_ceiling_fails_and_others_go_on(make_app: Ma
 def test_http_action_bodies_stream_across_loops(make_app: Make) -> None:
     """A request body that arrives on the server's loop is read from the action loop,
     and a response body produced on the action loop is read from the server's loop."""
-    from syncline.functions.http_router import HttpRequest, HttpResponse
+    from syncline.functions.http.request import HttpRequest
+    from syncline.functions.http.response import HttpResponse
 
     app = make_app()
 

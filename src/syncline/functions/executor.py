@@ -775,7 +775,7 @@ def bridge_request_body(request: Any, loop: asyncio.AbstractEventLoop) -> None:
     """Make a streamed request body readable from an action loop: chunks are read on ``loop``.
 
     ``_source`` / ``_stream`` are the body iterables of ``HttpRequest`` /
-    ``HttpResponse`` (``http_router.py``); a test streams both across loops.
+    ``HttpResponse`` (``functions/http/``); a test streams both across loops.
     """
     source = getattr(request, "_source", None)
     if source is not None:
