@@ -35,11 +35,31 @@ from .conftest import MakeProject
 pytestmark = pytest.mark.slow
 
 LIMITS_MODULE = """
-    from syncline import action, query, v
+    import asyncio
+
+    from syncline import action, mutation, query, v
 
 
     @action(args={"blob": v.string()})
     async def measure(ctx, blob):
+        return float(len(blob))
+
+
+    @query
+    def gate_open(ctx):
+        return ctx.db.query("gate").first() is not None
+
+
+    @mutation
+    def open_gate(ctx):
+        ctx.db.insert("gate", {})
+
+
+    @action(args={"blob": v.string()})
+    async def held(ctx, blob):
+        # Holds its 4 MiB argument until the gate opens.
+        while not await ctx.run_query("limits:gate_open", {}):
+            await asyncio.sleep(0.05)
         return float(len(blob))
 
 
@@ -148,7 +168,7 @@ async def main(url, port, count):
     sent = 0
     for request_id in range(count):
         frame = json.dumps({"type": "Action", "requestId": request_id,
-                            "udfPath": "limits:measure", "args": [{"blob": blob}]})
+                            "udfPath": "limits:held", "args": [{"blob": blob}]})
         try:
             await ws.send(frame)
         except ConnectionClosed:
@@ -162,7 +182,11 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 
 
 def test_flood_of_large_actions_from_a_non_reading_client(limited: ServerProcess) -> None:
-    """150 Actions of 4 MiB from a client that reads nothing (in its own process)."""
+    """150 Actions of 4 MiB from a client that reads nothing (in its own process).
+
+    The actions hold their arguments until a gate opens: for a few seconds the
+    server could hold every one of them, if it kept reading.
+    """
     pid = limited.pid
     assert pid is not None
 
@@ -190,12 +214,19 @@ def test_flood_of_large_actions_from_a_non_reading_client(limited: ServerProcess
             peak = rss_before
             during: list[float] = []
             request_id = 1000
+            gate_at = time.monotonic() + 4
             try:
                 while not done.done():
                     peak = max(peak, rss_bytes(pid))
                     during.append(await sync_latency_s(healthy, request_id))
                     during.append(await query_latency_s(http, limited))
                     request_id += 1
+                    if gate_at and time.monotonic() > gate_at:
+                        gate_at = 0
+                        await http.post(
+                            f"{limited.url}/api/mutation",
+                            json={"path": "limits:open_gate", "args": {}},
+                        )
                 sent = int(await done)
                 peak = max(peak, rss_bytes(pid))
             finally:

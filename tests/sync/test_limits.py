@@ -175,6 +175,31 @@ def test_reader_stops_at_the_mutation_queue_cap(app: Application) -> None:
     asyncio.run(scenario())
 
 
+def test_reader_stops_at_the_request_bytes_cap(app: Application) -> None:
+    async def scenario() -> None:
+        gate = Gate("done")
+        app.executor.action = gate  # type: ignore[method-assign]
+        client = Client(app, ConnectionLimits(max_request_bytes=1500))
+        for request_id in range(4):
+            action = request("Action", request_id)
+            action["args"] = [{"blob": "x" * 600}]  # frames of about 700 bytes
+            client.send(action)
+        await until(lambda: gate.started == 2)
+        await settle()
+        # Two frames fit under 1500 bytes; the third waits for one to be answered.
+        assert client.pulled == 4
+        assert gate.started == 2
+        gate.release.release()
+        await until(lambda: gate.started == 3)
+        for _ in range(3):
+            gate.release.release()
+        await until(lambda: len(client.responses("ActionResponse")) == 4)
+        assert client.session._request_bytes.used == 0
+        assert await client.close() is None
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------------- queries
 
 

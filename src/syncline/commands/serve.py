@@ -16,6 +16,7 @@ from syncline.sync.limits import (
     DEFAULT_MAX_INFLIGHT_ACTIONS,
     DEFAULT_MAX_QUERIES,
     DEFAULT_MAX_QUEUED_MUTATIONS,
+    DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_SEND_QUEUE_BYTES,
     ConnectionLimits,
 )
@@ -133,6 +134,14 @@ def _server_options(fn: Any) -> Any:
             help="Mutations one sync connection may have queued or running; more wait unread.",
         ),
         click.option(
+            "--max-request-bytes-per-connection",
+            default="16MiB",
+            show_default=True,
+            callback=_byte_size,
+            help="Bytes of mutation and action messages one sync connection may have "
+            "unanswered; more wait unread.",
+        ),
+        click.option(
             "--max-send-queue-per-connection",
             default="16MiB",
             show_default=True,
@@ -175,6 +184,7 @@ def _serve(
     max_queries_per_connection: int = DEFAULT_MAX_QUERIES,
     max_actions_per_connection: int = DEFAULT_MAX_INFLIGHT_ACTIONS,
     max_mutations_per_connection: int = DEFAULT_MAX_QUEUED_MUTATIONS,
+    max_request_bytes_per_connection: int = DEFAULT_MAX_REQUEST_BYTES,
     max_send_queue_per_connection: int = DEFAULT_MAX_SEND_QUEUE_BYTES,
 ) -> None:
     import logging
@@ -259,6 +269,7 @@ def _serve(
                     max_queries=max_queries_per_connection,
                     max_inflight_actions=max_actions_per_connection,
                     max_queued_mutations=max_mutations_per_connection,
+                    max_request_bytes=max_request_bytes_per_connection,
                     max_send_queue_bytes=max_send_queue_per_connection,
                 ),
             )

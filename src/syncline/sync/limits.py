@@ -6,10 +6,11 @@ others:
 
 * ``max_queries``: queries subscribed at once. A ``ModifyQuerySet`` that
   would go past it is refused as a whole (a FatalError naming the limit).
-* ``max_inflight_actions`` / ``max_queued_mutations``: requests accepted and
-  not yet answered. At the cap the connection stops reading from its socket
-  until one finishes (backpressure: the client's sends wait in TCP buffers,
-  not in server memory).
+* ``max_inflight_actions`` / ``max_queued_mutations`` / ``max_request_bytes``:
+  requests (and their frame bytes) accepted and not yet answered. At a cap
+  the connection stops reading from its socket until one finishes
+  (backpressure: the client's sends wait in TCP buffers, not in server
+  memory).
 * ``max_send_queue_bytes``: encoded responses waiting to be written to the
   client. When the queue is full, finished requests wait for room (keeping
   their slots, so the reader stops too). If the client then takes nothing
@@ -28,6 +29,7 @@ from typing import Final
 DEFAULT_MAX_QUERIES: Final = 1000
 DEFAULT_MAX_INFLIGHT_ACTIONS: Final = 32
 DEFAULT_MAX_QUEUED_MUTATIONS: Final = 32
+DEFAULT_MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_MAX_SEND_QUEUE_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_SEND_STALL_TIMEOUT_S: Final = 5.0
 
@@ -40,6 +42,7 @@ class ConnectionLimits:
     max_queries: int = DEFAULT_MAX_QUERIES
     max_inflight_actions: int = DEFAULT_MAX_INFLIGHT_ACTIONS
     max_queued_mutations: int = DEFAULT_MAX_QUEUED_MUTATIONS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_send_queue_bytes: int = DEFAULT_MAX_SEND_QUEUE_BYTES
     send_stall_timeout_s: float = DEFAULT_SEND_STALL_TIMEOUT_S
 

@@ -139,10 +139,12 @@ class SyncSession:
         self._wake = asyncio.Event()
         self._last_sent = 0.0
         #: mutations in arrival order, each with the identity current when it arrived
-        self._mutations: asyncio.Queue[tuple[Mutation, Identity]] = asyncio.Queue()
+        self._mutations: asyncio.Queue[tuple[Mutation, Identity, int]] = asyncio.Queue()
         #: one slot per mutation accepted and not yet answered (queued or running)
         self._mutation_slots = asyncio.Semaphore(self.limits.max_queued_mutations)
         self._action_slots = asyncio.Semaphore(self.limits.max_inflight_actions)
+        #: frame bytes of the requests accepted and not yet answered
+        self._request_bytes = _ByteBudget(self.limits.max_request_bytes)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: CloseConnection | None = None
         #: set when the session must end without waiting for the sender (a slow client)
@@ -241,10 +243,12 @@ class SyncSession:
         elif isinstance(message, Mutation):
             # Backpressure: at the cap, stop reading until a mutation is answered.
             await self._mutation_slots.acquire()
-            self._mutations.put_nowait((message, self.identity))
+            await self._request_bytes.acquire(len(frame))
+            self._mutations.put_nowait((message, self.identity, len(frame)))
         elif isinstance(message, Action):
             await self._action_slots.acquire()
-            self._spawn(self._run_action(message, self.identity))
+            await self._request_bytes.acquire(len(frame))
+            self._spawn(self._run_action(message, self.identity, len(frame)))
         elif isinstance(message, Event):
             pass  # client telemetry: accepted and ignored
 
@@ -438,11 +442,12 @@ class SyncSession:
 
     async def _mutation_worker(self) -> None:
         while True:
-            message, identity = await self._mutations.get()
+            message, identity, size = await self._mutations.get()
             try:
                 await self._run_mutation(message, identity)
             finally:
                 self._mutation_slots.release()
+                self._request_bytes.release(size)
             if self._closing is not None:
                 return
 
@@ -481,7 +486,7 @@ class SyncSession:
         self._need_transition = True
         self._wake.set()
 
-    async def _run_action(self, message: Action, identity: Identity) -> None:
+    async def _run_action(self, message: Action, identity: Identity, size: int) -> None:
         """Run an action; its slot (taken by the reader) is released when it ends."""
         try:
             self._check_expiry(identity)
@@ -500,6 +505,7 @@ class SyncSession:
             await self._enqueue(response)
         finally:
             self._action_slots.release()
+            self._request_bytes.release(size)
 
     # ------------------------------------------------------------------ outgoing
 
@@ -612,6 +618,29 @@ class SyncSession:
         self._need_transition = False
         self.version = end
         return transition
+
+
+class _ByteBudget:
+    """Bytes held by accepted requests: ``acquire`` waits while the cap would be passed.
+
+    One request is always admitted when nothing is held, whatever its size
+    (frames are capped by the WebSocket message limit anyway).
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, size: int) -> None:
+        while self.used and self.used + size > self.cap:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += size
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        self._freed.set()
 
 
 class _Pinger:
