@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from harness import require_node_package
 from syncline import Int64, define_schema, define_table, v
 from syncline.cli import main
 from syncline.codegen import (
@@ -382,12 +383,9 @@ def _tsc(app: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(NODE is None, reason="`node` is not on PATH (needed to run tsc)")
-@pytest.mark.skipif(
-    not (TS_DIR / "node_modules" / "typescript" / "package.json").is_file(),
-    reason="typescript/convex not installed: run `npm ci` in tests/codegen/ts (.ci/run does)",
-)
 def test_generated_code_type_checks_with_tsc(tmp_path: Path) -> None:
+    require_node_package(TS_DIR, "typescript")
+    require_node_package(TS_DIR, "convex")
     project = _copy_project(tmp_path)
     for item in (TS_DIR / "app").iterdir():
         target = project / item.name

@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from harness import require_file, require_module, require_or_skip
+
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chat"
@@ -65,14 +67,11 @@ def copy_example(dest: Path) -> Path:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
-    )
+    sync_api = require_module("playwright.sync_api", "pip install -e '.[dev]' (.ci/run does)")
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)")
-    if not BUNDLE.is_file():
-        pytest.skip(f"{BUNDLE} is missing: run `npm ci` in examples/chat (.ci/run does)")
+        require_or_skip("no Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)")
+    require_file(BUNDLE, "run `npm ci` in examples/chat (.ci/run does)")
     with sync_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=30_000

@@ -24,18 +24,19 @@ from typing import Any
 import httpx
 import pytest
 
+from harness import require_node_package
+
 JS_DIR = Path(__file__).parent / "js"
 NODE = shutil.which("node")
 SCRIPT_TIMEOUT_S = 40
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(NODE is None, reason="`node` is not on PATH (Node 18+ is needed)"),
-    pytest.mark.skipif(
-        not (JS_DIR / "node_modules" / "convex" / "package.json").is_file(),
-        reason="npm convex client not installed: run `npm ci` in tests/e2e/js (.ci/run does)",
-    ),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _official_npm_client() -> None:
+    """Before the module's server starts: skip without the npm client (fail in CI)."""
+    require_node_package(JS_DIR, "convex")
 
 
 def scenario_env(server: Any, extra: dict[str, str]) -> dict[str, str]:

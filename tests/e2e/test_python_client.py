@@ -21,6 +21,8 @@ import httpx
 import pytest
 from convex import ConvexClient, ConvexError, ConvexInt64
 
+from harness import require_module
+
 pytestmark = pytest.mark.slow
 
 # A second process that writes through its own official client and prints when it is done.
@@ -372,7 +374,7 @@ def test_admin_auth_reaches_internal_functions(server: Any, unique: str) -> None
 
 
 def test_legacy_http_client(server: Any, jwt_issuer: Any, unique: str) -> None:
-    http_client = pytest.importorskip("convex.http_client")
+    http_client = require_module("convex.http_client", "pip install -e '.[dev]' (.ci/run does)")
     client = http_client.ConvexHttpClient(server.url)
 
     doc_id = client.mutation("tasks:add", {"title": unique})

@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
+from harness import require_node_package
 from syncline.client import Client
 
-from .test_js_client import JS_DIR, NODE, run_scenario
+from .test_js_client import JS_DIR, run_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -73,12 +74,8 @@ def b64sha(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-@pytest.mark.skipif(NODE is None, reason="`node` is not on PATH (Node 18+ is needed)")
-@pytest.mark.skipif(
-    not (JS_DIR / "node_modules" / "convex" / "package.json").is_file(),
-    reason="npm convex client not installed: run `npm ci` in tests/e2e/js",
-)
 def test_upload_flow_with_the_npm_client(files_server: Any) -> None:
+    require_node_package(JS_DIR, "convex")
     result = run_scenario("storage.mjs", files_server)
     assert result["checks"]["the download is byte-identical"]["ok"]
     assert result["results"]["size"] == 300_000

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from value_strategies import NEG_NAN, POS_NAN, floats, int64s, values
 
+from harness import require_module
 from syncline.errors import InvalidValue
 from syncline.values.json import (
     document_from_json_bytes,
@@ -337,7 +338,7 @@ def _from_client(v: Any) -> Any:
 @settings(max_examples=300, deadline=None)
 @given(values)
 def test_interop_with_official_python_client(v: Any) -> None:
-    values_mod = pytest.importorskip("convex.values")
+    values_mod = require_module("convex.values", "pip install -e '.[dev]' (.ci/run does)")
     # What the official client sends, we decode...
     assert same(from_json(values_mod.convex_to_json(_to_client(v))), v)
     # ...and what we send, it decodes (it rejects a wrapped +0.0 or normal float).
