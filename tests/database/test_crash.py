@@ -1,4 +1,10 @@
-"""Durability: a writer killed with SIGKILL loses nothing it reported as committed."""
+"""Atomicity under a crash: a writer killed with SIGKILL loses nothing it reported as
+committed, and no commit is half-applied.
+
+This tests atomicity and the engine's own bookkeeping only. A SIGKILL leaves the
+kernel's page cache intact, so a missing fsync goes unnoticed here; the fsync
+itself is checked by ``test_durability.py``.
+"""
 
 from __future__ import annotations
 
