@@ -21,6 +21,7 @@ from syncline.client import (
     ClientClosed,
     ConnectionLost,
     FunctionError,
+    Subscription,
     ws_url,
 )
 from syncline.errors import AuthError, ConvexError, InvalidRequest
@@ -58,13 +59,15 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
             await asyncio.sleep(0.005)
 
 
-async def stays_quiet(iterator: Any, seconds: float = 0.1) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            await anext(iterator)
-    except TimeoutError:
-        return True
-    return False
+async def nothing_new(client: AsyncClient, subscription: Subscription) -> bool:
+    """Whether ``subscription`` has no result waiting once ``client`` caught up with the server.
+
+    The barrier is a round trip: a mutation resolves only after the Transition that
+    reaches its commit, and frames arrive in order, so any update for the
+    subscription sent before it has been delivered by then.
+    """
+    await client.mutation("kv:set", {"key": "barrier", "value": 0})
+    return subscription._pending is None
 
 
 def types(server: FakeSyncServer, conn: int) -> list[str]:
@@ -159,7 +162,7 @@ async def test_failures_raise() -> None:
         subscription = client.subscribe("kv:fail")
         with pytest.raises(FunctionError):
             await anext(subscription)
-        assert await stays_quiet(subscription)
+        assert await nothing_new(client, subscription)
         await subscription.aclose()
         with pytest.raises(StopAsyncIteration):
             await anext(subscription)
@@ -180,13 +183,15 @@ async def test_mutation_resolves_only_after_a_transition_reaches_its_ts() -> Non
         server.transition_gate.clear()
 
         mutation = asyncio.create_task(client.mutation("kv:set", {"key": "a", "value": "v1"}))
-        await server.wait_for(
-            lambda: any(m["type"] == "MutationResponse" for m in server.connections[0].sent)
+        await server.wait_for(  # the failure's response, then this one's
+            lambda: [m["type"] for m in server.connections[0].sent].count("MutationResponse") == 2
         )
+        (request,) = client._requests.values()
         # The client has read the (successful) response ...
-        await eventually(lambda: all(r.committed_ts is not None for r in client._requests.values()))
-        await asyncio.sleep(0.05)
-        # ... and still waits for the Transition that shows the write.
+        await eventually(lambda: request.committed_ts is not None)
+        # ... and still waits for the Transition that shows the write (reading the
+        # response is what would have resolved it).
+        assert not request.future.done() and request.id in client._requests
         assert not mutation.done()
 
         server.transition_gate.set()
@@ -207,7 +212,7 @@ async def test_subscriptions_follow_changes_from_any_client() -> None:
         assert await anext(subscription) == 2.0
         # Unrelated writes do not produce results.
         await bob.mutation("kv:set", {"key": "other", "value": 3})
-        assert await stays_quiet(subscription)
+        assert await nothing_new(alice, subscription)
 
         # Leaving an ``async for`` loop unsubscribes.
         async for value in alice.subscribe("kv:get", {"key": "y"}):
@@ -358,7 +363,7 @@ async def test_unchanged_results_are_not_repeated_after_reconnect() -> None:
         await server.drop()
         await server.wait_for(lambda: bool(server.messages("ModifyQuerySet", 1)))
         await client.connect()
-        assert await stays_quiet(subscription)
+        assert await nothing_new(client, subscription)
         await client.mutation("kv:set", {"key": "a", "value": 2})
         assert await anext(subscription) == 2.0
 
@@ -462,8 +467,10 @@ async def test_silent_server_is_detected() -> None:
     async with FakeSyncServer(ping_interval=0.05) as server:
         async with make_client(server, _liveness_timeout=0.3) as client:
             await client.connect()
-            # Pings alone keep an idle connection alive.
-            await asyncio.sleep(0.45)
+            # Pings alone keep an idle connection alive: a dozen of them (0.6 s, twice
+            # the liveness timeout) reach the first connection, and it is the only one.
+            first = server.connections[0]
+            await server.wait_for(lambda: first.sent.count({"type": "Ping"}) >= 12)
             assert len(server.connections) == 1
 
             server.silence()
@@ -565,11 +572,17 @@ def test_sync_client() -> None:
     assert threading.active_count() == threads_before
 
 
-async def _connections_closed(server: FakeSyncServer) -> bool:
-    await asyncio.sleep(0.05)
+async def _connections_closed(server: FakeSyncServer, timeout: float = 5.0) -> bool:
+    """Whether every connection of ``server`` reaches CLOSED within ``timeout``."""
     from websockets.protocol import State
 
-    return all(conn.ws.state is State.CLOSED for conn in server.connections)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not all(conn.ws.state is State.CLOSED for conn in server.connections):
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 def test_sync_client_timeout_and_close_from_another_thread() -> None:

@@ -408,11 +408,6 @@ class WsClient:
         assert msg["type"] == kind, f"expected {kind}, got {msg}"
         return msg
 
-    def expect_nothing(self, within: float = 0.3) -> None:
-        with pytest.raises(AssertionError, match="no message"):
-            msg = self.receive(within)
-            raise RuntimeError(f"unexpected message {msg}")
-
     def expect_close(self, timeout: float = 5.0) -> tuple[dict[str, Any] | None, Closed]:
         """Read up to the close: (the last message before it, the close)."""
         last = None

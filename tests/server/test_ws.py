@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import uuid
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from server.conftest import INITIAL, MakeServer, Server, WsClient, add
+from syncline.clock import ManualClock
 from syncline.sync import session as session_module
 from syncline.sync.protocol import decode_ts, encode_ts
 
@@ -49,7 +49,12 @@ def test_first_transition_starts_at_zero_and_holds_the_result(server: Server) ->
 def test_nothing_is_sent_after_connect_alone(server: Server) -> None:
     ws = server.ws()
     ws.connect()
-    ws.expect_nothing(0.3)
+    # Frames arrive in order: anything sent for the Connect alone would come
+    # before the answer to the first query set.
+    ws.add(0, "messages:total")
+    first = ws.receive()
+    assert first["type"] == "Transition", first
+    assert first["startVersion"]["querySet"] == 0 and first["endVersion"]["querySet"] == 1
 
 
 def test_versions_chain_and_count_query_sets_and_identities(server: Server) -> None:
@@ -481,58 +486,54 @@ def test_events_are_accepted_and_ignored(server: Server) -> None:
     assert ws.transition()["modifications"][0]["value"] == 0.0
 
 
-@pytest.fixture
-def fast_pings(monkeypatch: pytest.MonkeyPatch) -> float:
-    interval = 0.2
-    monkeypatch.setattr(
-        "syncline.server.ws.SyncSession",
-        functools.partial(session_module.SyncSession, ping_interval_s=interval),
-    )
-    return interval
+#: the keepalive interval, in ManualClock milliseconds (the clock only moves when told)
+PING_MS = session_module.PING_INTERVAL_S * 1000
 
 
-def test_ping_is_sent_when_idle(server: Server, fast_pings: float) -> None:
+def wait_processed(server: Server, response: dict[str, Any], timeout: float = 5.0) -> None:
+    """Until the live queries have processed the commit of a MutationResponse."""
+    ts = decode_ts(response["ts"])
+    deadline = time.monotonic() + timeout
+    while server.app.live.processed_ts < ts:
+        assert time.monotonic() < deadline, f"commit {ts} not processed within {timeout} s"
+        time.sleep(0.005)
+
+
+def test_ping_is_sent_after_an_idle_interval(make_server: MakeServer) -> None:
+    clock = ManualClock()
+    server = make_server(clock=clock)
     ws = server.ws()
     ws.connect()
-    started = time.monotonic()
-    assert ws.receive(timeout=3) == {"type": "Ping"}
-    assert time.monotonic() - started >= fast_pings * 0.9
     ws.add(0, "messages:total")
-    msgs = ws.until(lambda m: m["type"] == "Transition")
-    assert all(m == {"type": "Ping"} for m in msgs[:-1])
-    assert ws.receive(timeout=3) == {"type": "Ping"}
+    ws.transition()  # the last frame sent
+    clock.advance(PING_MS - 1)
+    # Idle for just under an interval: the next frame answers this, it is no Ping.
+    ws.add(1, "messages:total")
+    assert ws.receive()["type"] == "Transition"
+    clock.advance(PING_MS + 1)
+    assert ws.receive() == {"type": "Ping"}
     # Pings do not disturb the version chain.
     ws.call("messages:send", {"channel": "a", "body": "x"})
     assert ws.state.value(0) == 1.0
 
 
-def test_ping_is_sent_while_results_churn_without_changing(
-    make_server: MakeServer, fast_pings: float
-) -> None:
+def test_ping_is_sent_while_results_churn_without_changing(make_server: MakeServer) -> None:
     # Commits that re-run a query without changing its result send nothing to
-    # the client; the keepalive must still go out.
-    server = make_server()
+    # the client; those wake-ups must not count as sends for the keepalive.
+    clock = ManualClock()
+    server = make_server(clock=clock)
     watcher = server.ws()
     watcher.connect()
     writer = server.ws()
     writer.connect()
     doc = writer.call("messages:send", {"channel": "a", "body": "b"})["result"]
     watcher.add(0, "messages:count", {"channel": "a"})
-    watcher.until(lambda m: m["type"] == "Transition")
-    deadline = time.monotonic() + fast_pings * 8
-    got_ping = False
-    n = 0
-    while time.monotonic() < deadline and not got_ping:
-        writer.call("messages:edit", {"id": doc, "body": f"b{n}"})
-        n += 1
-        time.sleep(fast_pings / 4)
-        while True:
-            try:
-                msg = watcher.receive(timeout=0.01)
-            except AssertionError:
-                break
-            got_ping = got_ping or msg == {"type": "Ping"}
-    assert got_ping, "no Ping although nothing was sent for several ping intervals"
+    watcher.until(lambda m: m["type"] == "Transition")  # the watcher's last frame
+    for n in range(3):
+        clock.advance(PING_MS / 4)
+        wait_processed(server, writer.call("messages:edit", {"id": doc, "body": f"b{n}"}))
+    clock.advance(PING_MS / 4 + 1)
+    assert watcher.receive() == {"type": "Ping"}, "the re-runs were taken for sends"
 
 
 def test_text_frames_only(server: Server) -> None:

@@ -76,6 +76,7 @@ from syncline.sync.protocol import (
 
 if TYPE_CHECKING:
     from syncline.application import Application
+    from syncline.clock import Clock
 
 log = logging.getLogger("syncline.sync")
 
@@ -511,16 +512,17 @@ class SyncSession:
 
     async def _sender(self) -> None:
         loop = asyncio.get_running_loop()
+        clock = self.app.clock  # keepalive timing: a test's ManualClock drives the Pings
 
         async def send(message: ServerMessage) -> None:
             self._sending_since = loop.time()
             await self._send(message)
             self._sending_since = None
-            self._last_sent = loop.time()
+            self._last_sent = clock.monotonic()
             self._sent.set()
 
-        self._last_sent = loop.time()  # the keepalive interval starts at connect
-        pinger = _pinger()
+        self._last_sent = clock.monotonic()  # the keepalive interval starts at connect
+        pinger = _pinger(clock)
         pinger.add(self)
         try:
             while True:
@@ -544,7 +546,7 @@ class SyncSession:
                     continue
                 # Keepalive: a Ping once nothing was *sent* for an interval. Wake-ups
                 # that send nothing (a re-run with an unchanged result) do not count.
-                if loop.time() - self._last_sent >= self.ping_interval_s:
+                if clock.monotonic() - self._last_sent >= self.ping_interval_s:
                     await send(Ping())
                     continue
                 await self._wake.wait()
@@ -644,7 +646,7 @@ class _ByteBudget:
 
 
 class _Pinger:
-    """One timer per event loop for the keepalive Pings of all its sessions.
+    """One timer per event loop (and clock) for the keepalive Pings of all its sessions.
 
     A per-session ``wait_for(..., timeout)`` would create a task and a timer
     on every wake-up of every session: costly when one commit wakes thousands.
@@ -652,7 +654,8 @@ class _Pinger:
     interval, and each sends its Ping.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.sessions: set[SyncSession] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -668,26 +671,26 @@ class _Pinger:
             self._task = None
 
     async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
         while self.sessions:
             shortest = min(session.ping_interval_s for session in self.sessions)
-            await asyncio.sleep(min(1.0, shortest / 4))
-            now = loop.time()
+            await self.clock.sleep(min(1.0, shortest / 4))
+            now = self.clock.monotonic()
             for session in list(self.sessions):
                 if now - session._last_sent >= session.ping_interval_s:
                     session.wake()
 
 
-_PINGERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pinger] = (
+_PINGERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Clock, _Pinger]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _pinger() -> _Pinger:
-    loop = asyncio.get_running_loop()
-    pinger = _PINGERS.get(loop)
+def _pinger(clock: Clock) -> _Pinger:
+    """The ticker of the running loop for sessions timed by ``clock``."""
+    per_clock = _PINGERS.setdefault(asyncio.get_running_loop(), {})
+    pinger = per_clock.get(clock)
     if pinger is None:
-        pinger = _PINGERS[loop] = _Pinger()
+        pinger = per_clock[clock] = _Pinger(clock)
     return pinger
 
 
