@@ -301,13 +301,20 @@ def test_each_identity_sees_its_own_live_results(server: Any, jwt_issuer: Any, u
         seen["alice"].append(await asyncio.wait_for(subs["alice"].__anext__(), 5))
         await asyncio.to_thread(bob.mutation, "users:add_mine", {"title": "b1"})
         seen["bob"].append(await asyncio.wait_for(subs["bob"].__anext__(), 5))
-        for name in ("alice", "anon"):  # their results did not change: nothing new arrives
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(subs[name].__anext__(), 0.3)
+        # Bob's write changed nothing for alice and anon: their next values are
+        # those of the changes made for them now, not a re-send caused by bob's.
+        await asyncio.to_thread(alice.mutation, "users:add_mine", {"title": "a2"})
+        seen["alice"].append(await asyncio.wait_for(subs["alice"].__anext__(), 5))
+        await asyncio.to_thread(bob.mutation, "users:add_for", {"owner": None, "title": "n1"})
+        seen["anon"].append(await asyncio.wait_for(subs["anon"].__anext__(), 5))
         return seen
 
     seen = asyncio.run(main())
-    assert seen == {"alice": [[], ["a1"]], "bob": [[], ["b1"]], "anon": [[]]}
+    assert seen == {
+        "alice": [[], ["a1"], ["a1", "a2"]],
+        "bob": [[], ["b1"]],
+        "anon": [[], ["n1"]],
+    }
     assert alice.query("users:whoami")["subject"] == f"alice-{unique}"
     assert bob.query("users:whoami")["subject"] == f"bob-{unique}"
     assert anon.query("users:whoami") is None
