@@ -32,7 +32,7 @@ from typing import Any
 
 from syncline.errors import FunctionDefinitionError, InvalidValue
 from syncline.functions.paths import function_path
-from syncline.values.json import from_python
+from syncline.values.json import object_from_python
 
 __all__ = ["CronJob", "CronJobs", "CronSchedule"]
 
@@ -171,7 +171,7 @@ def _check_args(name: str, args: object) -> dict[str, Any]:
             f"Cron job {name!r}: args must be a dict of arguments, got {type(args).__name__}"
         )
     try:
-        return from_python(dict(args))  # type: ignore[no-any-return]
+        return object_from_python(dict(args))
     except InvalidValue as exc:
         raise FunctionDefinitionError(f"Cron job {name!r}: invalid args: {exc}") from None
 

@@ -56,9 +56,9 @@ from syncline.functions.context import ActionCtx, ActionRunner, MutationCtx, Que
 from syncline.functions.limits import ExecutionLimits, Interrupted, Watchdog
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.identity import ANONYMOUS, Identity, is_admin
-from syncline.values.json import from_python, to_json_string
+from syncline.values.json import from_python, object_from_python, to_json_string
 from syncline.values.size import check_value_limits
-from syncline.values.validators import ValidatorError
+from syncline.values.validators import ValidationContext, ValidatorError, validate_object
 
 if TYPE_CHECKING:
     from syncline.database.database import Database
@@ -125,19 +125,21 @@ def normalize_args(args: Any) -> dict[str, Any]:
 
 
 def validate_args(
-    fn: RegisteredFunction, args: dict[str, Any], tx: Transaction | None
+    fn: RegisteredFunction, args: dict[str, Any], tx: ValidationContext | None
 ) -> dict[str, Any]:
     try:
-        value = fn.args.validate(args, tx) if fn.args is not None else from_python(args)
+        value = (
+            validate_object(fn.args, args, tx) if fn.args is not None else object_from_python(args)
+        )
     except ValidatorError as exc:
         raise ArgumentValidationError(f"ArgumentValidationError: {exc.detail}") from None
     except SynclineError as exc:
         raise ArgumentValidationError(f"ArgumentValidationError: {exc}") from None
     check_value_limits(value, max_size=MAX_ARGS_BYTES, what="arguments")
-    return value  # type: ignore[return-value]
+    return value
 
 
-def validate_result(fn: RegisteredFunction, value: Any, tx: Transaction | None) -> Any:
+def validate_result(fn: RegisteredFunction, value: Any, tx: ValidationContext | None) -> Any:
     if fn.returns is not None:
         try:
             value = fn.returns.validate(value, tx)
@@ -658,7 +660,7 @@ class Executor:
             fn = self.resolve(path, FunctionKind.ACTION, identity, allow_internal=allow_internal)
             call.outcome.path = fn.path or path
             ids = _CatalogIds(self.database)
-            validated = validate_args(fn, normalize_args(args), ids)  # type: ignore[arg-type]
+            validated = validate_args(fn, normalize_args(args), ids)
             bind_args(fn, validated)
             ctx = ActionCtx(
                 identity,
@@ -671,7 +673,7 @@ class Executor:
                 result = await self._run_action_code(
                     "action", call.outcome.path, fn.handler(ctx, **validated)
                 )
-            call.outcome.value = validate_result(fn, result, ids)  # type: ignore[arg-type]
+            call.outcome.value = validate_result(fn, result, ids)
         return call.outcome
 
     async def http_action(

@@ -161,7 +161,7 @@ def install() -> None:
             return
         sys.addaudithook(_audit)
         if not isinstance(sys.stdout, _RoutingStdout):
-            sys.stdout = _RoutingStdout(sys.stdout)  # type: ignore[assignment]
+            sys.stdout = _RoutingStdout(sys.stdout)
         logging.getLogger().addHandler(_CaptureHandler(level=logging.DEBUG))
         _installed = True
 
@@ -172,7 +172,7 @@ def running(kind: str | None, collector: LogCollector) -> Iterator[None]:
     install()
     if not isinstance(sys.stdout, _RoutingStdout):
         # Something (a test runner's capture, say) replaced stdout since install().
-        sys.stdout = _RoutingStdout(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _RoutingStdout(sys.stdout)
     det_token = _deterministic.set(kind)
     col_token = _collector.set(collector)
     try:

@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from syncline.clock import Clock
 from syncline.database.query import Query
@@ -49,7 +49,7 @@ from syncline.errors import (
 )
 from syncline.functions.paths import function_path
 from syncline.functions.registration import FunctionKind
-from syncline.values.json import from_python
+from syncline.values.json import object_from_python
 from syncline.values.size import MAX_VALUE_SIZE, check_value_limits
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def failed(message: str) -> dict[str, Any]:
     return {"kind": FAILED, "error": message}
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -172,7 +172,7 @@ class ScheduledJobs:
     @staticmethod
     def time_after(delay_ms: object, now_ms: float) -> float:
         """The run time of ``run_after(delay_ms, ...)`` called at ``now_ms``."""
-        delay = float(delay_ms) if _is_number(delay_ms) else math.nan  # type: ignore[arg-type]
+        delay = float(delay_ms) if _is_number(delay_ms) else math.nan
         if not math.isfinite(delay) or delay < 0:
             raise InvalidRequest(
                 f"run_after: the delay must be a finite number of milliseconds >= 0, "
@@ -198,7 +198,7 @@ class ScheduledJobs:
                 )
             when = timestamp.timestamp() * 1000
         else:
-            when = float(timestamp) if _is_number(timestamp) else math.nan  # type: ignore[arg-type]
+            when = float(timestamp) if _is_number(timestamp) else math.nan
         if not math.isfinite(when):
             raise InvalidRequest(
                 f"run_at: the time must be a finite number of milliseconds since the epoch "
@@ -239,7 +239,7 @@ class ScheduledJobs:
             raise InvalidValue(
                 f"Scheduled function arguments must be a dict, got {type(args).__name__}"
             )
-        value = from_python(dict(args))
+        value = object_from_python(dict(args))
         size = check_value_limits(
             value, max_size=MAX_VALUE_SIZE, what="scheduled function arguments"
         )
@@ -249,7 +249,7 @@ class ScheduledJobs:
                 f"limit of {MAX_JOB_ARGS_BYTES} bytes (4 MiB).",
                 code="ScheduledFunctionArgumentsTooLarge",
             )
-        return value, size  # type: ignore[return-value]
+        return value, size
 
     # ------------------------------------------------------------------ rows
 

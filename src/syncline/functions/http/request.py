@@ -183,7 +183,7 @@ def _parse_multipart(body: bytes, content_type: str) -> list[tuple[str, Any]]:
     if not message.is_multipart():
         raise HttpBodyError("The multipart/form-data body could not be parsed")
     items: list[tuple[str, Any]] = []
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    for part in message.iter_parts():
         param = part.get_param("name", header="content-disposition")
         # get_param may give an RFC 2231 (charset, language, text) triple: keep the text.
         name = email.utils.collapse_rfc2231_value(param) if param else ""
