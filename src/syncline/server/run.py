@@ -14,8 +14,9 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -60,7 +61,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 3210,
     on_ready: Callable[[], None] | None = None,
-    background: Callable[[], Awaitable[None]] | None = None,
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
     site_port: int | None = None,
     sync_limits: ConnectionLimits | None = None,
 ) -> None:
@@ -92,14 +93,12 @@ async def serve(
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     extra: asyncio.Task[None] | None = None
-    site_task: asyncio.Task[None] | None = None
     stack = contextlib.ExitStack()
     stack.enter_context(_sigterm_unwinds())
     try:
-        task = asyncio.create_task(server.serve())
+        servers = [(server, asyncio.create_task(server.serve()))]
         if site is not None:
-            site_task = asyncio.create_task(site.serve())
-        servers = [(server, task)] + ([(site, site_task)] if site_task is not None else [])
+            servers.append((site, asyncio.create_task(site.serve())))
 
         def starting() -> bool:
             return not all(s.started for s, _ in servers) and not any(t.done() for _, t in servers)
@@ -137,10 +136,15 @@ def _site_server(application: Application, host: str, port: int) -> uvicorn.Serv
         lifespan="off",
         timeout_graceful_shutdown=5,
     )
-    site = uvicorn.Server(config)
-    # Only the API server installs signal handlers (a second one would replace them).
-    site.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    return site
+    return _SiteServer(config)
+
+
+class _SiteServer(uvicorn.Server):
+    """Installs no signal handlers: the API server does (a second one would replace them)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 def _stop_together(main: uvicorn.Server, site: uvicorn.Server) -> None:
