@@ -41,6 +41,7 @@ from syncline.identity import ANONYMOUS, Admin, Identity, User
 from syncline.live_queries import LiveQueryManager
 from syncline.persistence import open_persistence, sqlite_path_from_url
 from syncline.persistence.base import Durability
+from syncline.private_paths import private_dir
 from syncline.scheduling.cron_runner import CronRunner
 from syncline.scheduling.job_runner import ScheduledJobExecutor
 from syncline.values.json import to_json
@@ -86,7 +87,7 @@ class DataDirLock:
     """
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         self.path = data_dir / "lock"
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 from syncline.errors import InternalError
+from syncline.private_paths import private_dir
 
 __all__ = ["ADMIN_KEY_FILE", "check_admin_key", "generate_admin_key", "load_or_create_admin_key"]
 
@@ -62,7 +63,7 @@ def load_or_create_admin_key(data_dir: Path) -> str:
     existing = _read_admin_key(path)
     if existing is not None:
         return existing
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = generate_admin_key()
     tmp = data_dir / f".{ADMIN_KEY_FILE}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

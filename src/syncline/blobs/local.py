@@ -28,6 +28,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 from syncline.blobs.base import BlobEntry, BlobInfo, BlobNotFound, BlobTooLarge, check_key
+from syncline.private_paths import PRIVATE_DIR_MODE, private_dir
 
 __all__ = ["LocalBlobReader", "LocalBlobStore"]
 
@@ -155,7 +156,7 @@ class LocalBlobStore:
         write_buffer_size: int = 1 * MiB,
     ) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         self.read_chunk_size = read_chunk_size
         self.write_buffer_size = write_buffer_size
 
@@ -170,7 +171,8 @@ class LocalBlobStore:
     def _shard_dir(self, final: Path) -> Path:
         directory = final.parent
         if not directory.is_dir():
-            directory.mkdir(exist_ok=True)
+            directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+            os.chmod(directory, PRIVATE_DIR_MODE)  # the umask may only narrow the mode
             # A new directory entry in the root must be durable too.
             _fsync_dir(self.root)
         return directory

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from syncline.errors import InternalError
 from syncline.files.errors import FileStorageError, UploadTokenRejected
+from syncline.private_paths import private_dir
 
 __all__ = [
     "SECRET_FILE",
@@ -123,7 +124,7 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     existing = read()
     if existing is not None:
         return existing
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     tmp = data_dir / f".{SECRET_FILE}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -30,6 +30,7 @@ from syncline.persistence.base import (
     TableRow,
     WriteConnection,
 )
+from syncline.private_paths import private_dir, private_file, tighten
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS globals (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -367,7 +368,11 @@ class SqlitePersistence(Persistence):
         self.path = str(path)
         self.durability = durability
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            private_dir(Path(self.path).parent)
+            # Created 0600 before SQLite opens it: the -wal and -shm files copy its mode.
+            private_file(self.path)
+            for companion in (f"{self.path}-wal", f"{self.path}-shm"):
+                tighten(companion)
         else:
             raise InternalError("SQLite persistence needs a file: readers and writer share it")
         self._writer = _SqliteWriter(_connect(self.path, readonly=False, durability=durability))
