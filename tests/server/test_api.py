@@ -173,7 +173,7 @@ def test_request_errors_are_4xx_code_and_message(server: Server, body: Any, code
 
 def test_oversized_body(server: Server) -> None:
     response = post(server, "/api/mutation", "x" * (16 * 1024 * 1024 + 2001))
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert response.json()["code"] == "RequestTooLarge"
 
 

@@ -148,6 +148,27 @@ def _server_options(fn: Any) -> Any:
             callback=_byte_size,
             help="Response bytes a sync client may leave unread before it is disconnected.",
         ),
+        click.option(
+            "--header-timeout",
+            default=30.0,
+            show_default=True,
+            type=click.FloatRange(min=0, min_open=True),
+            help="Seconds a request's line and headers may take to arrive (then 408).",
+        ),
+        click.option(
+            "--body-timeout",
+            default=30.0,
+            show_default=True,
+            type=click.FloatRange(min=0, min_open=True),
+            help="Longest wait in seconds for the next part of a request body (then 408).",
+        ),
+        click.option(
+            "--max-header-size",
+            default="64KiB",
+            show_default=True,
+            callback=_byte_size,
+            help="Largest request line plus headers accepted (then 431).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -186,6 +207,9 @@ def _serve(
     max_mutations_per_connection: int = DEFAULT_MAX_QUEUED_MUTATIONS,
     max_request_bytes_per_connection: int = DEFAULT_MAX_REQUEST_BYTES,
     max_send_queue_per_connection: int = DEFAULT_MAX_SEND_QUEUE_BYTES,
+    header_timeout: float = 30.0,
+    body_timeout: float = 30.0,
+    max_header_size: int = 64 * 1024,
 ) -> None:
     import logging
 
@@ -193,8 +217,22 @@ def _serve(
     from syncline.auth.admin_key import ADMIN_KEY_FILE
     from syncline.functions.limits import ExecutionLimits
     from syncline.server import discovery
+    from syncline.server.listen import PortUnavailable, listen
+    from syncline.server.request_limits import RequestLimits
     from syncline.server.run import ShutdownRequested
     from syncline.server.run import serve as run_server
+
+    # Ports first: one clear line if one is taken, before anything opens or starts.
+    try:
+        api_sockets = listen(host, port)
+    except PortUnavailable as exc:
+        fail(f"{exc}; choose another with --port")
+    try:
+        site_sockets = listen(host, site_port) if site_port is not None else None
+    except PortUnavailable as exc:
+        _close_all(api_sockets)
+        fail(f"{exc}; choose another with --site-port")
+    bound = [*api_sockets, *(site_sockets or [])]
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
@@ -214,8 +252,11 @@ def _serve(
                 max_memory_bytes=max_memory,
             ),
         )
-    except SynclineError as exc:
-        fail(str(exc))
+    except BaseException as exc:
+        _close_all(bound)
+        if isinstance(exc, SynclineError):
+            fail(str(exc))
+        raise
     url = f"http://{host}:{port}"
     # File URLs must name an address clients can reach (never 0.0.0.0).
     app.public_url = (public_url or f"http://{discovery.connect_host(host)}:{port}").rstrip("/")
@@ -272,6 +313,13 @@ def _serve(
                     max_request_bytes=max_request_bytes_per_connection,
                     max_send_queue_bytes=max_send_queue_per_connection,
                 ),
+                limits=RequestLimits(
+                    header_timeout_s=header_timeout,
+                    body_timeout_s=body_timeout,
+                    max_header_bytes=max_header_size,
+                ),
+                api_sockets=api_sockets,
+                site_sockets=site_sockets,
             )
         )
     except (KeyboardInterrupt, ShutdownRequested):
@@ -279,6 +327,12 @@ def _serve(
     finally:
         discovery.remove(data_dir)
         app.close()
+        _close_all(bound)
+
+
+def _close_all(sockets: list[Any]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 @click.command()

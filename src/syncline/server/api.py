@@ -23,13 +23,13 @@ from syncline.errors import AuthError, InvalidRequest, SynclineError
 from syncline.functions.executor import Outcome, client_log_lines, format_error
 from syncline.functions.registration import FunctionKind
 from syncline.identity import Identity, is_admin
+from syncline.server.request_limits import MAX_API_BODY_BYTES, read_body
 from syncline.sync.protocol import decode_ts, encode_ts
 from syncline.values.json import from_json, to_clean_json, to_json
 
 if TYPE_CHECKING:
     from syncline.application import Application
 
-MAX_BODY_BYTES = 16 * 1024 * 1024 + 2000
 ENCODED_FORMATS = ("convex_encoded_json", "convex_json")
 CLEAN_FORMATS = ("json", "convex_clean_json")
 
@@ -47,18 +47,7 @@ def error_response(exc: SynclineError) -> Response:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise InvalidRequest(
-            f"Request body of {length} bytes is larger than the limit of {MAX_BODY_BYTES} bytes",
-            code="RequestTooLarge",
-        )
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidRequest(
-            f"Request body is larger than the limit of {MAX_BODY_BYTES} bytes",
-            code="RequestTooLarge",
-        )
+    body = await read_body(request, MAX_API_BODY_BYTES)
     try:
         parsed = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError as exc:

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from types import FrameType
@@ -22,6 +23,9 @@ import uvicorn
 
 from syncline.application import Application
 from syncline.server.app import create_app
+from syncline.server.listen import PortUnavailable, listen
+from syncline.server.protocols import guarded_http_protocol
+from syncline.server.request_limits import DEFAULT_REQUEST_LIMITS, BodyGuard, RequestLimits
 from syncline.server.ws import SyncWebSocketProtocol
 from syncline.sync.limits import ConnectionLimits
 
@@ -64,17 +68,37 @@ async def serve(
     background: Callable[[], Coroutine[Any, Any, None]] | None = None,
     site_port: int | None = None,
     sync_limits: ConnectionLimits | None = None,
+    limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
+    api_sockets: list[socket.socket] | None = None,
+    site_sockets: list[socket.socket] | None = None,
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
 
-    ``on_ready`` is called once every port accepts connections.
+    ``on_ready`` is called once every port accepts connections. The ports are
+    bound before the application starts (a port in use raises
+    :class:`~syncline.server.listen.PortUnavailable` with nothing started);
+    pass ``api_sockets`` / ``site_sockets`` already bound with
+    :func:`~syncline.server.listen.listen` to bind them earlier still.
     """
+    if api_sockets is None:
+        api_sockets = listen(host, port)
+    if site_sockets is None and site_port is not None:
+        try:
+            site_sockets = listen(host, site_port)
+        except PortUnavailable:
+            _close(api_sockets)
+            raise
     config = uvicorn.Config(
-        create_app(application, manage_lifecycle=False, sync_limits=sync_limits),
+        BodyGuard(
+            create_app(application, manage_lifecycle=False, sync_limits=sync_limits),
+            body_timeout_s=limits.body_timeout_s,
+        ),
         host=host,
         port=port,
         log_level="warning",
         lifespan="on",
+        http=guarded_http_protocol(limits),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
         ws_ping_interval=5.0,
         ws_ping_timeout=120.0,
         ws_max_size=16 * 1024 * 1024,
@@ -84,7 +108,7 @@ async def serve(
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    site = _site_server(application, host, site_port) if site_port is not None else None
+    site = _site_server(application, host, site_port, limits) if site_sockets is not None else None
     if site is not None:
         _stop_together(server, site)
     await application.start()
@@ -96,9 +120,9 @@ async def serve(
     stack = contextlib.ExitStack()
     stack.enter_context(_sigterm_unwinds())
     try:
-        servers = [(server, asyncio.create_task(server.serve()))]
+        servers = [(server, asyncio.create_task(server.serve(sockets=api_sockets)))]
         if site is not None:
-            servers.append((site, asyncio.create_task(site.serve())))
+            servers.append((site, asyncio.create_task(site.serve(sockets=site_sockets))))
 
         def starting() -> bool:
             return not all(s.started for s, _ in servers) and not any(t.done() for _, t in servers)
@@ -123,17 +147,29 @@ async def serve(
             extra.cancel()
             await asyncio.gather(extra, return_exceptions=True)
         await application.stop()
+        _close(api_sockets)
+        _close(site_sockets or [])
 
 
-def _site_server(application: Application, host: str, port: int) -> uvicorn.Server:
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _site_server(
+    application: Application, host: str, port: int, limits: RequestLimits
+) -> uvicorn.Server:
     from syncline.server.http_actions import SiteApp
 
     config = uvicorn.Config(
-        SiteApp(application),
+        BodyGuard(SiteApp(application), body_timeout_s=limits.body_timeout_s),
         host=host,
         port=port,
         log_level="warning",
         lifespan="off",
+        http=guarded_http_protocol(limits),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
         timeout_graceful_shutdown=5,
     )
     return _SiteServer(config)

@@ -1,0 +1,122 @@
+"""uvicorn's HTTP protocols with a deadline and a size cap on the request head.
+
+uvicorn times out idle keep-alive connections, but not a request head that
+trickles in one byte at a time (slow loris): a few hundred such sockets
+would stay open forever. Nor does its httptools protocol bound the size of
+the head. Here a connection waiting for a request head (a new connection,
+or one whose previous response is complete) must receive the whole head
+within ``header_timeout_s`` and in at most ``max_header_bytes``; otherwise it
+is answered 408 or 431 and closed. A connection that sent nothing is closed
+silently. WebSocket upgrades end the head phase like any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from syncline.server.request_limits import RequestLimits
+
+__all__ = ["guarded_http_protocol"]
+
+
+def _base_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's choice for ``http="auto"``: httptools when installed, h11 otherwise."""
+    try:
+        import httptools  # noqa: F401
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - uvicorn[standard] installs httptools
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+    return HttpToolsProtocol
+
+
+def _raw_response(status: int, reason: str, code: str, message: str) -> bytes:
+    body = orjson.dumps({"code": code, "message": message})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
+    """An HTTP protocol class for ``uvicorn.Config(http=...)`` enforcing ``limits`` on heads."""
+    base: Any = _base_protocol()
+
+    class GuardedHttpProtocol(base):  # type: ignore[misc, valid-type]
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._await_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_done()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._head_timer is None:
+                return
+            if not self._waiting_for_head():
+                self._head_done()
+                return
+            self._head_bytes += len(data)
+            if self._head_bytes > limits.max_header_bytes:
+                self._refuse(
+                    431,
+                    "Request Header Fields Too Large",
+                    "RequestHeadersTooLarge",
+                    "The request line and headers are larger than the limit of "
+                    f"{limits.max_header_bytes} bytes",
+                )
+
+        def handle_websocket_upgrade(self, *args: Any) -> None:
+            self._head_done()
+            super().handle_websocket_upgrade(*args)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_head()
+
+        def _await_head(self) -> None:
+            self._head_done()
+            self._head_bytes = 0
+            self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_timed_out)
+
+        def _head_done(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _waiting_for_head(self) -> bool:
+            # A request is in progress once its head is parsed: its cycle is the current one.
+            return self.cycle is None or self.cycle.response_complete
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing() or not self._waiting_for_head():
+                return
+            if self._head_bytes == 0:
+                self.transport.close()
+                return
+            self._refuse(
+                408,
+                "Request Timeout",
+                "RequestTimeout",
+                f"The request line and headers did not arrive within {limits.header_timeout_s:g} s",
+            )
+
+        def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+            self._head_done()
+            if not self.transport.is_closing():
+                self.transport.write(_raw_response(status, reason, code, message))
+                self.transport.close()
+
+    return GuardedHttpProtocol
