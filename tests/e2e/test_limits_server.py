@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 import websockets.asyncio.client
 
-from .conftest import MakeProject, ServerProcess
+from syncline._devtools import ServerProcess, launch
+
+from .conftest import MakeProject
 
 pytestmark = pytest.mark.slow
 
@@ -48,28 +50,21 @@ HTTP_MODULE = """
 """
 
 
-class LimitedServer(ServerProcess):
-    """A ``syncline serve`` with short request deadlines."""
-
-    @property
-    def command(self) -> list[str]:
-        return [
-            *super().command,
-            "--header-timeout",
-            str(HEADER_TIMEOUT_S),
-            "--body-timeout",
-            str(BODY_TIMEOUT_S),
-            "--max-header-size",
-            str(MAX_HEADER_BYTES),
-        ]
+LIMIT_FLAGS = [
+    "--header-timeout",
+    str(HEADER_TIMEOUT_S),
+    "--body-timeout",
+    str(BODY_TIMEOUT_S),
+    "--max-header-size",
+    str(MAX_HEADER_BYTES),
+]
 
 
 @pytest.fixture(scope="module")
-def limited(project: MakeProject) -> Iterator[LimitedServer]:
-    proc = LimitedServer(project({"http.py": HTTP_MODULE}), mode="serve")
-    proc.start()
+def limited(project: MakeProject) -> Iterator[ServerProcess]:
+    """A ``syncline serve`` with short request deadlines and an echo HTTP action."""
+    proc = launch(project({"http.py": HTTP_MODULE}), mode="serve", args=LIMIT_FLAGS)
     try:
-        proc.wait_ready()
         yield proc
         assert proc.alive(), f"the server died during the tests:\n{proc.log()}"
     finally:
@@ -130,7 +125,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
     "path", ["/api/query", "/api/mutation", "/api/action", "/api/function", "/api/run/tasks/list"]
 )
 def test_chunked_body_past_the_limit_is_refused_while_streaming(
-    limited: LimitedServer, path: str
+    limited: ServerProcess, path: str
 ) -> None:
     assert limited.proc is not None
     before = rss_bytes(limited.proc.pid)
@@ -170,7 +165,7 @@ def test_chunked_body_past_the_limit_is_refused_while_streaming(
 
 
 @pytest.mark.parametrize("port_name", ["port", "site_port"])
-def test_trickling_request_heads_are_cut_off(limited: LimitedServer, port_name: str) -> None:
+def test_trickling_request_heads_are_cut_off(limited: ServerProcess, port_name: str) -> None:
     port = getattr(limited, port_name)
     socks = [connect(port) for _ in range(20)]
     started = time.monotonic()
@@ -202,7 +197,7 @@ def test_trickling_request_heads_are_cut_off(limited: LimitedServer, port_name: 
 
 
 @pytest.mark.parametrize("port_name", ["port", "site_port"])
-def test_silent_connections_are_closed(limited: LimitedServer, port_name: str) -> None:
+def test_silent_connections_are_closed(limited: ServerProcess, port_name: str) -> None:
     sock = connect(getattr(limited, port_name))
     try:
         assert closed_within(sock, HEADER_TIMEOUT_S + 3)
@@ -214,7 +209,7 @@ def test_silent_connections_are_closed(limited: LimitedServer, port_name: str) -
     ("port_name", "path"),
     [("port", "/api/mutation"), ("port", "/http/echo"), ("site_port", "/echo")],
 )
-def test_a_stalled_body_is_cut_off(limited: LimitedServer, port_name: str, path: str) -> None:
+def test_a_stalled_body_is_cut_off(limited: ServerProcess, port_name: str, path: str) -> None:
     sock = connect(getattr(limited, port_name))
     try:
         sock.sendall(
@@ -255,7 +250,7 @@ def send_until_answered(sock: socket.socket, data: bytes, repeat: int) -> int:
     return sent
 
 
-def test_an_oversized_head_is_refused(limited: LimitedServer) -> None:
+def test_an_oversized_head_is_refused(limited: ServerProcess) -> None:
     sock = connect(limited.port)
     try:
         sock.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n")
@@ -267,7 +262,7 @@ def test_an_oversized_head_is_refused(limited: LimitedServer) -> None:
     assert json.loads(body)["code"] == "RequestHeadersTooLarge"
 
 
-def test_ordinary_requests_and_keep_alive_still_work(limited: LimitedServer) -> None:
+def test_ordinary_requests_and_keep_alive_still_work(limited: ServerProcess) -> None:
     sock = connect(limited.port)
     try:
         body = json.dumps({"path": "tasks:list", "args": {}}).encode()
@@ -324,7 +319,7 @@ def test_a_port_in_use_fails_fast_with_one_line(
     assert not (folder / ".syncline").exists()
 
 
-def test_websockets_outlive_the_header_deadline(limited: LimitedServer) -> None:
+def test_websockets_outlive_the_header_deadline(limited: ServerProcess) -> None:
     async def hold() -> None:
         url = limited.url.replace("http://", "ws://") + "/api/sync"
         async with websockets.asyncio.client.connect(url) as ws:
