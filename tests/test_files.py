@@ -569,11 +569,27 @@ def test_files_location(tmp_path: Path) -> None:
 def test_cli_file_options_fail_clearly(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
+    from syncline._devtools import free_ports
     from syncline.cli import main
 
     (tmp_path / "functions").mkdir()
     runner = CliRunner()
-    s3 = runner.invoke(main, ["serve", "--dir", str(tmp_path), "--files", "s3://bucket"])
+    # Ports are bound first: free ones, so that only the --files error can stop it.
+    port, site_port = (str(p) for p in free_ports(2))
+    s3 = runner.invoke(
+        main,
+        [
+            "serve",
+            "--dir",
+            str(tmp_path),
+            "--files",
+            "s3://bucket",
+            "--port",
+            port,
+            "--site-port",
+            site_port,
+        ],
+    )
     assert s3.exit_code == 1
     assert "S3-compatible storage is planned" in s3.output
     bad_url = runner.invoke(main, ["dev", "--dir", str(tmp_path), "--public-url", "example.com"])
