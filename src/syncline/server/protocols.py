@@ -47,11 +47,11 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
     """An HTTP protocol class for ``uvicorn.Config(http=...)`` enforcing ``limits`` on heads."""
     base: Any = _base_protocol()
 
-    class GuardedHttpProtocol(base):  # type: ignore[misc, valid-type]
+    class GuardedHttpProtocol(base):
         _head_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._await_head()
 

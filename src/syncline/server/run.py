@@ -108,7 +108,10 @@ async def serve(
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    site = _site_server(application, host, site_port, limits) if site_sockets is not None else None
+    site = None
+    if site_sockets is not None:
+        site_port = site_sockets[0].getsockname()[1]
+        site = _site_server(application, host, site_port, limits)
     if site is not None:
         _stop_together(server, site)
     await application.start()
