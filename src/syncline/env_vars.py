@@ -215,10 +215,12 @@ class EnvironmentVariables:
 
     async def refresh(self) -> None:
         """Reload the snapshot (off the event loop)."""
+        # A listener marks the table changed only once the commit is visible, so a
+        # read that starts after it sees the change. A read that had started before
+        # returns an older snapshot: read again (a listener that ran meanwhile found
+        # this task running and left the work to it).
         while self._stale:
             result = await self.database.read(read_all)
-            if result.ts <= self._snapshot_ts:
-                break  # nothing newer is visible yet; the next commit's listener tries again
             self._install(result.value, result.ts)
 
     def start(self) -> None:
