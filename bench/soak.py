@@ -17,9 +17,11 @@ Starts a server on free ports and, for the given time, keeps up at once:
 
 The load stays well inside every server limit: the soak checks that normal use
 neither leaks nor slows down. It prints, per minute and kind of operation, the
-count, p50 and p99 latency and the errors; then the server's RSS after the
-warm-up and at the end. It exits 1 when RSS grew by 10 % or more, or when any
-operation failed.
+count, p50 and p99 latency and the errors, and the server's RSS each minute;
+then the RSS growth from the end of the warm-up, and from the end of minute 1
+to the end (the caches the server bounds fill during the first minute). It
+exits 1 when RSS grew by 10 % or more after minute 1 (from the warm-up with
+``--minutes 1``), or when any operation failed.
 """
 
 from __future__ import annotations
@@ -316,18 +318,28 @@ async def soak(args: argparse.Namespace, base: str, ws_url: str, pid: int) -> in
 
     rss_end = rss_by_minute[-1]
     growth = (rss_end - rss_start) / rss_start * 100
+    # The server's bounded caches (recent commits, SQLite page caches, pooled
+    # readers) fill during the first minute of load: what must not grow is the
+    # memory after that. With a single minute there is nothing after it.
+    rss_settled = rss_by_minute[0] if len(rss_by_minute) > 1 else rss_start
+    settled_growth = (rss_end - rss_settled) / rss_settled * 100
     errors = sum(len(v) for v in stats.errors.values())
     print()
     print(
         f"RSS at start: {rss_start / 1024:.1f} MB   at end: {rss_end / 1024:.1f} MB   "
         f"growth: {growth:+.1f} %"
     )
+    if len(rss_by_minute) > 1:
+        print(
+            f"RSS after minute 1: {rss_settled / 1024:.1f} MB   at end: {rss_end / 1024:.1f} MB   "
+            f"growth: {settled_growth:+.1f} % (the figure checked)"
+        )
     print(
         f"operations: {sum(len(v) for v in stats.latencies.values())}   unexpected errors: {errors}"
     )
     for (minute, kind), whats in sorted(stats.errors.items()):
         print(f"  minute {minute} {kind}: {len(whats)} x {whats[0]}")
-    ok = growth < 10 and errors == 0
+    ok = settled_growth < 10 and errors == 0
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -14,6 +14,9 @@ import pytest
 from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
+from syncline.database.reads import ReadSet
+from syncline.database.writes import Commit, WriteSet
+from syncline.live_queries import RECENT_COMMITS_MAX_KEYS, RECENT_COMMITS_WINDOW_NS
 from syncline.persistence.sqlite import SqlitePersistence
 from syncline.sync.protocol import ServerMessage, Transition, server_message_to_json
 from syncline.sync.session import SyncSession
@@ -245,3 +248,48 @@ def test_equal_pinned_pages_share_one_live_query(app: Application) -> None:
         await app.stop()
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- recent commits
+
+SECOND_NS = 1_000_000_000
+
+
+def commit_writing(ts: int, keys: int = 1) -> Commit:
+    writes = WriteSet()
+    for i in range(keys):
+        writes.add_key("items.by_id", i.to_bytes(4, "big"))
+    writes.doc_ids.add(f"doc-{ts}")
+    writes.tables.add("items")
+    return Commit(ts, writes)
+
+
+def test_commits_older_than_the_window_are_forgotten_and_checks_past_them_assume_a_conflict(
+    app: Application,
+) -> None:
+    live = app.live
+    start = live.processed_ts + 1
+    window_s = RECENT_COMMITS_WINDOW_NS // SECOND_NS
+    # Twice the window of steady writing, one commit a second.
+    live.process_commits([commit_writing(start + i * SECOND_NS) for i in range(2 * window_s)])
+    reads_nothing = ReadSet()
+
+    # Before the window: forgotten, so the check cannot vouch for the answer.
+    assert live.first_conflict(reads_nothing, start) is not None
+    # Inside the window: still known, and nothing read was written.
+    assert live.first_conflict(reads_nothing, live.processed_ts - 5 * SECOND_NS) is None
+    assert live.recent_commit_count() <= window_s + 1
+
+
+def test_recent_commits_stay_within_the_key_budget_however_fast_the_writes(
+    app: Application,
+) -> None:
+    live = app.live
+    start = live.processed_ts + 1
+    per_commit = RECENT_COMMITS_MAX_KEYS // 4
+    # All within one millisecond: only the key budget can bound them.
+    live.process_commits([commit_writing(start + i, keys=per_commit) for i in range(12)])
+
+    assert live.recent_commit_count() <= 4
+    assert live.first_conflict(ReadSet(), start) is not None
+    assert live.first_conflict(ReadSet(), live.processed_ts - 1) is None

@@ -56,8 +56,19 @@ from syncline.values.json import to_json
 
 log = logging.getLogger("syncline.live")
 
-#: how many recent commits are kept to validate re-runs that finish late
-RECENT_COMMITS = 50_000
+#: Recent commits are kept to validate re-runs that finish late and answers of
+#: ``/api/query_at_ts``: those within this window of the newest commit ...
+RECENT_COMMITS_WINDOW_NS = 30 * 1_000_000_000
+#: ... and, under heavy writing, no more than this many index keys in all (a
+#: commit weighs the keys it touched), so the memory they hold stays bounded
+#: whatever the write rate. Checks older than what is kept assume a conflict:
+#: the query runs again (or ``TimestampTooOld``), never a stale answer.
+RECENT_COMMITS_MAX_KEYS = 100_000
+
+
+def _weight(commit: Commit) -> int:
+    """What a kept commit costs, in index keys (at least 1)."""
+    return 1 + sum(len(keys) for keys in commit.writes.keys.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +205,7 @@ class LiveQueryManager:
         self._queries: dict[tuple[Any, ...], LiveQuery] = {}
         self._index: IntervalIndex[LiveQuery] = IntervalIndex()
         self._recent: deque[Commit] = deque()
+        self._recent_keys = 0
         self._recent_floor = database.last_ts
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -295,12 +307,27 @@ class LiveQueryManager:
                     query.invalid_at = commit.ts
                     self._schedule_run(query)
             self._recent.append(commit)
+            self._recent_keys += _weight(commit)
             self.processed_ts = commit.ts
-        while len(self._recent) > RECENT_COMMITS:
-            self._recent_floor = self._recent.popleft().ts
+        self._forget_old_commits()
         waiters, self._ts_waiters = self._ts_waiters, set()
         for callback in waiters:
             callback()
+
+    def recent_commit_count(self) -> int:
+        """How many commits are kept for late checks (bounded by window and key budget)."""
+        return len(self._recent)
+
+    def _forget_old_commits(self) -> None:
+        """Drop commits past the window or the key budget; the floor marks what is lost."""
+        oldest_kept = self.processed_ts - RECENT_COMMITS_WINDOW_NS
+        recent = self._recent
+        while recent and (
+            recent[0].ts < oldest_kept or self._recent_keys > RECENT_COMMITS_MAX_KEYS
+        ):
+            dropped = recent.popleft()
+            self._recent_keys -= _weight(dropped)
+            self._recent_floor = dropped.ts
 
     async def caught_up(self, ts: int) -> None:
         """Return once commits up to ``ts`` have been processed."""
