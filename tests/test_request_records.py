@@ -21,7 +21,7 @@ import pytest
 from conftest import MakeBackend
 from syncline.errors import InvalidRequest
 from syncline.files.errors import UploadTokenRejected
-from syncline.functions.executor import Outcome
+from syncline.functions.outcomes import Outcome
 from syncline.identity import ANONYMOUS, Identity, User, UserIdentity
 from syncline.persistence.sqlite import SqlitePersistence
 from syncline.testing import TestBackend

@@ -34,9 +34,10 @@ from syncline.env_vars import EnvironmentVariables
 from syncline.errors import AuthError, FunctionDefinitionError, InternalError, SynclineError
 from syncline.files.ctx_storage import install_ctx_storage
 from syncline.files.service import FILES_DIR_NAME, FileStorage, open_file_storage
-from syncline.functions.executor import Executor, Outcome
+from syncline.functions.executor import Executor
 from syncline.functions.limits import ExecutionLimits
 from syncline.functions.loader import FunctionRegistry, load_functions
+from syncline.functions.outcomes import Outcome
 from syncline.identity import ANONYMOUS, Admin, Identity, User
 from syncline.live_queries import LiveQueryManager
 from syncline.persistence import open_persistence, sqlite_path_from_url

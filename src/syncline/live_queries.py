@@ -43,13 +43,8 @@ from syncline.database.reads import ReadSet
 from syncline.database.subscriptions import IntervalIndex
 from syncline.database.writes import Commit
 from syncline.errors import NO_ERROR_DATA, InternalError
-from syncline.functions.executor import (
-    Executor,
-    Outcome,
-    client_log_lines,
-    format_error,
-    normalize_args,
-)
+from syncline.functions.executor import Executor, normalize_args
+from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.functions.paths import canonicalize_path
 from syncline.identity import ANONYMOUS, Admin, Identity, System, User
 from syncline.values.json import to_json

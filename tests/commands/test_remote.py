@@ -434,7 +434,7 @@ def test_every_command_has_help_with_examples(command: str) -> None:
 def test_log_stream_buffers_and_counts_what_it_drops() -> None:
     import asyncio
 
-    from syncline.functions.executor import Outcome
+    from syncline.functions.outcomes import Outcome
     from syncline.functions.registration import FunctionKind
     from syncline.server.admin import LogStream
 

@@ -16,7 +16,7 @@ from syncline.errors import (
     InvalidValue,
     ReturnsValidationError,
 )
-from syncline.functions.executor import Outcome, format_error
+from syncline.functions.outcomes import Outcome, format_error
 from syncline.functions.registration import FunctionKind
 from syncline.identity import Admin
 from syncline.testing import TestBackend

@@ -13,7 +13,7 @@ import pytest
 from conftest import MakeBackend
 from syncline.errors import DeterminismError
 from syncline.functions import sandbox
-from syncline.functions.executor import Outcome
+from syncline.functions.outcomes import Outcome
 from syncline.testing import TestBackend
 
 # Port 9 ("discard") on loopback: nothing listens there in the test environment, so a

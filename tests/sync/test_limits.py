@@ -18,7 +18,7 @@ import pytest
 from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
-from syncline.functions.executor import Outcome
+from syncline.functions.outcomes import Outcome
 from syncline.persistence.sqlite import SqlitePersistence
 from syncline.sync.limits import ConnectionLimits
 from syncline.sync.protocol import ServerMessage, server_message_to_json

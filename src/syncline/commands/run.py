@@ -72,7 +72,7 @@ def _run_local(
 ) -> None:
     from syncline.application import Application
     from syncline.errors import ConvexError
-    from syncline.functions.executor import convex_error_data
+    from syncline.functions.outcomes import convex_error_data
     from syncline.functions.registration import FunctionKind
     from syncline.identity import Admin
     from syncline.values.json import from_json, to_json

@@ -10,9 +10,11 @@
   the value or the error, the log lines the function printed, the snapshot or
   commit ts, and the read set (queries) or write set (mutations). User errors
   never escape as exceptions here; the edges (sync protocol, HTTP, the Python
-  test kit) decide how to report them. A failed call is also written to the
-  ``syncline.functions`` log with its request id and traceback: the request id
-  is the one the caller is shown.
+  test kit) decide how to report them, with ``outcomes.py`` (the
+  :class:`Outcome` itself, error messages and data for callers). A failed call
+  is also written to the ``syncline.functions`` log with its request id and
+  traceback (``outcomes.log_failure``): the request id is the one the caller
+  is shown.
 """
 
 from __future__ import annotations
@@ -21,11 +23,8 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import os
 import random
-import sysconfig
 import time
-import traceback
 import types
 from collections.abc import (
     AsyncIterable,
@@ -37,16 +36,12 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncline.clock import Clock
 from syncline.errors import (
     ArgumentValidationError,
-    ConvexError,
     FunctionTimeout,
-    LimitExceeded,
     ReturnsValidationError,
     SynclineError,
 )
@@ -54,56 +49,21 @@ from syncline.functions import sandbox
 from syncline.functions.action_loops import DEFAULT_ACTION_LOOPS, ActionLoops
 from syncline.functions.context import ActionCtx, ActionRunner, MutationCtx, QueryCtx
 from syncline.functions.limits import ExecutionLimits, Interrupted, Watchdog
+from syncline.functions.outcomes import Outcome, log_failure
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.identity import ANONYMOUS, Identity, is_admin
-from syncline.values.json import from_python, object_from_python, to_json_string
+from syncline.values.json import from_python, object_from_python
 from syncline.values.size import check_value_limits
 from syncline.values.validators import ValidationContext, ValidatorError, validate_object
 
 if TYPE_CHECKING:
     from syncline.database.database import Database
-    from syncline.database.reads import ReadSet
     from syncline.database.transaction import RequestKey, Transaction
-    from syncline.database.writes import WriteSet
     from syncline.functions.loader import FunctionRegistry
 
 MAX_ARGS_BYTES = 16 * 1024 * 1024
 
 log = logging.getLogger("syncline.functions")
-
-
-@dataclass
-class Outcome:
-    """What one function call did."""
-
-    path: str
-    kind: FunctionKind | None
-    value: Any = None
-    error: BaseException | None = None
-    log_lines: list[str] = field(default_factory=list)
-    #: snapshot ts (query) or commit ts (mutation)
-    ts: int | None = None
-    read_set: ReadSet | None = None
-    writes: WriteSet | None = None
-    #: a paginated query's end cursor, to replay the same page extent on re-runs
-    journal: str | None = None
-    duration_ms: float = 0.0
-    _request_id: str | None = None
-
-    @property
-    def request_id(self) -> str:
-        if self._request_id is None:
-            self._request_id = os.urandom(8).hex()
-        return self._request_id
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def unwrap(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 def normalize_args(args: Any) -> dict[str, Any]:
@@ -203,120 +163,6 @@ def bind_args(fn: RegisteredFunction, args: dict[str, Any]) -> None:
             f"ArgumentValidationError: {fn.path or fn.__name__} cannot be called with "
             f"arguments {sorted(keys)}: {'; '.join(problems)}"
         )
-
-
-def client_log_lines(outcome: Outcome, *, dev: bool) -> list[str]:
-    """The log lines a caller may see: all of them in dev, none in production.
-
-    As in Convex, production redacts function logs to clients (they stay in the
-    server's own log stream); what a function prints can be private.
-    """
-    return outcome.log_lines if dev else []
-
-
-def convex_error_data(exc: ConvexError) -> Any:
-    """A ``ConvexError``'s data as a Convex value, converted like a return value.
-
-    A plain ``int`` becomes a float64, nested or not; ``Int64`` stays. Data
-    that is no value at all raises ``InvalidValue`` naming where.
-    """
-    return from_python(exc.data, path="errorData")
-
-
-def format_error(exc: BaseException, *, request_id: str, dev: bool) -> tuple[str, Any, bool]:
-    """(message, errorData, is_convex_error) for reporting a failed call to a client.
-
-    ``errorData`` is a Convex value: a ``ConvexError``'s data is converted like
-    a return value (a plain ``int`` becomes a float); data that cannot be
-    converted turns the error into an ``InvalidValue`` naming the problem.
-    """
-    if isinstance(exc, ConvexError):
-        try:
-            data = convex_error_data(exc)
-        except SynclineError as bad:
-            return (
-                f"[Request ID: {request_id}] Server Error\nUncaught {bad.code}: "
-                f"the data of a ConvexError must be a Convex value: {bad}",
-                None,
-                False,
-            )
-        message = f"[Request ID: {request_id}] Server Error\nUncaught ConvexError: {exc.message}"
-        return message, data, True
-    if isinstance(exc, SynclineError) and exc.http_status < 500:
-        # Errors of the caller's own making, and limits: safe and useful to show in full.
-        return f"[Request ID: {request_id}] Server Error\n{exc.message}", None, False
-    if not dev:
-        return f"[Request ID: {request_id}] Server Error", None, False
-    name = type(exc).__name__
-    frames = _user_frames(exc)
-    message = f"[Request ID: {request_id}] Server Error\nUncaught {name}: {exc}"
-    if frames:
-        message += "\n" + frames
-    return message, None, False
-
-
-_SYSTEM_DIRS = tuple(
-    {
-        str(Path(__file__).resolve().parents[1]) + os.sep,  # the syncline package
-        *(
-            str(Path(p).resolve()) + os.sep
-            for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]}
-        ),
-    }
-)
-
-
-def _is_syncline_frame(filename: str) -> bool:
-    """A frame of Syncline, the standard library or an installed package: not user code."""
-    return filename.startswith(_SYSTEM_DIRS) or filename.startswith("<frozen ")
-
-
-def user_frames(exc: BaseException) -> str:
-    """``    at name (file:line)`` for the frames of user code in ``exc``'s traceback."""
-    return _user_frames(exc)
-
-
-def _user_frames(exc: BaseException) -> str:
-    tb = traceback.extract_tb(exc.__traceback__)
-    lines = [
-        f"    at {frame.name} ({frame.filename}:{frame.lineno})"
-        for frame in tb
-        if not _is_syncline_frame(frame.filename)
-    ]
-    return "\n".join(lines[-10:])
-
-
-def error_traceback(exc: BaseException) -> str:
-    """The error with the frames of user code (``file:line``), or every frame if none is.
-
-    For server logs: an error raised in a function shows where in the
-    function; an error of Syncline itself shows where in Syncline.
-    """
-    frames = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in frames if not _is_syncline_frame(f.filename)]
-    shown = traceback.StackSummary.from_list(user or frames)
-    lines = ["Traceback (most recent call last):\n", *shown.format()]
-    lines.extend(traceback.format_exception_only(type(exc), exc))
-    return "".join(lines).rstrip("\n")
-
-
-def expected_failure(exc: BaseException) -> bool:
-    """A failure the caller caused or the function meant (a ConvexError, a bad argument)."""
-    if isinstance(exc, LimitExceeded):
-        return False
-    return isinstance(exc, SynclineError) and exc.http_status < 500
-
-
-def log_failure(outcome: Outcome) -> None:
-    """Write a failed call to the ``syncline.functions`` log, keyed by its request id."""
-    exc = outcome.error
-    assert exc is not None
-    kind = outcome.kind.value if outcome.kind is not None else "function"
-    head = f"[Request ID: {outcome.request_id}] {kind} {outcome.path} failed"
-    if expected_failure(exc):
-        log.info("%s: %s: %s", head, type(exc).__name__, exc)
-    else:
-        log.error("%s\n%s", head, error_traceback(exc))
 
 
 class _Call:
@@ -822,11 +668,6 @@ async def pull_on(
             elif not loop.is_closed():
                 with contextlib.suppress(Exception):
                     await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(close(), loop))
-
-
-def result_json(outcome: Outcome) -> str:
-    """The outcome's value as wire JSON text (for CLIs and logs)."""
-    return to_json_string(outcome.value)
 
 
 class _CatalogIds:

@@ -51,7 +51,7 @@ from starlette.routing import Route
 from syncline.auth.credentials import require_admin
 from syncline.database.browse import Order, TableNotFound, read_documents, table_counts
 from syncline.errors import InvalidRequest, SynclineError
-from syncline.functions.executor import Outcome, error_traceback
+from syncline.functions.outcomes import Outcome, error_traceback
 from syncline.server.api import error_response
 
 if TYPE_CHECKING:

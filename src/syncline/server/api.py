@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from syncline.errors import AuthError, InvalidRequest, SynclineError
-from syncline.functions.executor import Outcome, client_log_lines, format_error
+from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.functions.registration import FunctionKind
 from syncline.identity import Identity, is_admin
 from syncline.server.request_limits import MAX_API_BODY_BYTES, read_body

@@ -20,7 +20,7 @@ import click
 
 from syncline.application import Application
 from syncline.errors import SynclineError
-from syncline.functions.executor import Outcome, user_frames
+from syncline.functions.outcomes import Outcome, user_frames
 
 Echo = Callable[[str], None]
 

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from syncline.errors import AuthError, ConvexError, SynclineError
 from syncline.functions.context import ActionCtx, Auth
-from syncline.functions.executor import convex_error_data
 from syncline.functions.http.request import MAX_BODY_BYTES, Headers, HttpBodyError, HttpRequest
 from syncline.functions.http.response import HttpResponse, to_response
 from syncline.functions.http.router import HttpRouter, RouteMatch
+from syncline.functions.outcomes import convex_error_data
 from syncline.identity import ANONYMOUS, Identity, UserIdentity
 from syncline.values.json import to_clean_json
 

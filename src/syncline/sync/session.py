@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from syncline.errors import AuthError
-from syncline.functions.executor import Outcome, client_log_lines, format_error
+from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.identity import ANONYMOUS, Identity, User, is_admin
 from syncline.live_queries import LiveQuery
 from syncline.sync.limits import CLIENT_TOO_SLOW, ConnectionLimits
