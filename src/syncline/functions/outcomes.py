@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncline.errors import ConvexError, LimitExceeded, SynclineError
-from syncline.values.json import from_python, to_json_string
+from syncline.values.json import from_python
 
 if TYPE_CHECKING:
     from syncline.database.reads import ReadSet
@@ -177,8 +177,3 @@ def log_failure(outcome: Outcome) -> None:
         log.info("%s: %s: %s", head, type(exc).__name__, exc)
     else:
         log.error("%s\n%s", head, error_traceback(exc))
-
-
-def result_json(outcome: Outcome) -> str:
-    """The outcome's value as wire JSON text (for CLIs and logs)."""
-    return to_json_string(outcome.value)
