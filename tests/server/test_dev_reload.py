@@ -112,3 +112,23 @@ def test_subscription_survives_twenty_edits(tmp_path: Path, start_server: StartS
     assert seen[1:] == [float(e) for e in range(1, 21) if e != 7]
     log = server.log()
     assert log.count("Reload failed") >= 2  # the broken edit and the violated schema
+
+
+def test_an_edit_saved_as_soon_as_the_server_answers_reloads(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    # The watcher is watching before the server answers: an edit made right
+    # after start (by a user or a test) is never lost.
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    module = functions / "app.py"
+    module.write_text(_module(0))
+    server = start_server(tmp_path, mode="dev")
+    _write(module, _module(1))
+
+    async def served() -> float:
+        async with AsyncClient(server.url) as client:
+            await _logged(server, "Reloaded")
+            return float(await client.query("app:version", {}))
+
+    assert asyncio.run(served()) == 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +295,8 @@ def _serve(
         app.executor.observers.append(devserver.print_outcome)
         app.executor.log_failures = False  # the console shows every call, failures in full
 
-        async def background() -> None:
-            await devserver.watch(app)
+        async def background(watching: Callable[[], None]) -> None:
+            await devserver.watch(app, watching=watching)
 
     try:
         _run_loop(

@@ -75,8 +75,18 @@ def reload(app: Application, echo: Echo = _default_echo) -> bool:
     return True
 
 
-async def watch(app: Application, echo: Echo = _default_echo, *, debounce_ms: int = 100) -> None:
-    """Reload on every change under the functions folder until cancelled."""
+async def watch(
+    app: Application,
+    echo: Echo = _default_echo,
+    *,
+    debounce_ms: int = 100,
+    watching: Callable[[], None] = lambda: None,
+) -> None:
+    """Reload on every change under the functions folder until cancelled.
+
+    ``watching()`` is called once changes are being recorded: a file saved
+    after that call reloads. (Without a functions folder it is never called.)
+    """
     import watchfiles
 
     folder = app.functions_dir
@@ -88,9 +98,24 @@ async def watch(app: Application, echo: Echo = _default_echo, *, debounce_ms: in
         name = Path(path).name
         return path.endswith(".py") and not name.startswith(".") and "__pycache__" not in path
 
-    async for _changes in watchfiles.awatch(
-        folder, watch_filter=relevant, debounce=debounce_ms, step=20
-    ):
-        loaded = await asyncio.to_thread(reload, app, echo)
-        if loaded:
-            app.live.rerun_all()
+    changes = watchfiles.awatch(folder, watch_filter=relevant, debounce=debounce_ms, step=20)
+    # awatch opens its OS watch in the first step of the generator, before its
+    # first await; one turn of the loop runs that step (tasks start in FIFO order).
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0)
+    if not pending.done():  # done this early: it failed, and the loop below raises that
+        watching()
+    try:
+        while True:
+            try:
+                await pending
+            except StopAsyncIteration:
+                return
+            loaded = await asyncio.to_thread(reload, app, echo)
+            if loaded:
+                app.live.rerun_all()
+            pending = asyncio.ensure_future(anext(changes))
+    finally:
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+        await changes.aclose()

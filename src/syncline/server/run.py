@@ -65,7 +65,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 3210,
     on_ready: Callable[[], None] | None = None,
-    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    background: Callable[[Callable[[], None]], Coroutine[Any, Any, None]] | None = None,
     site_port: int | None = None,
     sync_limits: ConnectionLimits | None = None,
     limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
@@ -74,7 +74,11 @@ async def serve(
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
 
-    ``on_ready`` is called once every port accepts connections. The ports are
+    ``on_ready`` is called once every port accepts connections. ``background``
+    (the dev file watcher) runs alongside the servers; it gets a callback to
+    call once it is working, and the servers accept connections only after
+    that call (or after it ended): a client that reached the server, or a
+    user who read the ready lines, can rely on it. The ports are
     bound before the application starts (a port in use raises
     :class:`~syncline.server.listen.PortUnavailable` with nothing started);
     pass ``api_sockets`` / ``site_sockets`` already bound with
@@ -123,6 +127,14 @@ async def serve(
     stack = contextlib.ExitStack()
     stack.enter_context(_sigterm_unwinds())
     try:
+        if background is not None:
+            working = asyncio.Event()
+            extra = asyncio.create_task(background(working.set))
+            waiting = asyncio.create_task(working.wait())
+            await asyncio.wait([waiting, extra], return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if extra.done() and not extra.cancelled() and extra.exception() is not None:
+                log.error("background task failed: %r", extra.exception())
         servers = [(server, asyncio.create_task(server.serve(sockets=api_sockets)))]
         if site is not None:
             servers.append((site, asyncio.create_task(site.serve(sockets=site_sockets))))
@@ -135,8 +147,6 @@ async def serve(
         up = all(s.started for s, _ in servers)
         if up and on_ready is not None:
             on_ready()
-        if background is not None and up:
-            extra = asyncio.create_task(background())
         tasks = [t for _, t in servers]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for s, _ in servers:
