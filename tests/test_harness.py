@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,37 @@ def test_servers_do_not_inherit_syncline_variables(monkeypatch: pytest.MonkeyPat
     env = server_env({"SYNCLINE_TRACE_PROTOCOL": "1"})
     assert "SYNCLINE_ADMIN_KEY" not in env
     assert env["SYNCLINE_TRACE_PROTOCOL"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+
+
+HANGS_FROM_THE_THIRD_EXAMPLE = """
+import asyncio
+
+from hypothesis import given, settings, strategies as st
+
+calls = []
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers())
+def test_hangs(x):
+    calls.append(x)
+    if len(calls) >= 3:  # and in every replay after it
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(loop.create_future())
+"""
+
+
+def test_a_hang_in_a_hypothesis_test_ends_the_run_with_every_stack(tmp_path: Path) -> None:
+    # With the project's pytest configuration a hang cannot eat CI's time.
+    (tmp_path / "test_hang.py").write_text(textwrap.dedent(HANGS_FROM_THE_THIRD_EXAMPLE))
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(pyproject)]
+    command += ["--rootdir", str(tmp_path), "--timeout", "2", "test_hang.py"]
+    try:
+        run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the hang was not ended by the timeout:\n{exc.stdout}") from None
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert "Timeout" in output, output
+    assert "Stack of MainThread" in output, output
