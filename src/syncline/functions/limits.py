@@ -15,7 +15,8 @@ our own code, so it is confined:
 
 * A call *enters* user code (:meth:`Watchdog.call`) and *leaves* it under one
   lock; the watchdog injects only under that lock, into a call marked inside,
-  and leaving clears any exception still pending for the thread. Commits, the
+  and an exception still pending for the thread when it leaves lands there (it is
+  never cleared: see :func:`_let_pending_land`). Commits, the
   writer's bookkeeping and everything after the handler returns run outside.
 * Storage calls made from user code (``ctx.db`` reaching SQLite) are
   *shielded* (:meth:`Watchdog.shield`): no injection while one runs; when it
@@ -125,9 +126,19 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _inject = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
     ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
 )
-_clear = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
-    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
-)
+
+
+def _let_pending_land() -> None:
+    """Run a few bytecodes, so an exception injected into this thread is raised now.
+
+    A pending injection is raised at the thread's next check of the eval breaker
+    (a loop's backward jump, a Python function's entry). Clearing it instead, with
+    ``PyThreadState_SetAsyncExc(id, NULL)``, would leave the interpreter-wide
+    "async exception pending" flag set on CPython 3.11, and every thread would
+    then take the slow path at every check until another injection lands.
+    """
+    for _ in range(64):
+        pass
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -242,10 +253,14 @@ class _Shield:
         if run is not None:
             with watchdog._lock:
                 run.shield += 1
-                if run.injected_at:
-                    # One injected just before may still be pending: drop it (the
-                    # limit is checked on the way out instead).
-                    _clear(run.thread_id, None)
+                pending = run.injected_at
+            if pending:
+                # One injected just before may still be pending: it lands here and is
+                # dropped (the limit is checked on the way out instead).
+                try:
+                    _let_pending_land()
+                except Interrupted:
+                    pass
 
     def __exit__(self, *exc: object) -> None:
         watchdog = self._watchdog
@@ -347,12 +362,19 @@ class Watchdog:
                 self._wake.notify()
 
     def _leave(self, run: _Run) -> None:
+        pending = 0.0
         with self._lock:
             if run.inside:
                 run.inside = False
                 self._runs.discard(run)
-                if run.injected_at:
-                    _clear(run.thread_id, None)
+                pending = run.injected_at
+        if pending:
+            # Marked outside, so nothing more is injected; one still pending lands
+            # here, not in our code after the call.
+            try:
+                _let_pending_land()
+            except Interrupted:
+                pass
         self._local.run = None
 
     # ------------------------------------------------------------------ the watchdog thread
