@@ -65,6 +65,10 @@ MAX_ARGS_BYTES = 16 * 1024 * 1024
 
 log = logging.getLogger("syncline.functions")
 
+#: Seeds for ``ctx.random``. Not the ``random`` module's shared state: a call seeding
+#: from it would move the sequence that application (and test) code draws from.
+_SEEDS = random.SystemRandom()
+
 
 def normalize_args(args: Any) -> dict[str, Any]:
     """Accept ``{...}`` or the wire's ``[{...}]``; anything else is an argument error."""
@@ -277,7 +281,7 @@ class Executor:
             tx,
             identity,
             now=self.clock.now_ms(),
-            seed=random.getrandbits(64) if seed is None else seed,
+            seed=_SEEDS.getrandbits(64) if seed is None else seed,
             env=self._env(),
         )
         self._add_members(ctx, "mutation", tx, identity)
@@ -329,7 +333,7 @@ class Executor:
                         tx,
                         identity,
                         now=self.clock.now_ms(),
-                        seed=random.getrandbits(64),
+                        seed=_SEEDS.getrandbits(64),
                         env=self._env(),
                     )
                     self._add_members(ctx, "query", tx, identity)
@@ -411,7 +415,7 @@ class Executor:
                     tx,
                     identity,
                     now=self.clock.now_ms(),
-                    seed=random.getrandbits(64),
+                    seed=_SEEDS.getrandbits(64),
                     env=self._env(),
                 )
                 self._add_members(ctx, "mutation", tx, identity)
