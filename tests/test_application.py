@@ -61,3 +61,62 @@ def test_open_records_its_paths_and_keeps_the_key_beside_the_database(
         assert app.paths.database_dir == tmp_path.resolve() / "state"
         assert (app.paths.database_dir / ADMIN_KEY_FILE).read_text().strip() == app.admin_key
         assert (tmp_path / "state" / "app.db").exists()
+
+
+#: ``PRAGMA synchronous``: 1 = NORMAL, 2 = FULL
+_SYNCHRONOUS = {"normal": 1, "full": 2}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ((), {}, "full"),
+        (("--durability", "normal"), {}, "normal"),
+        ((), {"SYNCLINE_DURABILITY": "normal"}, "normal"),
+        (("--durability", "full"), {"SYNCLINE_DURABILITY": "normal"}, "full"),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "dev"])
+def test_the_durability_flag_reaches_sqlite(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    from click.testing import CliRunner
+
+    from syncline.cli import main
+    from syncline.errors import InternalError
+
+    write_functions(tmp_path / "functions", {"noop.py": "X = 1\n"})
+    seen: list[int] = []
+    real_open = Application.open.__func__  # type: ignore[attr-defined]
+
+    def open_then_stop(cls: type[Application], *a: object, **kw: object) -> Application:
+        app = real_open(cls, *a, **kw)
+        try:
+            persistence = app.database.persistence
+            assert isinstance(persistence, SqlitePersistence)
+            seen.append(persistence._writer.conn.execute("PRAGMA synchronous").fetchone()[0])
+        finally:
+            app.close()
+        raise InternalError("stopped before serving")
+
+    monkeypatch.setattr(Application, "open", classmethod(open_then_stop))
+    result = CliRunner().invoke(
+        main, [command, "--dir", str(tmp_path), "--port", "0", "--site-port", "0", *args], env=env
+    )
+    assert "stopped before serving" in result.output, result.output
+    assert seen == [_SYNCHRONOUS[expected]]
+
+
+def test_an_unknown_durability_is_refused(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from syncline.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--dir", str(tmp_path), "--durability", "off"])
+    assert result.exit_code == 2
+    assert "'off' is not one of 'full', 'normal'" in result.output

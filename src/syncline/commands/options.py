@@ -50,6 +50,18 @@ admin_key_option = click.option(
 )
 
 
+durability_option = click.option(
+    "--durability",
+    type=click.Choice(["full", "normal"]),
+    default="full",
+    show_default=True,
+    envvar="SYNCLINE_DURABILITY",
+    help="full: every acknowledged commit survives power loss (one fsync per group "
+    "commit). normal: faster commits; the last ones may be lost on power loss or an OS "
+    "crash, never on a process crash. Env: SYNCLINE_DURABILITY.",
+)
+
+
 def combine(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     """One decorator applying ``decorators`` so they list in the given order in --help."""
 

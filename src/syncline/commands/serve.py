@@ -11,7 +11,12 @@ import click
 
 from syncline.__about__ import __version__
 from syncline.commands.console import fail
-from syncline.commands.options import db_option, functions_option, project_option
+from syncline.commands.options import (
+    db_option,
+    durability_option,
+    functions_option,
+    project_option,
+)
 from syncline.errors import SynclineError
 from syncline.sync.limits import (
     DEFAULT_MAX_INFLIGHT_ACTIONS,
@@ -61,6 +66,7 @@ def _server_options(fn: Any) -> Any:
         project_option,
         functions_option,
         db_option,
+        durability_option,
         click.option(
             "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
         ),
@@ -196,6 +202,7 @@ def _serve(
     port: int,
     *,
     dev: bool,
+    durability: str = "full",
     site_port: int | None = None,
     files: str | None = None,
     public_url: str | None = None,
@@ -244,6 +251,7 @@ def _serve(
             project,
             functions=functions,
             db=db,
+            durability="normal" if durability == "normal" else "full",
             dev=dev,
             files=files,
             max_upload_bytes=max_upload_size,
