@@ -1,10 +1,17 @@
-"""Engine benchmark: mutation throughput (group commit), point gets, index ranges.
+"""Engine benchmark: mutations (group commit) and point reads, in process.
 
-    python bench/engine.py [--rounds 5] [--durability full|normal]
+    python bench/engine.py [--rounds 5] [--durability full,normal]
 
-Everything runs through the real mutation/query path (user functions, args
-validation, the writer thread, SQLite in WAL mode on a temp file). Prints the
-median of several rounds; this machine is noisy, so compare medians.
+Everything runs through the real paths: mutations through the function
+executor (args validation, the writer thread, SQLite in WAL mode on a temp
+file) from asyncio tasks, as connections call it in the server; point reads
+through ``Database.read`` (the read thread pool) and through a query function.
+
+Prints, per durability, the median over rounds of: mutations/s and process
+CPU per mutation with 1 and 64 concurrent callers, SQLite statements the
+writer runs per create (sequential callers, and 64 concurrent ones), and CPU
+per point read. On a shared machine wall-clock rates are noisy; CPU per
+operation and statement counts are what to compare.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from syncline.application import Application
 from syncline.clock import SystemClock
@@ -23,7 +32,7 @@ from syncline.database.query import Query
 from syncline.persistence.sqlite import SqlitePersistence
 
 FUNCTIONS = """
-from syncline import mutation, query, v, define_schema, define_table
+from syncline import mutation, query, v
 
 @mutation(args={"n": v.number(), "group": v.number()})
 def insert(ctx, n, group):
@@ -53,135 +62,131 @@ def _app(root: Path, durability: str) -> Application:
     (functions / "bench.py").write_text(FUNCTIONS)
     (functions / "schema.py").write_text(SCHEMA)
     database = Database(
-        SqlitePersistence(str(root / "bench.sqlite3"), durability=durability), clock=SystemClock()
+        SqlitePersistence(str(root / "bench.sqlite3"), durability=durability),  # type: ignore[arg-type]
+        clock=SystemClock(),
     )
     app = Application(database, functions)
     app.load()
     return app
 
 
-def sequential_inserts(app: Application, count: int) -> float:
-    start = time.perf_counter()
-    for i in range(count):
-        app.executor.mutation_sync("bench:insert", {"n": i, "group": i % 100}).unwrap()
-    return count / (time.perf_counter() - start)
+def _timed(ops: int, main: Callable[[], Coroutine[Any, Any, None]]) -> tuple[float, float]:
+    """(operations per second, process CPU microseconds per operation) of ``main``."""
+
+    async def run() -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        await main()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    wall, cpu = asyncio.run(run())
+    return ops / wall, cpu / ops * 1e6
 
 
-def concurrent_inserts(app: Application, submitters: int, per_submitter: int) -> float:
-    """Submitters are asyncio tasks on one loop, as connections are in the server."""
+def inserts(app: Application, callers: int, per_caller: int) -> tuple[float, float]:
+    """Callers are asyncio tasks on one loop, each awaiting its mutation before the next."""
 
-    async def worker(offset: int) -> None:
-        for i in range(per_submitter):
+    async def caller(offset: int) -> None:
+        for i in range(per_caller):
             outcome = await app.executor.mutation(
                 "bench:insert", {"n": offset + i, "group": i % 100}
             )
             outcome.unwrap()
 
-    async def run() -> float:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(s * per_submitter) for s in range(submitters)))
-        return time.perf_counter() - start
+    async def main() -> None:
+        await asyncio.gather(*(caller(c * per_caller) for c in range(callers)))
 
-    return submitters * per_submitter / asyncio.run(run())
+    return _timed(callers * per_caller, main)
 
 
-def engine_inserts(app: Application, submitters: int, per_submitter: int) -> float:
-    """The engine alone: insert functions queued straight to the writer (no function layer)."""
+def statements_per_create(app: Application, callers: int, per_caller: int) -> float:
+    """SQLite statements the writer connection runs per created document."""
+    persistence = app.database.persistence
+    assert isinstance(persistence, SqlitePersistence)
+    count = 0
 
-    async def worker(offset: int) -> None:
-        for i in range(per_submitter):
-            await app.database.write(
-                lambda tx, n=float(offset + i), g=float(i % 100): tx.insert(
-                    "items", {"n": n, "group": g}
-                )
-            )
+    def trace(_sql: str) -> None:
+        nonlocal count
+        count += 1
 
-    async def run() -> float:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(s * per_submitter) for s in range(submitters)))
-        return time.perf_counter() - start
-
-    return submitters * per_submitter / asyncio.run(run())
+    conn = persistence._writer.conn
+    conn.set_trace_callback(trace)
+    try:
+        inserts(app, callers, per_caller)
+    finally:
+        conn.set_trace_callback(None)
+    return count / (callers * per_caller)
 
 
-def point_get_us(app: Application, ids: list[str], samples: int) -> tuple[float, float]:
-    """Median latency of a raw snapshot get, and of a full query-function call."""
+def point_reads(app: Application, ids: list[str], samples: int) -> tuple[float, float]:
+    """CPU us per point read: a raw ``Database.read`` get, and a query function call."""
     db = app.database
-    raw: list[float] = []
-    for i in range(samples):
-        doc_id = ids[i % len(ids)]
-        t0 = time.perf_counter()
-        db.run_read(lambda tx, d=doc_id: tx.get(d))
-        raw.append(time.perf_counter() - t0)
-    full: list[float] = []
-    for i in range(samples):
-        doc_id = ids[i % len(ids)]
-        t0 = time.perf_counter()
-        app.executor.query_sync("bench:get", {"id": doc_id}).unwrap()
-        full.append(time.perf_counter() - t0)
-    return statistics.median(raw) * 1e6, statistics.median(full) * 1e6
+
+    async def raw() -> None:
+        for i in range(samples):
+            doc_id = ids[i % len(ids)]
+            await db.read(lambda tx, d=doc_id: tx.get(d))
+
+    async def full() -> None:
+        for i in range(samples):
+            (await app.executor.query("bench:get", {"id": ids[i % len(ids)]})).unwrap()
+
+    return _timed(samples, raw)[1], _timed(samples, full)[1]
 
 
-def range_100_us(app: Application, samples: int) -> tuple[float, float]:
+def range_100_us(app: Application, samples: int) -> float:
     db = app.database
-    raw: list[float] = []
-    full: list[float] = []
+    cpu = time.process_time()
     for i in range(samples):
-        group = float(i % 10)
-        t0 = time.perf_counter()
         docs = db.run_read(
-            lambda tx, g=group: (
+            lambda tx, g=float(i % 10): (
                 Query(tx, "items").with_index("by_group", lambda q: q.eq("group", g)).take(100)
             )
         ).value
-        raw.append(time.perf_counter() - t0)
         assert len(docs) == 100, len(docs)
-        t0 = time.perf_counter()
-        docs = app.executor.query_sync("bench:group", {"group": group}).unwrap()
-        full.append(time.perf_counter() - t0)
-        assert len(docs) == 100, len(docs)
-    return statistics.median(raw) * 1e6, statistics.median(full) * 1e6
+    return (time.process_time() - cpu) / samples * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--durability", default="full", choices=["full", "normal", "off"])
+    parser.add_argument("--durability", default="full,normal", help="comma-separated")
     args = parser.parse_args()
 
-    seq, conc, conc64, eng, get_raw, get_full, rng_raw, rng_full = ([] for _ in range(8))
-    for _ in range(args.rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            app = _app(Path(tmp), args.durability)
-            try:
-                seq.append(sequential_inserts(app, 2000))
-                conc.append(concurrent_inserts(app, submitters=8, per_submitter=1000))
-                # 100 docs per group: 2,000 + 8,000 inserts spread over 100 groups.
-                ids = [
-                    doc["_id"]
-                    for doc in app.database.run_read(lambda tx: Query(tx, "items").take(5000)).value
-                ]
-                g_raw, g_full = point_get_us(app, ids, 3000)
-                get_raw.append(g_raw)
-                get_full.append(g_full)
-                r_raw, r_full = range_100_us(app, 300)
-                rng_raw.append(r_raw)
-                rng_full.append(r_full)
-                conc64.append(concurrent_inserts(app, submitters=64, per_submitter=100))
-                eng.append(engine_inserts(app, submitters=64, per_submitter=100))
-            finally:
-                app.close()
-
     med = statistics.median
-    print(f"engine benchmark (durability={args.durability}, {args.rounds} rounds, medians)")
-    print(f"  single-insert mutations/s, 1 sequential submitter : {med(seq):9.0f}")
-    print(f"  single-insert mutations/s, 8 concurrent submitters: {med(conc):9.0f}")
-    print(f"  single-insert mutations/s, 64 concurrent submitters: {med(conc64):8.0f}")
-    print(f"  engine only (no function layer), 64 submitters     : {med(eng):8.0f}")
-    print(f"  point get, snapshot read            : {med(get_raw):7.1f} us")
-    print(f"  point get, full query function call : {med(get_full):7.1f} us")
-    print(f"  100-doc index range, snapshot read  : {med(rng_raw):7.1f} us")
-    print(f"  100-doc index range, query function : {med(rng_full):7.1f} us")
+    for durability in args.durability.split(","):
+        figures: dict[str, list[float]] = {}
+
+        def add(name: str, value: float, figures: dict[str, list[float]] = figures) -> None:
+            figures.setdefault(name, []).append(value)
+
+        for _ in range(args.rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                app = _app(Path(tmp), durability)
+                try:
+                    inserts(app, 1, 200)  # warm up (imports, caches)
+                    rate, cpu = inserts(app, 1, 2000)
+                    add("c1 mutations/s", rate)
+                    add("c1 CPU us/mutation", cpu)
+                    rate, cpu = inserts(app, 64, 100)
+                    add("c64 mutations/s", rate)
+                    add("c64 CPU us/mutation", cpu)
+                    add("statements/create, c1", statements_per_create(app, 1, 500))
+                    add("statements/create, c64", statements_per_create(app, 64, 20))
+                    ids = [
+                        doc["_id"]
+                        for doc in app.database.run_read(
+                            lambda tx: Query(tx, "items").take(5000)
+                        ).value
+                    ]
+                    raw, full = point_reads(app, ids, 3000)
+                    add("point read CPU us, Database.read", raw)
+                    add("point read CPU us, query function", full)
+                    add("100-doc index range CPU us", range_100_us(app, 300))
+                finally:
+                    app.close()
+        print(f"engine benchmark (durability={durability}, {args.rounds} rounds, medians)")
+        for name, values in figures.items():
+            print(f"  {name:38s} {med(values):9.1f}")
 
 
 if __name__ == "__main__":

@@ -272,8 +272,9 @@ class BulkWriter:
         entries = self._entries
         for index_id, kind, fields, keys in plan.indexes:
             if kind == _BY_ID:
-                key = id_key
-            elif kind == _BY_CREATION_TIME:
+                keys.append(id_key)  # the write set's key; storage keeps no by_id entries
+                continue
+            if kind == _BY_CREATION_TIME:
                 key = tail
             elif kind == _ONE_FIELD:
                 key = encode_value(new.get(fields[0], UNDEFINED)) + tail

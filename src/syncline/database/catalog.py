@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from syncline.persistence.base import BY_ID_INDEX
 from syncline.values.keys import encode_key, get_field_path
 
 FIRST_USER_TABLE_NUMBER = 10001
-BY_ID = "by_id"
+#: served by storage from the documents themselves: it has no stored entries
+BY_ID = BY_ID_INDEX
 BY_CREATION_TIME = "by_creation_time"
 SYSTEM_FIELDS = ("_creationTime", "_id")
 

@@ -44,7 +44,13 @@ from syncline.database.reads import ReadSet
 from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
 from syncline.database.writes import Commit, WriteSet
 from syncline.errors import InternalError, SchemaDefinitionError
-from syncline.persistence.base import LogEntry, Persistence, ReadConnection, WriteConnection
+from syncline.persistence.base import (
+    LogEntry,
+    MutationRecord,
+    Persistence,
+    ReadConnection,
+    WriteConnection,
+)
 from syncline.values.json import document_from_json_bytes
 from syncline.values.validators import ValidatorError
 
@@ -307,11 +313,16 @@ class Database:
         outcomes: list[tuple[_WriteJob, WriteResult[Any] | BaseException]] = []
         commits: list[Commit] = []
         log_entries: list[LogEntry] = []
+        requests: dict[tuple[str, int], MutationRecord] = {}
         try:
-            for n, job in enumerate(live):
+            for job in live:
                 ts = self._next_ts()
-                savepoint = f"m{n}"
-                conn.savepoint(savepoint)
+                # Until a function succeeds the transaction holds nothing to keep: a
+                # failure rolls it all back, so the first function needs no savepoint
+                # (at low load, a batch is one function).
+                guarded = bool(commits)
+                if guarded:
+                    conn.savepoint()
                 tx = Transaction(
                     conn,
                     catalog,
@@ -319,15 +330,22 @@ class Database:
                     schema=schema,
                     limits=self.limits,
                     creation_time_floor=creation_time,
+                    batch_requests=requests,
                 )
                 try:
                     value = job.fn(tx)
                 except BaseException as exc:
-                    conn.rollback_to(savepoint)
+                    if guarded:
+                        conn.rollback_to()
+                    else:
+                        conn.restart()
                     outcomes.append((job, exc))
                     continue
-                conn.release(savepoint)
+                if guarded:
+                    conn.release()
                 log_entries.extend(tx.log_entries())
+                for record in tx.request_records:
+                    requests[record[0], record[1]] = record
                 catalog = tx.catalog
                 schema = tx.schema
                 creation_time = tx.creation_time_floor
@@ -335,11 +353,17 @@ class Database:
                 commits.append(Commit(ts, tx.writes))
             if log_entries:
                 conn.append_log(log_entries)
+            if requests:
+                conn.put_mutation_requests(list(requests.values()))
             if commits:
                 # Snapshots name the last *published* commit; a failed mutation's
                 # ts is never visible (and is never reused: _last_ts moved past it).
-                conn.set_global(_TS_KEY, str(commits[-1].ts).encode())
-                conn.set_global(_CREATION_TIME_KEY, repr(creation_time).encode())
+                conn.set_globals(
+                    {
+                        _TS_KEY: str(commits[-1].ts).encode(),
+                        _CREATION_TIME_KEY: repr(creation_time).encode(),
+                    }
+                )
             self._maybe_prune(conn)
             # Publish the catalog before the data becomes visible: a reader takes its
             # snapshot first and the catalog second, so it must never find rows of a
@@ -512,6 +536,9 @@ def _sync_indexes(
 
 
 def _backfill(conn: WriteConnection, info: TableInfo, indexes: list[IndexInfo]) -> None:
+    indexes = [index for index in indexes if index.name != BY_ID]  # served by the documents
+    if not indexes:
+        return
     entries: list[tuple[int, bytes, str]] = []
     for doc_id, raw in Database.scan_table(conn, info):
         doc = document_from_json_bytes(raw)

@@ -46,7 +46,7 @@ from syncline.errors import (
     NonexistentDocument,
     SystemTableError,
 )
-from syncline.persistence.base import LogEntry, ReadConnection, WriteConnection
+from syncline.persistence.base import LogEntry, MutationRecord, ReadConnection, WriteConnection
 from syncline.values.ids import new_id, table_number_of
 from syncline.values.json import (
     document_from_json_bytes,
@@ -118,6 +118,7 @@ class Transaction:
         limits: Limits = DEFAULT_LIMITS,
         creation_time_floor: float = 0.0,
         id_source: Callable[[int], str] | None = None,
+        batch_requests: Mapping[tuple[str, int], MutationRecord] | None = None,
     ) -> None:
         self._conn = conn
         #: entered around every storage call: the executor's watchdog makes these
@@ -137,6 +138,11 @@ class Transaction:
         self._docs_written: set[str] = set()
         self._bytes_written = 0
         self._log: dict[str, LogEntry] = {}
+        #: this transaction's client mutation records; with ``batch_requests`` given, the
+        #: caller stores them (with the rest of its group commit) instead of this transaction
+        self.request_records: list[MutationRecord] = []
+        #: records of the group commit's earlier mutations, not stored yet
+        self._batch_requests = batch_requests
         self.paginated = False
         #: a live query's previous end cursor: re-runs return the same page extent
         self.journal: str | None = None
@@ -548,7 +554,7 @@ class Transaction:
                 self.writes.add_key(full_name, old_key)
             if new_key is not None and new_key != old_key:
                 self.writes.add_key(full_name, new_key)
-            if old_key != new_key:
+            if old_key != new_key and index.name != BY_ID:  # by_id: the documents themselves
                 if old_key is not None:
                     removed.append((index.id, old_key))
                 if new_key is not None:
@@ -572,7 +578,12 @@ class Transaction:
         request) ids with another fingerprint raises :class:`InvalidRequest`
         (code ``RequestIdReused``) instead of handing out another call's result.
         """
-        row = self._conn.get_mutation_request(key.session_id, key.request_id)
+        pending = self._batch_requests
+        record = None if pending is None else pending.get((key.session_id, key.request_id))
+        if record is not None:
+            row: tuple[int, bytes, bytes] | None = record[2:]
+        else:
+            row = self._conn.get_mutation_request(key.session_id, key.request_id)
         if row is None:
             return None
         ts, fingerprint, result = row
@@ -587,9 +598,12 @@ class Transaction:
 
     def record_request(self, key: RequestKey, result: Any) -> None:
         """Remember this mutation's result under ``key``, for a client resending it."""
-        self._require_writable().put_mutation_request(
-            key.session_id, key.request_id, self.ts, key.fingerprint, to_json_bytes(result)
-        )
+        conn = self._require_writable()
+        record = (key.session_id, key.request_id, self.ts, key.fingerprint, to_json_bytes(result))
+        if self._batch_requests is None:
+            conn.put_mutation_requests([record])
+        else:
+            self.request_records.append(record)
 
     def upload_token_used(self, nonce: bytes) -> bool:
         """Whether the upload token with ``nonce`` already stored a file."""

@@ -3,27 +3,37 @@
 A backend stores four things (design §3.1):
 
 * current documents (id -> table number, ts of last write, encoded value);
-* index entries (index id, order-preserving key) -> document id;
+* index entries (index id, order-preserving key) -> document id; an index
+  named ``by_id`` (:data:`BY_ID_INDEX`) has none stored: its entries are its
+  table's documents, keyed ``encode_key((id,))``, and the backend serves its
+  scans and counts from the documents (the engine never writes its entries);
 * a commit log of document revisions (ts, id, table, value or deletion);
 * a few globals (the last commit ts, the active schema, ...) and the
   catalog of tables and indexes.
 
 The engine talks to a backend only through a :class:`ReadConnection` (one
 consistent snapshot) or a :class:`WriteConnection` (the single writer's
-transaction, with savepoints). Values cross this boundary as bytes: the
+transaction, with one level of savepoint). Values cross this boundary as bytes: the
 engine owns the encoding.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 #: how hard a commit is made to survive a crash (SQLite's ``synchronous``: ``full``
 #: fsyncs every commit, ``normal`` survives a process crash only, ``off`` is for tests)
 Durability = Literal["full", "normal", "off"]
+
+#: the index whose entries are its table's documents in id order (see the module docs)
+BY_ID_INDEX = "by_id"
+
+#: a client mutation's outcome: (session id, request id, commit ts, call fingerprint,
+#: encoded result)
+MutationRecord = tuple[str, int, int, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +107,20 @@ class WriteConnection(ReadConnection):
     """The writer's open transaction. Every change lands at commit or not at all."""
 
     @abstractmethod
-    def savepoint(self, name: str) -> None: ...
+    def savepoint(self) -> None:
+        """Open the savepoint (one at a time: release or roll back before the next)."""
 
     @abstractmethod
-    def release(self, name: str) -> None: ...
+    def release(self) -> None:
+        """Keep what was done since :meth:`savepoint`, in the transaction."""
 
     @abstractmethod
-    def rollback_to(self, name: str) -> None: ...
+    def rollback_to(self) -> None:
+        """Undo what was done since :meth:`savepoint`, and close it."""
+
+    @abstractmethod
+    def restart(self) -> None:
+        """Undo everything this transaction did; it stays open (and the only writer)."""
 
     @abstractmethod
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None: ...
@@ -122,6 +139,11 @@ class WriteConnection(ReadConnection):
 
     @abstractmethod
     def set_global(self, key: str, value: bytes) -> None: ...
+
+    def set_globals(self, values: Mapping[str, bytes]) -> None:
+        """Set several globals (backends may do it in one statement)."""
+        for key, value in values.items():
+            self.set_global(key, value)
 
     @abstractmethod
     def create_table(self, name: str, number: int) -> None: ...
@@ -169,13 +191,12 @@ class WriteConnection(ReadConnection):
         """Forget log entries older than ``before_ts``; returns how many."""
 
     @abstractmethod
-    def put_mutation_request(
-        self, session_id: str, request_id: int, ts: int, fingerprint: bytes, result: bytes
-    ) -> None:
-        """Record a client mutation's outcome (in the mutation's own transaction).
+    def put_mutation_requests(self, records: Sequence[MutationRecord]) -> None:
+        """Record client mutations' outcomes (in the transaction that commits them).
 
-        ``fingerprint`` identifies the call (function, arguments, caller): a
-        replay of the request ids is answered only for the same call.
+        The fingerprint identifies the call (function, arguments, caller): a
+        replay of the request ids is answered only for the same call. The
+        engine records a whole group commit's mutations at once.
         """
 
     @abstractmethod

@@ -12,25 +12,32 @@ tests.
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import orjson
 
 from syncline.errors import InternalError
 from syncline.persistence.base import (
+    BY_ID_INDEX,
     Durability,
     IndexRow,
     LogEntry,
+    MutationRecord,
     Persistence,
     ReadConnection,
     TableRow,
     WriteConnection,
 )
+from syncline.persistence.by_id import id_bound, key_of_id
 from syncline.private_paths import private_dir, private_file, tighten
+from syncline.values.ids import table_number_of
+
+log = logging.getLogger("syncline.persistence")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS globals (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -43,10 +50,11 @@ CREATE TABLE IF NOT EXISTS indexes (
     UNIQUE (table_number, name)
 );
 CREATE TABLE IF NOT EXISTS documents (
-    id TEXT PRIMARY KEY,
     table_number INTEGER NOT NULL,
+    id TEXT NOT NULL,
     ts INTEGER NOT NULL,
-    value BLOB NOT NULL
+    value BLOB NOT NULL,
+    PRIMARY KEY (table_number, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS index_entries (
     index_id INTEGER NOT NULL,
@@ -78,14 +86,52 @@ CREATE TABLE IF NOT EXISTS log (
 ) WITHOUT ROWID;
 """
 
+# Documents are keyed by (table number, id): the index's table number (one lookup,
+# in the same snapshot) turns each entry's document id into a primary-key lookup.
+_TABLE_OF_INDEX = "(SELECT table_number FROM indexes WHERE id = ?1)"
 _SCAN_ASC = (
-    "SELECT e.key, e.doc_id, d.value FROM index_entries e JOIN documents d ON d.id = e.doc_id "
-    "WHERE e.index_id = ? AND e.key >= ? AND e.key < ? ORDER BY e.key ASC LIMIT ?"
+    "SELECT e.key, e.doc_id, d.value FROM index_entries e "
+    f"JOIN documents d ON d.table_number = {_TABLE_OF_INDEX} AND d.id = e.doc_id "
+    "WHERE e.index_id = ?1 AND e.key >= ?2 AND e.key < ?3 ORDER BY e.key ASC LIMIT ?4"
 )
-_SCAN_DESC = (
-    "SELECT e.key, e.doc_id, d.value FROM index_entries e JOIN documents d ON d.id = e.doc_id "
-    "WHERE e.index_id = ? AND e.key >= ? AND e.key < ? ORDER BY e.key DESC LIMIT ?"
+_SCAN_DESC = _SCAN_ASC.replace("ASC", "DESC")
+# A by_id index has no entries: a table's documents, in id order, are its entries.
+_SCAN_IDS_ASC = (
+    f"SELECT id, value FROM documents WHERE table_number = {_TABLE_OF_INDEX} "
+    "AND id >= ?2 AND id < ?3 ORDER BY id ASC LIMIT ?4"
 )
+_SCAN_IDS_DESC = _SCAN_IDS_ASC.replace("ASC", "DESC")
+_COUNT_IDS = f"SELECT count(*) FROM documents WHERE table_number = {_TABLE_OF_INDEX}"
+_GET = "SELECT value FROM documents WHERE table_number = ? AND id = ?"
+_PUT = "INSERT OR REPLACE INTO documents (table_number, id, ts, value) VALUES (?, ?, ?, ?)"
+_SNAPSHOT_TS = "SELECT value FROM globals WHERE key = 'ts'"
+_PUT_REQUEST = (
+    "INSERT OR REPLACE INTO mutation_requests "
+    "(session_id, request_id, ts, fingerprint, result) VALUES (?, ?, ?, ?, ?)"
+)
+_PUT_LOG = "INSERT OR REPLACE INTO log (ts, doc_id, table_number, value) VALUES (?, ?, ?, ?)"
+#: the one savepoint name: reusing it keeps the statement cache to one entry each
+_SAVEPOINT = "SAVEPOINT m"
+_RELEASE = "RELEASE m"
+_ROLLBACK_TO = "ROLLBACK TO m"
+
+#: rows per multi-row INSERT (one statement writes every index entry of a document)
+_MULTI_ROW_MAX = 16
+
+
+def _multi_row(head: str, columns: int, rows: int) -> str:
+    one = "(" + ", ".join("?" * columns) + ")"
+    return head + " VALUES " + ", ".join([one] * rows)
+
+
+_INSERT_ENTRIES = [
+    _multi_row("INSERT INTO index_entries (index_id, key, doc_id)", 3, n)
+    for n in range(_MULTI_ROW_MAX + 1)
+]
+_SET_GLOBALS = [
+    _multi_row("INSERT OR REPLACE INTO globals (key, value)", 2, n)
+    for n in range(_MULTI_ROW_MAX + 1)
+]
 
 
 _CACHE_KIB = 64 * 1024
@@ -152,15 +198,76 @@ def _old_token_records(conn: sqlite3.Connection) -> list[tuple[bytes, int, str]]
     return tokens
 
 
+class _IndexKinds:
+    """Which index ids are ``by_id`` indexes (served from the documents table).
+
+    Shared by every connection of a database. Index ids are never reused and an
+    index never changes its name, so an answer read once stays true.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, bool] = {}
+
+    def note(self, index_id: int, name: str) -> None:
+        self._by_id[index_id] = name == BY_ID_INDEX
+
+    def is_by_id(self, conn: sqlite3.Connection, index_id: int) -> bool:
+        known = self._by_id.get(index_id)
+        if known is not None:
+            return known
+        row = conn.execute("SELECT name FROM indexes WHERE id = ?", (index_id,)).fetchone()
+        if row is None:
+            return False  # not (yet) visible here: nothing to read either way
+        self.note(index_id, row[0])
+        return bool(row[0] == BY_ID_INDEX)
+
+
+def _migrate_documents_by_table(conn: sqlite3.Connection) -> None:
+    """Re-key a data folder's documents by (table number, id) and drop its by_id entries.
+
+    Before this layout, documents were keyed by id alone and every ``by_id``
+    index held one entry per document; now a table's documents are one range
+    of the primary key, which serves ``by_id`` reads and scans itself.
+    """
+    conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others then find nothing
+    try:
+        row = conn.execute(
+            "SELECT pk FROM pragma_table_info('documents') WHERE name = 'table_number'"
+        ).fetchone()
+        if row is not None and row[0] == 0:
+            log.info("re-keying documents by table (a one-time upgrade of the data folder)")
+            conn.execute(
+                "CREATE TABLE documents_by_table ("
+                "table_number INTEGER NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL, "
+                "value BLOB NOT NULL, PRIMARY KEY (table_number, id)) WITHOUT ROWID"
+            )
+            conn.execute(
+                "INSERT INTO documents_by_table (table_number, id, ts, value) "
+                "SELECT table_number, id, ts, value FROM documents ORDER BY table_number, id"
+            )
+            conn.execute("DROP TABLE documents")
+            conn.execute("ALTER TABLE documents_by_table RENAME TO documents")
+            conn.execute(
+                "DELETE FROM index_entries WHERE index_id IN "
+                "(SELECT id FROM indexes WHERE name = ?)",
+                (BY_ID_INDEX,),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 class _SqliteReader(ReadConnection):
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, kinds: _IndexKinds) -> None:
         self.conn = conn
         self.ts = 0
+        self._kinds = kinds
 
     def _begin(self) -> None:
         self.conn.execute("BEGIN")
         # The first read starts the WAL snapshot; reading the ts here pins it.
-        row = self.conn.execute("SELECT value FROM globals WHERE key = 'ts'").fetchone()
+        row = self.conn.execute(_SNAPSHOT_TS).fetchone()
         self.ts = int(row[0]) if row else 0
 
     def _end(self) -> None:
@@ -168,23 +275,34 @@ class _SqliteReader(ReadConnection):
             self.conn.execute("COMMIT")
 
     def get_document(self, doc_id: str) -> tuple[int, bytes] | None:
-        row = self.conn.execute(
-            "SELECT table_number, value FROM documents WHERE id = ?", (doc_id,)
-        ).fetchone()
-        return (row[0], row[1]) if row else None
+        number = table_number_of(doc_id)
+        if number is None:
+            return None
+        row = self.conn.execute(_GET, (number, doc_id)).fetchone()
+        return (number, row[0]) if row else None
 
     def scan(
         self, index_id: int, start: bytes, end: bytes, *, reverse: bool, limit: int
     ) -> list[tuple[bytes, str, bytes]]:
         if start >= end:
             return []
+        if self._kinds.is_by_id(self.conn, index_id):
+            lo, hi = id_bound(start), id_bound(end)
+            if lo >= hi:
+                return []
+            sql = _SCAN_IDS_DESC if reverse else _SCAN_IDS_ASC
+            rows = self.conn.execute(sql, (index_id, lo, hi, limit)).fetchall()
+            return [(key_of_id(doc_id), doc_id, value) for doc_id, value in rows]
         sql = _SCAN_DESC if reverse else _SCAN_ASC
         return self.conn.execute(sql, (index_id, start, end, limit)).fetchall()
 
     def count(self, index_id: int) -> int:
-        row = self.conn.execute(
-            "SELECT count(*) FROM index_entries WHERE index_id = ?", (index_id,)
-        ).fetchone()
+        if self._kinds.is_by_id(self.conn, index_id):
+            row = self.conn.execute(_COUNT_IDS, (index_id,)).fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT count(*) FROM index_entries WHERE index_id = ?", (index_id,)
+            ).fetchone()
         return int(row[0])
 
     def tables(self) -> list[TableRow]:
@@ -235,21 +353,22 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
     #: the page cache is enlarged for the current transaction's bulk inserts
     bulk_cache = False
 
-    def savepoint(self, name: str) -> None:
-        self.conn.execute(f"SAVEPOINT {name}")
+    def savepoint(self) -> None:
+        self.conn.execute(_SAVEPOINT)
 
-    def release(self, name: str) -> None:
-        self.conn.execute(f"RELEASE {name}")
+    def release(self) -> None:
+        self.conn.execute(_RELEASE)
 
-    def rollback_to(self, name: str) -> None:
-        self.conn.execute(f"ROLLBACK TO {name}")
-        self.conn.execute(f"RELEASE {name}")
+    def rollback_to(self) -> None:
+        self.conn.execute(_ROLLBACK_TO)
+        self.conn.execute(_RELEASE)
+
+    def restart(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.execute("BEGIN IMMEDIATE")
 
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO documents (id, table_number, ts, value) VALUES (?, ?, ?, ?)",
-            (doc_id, table_number, ts, value),
-        )
+        self.conn.execute(_PUT, (table_number, doc_id, ts, value))
 
     def insert_bulk(
         self,
@@ -276,24 +395,38 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         )
 
     def delete_document(self, doc_id: str) -> None:
-        self.conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+        number = table_number_of(doc_id)
+        if number is not None:
+            self.conn.execute(
+                "DELETE FROM documents WHERE table_number = ? AND id = ?", (number, doc_id)
+            )
 
     def insert_index_entries(self, entries: Iterable[tuple[int, bytes, str]]) -> None:
-        self.conn.executemany(
-            "INSERT INTO index_entries (index_id, key, doc_id) VALUES (?, ?, ?)", entries
-        )
+        rows = entries if isinstance(entries, list) else list(entries)
+        if len(rows) <= _MULTI_ROW_MAX:
+            # One statement for all of a document's entries (usually two or three).
+            if rows:
+                self.conn.execute(_INSERT_ENTRIES[len(rows)], [v for row in rows for v in row])
+            return
+        self.conn.executemany(_INSERT_ENTRIES[1], rows)
 
     def delete_index_entries(self, entries: Iterable[tuple[int, bytes]]) -> None:
         self.conn.executemany("DELETE FROM index_entries WHERE index_id = ? AND key = ?", entries)
 
     def append_log(self, entries: Iterable[LogEntry]) -> None:
         self.conn.executemany(
-            "INSERT OR REPLACE INTO log (ts, doc_id, table_number, value) VALUES (?, ?, ?, ?)",
-            [(e.ts, e.doc_id, e.table_number, e.value) for e in entries],
+            _PUT_LOG, [(e.ts, e.doc_id, e.table_number, e.value) for e in entries]
         )
 
     def set_global(self, key: str, value: bytes) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO globals (key, value) VALUES (?, ?)", (key, value))
+        self.set_globals({key: value})
+
+    def set_globals(self, values: Mapping[str, bytes]) -> None:
+        rows = list(values.items())
+        if len(rows) > _MULTI_ROW_MAX:
+            self.conn.executemany(_SET_GLOBALS[1], rows)
+        elif rows:
+            self.conn.execute(_SET_GLOBALS[len(rows)], [v for row in rows for v in row])
 
     def create_table(self, name: str, number: int) -> None:
         self.conn.execute("INSERT INTO tables (number, name) VALUES (?, ?)", (number, name))
@@ -304,6 +437,7 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
             (table_number, name, ",".join(fields)),
         )
         assert cur.lastrowid is not None
+        self._kinds.note(cur.lastrowid, name)
         return cur.lastrowid
 
     def drop_index(self, index_id: int) -> None:
@@ -322,11 +456,8 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         self.conn.execute("DELETE FROM documents WHERE table_number = ?", (table_number,))
 
     def renumber_table(self, old_number: int, new_number: int) -> None:
-        # Every document has a by_id entry; the index_entries primary key makes this cheap.
         if self.conn.execute(
-            "SELECT 1 FROM index_entries WHERE index_id IN "
-            "(SELECT id FROM indexes WHERE table_number = ?) LIMIT 1",
-            (old_number,),
+            "SELECT 1 FROM documents WHERE table_number = ? LIMIT 1", (old_number,)
         ).fetchone():
             raise InternalError(f"Table number {old_number} has documents: it cannot be renumbered")
         self.conn.execute("UPDATE tables SET number = ? WHERE number = ?", (new_number, old_number))
@@ -338,14 +469,8 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         cur = self.conn.execute("DELETE FROM log WHERE ts < ?", (before_ts,))
         return cur.rowcount
 
-    def put_mutation_request(
-        self, session_id: str, request_id: int, ts: int, fingerprint: bytes, result: bytes
-    ) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO mutation_requests "
-            "(session_id, request_id, ts, fingerprint, result) VALUES (?, ?, ?, ?, ?)",
-            (session_id, request_id, ts, fingerprint, result),
-        )
+    def put_mutation_requests(self, records: Sequence[MutationRecord]) -> None:
+        self.conn.executemany(_PUT_REQUEST, records)
 
     def put_used_upload_token(self, nonce: bytes, ts: int, storage_id: str) -> None:
         self.conn.execute(
@@ -375,9 +500,14 @@ class SqlitePersistence(Persistence):
                 tighten(companion)
         else:
             raise InternalError("SQLite persistence needs a file: readers and writer share it")
-        self._writer = _SqliteWriter(_connect(self.path, readonly=False, durability=durability))
-        self._writer.conn.executescript(_SCHEMA)
-        _migrate_session_requests(self._writer.conn)
+        self._kinds = _IndexKinds()
+        conn = _connect(self.path, readonly=False, durability=durability)
+        self._writer = _SqliteWriter(conn, self._kinds)
+        conn.executescript(_SCHEMA)
+        _migrate_session_requests(conn)
+        _migrate_documents_by_table(conn)
+        for index_id, name in conn.execute("SELECT id, name FROM indexes"):
+            self._kinds.note(index_id, name)
         self._writer_busy = threading.Lock()
         self._idle: queue.SimpleQueue[_SqliteReader] = queue.SimpleQueue()
         self._readers_made = 0
@@ -393,7 +523,9 @@ class SqlitePersistence(Persistence):
             reader = self._idle.get_nowait()
         except queue.Empty:
             with self._made_lock:
-                reader = _SqliteReader(_connect(self.path, readonly=True, durability="off"))
+                reader = _SqliteReader(
+                    _connect(self.path, readonly=True, durability="off"), self._kinds
+                )
                 self._all_readers.append(reader)
         try:
             reader._begin()

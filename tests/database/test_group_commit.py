@@ -1,0 +1,127 @@
+"""Group commit: one storage transaction per batch, each function isolated in it.
+
+The first function of a batch runs without a savepoint (nothing is kept yet, so
+its failure rolls the whole transaction back); client mutation records are
+stored once per batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from syncline.database.database import Database, WriteResult
+from syncline.database.query import Query
+from syncline.database.transaction import RequestKey, Transaction
+from syncline.errors import InvalidRequest
+
+
+def _batch(
+    db: Database, jobs: list[Callable[[Transaction], Any]]
+) -> list[Future[WriteResult[Any]]]:
+    """Submit ``jobs`` so that they run as one batch (queued behind a blocked writer)."""
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def blocker(tx: Transaction) -> None:
+        entered.set()
+        assert gate.wait(5)
+
+    blocked = db.submit_write(blocker, exclusive=True)
+    assert entered.wait(5)
+    futures = [db.submit_write(job) for job in jobs]
+    gate.set()
+    blocked.result(5)
+    return futures
+
+
+def _values(db: Database, table: str) -> list[float]:
+    return [d["n"] for d in db.run_read(lambda tx: Query(tx, table).collect()).value]
+
+
+def _fail_after_writing(tx: Transaction) -> None:
+    tx.insert("t", {"n": -1.0})
+    tx.insert("other", {"n": -1.0})
+    raise RuntimeError("boom")
+
+
+def test_a_failing_first_function_leaves_nothing_and_the_batch_goes_on(db: Database) -> None:
+    batches: list[int] = []
+    db.add_commit_listener(lambda commits: batches.append(len(commits)))
+    jobs: list[Callable[[Transaction], Any]] = [
+        _fail_after_writing,
+        _fail_after_writing,
+        lambda tx: tx.insert("t", {"n": 1.0}),
+        _fail_after_writing,
+        lambda tx: tx.insert("t", {"n": 2.0}),
+    ]
+    futures = _batch(db, jobs)
+    for i in (0, 1, 3):
+        with pytest.raises(RuntimeError, match="boom"):
+            futures[i].result(5)
+    assert futures[2].result(5).ts < futures[4].result(5).ts
+    assert batches[-1] == 2  # one commit holding both successes
+    assert _values(db, "t") == [1.0, 2.0]
+    assert db.catalog.table("other") is None
+    assert _values(db, "other") == []
+    # The writer still works, with and without a savepoint.
+    assert db.write_sync(lambda tx: tx.insert("t", {"n": 3.0})).value
+    assert _values(db, "t") == [1.0, 2.0, 3.0]
+
+
+def _recording(key: RequestKey, n: float) -> Callable[[Transaction], Any]:
+    def body(tx: Transaction) -> Any:
+        done = tx.recorded_request(key)
+        if done is not None:
+            return ("replayed", done)
+        result = tx.insert("t", {"n": n})
+        tx.record_request(key, result)
+        return result
+
+    return body
+
+
+def test_a_resend_in_the_same_batch_is_answered_from_the_first_record(db: Database) -> None:
+    key = RequestKey("session", 1, b"call")
+    first, resent = _batch(db, [_recording(key, 1.0), _recording(key, 1.0)])
+    doc_id = first.result(5).value
+    assert resent.result(5).value == ("replayed", (doc_id, first.result(5).ts))
+    assert _values(db, "t") == [1.0]
+    # Stored with the batch: a later resend finds it too.
+    later = db.write_sync(_recording(key, 1.0))
+    assert later.value == ("replayed", (doc_id, first.result(5).ts))
+
+
+def test_a_resend_for_another_call_in_the_same_batch_is_refused(db: Database) -> None:
+    first, other = _batch(
+        db,
+        [_recording(RequestKey("s", 1, b"call"), 1.0), _recording(RequestKey("s", 1, b"x"), 2.0)],
+    )
+    assert first.result(5).value
+    with pytest.raises(InvalidRequest) as info:
+        other.result(5)
+    assert info.value.code == "RequestIdReused"
+
+
+def test_a_failed_mutation_leaves_no_record(db: Database) -> None:
+    key = RequestKey("session", 7, b"call")
+
+    def record_then_fail(tx: Transaction) -> None:
+        _recording(key, 1.0)(tx)
+        raise RuntimeError("boom")
+
+    failed, retried = _batch(
+        db, [lambda tx: tx.insert("t", {"n": 0.0}), record_then_fail, _recording(key, 2.0)]
+    )[1:]
+    with pytest.raises(RuntimeError):
+        failed.result(5)
+    assert retried.result(5).value != "replayed"
+    assert _values(db, "t") == [0.0, 2.0]
+    assert db.run_read(lambda tx: tx.recorded_request(key)).value == (
+        retried.result(5).value,
+        retried.result(5).ts,
+    )
