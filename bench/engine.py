@@ -117,20 +117,31 @@ def statements_per_create(app: Application, callers: int, per_caller: int) -> fl
     return count / (callers * per_caller)
 
 
-def point_reads(app: Application, ids: list[str], samples: int) -> tuple[float, float]:
-    """CPU us per point read: a raw ``Database.read`` get, and a query function call."""
+def point_reads(
+    app: Application, ids: list[str], callers: int, per_caller: int
+) -> tuple[float, float]:
+    """CPU us per point read by ``callers`` concurrent tasks: a raw ``Database.read`` get,
+    and a query function call."""
     db = app.database
 
     async def raw() -> None:
-        for i in range(samples):
-            doc_id = ids[i % len(ids)]
-            await db.read(lambda tx, d=doc_id: tx.get(d))
+        async def caller(offset: int) -> None:
+            for i in range(per_caller):
+                doc_id = ids[(offset + i) % len(ids)]
+                await db.read(lambda tx, d=doc_id: tx.get(d))
+
+        await asyncio.gather(*(caller(c * per_caller) for c in range(callers)))
 
     async def full() -> None:
-        for i in range(samples):
-            (await app.executor.query("bench:get", {"id": ids[i % len(ids)]})).unwrap()
+        async def caller(offset: int) -> None:
+            for i in range(per_caller):
+                doc_id = ids[(offset + i) % len(ids)]
+                (await app.executor.query("bench:get", {"id": doc_id})).unwrap()
 
-    return _timed(samples, raw)[1], _timed(samples, full)[1]
+        await asyncio.gather(*(caller(c * per_caller) for c in range(callers)))
+
+    ops = callers * per_caller
+    return _timed(ops, raw)[1], _timed(ops, full)[1]
 
 
 def range_100_us(app: Application, samples: int) -> float:
@@ -178,9 +189,10 @@ def main() -> None:
                             lambda tx: Query(tx, "items").take(5000)
                         ).value
                     ]
-                    raw, full = point_reads(app, ids, 3000)
-                    add("point read CPU us, Database.read", raw)
-                    add("point read CPU us, query function", full)
+                    for callers, per_caller in ((1, 3000), (16, 200)):
+                        raw, full = point_reads(app, ids, callers, per_caller)
+                        add(f"c{callers} point read CPU us, Database.read", raw)
+                        add(f"c{callers} point read CPU us, query function", full)
                     add("100-doc index range CPU us", range_100_us(app, 300))
                 finally:
                     app.close()

@@ -40,6 +40,7 @@ from syncline.database.catalog import (
     IndexInfo,
     TableInfo,
 )
+from syncline.database.read_threads import ReadThreads
 from syncline.database.reads import ReadSet
 from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
 from syncline.database.writes import Commit, WriteSet
@@ -143,8 +144,8 @@ class Database:
         self.session_request_retention_ns = session_request_retention_ns
         self._listeners: list[CommitListener] = []
         self._queue: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
-        self._read_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=read_threads, thread_name_prefix="syncline-read"
+        self._reads: ReadThreads[Callable[[Transaction], Any], ReadResult[Any]] = ReadThreads(
+            self.run_read, threads=read_threads, name="syncline-read"
         )
         self._closed = False
         self._commits_since_prune = 0
@@ -243,8 +244,9 @@ class Database:
 
     async def read(self, fn: Callable[[Transaction], T]) -> ReadResult[T]:
         """Run ``fn`` on a fresh snapshot, on the read thread pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._read_pool, self.run_read, fn)
+        future: asyncio.Future[ReadResult[T]] = asyncio.get_running_loop().create_future()
+        self._reads.submit(fn, future)
+        return await future
 
     # ------------------------------------------------------------------ writes
 
@@ -479,7 +481,7 @@ class Database:
         self._closed = True
         self._queue.put(None)
         self._writer.join(timeout=30)
-        self._read_pool.shutdown(wait=True)
+        self._reads.close()
         self.persistence.close()
 
     def __enter__(self) -> Database:

@@ -509,30 +509,43 @@ class SqlitePersistence(Persistence):
         for index_id, name in conn.execute("SELECT id, name FROM indexes"):
             self._kinds.note(index_id, name)
         self._writer_busy = threading.Lock()
+        #: idle readers; up to ``max_readers`` are opened, each when none is idle
         self._idle: queue.SimpleQueue[_SqliteReader] = queue.SimpleQueue()
-        self._readers_made = 0
-        self._max_readers = max_readers
+        self._unopened = max_readers
         self._made_lock = threading.Lock()
         self._all_readers: list[_SqliteReader] = []
-        self._slots = threading.BoundedSemaphore(max_readers)
         self._closed = False
 
     def reader(self) -> ReadConnection:
-        self._slots.acquire()
         try:
             reader = self._idle.get_nowait()
         except queue.Empty:
-            with self._made_lock:
-                reader = _SqliteReader(
-                    _connect(self.path, readonly=True, durability="off"), self._kinds
-                )
-                self._all_readers.append(reader)
+            reader = self._open_reader()
         try:
             reader._begin()
         except BaseException:
             self._idle.put(reader)
-            self._slots.release()
             raise
+        return reader
+
+    def _open_reader(self) -> _SqliteReader:
+        """A new reader while fewer than ``max_readers`` exist; else wait for an idle one."""
+        with self._made_lock:
+            opening = self._unopened > 0
+            if opening:
+                self._unopened -= 1
+        if not opening:
+            return self._idle.get()
+        try:
+            reader = _SqliteReader(
+                _connect(self.path, readonly=True, durability="off"), self._kinds
+            )
+        except BaseException:
+            with self._made_lock:
+                self._unopened += 1
+            raise
+        with self._made_lock:
+            self._all_readers.append(reader)
         return reader
 
     def release_reader(self, conn: ReadConnection) -> None:
@@ -541,7 +554,6 @@ class SqlitePersistence(Persistence):
             conn._end()
         finally:
             self._idle.put(conn)
-            self._slots.release()
 
     def begin_write(self) -> WriteConnection:
         self._writer_busy.acquire()
