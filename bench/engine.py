@@ -21,6 +21,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
 from syncline.database.query import Query
+from syncline.database.transaction import RequestKey
 from syncline.persistence.sqlite import SqlitePersistence
 
 FUNCTIONS = """
@@ -82,13 +84,21 @@ def _timed(ops: int, main: Callable[[], Coroutine[Any, Any, None]]) -> tuple[flo
     return ops / wall, cpu / ops * 1e6
 
 
-def inserts(app: Application, callers: int, per_caller: int) -> tuple[float, float]:
-    """Callers are asyncio tasks on one loop, each awaiting its mutation before the next."""
+def inserts(
+    app: Application, callers: int, per_caller: int, *, request_ids: bool = False
+) -> tuple[float, float]:
+    """Callers are asyncio tasks on one loop, each awaiting its mutation before the next.
+
+    ``request_ids``: each mutation carries a (session, request id), as sync clients'
+    mutations do, so its outcome is recorded for resends.
+    """
+    session = uuid.uuid4().hex
 
     async def caller(offset: int) -> None:
         for i in range(per_caller):
+            key = RequestKey(session, offset + i, b"bench") if request_ids else None
             outcome = await app.executor.mutation(
-                "bench:insert", {"n": offset + i, "group": i % 100}
+                "bench:insert", {"n": offset + i, "group": i % 100}, idempotency_key=key
             )
             outcome.unwrap()
 
@@ -98,7 +108,9 @@ def inserts(app: Application, callers: int, per_caller: int) -> tuple[float, flo
     return _timed(callers * per_caller, main)
 
 
-def statements_per_create(app: Application, callers: int, per_caller: int) -> float:
+def statements_per_create(
+    app: Application, callers: int, per_caller: int, *, request_ids: bool = False
+) -> float:
     """SQLite statements the writer connection runs per created document."""
     persistence = app.database.persistence
     assert isinstance(persistence, SqlitePersistence)
@@ -111,7 +123,7 @@ def statements_per_create(app: Application, callers: int, per_caller: int) -> fl
     conn = persistence._writer.conn
     conn.set_trace_callback(trace)
     try:
-        inserts(app, callers, per_caller)
+        inserts(app, callers, per_caller, request_ids=request_ids)
     finally:
         conn.set_trace_callback(None)
     return count / (callers * per_caller)
@@ -183,6 +195,14 @@ def main() -> None:
                     add("c64 CPU us/mutation", cpu)
                     add("statements/create, c1", statements_per_create(app, 1, 500))
                     add("statements/create, c64", statements_per_create(app, 64, 20))
+                    add(
+                        "statements/create, request ids, c1",
+                        statements_per_create(app, 1, 500, request_ids=True),
+                    )
+                    add(
+                        "statements/create, request ids, c64",
+                        statements_per_create(app, 64, 20, request_ids=True),
+                    )
                     ids = [
                         doc["_id"]
                         for doc in app.database.run_read(
