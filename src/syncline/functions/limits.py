@@ -90,6 +90,9 @@ DEFAULT_ACTION_TIMEOUT_S = 600.0
 SAMPLE_S = 0.02
 #: how long a call that swallowed its interruption runs before the next one
 REINJECT_S = 0.05
+#: samples with no call inside user code before the watchdog sleeps until the next call
+#: (while calls keep coming it keeps ticking, so entering a call never has to wake it)
+IDLE_TICKS = 50
 
 
 def total_memory_bytes() -> int | None:
@@ -287,6 +290,8 @@ class Watchdog:
         self._closed = False
         self._last_rss = 0
         self._last_sample = 0.0
+        #: the watchdog thread waits for a call (or is not started): the next call wakes it
+        self._sleeping = True
         #: enter around our own code called from user code (storage calls)
         self.shield = _Shield(self)
 
@@ -345,26 +350,31 @@ class Watchdog:
 
     def _enter(self, run: _Run) -> None:
         run.thread_id = threading.get_ident()
-        run.cpu_clock = _thread_cpu_clock()
-        run.cpu = _cpu_time(run.cpu_clock)
+        if self.max_memory_bytes is not None:
+            # Only the memory ceiling needs the CPU time (to attribute growth).
+            run.cpu_clock = _thread_cpu_clock()
+            run.cpu = _cpu_time(run.cpu_clock)
         self._local.run = run
         with self._lock:
             run.inside = True
-            first = not self._runs
             self._runs.add(run)
-            if first:
+            if self._sleeping:
+                # Waking a thread costs a context switch: done only when the watchdog
+                # went to sleep after IDLE_TICKS samples without a call inside.
                 now = time.monotonic()
                 if self.max_memory_bytes is not None and now - self._last_sample > SAMPLE_S:
                     # A fresh baseline, so growth from now on is this call's.
                     self._last_rss = resident_bytes()
                     self._last_sample = now
+                self._sleeping = False
                 self._ensure_thread()
                 self._wake.notify()
 
     def _leave(self, run: _Run) -> None:
         pending = 0.0
-        with self._lock:
-            if run.inside:
+        # ``inside`` is set only by this thread, so once it is False there is nothing to do.
+        if run.inside:
+            with self._lock:
                 run.inside = False
                 self._runs.discard(run)
                 pending = run.injected_at
@@ -387,12 +397,23 @@ class Watchdog:
             self._thread.start()
 
     def _watch(self) -> None:
+        idle = 0
         with self._lock:
             while not self._closed:
-                if not self._runs:
+                if self._runs:
+                    idle = 0
+                    self._tick(time.monotonic())
+                elif idle >= IDLE_TICKS:
+                    self._sleeping = True
                     self._wake.wait()
+                    idle = 0
                     continue
-                self._tick(time.monotonic())
+                else:
+                    idle += 1
+                    if self.max_memory_bytes is not None:
+                        # Keep the baseline fresh: growth while no call is inside is no call's.
+                        self._last_rss = resident_bytes()
+                        self._last_sample = time.monotonic()
                 self._wake.wait(SAMPLE_S)
 
     def _tick(self, now: float) -> None:
@@ -442,6 +463,7 @@ class Watchdog:
                     run.reason = "shutdown"
                     run.deadline = 0.0
             if self._runs:
+                self._sleeping = False
                 self._ensure_thread()
                 self._wake.notify()
             while self._runs and self._thread is not None and time.monotonic() < deadline:
