@@ -58,7 +58,14 @@ class DatabaseReader:
 
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
-        self.system = SystemReader(tx)
+        self._system: SystemReader | None = None
+
+    @property
+    def system(self) -> SystemReader:
+        """``db.system``: read-only access to the user-visible system tables."""
+        if self._system is None:
+            self._system = SystemReader(self._tx)
+        return self._system
 
     def _table_of(self, doc_id: str) -> str | None:
         return self._tx.table_name_of_id(doc_id)
@@ -206,8 +213,26 @@ class Env(Mapping[str, str]):
         return len(self._values)
 
 
+#: Seeds for ``ctx.random``. Not the ``random`` module's shared state: a call seeding
+#: from it would move the sequence that application (and test) code draws from.
+_SEEDS = random.SystemRandom()
+
+MemberFactory = Callable[[str, "Transaction | None", Identity], Any]
+_NO_MEMBERS: Mapping[str, MemberFactory] = {}
+
+
 class QueryCtx:
-    """``ctx`` in a query."""
+    """``ctx`` in a query.
+
+    Only ``db`` and ``now`` are built with the ctx; ``auth``, ``env``, ``random``
+    and the members registered with the executor (``members``: name -> factory
+    ``(kind, tx, identity)``, None leaves the member out) are built on first
+    access, so a call pays only for what its function uses.
+    """
+
+    _kind = "query"
+    auth: Auth
+    env: Mapping[str, str]
 
     def __init__(
         self,
@@ -215,39 +240,65 @@ class QueryCtx:
         identity: Identity,
         *,
         now: float,
-        seed: int,
-        env: Mapping[str, str] | None = None,
+        seed: int | None = None,
+        env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+        members: Mapping[str, MemberFactory] = _NO_MEMBERS,
     ) -> None:
-        self.db: DatabaseReader = DatabaseReader(tx)
-        self.auth = Auth(identity, tx.read_set)
+        self.db: DatabaseReader = self._make_db(tx)
+        self._tx = tx
+        self._identity = identity
         #: the function's start time in ms since the epoch, frozen for determinism
         self.now = now
+        #: None: drawn from the system's entropy when ``random`` is first used
         self._seed = seed
         self._random: random.Random | None = None
-        self.env = Env(env or {})
+        self._env_source = env
+        self._members = members
+
+    @staticmethod
+    def _make_db(tx: Transaction) -> DatabaseReader:
+        return DatabaseReader(tx)
 
     @property
     def random(self) -> random.Random:
         """A seeded random generator: use it instead of the ``random`` module."""
         if self._random is None:
-            self._random = random.Random(self._seed)
+            seed = self._seed
+            self._random = random.Random(_SEEDS.getrandbits(64) if seed is None else seed)
         return self._random
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for attributes not built yet; the value is kept for the next access.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        factory = self._members.get(name)
+        if factory is not None:
+            value = factory(self._kind, self._tx, self._identity)
+            if value is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        elif name == "auth":
+            value = Auth(self._identity, self._tx.read_set)
+        elif name == "env":
+            source = self._env_source
+            value = Env((source() if callable(source) else source) or {})
+        else:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        setattr(self, name, value)
+        return value
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), "auth", "env", *self._members})
 
 
 class MutationCtx(QueryCtx):
     """``ctx`` in a mutation."""
 
-    def __init__(
-        self,
-        tx: Transaction,
-        identity: Identity,
-        *,
-        now: float,
-        seed: int,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(tx, identity, now=now, seed=seed, env=env)
-        self.db: DatabaseWriter = DatabaseWriter(tx)
+    _kind = "mutation"
+    db: DatabaseWriter
+
+    @staticmethod
+    def _make_db(tx: Transaction) -> DatabaseWriter:
+        return DatabaseWriter(tx)
 
 
 class ActionRunner(Protocol):

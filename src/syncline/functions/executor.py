@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import time
 import types
 from collections.abc import (
@@ -33,7 +32,6 @@ from collections.abc import (
     Callable,
     Coroutine,
     Generator,
-    Iterator,
     Mapping,
 )
 from typing import TYPE_CHECKING, Any
@@ -64,10 +62,6 @@ if TYPE_CHECKING:
 MAX_ARGS_BYTES = 16 * 1024 * 1024
 
 log = logging.getLogger("syncline.functions")
-
-#: Seeds for ``ctx.random``. Not the ``random`` module's shared state: a call seeding
-#: from it would move the sequence that application (and test) code draws from.
-_SEEDS = random.SystemRandom()
 
 
 def normalize_args(args: Any) -> dict[str, Any]:
@@ -138,22 +132,36 @@ class _Failure:
 class _Params:
     """What a handler accepts after ``ctx``, precomputed once per function."""
 
-    __slots__ = ("names", "required", "var_keyword")
+    __slots__ = ("always_binds", "names", "required", "var_keyword")
 
-    def __init__(self, handler: Callable[..., Any]) -> None:
-        params = list(inspect.signature(handler).parameters.values())[1:]
+    def __init__(self, fn: RegisteredFunction) -> None:
+        params = list(inspect.signature(fn.handler).parameters.values())[1:]
         kinds = inspect.Parameter
         self.var_keyword = any(p.kind is kinds.VAR_KEYWORD for p in params)
         named = [p for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)]
         self.names = frozenset(p.name for p in named)
         self.required = frozenset(p.name for p in named if p.default is kinds.empty)
+        # Validated arguments hold every required field of the validator and no other
+        # field: when those fit the handler, they always bind and need no check.
+        self.always_binds = False
+        if fn.args is not None:
+            fields = fn.args.fields
+            required_fields = {name for name, f in fields.items() if not f.is_optional}
+            self.always_binds = (self.var_keyword or self.names.issuperset(fields)) and (
+                self.required <= required_fields
+            )
+
+
+def _params(fn: RegisteredFunction) -> _Params:
+    params: _Params | None = fn.__dict__.get("_params")
+    if params is None:
+        params = fn.__dict__["_params"] = _Params(fn)
+    return params
 
 
 def bind_args(fn: RegisteredFunction, args: dict[str, Any]) -> None:
     """Check that the handler accepts these arguments, before running it."""
-    params = fn.__dict__.get("_params")
-    if params is None:
-        params = fn.__dict__["_params"] = _Params(fn.handler)
+    params = _params(fn)
     keys = args.keys()
     unexpected = [] if params.var_keyword else sorted(keys - params.names)
     missing = sorted(params.required - keys)
@@ -169,14 +177,60 @@ def bind_args(fn: RegisteredFunction, args: dict[str, Any]) -> None:
         )
 
 
+def bind_validated_args(fn: RegisteredFunction, args: dict[str, Any]) -> None:
+    """:func:`bind_args` for arguments that passed ``fn.args``: skipped when they always bind."""
+    if not _params(fn).always_binds:
+        bind_args(fn, args)
+
+
 class _Call:
-    """One call in progress: its outcome and log collector (see :meth:`Executor._call`)."""
+    """One call in progress: its outcome and log collector (see :meth:`Executor._call`).
 
-    __slots__ = ("collector", "outcome")
+    A plain context manager rather than a generator one: it runs on every call.
+    """
 
-    def __init__(self, outcome: Outcome, collector: sandbox.LogCollector) -> None:
+    __slots__ = ("collector", "executor", "outcome", "started")
+
+    def __init__(
+        self, executor: Executor, outcome: Outcome, collector: sandbox.LogCollector
+    ) -> None:
+        self.executor = executor
         self.outcome = outcome
         self.collector = collector
+        self.started = 0.0
+
+    def __enter__(self) -> _Call:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> bool:
+        outcome = self.outcome
+        suppress = False
+        if exc is not None:
+            if isinstance(exc, Exception):
+                outcome.error = exc
+            elif isinstance(exc, Interrupted):
+                # Landed after user code returned: still the limit's doing.
+                outcome.error = FunctionTimeout(f"{outcome.path} was stopped by its time limit")
+            else:
+                return False  # cancellation and the like go on
+            suppress = True
+        outcome.log_lines = self.collector.lines
+        outcome.duration_ms = (time.perf_counter() - self.started) * 1000
+        executor = self.executor
+        if outcome.error is not None and executor.log_failures:
+            log_failure(outcome)
+        for observer in executor.observers:
+            try:
+                observer(outcome)
+            except Exception:  # an observer must never break a call
+                log.exception("outcome observer failed")
+        return suppress
 
 
 class Executor:
@@ -226,32 +280,14 @@ class Executor:
         self._watchdog.close()
         self._action_loops.close(timeout=2.0)
 
-    @contextlib.contextmanager
-    def _call(self, path: str, kind: FunctionKind) -> Iterator[_Call]:
+    def _call(self, path: str, kind: FunctionKind) -> _Call:
         """Time one call, collect its logs, turn any error into its outcome, report it.
 
         ``with self._call(path, kind) as call: ...`` never raises (but for
         cancellation): an error leaving the block becomes ``call.outcome.error``.
         Then the outcome is logged if it failed and handed to the observers.
         """
-        started = time.perf_counter()
-        outcome = Outcome(path, kind)
-        call = _Call(outcome, self._collector(path))
-        try:
-            yield call
-        except Exception as exc:
-            outcome.error = exc
-        except Interrupted:  # landed after user code returned: still the limit's doing
-            outcome.error = FunctionTimeout(f"{outcome.path} was stopped by its time limit")
-        outcome.log_lines = call.collector.lines
-        outcome.duration_ms = (time.perf_counter() - started) * 1000
-        if outcome.error is not None and self.log_failures:
-            log_failure(outcome)
-        for observer in self.observers:
-            try:
-                observer(outcome)
-            except Exception:  # an observer must never break a call
-                log.exception("outcome observer failed")
+        return _Call(self, Outcome(path, kind), self._collector(path))
 
     def register_ctx_member(self, name: str, factory: CtxMemberFactory) -> None:
         """Add ``ctx.<name>`` to functions: ``factory(kind, tx, identity)`` builds it.
@@ -277,15 +313,14 @@ class Executor:
         For code that runs as a mutation without being a registered function
         (the test kit's ``run``). ``seed`` fixes ``ctx``'s random numbers.
         """
-        ctx = MutationCtx(
+        return MutationCtx(
             tx,
             identity,
             now=self.clock.now_ms(),
-            seed=_SEEDS.getrandbits(64) if seed is None else seed,
-            env=self._env(),
+            seed=seed,
+            env=self._env,
+            members=self._ctx_members,
         )
-        self._add_members(ctx, "mutation", tx, identity)
-        return ctx
 
     def resolve(
         self, path: str, kind: FunctionKind, identity: Identity, *, allow_internal: bool = False
@@ -324,20 +359,17 @@ class Executor:
         collector: sandbox.LogCollector,
         journal: str | None,
     ) -> Callable[[Transaction], Any]:
+        members = self._ctx_members
+
         def body(tx: Transaction) -> Any:
             tx.journal = journal
             try:
                 with sandbox.running("query", collector):
                     validated = validate_args(fn, args, tx)
                     ctx = QueryCtx(
-                        tx,
-                        identity,
-                        now=self.clock.now_ms(),
-                        seed=_SEEDS.getrandbits(64),
-                        env=self._env(),
+                        tx, identity, now=self.clock.now_ms(), env=self._env, members=members
                     )
-                    self._add_members(ctx, "query", tx, identity)
-                    bind_args(fn, validated)
+                    bind_validated_args(fn, validated)
                     result = self._run_handler(fn, "query", tx, ctx, validated)
                     return validate_result(fn, result, tx)
             except Exception as exc:
@@ -404,6 +436,8 @@ class Executor:
         idempotency_key: RequestKey | None = None,
         check_resent: bool = True,
     ) -> Callable[[Transaction], Any]:
+        members = self._ctx_members
+
         def body(tx: Transaction) -> Any:
             if idempotency_key is not None and check_resent:
                 done = tx.recorded_request(idempotency_key)
@@ -412,14 +446,9 @@ class Executor:
             with sandbox.running("mutation", collector):
                 validated = validate_args(fn, args, tx)
                 ctx = MutationCtx(
-                    tx,
-                    identity,
-                    now=self.clock.now_ms(),
-                    seed=_SEEDS.getrandbits(64),
-                    env=self._env(),
+                    tx, identity, now=self.clock.now_ms(), env=self._env, members=members
                 )
-                self._add_members(ctx, "mutation", tx, identity)
-                bind_args(fn, validated)
+                bind_validated_args(fn, validated)
                 result = self._run_handler(fn, "mutation", tx, ctx, validated)
                 value = validate_result(fn, result, tx)
             if extra is not None:
@@ -511,7 +540,7 @@ class Executor:
             call.outcome.path = fn.path or path
             ids = _CatalogIds(self.database)
             validated = validate_args(fn, normalize_args(args), ids)
-            bind_args(fn, validated)
+            bind_validated_args(fn, validated)
             ctx = ActionCtx(
                 identity,
                 _action_runner(self, identity, call.collector),

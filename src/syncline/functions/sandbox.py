@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import io
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from syncline.errors import DeterminismError
@@ -156,6 +155,8 @@ class _CaptureHandler(logging.Handler):
 def install() -> None:
     """Install the audit hook, stdout router and logging handler (once per process)."""
     global _installed
+    if _installed:
+        return
     with _install_lock:
         if _installed:
             return
@@ -166,22 +167,32 @@ def install() -> None:
         _installed = True
 
 
-@contextlib.contextmanager
-def running(kind: str | None, collector: LogCollector) -> Iterator[None]:
-    """Run user code as a function of ``kind`` ("query", "mutation", or None for actions)."""
-    install()
-    if not isinstance(sys.stdout, _RoutingStdout):
-        # Something (a test runner's capture, say) replaced stdout since install().
-        sys.stdout = _RoutingStdout(sys.stdout)
-    det_token = _deterministic.set(kind)
-    col_token = _collector.set(collector)
-    try:
-        yield
-    finally:
-        if isinstance(sys.stdout, _RoutingStdout):
-            sys.stdout.flush_collector(collector)
-        _collector.reset(col_token)
-        _deterministic.reset(det_token)
+class running:  # lower case: used like the function it replaced, ``with running(...)``
+    """Run user code as a function of ``kind`` ("query", "mutation", or None for actions).
+
+    A plain context manager rather than a generator one: it runs on every call.
+    """
+
+    __slots__ = ("_col_token", "_collector", "_det_token", "_kind")
+
+    def __init__(self, kind: str | None, collector: LogCollector) -> None:
+        self._kind = kind
+        self._collector = collector
+
+    def __enter__(self) -> None:
+        install()
+        if not isinstance(sys.stdout, _RoutingStdout):
+            # Something (a test runner's capture, say) replaced stdout since install().
+            sys.stdout = _RoutingStdout(sys.stdout)
+        self._det_token = _deterministic.set(self._kind)
+        self._col_token = _collector.set(self._collector)
+
+    def __exit__(self, *exc: object) -> None:
+        stdout = sys.stdout
+        if isinstance(stdout, _RoutingStdout):
+            stdout.flush_collector(self._collector)
+        _collector.reset(self._col_token)
+        _deterministic.reset(self._det_token)
 
 
 def current_collector() -> LogCollector | None:
