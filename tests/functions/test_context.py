@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from syncline import ConvexError, Int64
 from syncline.database.catalog import SYSTEM_TABLES
 from syncline.errors import InvalidId, InvalidValue, NonexistentDocument, SystemTableError
 from syncline.functions.context import DatabaseReader, DatabaseWriter, MutationCtx, QueryCtx
+from syncline.identity import ANONYMOUS
 from syncline.testing import TestBackend
 from syncline.values.ids import new_id
 
@@ -466,3 +468,63 @@ def test_errors_raised_by_handlers_abort_their_writes(t: TestBackend) -> None:
     with pytest.raises(ConvexError):
         t.run(failing)
     assert t.query("ops:scan", {"table": "t"}) == []
+
+
+# ---------------------------------------------------------------------- members built on first use
+
+
+def test_ctx_members_are_built_on_first_access_once_per_ctx(t: TestBackend) -> None:
+    built: list[str] = []
+
+    def factory(kind: str, tx: Any, identity: Any) -> Any:
+        built.append(kind)
+        return object() if kind == "mutation" else None
+
+    members = {"probe": factory}
+
+    def body(tx: Any) -> Any:
+        query_ctx = QueryCtx(tx, ANONYMOUS, now=0.0, members=members)
+        mutation_ctx = MutationCtx(tx, ANONYMOUS, now=0.0, members=members)
+        assert built == []  # nothing built with the ctx
+        assert not hasattr(query_ctx, "probe")  # the factory left it out for queries
+        with pytest.raises(AttributeError, match="probe"):
+            _ = query_ctx.probe
+        first = mutation_ctx.probe
+        assert mutation_ctx.probe is first  # kept for the next access
+        assert "probe" in dir(mutation_ctx) and "auth" in dir(query_ctx)
+        with pytest.raises(AttributeError):
+            _ = query_ctx.not_a_member
+        return built
+
+    assert t.database.write_sync(body).value == ["query", "query", "mutation"]
+
+
+def test_ctx_auth_env_and_system_reader_are_built_on_first_access(t: TestBackend) -> None:
+    calls: list[int] = []
+
+    def env() -> dict[str, str]:
+        calls.append(1)
+        return {"A": "1"}
+
+    def body(tx: Any) -> Any:
+        ctx = MutationCtx(tx, ANONYMOUS, now=0.0, env=env)
+        assert isinstance(ctx.db, DatabaseWriter) and "system" not in vars(ctx.db)
+        assert calls == []
+        assert dict(ctx.env) == {"A": "1"} and ctx.env["A"] == "1"
+        assert calls == [1]
+        assert ctx.auth.get_user_identity() is None
+        assert ctx.db.system is ctx.db.system
+        return QueryCtx(tx, ANONYMOUS, now=0.0).env
+
+    assert dict(t.database.write_sync(body).value) == {}
+
+
+def test_ctx_random_draws_a_fresh_seed_per_ctx_unless_one_is_given(t: TestBackend) -> None:
+    def body(tx: Any) -> Any:
+        fresh = [QueryCtx(tx, ANONYMOUS, now=0.0).random.random() for _ in range(3)]
+        seeded = [QueryCtx(tx, ANONYMOUS, now=0.0, seed=5).random.random() for _ in range(2)]
+        return fresh, seeded
+
+    fresh, seeded = t.database.run_read(body).value
+    assert len(set(fresh)) == 3
+    assert seeded[0] == seeded[1] == random.Random(5).random()

@@ -17,6 +17,7 @@ from syncline.errors import (
     FunctionTimeout,
     MemoryLimitExceeded,
 )
+from syncline.functions import limits as limits_module
 from syncline.functions.limits import ExecutionLimits, Watchdog, resident_bytes
 from syncline.persistence.sqlite import SqlitePersistence
 
@@ -281,3 +282,48 @@ def test_http_action_bodies_stream_across_loops(make_app: Make) -> None:
         return [chunk async for chunk in response.chunks()]
 
     assert b"".join(asyncio.run(scenario())) == b"abc"
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.01)
+
+
+def test_the_watchdog_sleeps_when_idle_and_the_next_call_still_times_out(
+    make_app: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits_module, "IDLE_TICKS", 2)
+    app = make_app(function_timeout_s=0.2, max_memory_bytes=64 * 1024**3)
+    watchdog = app.executor._watchdog
+    assert asyncio.run(app.executor.query("loops:small", {})).value == sum(range(1000))
+    _wait_until(lambda: watchdog._sleeping)  # after a few samples with no call inside
+    outcome = asyncio.run(app.executor.query("loops:spin", {}))
+    assert isinstance(outcome.error, FunctionTimeout)
+    _wait_until(lambda: watchdog._sleeping)
+    outcome = asyncio.run(app.executor.mutation("loops:spin_after_write", {}))
+    assert isinstance(outcome.error, FunctionTimeout)
+    assert asyncio.run(app.executor.query("loops:count", {})).value == 0
+
+
+def test_while_calls_come_the_watchdog_stays_awake_and_calls_do_not_wake_it(
+    make_app: Make,
+) -> None:
+    app = make_app(function_timeout_s=0.2)
+    watchdog = app.executor._watchdog
+    asyncio.run(app.executor.query("loops:small", {}))
+    assert not watchdog._sleeping  # ticking: the next call enters without a notify
+    woken: list[int] = []
+    notify = watchdog._wake.notify
+
+    def counting_notify(n: int = 1) -> None:
+        woken.append(n)
+        notify(n)
+
+    watchdog._wake.notify = counting_notify  # type: ignore[method-assign]
+    for _ in range(20):
+        asyncio.run(app.executor.query("loops:small", {}))
+    assert woken == []
+    outcome = asyncio.run(app.executor.query("loops:spin", {}))
+    assert isinstance(outcome.error, FunctionTimeout)

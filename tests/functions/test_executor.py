@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import MakeBackend
-from syncline import ConvexError, Int64, api, internal
+from syncline import ConvexError, Int64, api, internal, mutation, v
 from syncline.errors import (
     ArgumentValidationError,
     FunctionNotFound,
@@ -16,6 +18,7 @@ from syncline.errors import (
     InvalidValue,
     ReturnsValidationError,
 )
+from syncline.functions.executor import bind_args, bind_validated_args
 from syncline.functions.outcomes import Outcome, format_error
 from syncline.functions.registration import FunctionKind
 from syncline.identity import Admin
@@ -521,3 +524,47 @@ def test_the_dev_console_shows_the_request_id_and_the_file_and_line(
     assert plain[0].endswith("ValueError: boom")
     assert plain[1] == f"    [Request ID: {outcome.request_id}]"
     assert plain[2].startswith("    at broken (") and plain[2].endswith("failing.py:7)")
+
+
+# ---------------------------------------------------------------------- binding validated arguments
+
+_NAMES = ("a", "b", "c", "d")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(st.sampled_from(_NAMES), st.booleans()),
+    params=st.dictionaries(st.sampled_from(_NAMES), st.booleans()),
+    var_keyword=st.booleans(),
+    present=st.sets(st.sampled_from(_NAMES)),
+)
+def test_validated_arguments_bind_exactly_as_bind_args_says(
+    fields: dict[str, bool], params: dict[str, bool], var_keyword: bool, present: set[str]
+) -> None:
+    """``fields``: name -> optional; ``params``: name -> has a default."""
+    signature = ", ".join(
+        ["ctx"]
+        + [n for n, default in params.items() if not default]
+        + [f"{n}=None" for n, default in params.items() if default]
+        + (["**rest"] if var_keyword else [])
+    )
+    namespace: dict[str, Any] = {}
+    exec(f"def handler({signature}):\n    return None", namespace)
+    validator = v.object(
+        {n: v.optional(v.string()) if opt else v.string() for n, opt in fields.items()}
+    )
+    fn = mutation(args=validator)(namespace["handler"])
+    args = {n: "x" for n, opt in fields.items() if not opt or n in present}
+    try:
+        bind_args(fn, args)
+        expected = None
+    except ArgumentValidationError as exc:
+        expected = str(exc)
+    try:
+        bind_validated_args(fn, args)
+        got = None
+    except ArgumentValidationError as exc:
+        got = str(exc)
+    assert got == expected
+    if fn.__dict__["_params"].always_binds:
+        assert expected is None
