@@ -1,21 +1,26 @@
 from __future__ import annotations
 
 import re
+import struct
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from value_strategies import values
+from hypothesis import strategies as st
+from value_strategies import field_names, leaves, values
 
 from syncline.errors import InvalidValue, LimitExceeded
+from syncline.values.json import from_python
 from syncline.values.size import (
     MAX_DOCUMENT_SIZE,
+    NOT_FAST,
     check_document,
     check_value_limits,
+    copy_within_limits,
     nesting_depth,
     value_size,
 )
-from syncline.values.types import Int64
+from syncline.values.types import UNDEFINED, Int64
 
 PROPS = settings(max_examples=300, deadline=None)
 ID = "j5700000000000000000000000001qv0"
@@ -298,3 +303,70 @@ def test_value_size_errors() -> None:
         value_size({"a": "\ud800"})
     with pytest.raises(InvalidValue, match="nested too deeply"):
         value_size(nested(5000))
+
+
+# ---------------------------------------------------------------------- copy_within_limits
+
+
+def _strict(v: Any) -> Any:
+    """A form that tells apart what == does not: 1.0 vs True, -0.0, NaNs, list vs dict."""
+    if isinstance(v, float):
+        return ("float", struct.pack("<d", v))
+    if isinstance(v, dict):
+        return ("dict", type(v), [(type(k), k, _strict(x)) for k, x in v.items()])
+    if isinstance(v, list):
+        return ("list", type(v), [_strict(x) for x in v])
+    return (type(v), v)
+
+
+class _Str(str):
+    pass
+
+
+python_objects: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(
+        leaves,
+        st.integers(-(2**60), 2**60),
+        st.sampled_from([UNDEFINED, (1.0,), _Str("s"), bytearray(b"x"), "\ud800", 2**70]),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(
+            st.one_of(field_names, st.sampled_from(["$x", _Str("k"), "é", "k" * 70])),
+            children,
+            max_size=4,
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    obj=st.one_of(values, python_objects),
+    max_nesting=st.integers(1, 4),
+    max_size=st.integers(0, 120),
+)
+def test_copy_within_limits_is_from_python_then_check_value_limits(
+    obj: Any, max_nesting: int, max_size: int
+) -> None:
+    try:
+        expected: Any = from_python(obj)
+        check_value_limits(expected, max_nesting=max_nesting, max_size=max_size)
+    except (InvalidValue, LimitExceeded):
+        expected = NOT_FAST
+    got = copy_within_limits(obj, max_nesting=max_nesting, max_size=max_size)
+    if got is NOT_FAST:
+        return  # the caller runs the two steps themselves
+    assert expected is not NOT_FAST
+    assert _strict(got) == _strict(expected)
+    if isinstance(obj, dict | list):
+        assert got is not obj  # a copy, as from_python makes
+
+
+def test_copy_within_limits_takes_the_fast_path_for_normalized_values() -> None:
+    doc = {"_id": "abc", "_creationTime": 1.5, "body": "hi", "tags": ["a", None, True]}
+    assert copy_within_limits(doc) == doc
+    assert copy_within_limits([doc, Int64(3), b"\x00"]) == [doc, Int64(3), b"\x00"]
+    assert copy_within_limits({"n": 1}) is NOT_FAST  # a plain int needs converting
+    assert copy_within_limits("x" * 10, max_size=5) is NOT_FAST

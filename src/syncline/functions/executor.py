@@ -51,7 +51,7 @@ from syncline.functions.outcomes import Outcome, log_failure
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.identity import ANONYMOUS, Identity, is_admin
 from syncline.values.json import from_python, object_from_python
-from syncline.values.size import check_value_limits
+from syncline.values.size import NOT_FAST, check_value_limits, copy_within_limits
 from syncline.values.validators import ValidationContext, ValidatorError, validate_object
 
 if TYPE_CHECKING:
@@ -85,6 +85,10 @@ def normalize_args(args: Any) -> dict[str, Any]:
 def validate_args(
     fn: RegisteredFunction, args: dict[str, Any], tx: ValidationContext | None
 ) -> dict[str, Any]:
+    if fn.args is None:
+        value = copy_within_limits(args, max_size=MAX_ARGS_BYTES)
+        if value is not NOT_FAST:
+            return value
     try:
         value = (
             validate_object(fn.args, args, tx) if fn.args is not None else object_from_python(args)
@@ -104,6 +108,9 @@ def validate_result(fn: RegisteredFunction, value: Any, tx: ValidationContext | 
         except ValidatorError as exc:
             raise ReturnsValidationError(f"ReturnsValidationError: {exc.detail}") from None
     else:
+        copy = copy_within_limits(value)
+        if copy is not NOT_FAST:
+            return copy
         value = from_python(value)
     check_value_limits(value, what="return value")
     return value

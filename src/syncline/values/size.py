@@ -302,3 +302,81 @@ def check_document(doc: dict[str, Any]) -> int:
             code="DocumentTooLarge",
         )
     return size
+
+
+class _NotFast(Exception):
+    """The value needs :func:`~syncline.values.json.from_python`'s conversions, or breaks a limit."""
+
+
+#: What :func:`copy_within_limits` returns when it cannot decide on its own.
+NOT_FAST: Any = object()
+
+
+def copy_within_limits(
+    value: Any, *, max_nesting: int = MAX_VALUE_NESTING, max_size: int = MAX_VALUE_SIZE
+) -> Any:
+    """``from_python(value)`` and :func:`check_value_limits` on it, fused into one walk.
+
+    Handles values that are already normalized (exact ``str``/``float``/``bool``/
+    ``None``/``Int64``/``bytes``/``dict``/``list``, ASCII strings, valid field names)
+    and within the limits; for anything else (a conversion, an error) it returns
+    :data:`NOT_FAST` and the caller runs the two steps, which give the same value or
+    the exact error. Containers are copied, as ``from_python`` copies them.
+    """
+    try:
+        copy, size = _fast(value, 1, max_nesting)
+    except (_NotFast, RecursionError):
+        return NOT_FAST
+    return copy if size <= max_size else NOT_FAST
+
+
+def _fast(v: Any, depth: int, max_nesting: int) -> tuple[Any, int]:
+    t = type(v)
+    if t is str:
+        if not v.isascii():
+            raise _NotFast
+        return v, 2 + len(v)
+    if t is float or t is Int64:
+        return v, 9
+    if t is bool or v is None:
+        return v, 1
+    if t is dict:
+        if depth > max_nesting or len(v) > MAX_OBJECT_FIELDS:
+            raise _NotFast
+        known = _KNOWN_KEYS
+        out: dict[str, Any] = {}
+        total = 2
+        for k, x in v.items():
+            if type(k) is not str:
+                raise _NotFast  # str subclasses too: from_python makes them plain str
+            if k not in known:
+                try:
+                    _check_key(k)  # remembers a valid key, as from_python does
+                except _PathError:
+                    raise _NotFast from None
+            tx = type(x)
+            if tx is str and x.isascii():
+                out[k] = x
+                total += len(k) + 3 + len(x)
+            elif tx is float:
+                out[k] = x
+                total += len(k) + 10
+            else:
+                y, size = _fast(x, depth + 1, max_nesting)
+                out[k] = y
+                total += len(k) + 1 + size
+        return out, total
+    if t is list:
+        if depth > max_nesting or len(v) > MAX_ARRAY_LENGTH:
+            raise _NotFast
+        items: list[Any] = []
+        append = items.append
+        total = 2
+        for x in v:
+            y, size = _fast(x, depth + 1, max_nesting)
+            append(y)
+            total += size
+        return items, total
+    if t is bytes:
+        return v, 2 + len(v)
+    raise _NotFast
