@@ -37,6 +37,11 @@ Actions are coroutines on the action loops: their limit is enforced by
 cancellation while they await and by the same injection, step by step, while
 they compute (:meth:`Watchdog.step`).
 
+The watchdog thread wakes every :data:`SAMPLE_S` while calls come (and for
+:data:`IDLE_TICKS` samples after the last one), then sleeps until the next call
+wakes it: a call entering user code while it is awake wakes no thread, which
+would cost a context switch per call.
+
 When the server stops, :meth:`Watchdog.interrupt_all` interrupts every call
 still inside user code (``ServerShuttingDown``), so a runaway call cannot hold
 the writer, a read thread or the shutdown.
@@ -46,7 +51,8 @@ The memory ceiling
 
 The watchdog samples the process's resident set size (``/proc/self/statm``,
 about 10 µs) every :data:`SAMPLE_S` while user code runs. Growth between two
-samples is attributed to the calls inside user code in proportion to the CPU
+samples (taken while the watchdog is awake, so a call's baseline is fresh) is
+attributed to the calls inside user code in proportion to the CPU
 time their threads used (``pthread_getcpuclockid``): allocating is work. When
 the RSS passes the ceiling, the call with the largest attributed growth is
 interrupted with :class:`MemoryLimitExceeded`; its objects are freed as it
