@@ -499,7 +499,7 @@ def test_ctx_members_are_built_on_first_access_once_per_ctx(t: TestBackend) -> N
     assert t.database.write_sync(body).value == ["query", "query", "mutation"]
 
 
-def test_ctx_auth_env_and_system_reader_are_built_on_first_access(t: TestBackend) -> None:
+def test_ctx_auth_and_env_are_built_on_first_access(t: TestBackend) -> None:
     calls: list[int] = []
 
     def env() -> dict[str, str]:
@@ -508,12 +508,11 @@ def test_ctx_auth_env_and_system_reader_are_built_on_first_access(t: TestBackend
 
     def body(tx: Any) -> Any:
         ctx = MutationCtx(tx, ANONYMOUS, now=0.0, env=env)
-        assert isinstance(ctx.db, DatabaseWriter) and "system" not in vars(ctx.db)
+        assert isinstance(ctx.db, DatabaseWriter)
         assert calls == []
         assert dict(ctx.env) == {"A": "1"} and ctx.env["A"] == "1"
         assert calls == [1]
         assert ctx.auth.get_user_identity() is None
-        assert ctx.db.system is ctx.db.system
         return QueryCtx(tx, ANONYMOUS, now=0.0).env
 
     assert dict(t.database.write_sync(body).value) == {}

@@ -58,14 +58,7 @@ class DatabaseReader:
 
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
-        self._system: SystemReader | None = None
-
-    @property
-    def system(self) -> SystemReader:
-        """``db.system``: read-only access to the user-visible system tables."""
-        if self._system is None:
-            self._system = SystemReader(self._tx)
-        return self._system
+        self.system = SystemReader(tx)
 
     def _table_of(self, doc_id: str) -> str | None:
         return self._tx.table_name_of_id(doc_id)
