@@ -13,6 +13,7 @@ Also: ``/api/function`` (admin only: any kind, internal functions too),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from syncline.errors import AuthError, InvalidRequest, SynclineError
 from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.functions.registration import FunctionKind
-from syncline.identity import Identity, is_admin
+from syncline.identity import ANONYMOUS, Identity, is_admin
 from syncline.server.request_limits import MAX_API_BODY_BYTES, read_body
 from syncline.sync.protocol import decode_ts, encode_ts
 from syncline.values.json import from_json, to_clean_json, to_json
@@ -32,22 +33,25 @@ if TYPE_CHECKING:
 
 ENCODED_FORMATS = ("convex_encoded_json", "convex_json")
 CLEAN_FORMATS = ("json", "convex_clean_json")
+#: how each output format encodes a Convex value
+_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(ENCODED_FORMATS, to_json),
+    **dict.fromkeys(CLEAN_FORMATS, to_clean_json),
+}
 
 
-class _OrjsonResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+def error_answer(exc: SynclineError) -> tuple[int, bytes]:
+    """(status, JSON body) of a request that could not run a function: ``{code, message}``."""
+    return max(exc.http_status, 400), orjson.dumps(exc.to_json())
 
 
 def error_response(exc: SynclineError) -> Response:
-    status = exc.http_status if exc.http_status >= 400 else 400
-    return _OrjsonResponse(exc.to_json(), status_code=status)
+    status, body = error_answer(exc)
+    return Response(body, status_code=status, media_type="application/json")
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    body = await read_body(request, MAX_API_BODY_BYTES)
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (an empty body is ``{}``)."""
     try:
         parsed = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError as exc:
@@ -57,6 +61,10 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return parsed
 
 
+async def _json_body(request: Request) -> dict[str, Any]:
+    return parse_json_body(await read_body(request, MAX_API_BODY_BYTES))
+
+
 def _decode_args(raw: Any) -> Any:
     """Args in either format: every JSON number is a float64 (protocol §4)."""
     return {} if raw is None else from_json(raw)
@@ -64,17 +72,18 @@ def _decode_args(raw: Any) -> Any:
 
 def _format(body: dict[str, Any], default: str) -> str:
     fmt = body.get("format") or default
-    if fmt not in ENCODED_FORMATS and fmt not in CLEAN_FORMATS:
+    if not isinstance(fmt, str) or fmt not in _ENCODERS:
         raise InvalidRequest(
             f"Unsupported format {fmt!r}: use 'convex_encoded_json' or 'json'", code="BadFormat"
         )
-    return str(fmt)
+    return fmt
 
 
-def outcome_response(outcome: Outcome, *, fmt: str, dev: bool) -> Response:
-    encode = to_json if fmt in ENCODED_FORMATS else to_clean_json
+def outcome_body(outcome: Outcome, *, fmt: str, dev: bool) -> bytes:
+    """The JSON answer for a function that ran: ``{status, value | errorMessage, ...}``."""
+    encode = _ENCODERS[fmt]
     if outcome.error is None:
-        return _OrjsonResponse(
+        return orjson.dumps(
             {
                 "status": "success",
                 "value": encode(outcome.value),
@@ -89,7 +98,11 @@ def outcome_response(outcome: Outcome, *, fmt: str, dev: bool) -> Response:
     }
     if is_convex:
         body["errorData"] = encode(data)
-    return _OrjsonResponse(body)
+    return orjson.dumps(body)
+
+
+def outcome_response(outcome: Outcome, *, fmt: str, dev: bool) -> Response:
+    return Response(outcome_body(outcome, fmt=fmt, dev=dev), media_type="application/json")
 
 
 class HttpApi:
@@ -98,11 +111,32 @@ class HttpApi:
     def __init__(self, app: Application) -> None:
         self.app = app
 
+    async def identity(self, authorization: str | None, admin_key: str | None) -> Identity:
+        """The caller: an ``Authorization`` header, else an ``adminKey`` query parameter."""
+        if authorization is None:
+            if admin_key is None:
+                return ANONYMOUS
+            authorization = f"Convex {admin_key}"
+        return await self.app.identity_from_header(authorization)
+
     async def _identity(self, request: Request) -> Identity:
-        header = request.headers.get("authorization")
-        if header is None and "adminKey" in request.query_params:
-            header = f"Convex {request.query_params['adminKey']}"
-        return await self.app.identity_from_header(header)
+        return await self.identity(
+            request.headers.get("authorization"), request.query_params.get("adminKey")
+        )
+
+    async def call(
+        self, kind: FunctionKind, body: bytes, authorization: str | None, admin_key: str | None
+    ) -> tuple[int, bytes]:
+        """(status, JSON body) for a ``POST /api/query|mutation|action`` with ``body``."""
+        try:
+            parsed = parse_json_body(body)
+            fmt = _format(parsed, "json")
+            identity = await self.identity(authorization, admin_key)
+            args = _decode_args(parsed.get("args"))
+            outcome = await self._run(kind, parsed.get("path"), args, identity)
+        except SynclineError as exc:
+            return error_answer(exc)
+        return 200, outcome_body(outcome, fmt=fmt, dev=self.app.dev or is_admin(identity))
 
     async def _run(
         self,
@@ -127,18 +161,20 @@ class HttpApi:
         return await executor.action(path, args, identity=identity, allow_internal=allow_internal)
 
     def endpoint(self, kind: FunctionKind) -> Any:
+        """A Starlette handler for ``kind`` (``lean_api`` serves these paths in front of it)."""
+
         async def handle(request: Request) -> Response:
             try:
-                body = await _json_body(request)
-                fmt = _format(body, "json")
-                identity = await self._identity(request)
-                args = _decode_args(body.get("args"))
-                outcome = await self._run(kind, body.get("path"), args, identity)
-            except AuthError as exc:
-                return error_response(exc)
+                body = await read_body(request, MAX_API_BODY_BYTES)
             except SynclineError as exc:
                 return error_response(exc)
-            return outcome_response(outcome, fmt=fmt, dev=self.app.dev or is_admin(identity))
+            status, answer = await self.call(
+                kind,
+                body,
+                request.headers.get("authorization"),
+                request.query_params.get("adminKey"),
+            )
+            return Response(answer, status_code=status, media_type="application/json")
 
         return handle
 

@@ -4,7 +4,8 @@ Routes (API port, 3210 by default):
 
 * ``/api/sync`` and ``/api/{client version}/sync`` — the sync WebSocket (``ws.py``);
 * ``POST /api/query``, ``/api/mutation``, ``/api/action``, ``/api/function``,
-  ``/api/run/{path}``, ``/api/query_ts``, ``/api/debug_event`` — see ``api.py``;
+  ``/api/run/{path}``, ``/api/query_ts``, ``/api/debug_event`` — see ``api.py``
+  (the first three are served in front of everything else, ``lean_api.py``);
 * ``POST /api/storage/upload``, ``GET|HEAD /api/storage/{id}`` — files (``storage.py``);
 * ``GET /version`` — 200 with the server version once serving (readiness);
 * ``GET|POST /api/admin/env`` — environment variables, admin only (``env_api.py``);
@@ -36,6 +37,7 @@ from syncline.functions.registration import FunctionKind
 from syncline.server import admin, env_api
 from syncline.server.api import HttpApi
 from syncline.server.http_actions import HttpActionsMount, SiteApp
+from syncline.server.lean_api import LeanApi
 from syncline.server.storage import StorageApi
 from syncline.server.ws import SyncEndpoint
 from syncline.sync.limits import ConnectionLimits
@@ -91,6 +93,8 @@ def create_app(
 
     routes = [
         Route("/version", version, methods=["GET"]),
+        # A POST to these three is answered by LeanApi in front: the routes answer
+        # the other methods (405), like any route's.
         Route("/api/query", api.endpoint(FunctionKind.QUERY), methods=["POST"]),
         Route("/api/mutation", api.endpoint(FunctionKind.MUTATION), methods=["POST"]),
         Route("/api/action", api.endpoint(FunctionKind.ACTION), methods=["POST"]),
@@ -138,4 +142,7 @@ def create_app(
         exception_handlers={404: not_found, 405: method_not_allowed},
     )
     # HTTP actions are also served under /http/, outside the API's CORS layer.
-    return SyncEndpoint(application, HttpActionsMount(SiteApp(application), http_app), sync_limits)
+    endpoints = SyncEndpoint(
+        application, HttpActionsMount(SiteApp(application), http_app), sync_limits
+    )
+    return LeanApi(api, endpoints)

@@ -1,8 +1,9 @@
 """Bounds on what one HTTP request may cost the server: body size and read time.
 
-* :func:`read_body` reads a request body as it streams in and stops at the
-  limit: a chunked body of any size costs at most ``limit`` bytes of memory
-  before it is refused with HTTP 413 ``RequestTooLarge``.
+* :func:`read_body` (a Starlette request) and :func:`read_asgi_body` (raw
+  ASGI) read a request body as it streams in and stop at the limit: a chunked
+  body of any size costs at most ``limit`` bytes of memory before it is
+  refused with HTTP 413 ``RequestTooLarge``.
 * :class:`BodyGuard` (ASGI middleware, on both ports) gives every request
   body an idle deadline: when no part of it arrives for ``body_timeout_s``
   the request is answered HTTP 408 ``RequestTimeout`` and the connection is
@@ -34,6 +35,7 @@ __all__ = [
     "RequestLimits",
     "RequestTimeout",
     "RequestTooLarge",
+    "read_asgi_body",
     "read_body",
 ]
 
@@ -66,18 +68,44 @@ class RequestTimeout(InvalidRequest):
     http_status = 408
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body of ``request``, refused as soon as it passes ``limit`` bytes."""
-    length = request.headers.get("content-length")
+def _check_declared(length: str | None, limit: int) -> None:
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestTooLarge(
             f"Request body of {length} bytes is larger than the limit of {limit} bytes"
         )
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"Request body is larger than the limit of {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body of ``request``, refused as soon as it passes ``limit`` bytes."""
+    _check_declared(request.headers.get("content-length"), limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes")
+            raise _too_large(limit)
+    return bytes(body)
+
+
+async def read_asgi_body(receive: Receive, content_length: str | None, limit: int) -> bytes | None:
+    """Like :func:`read_body`, from ASGI ``receive``; ``None`` if the client went away.
+
+    ``content_length`` is the request's ``Content-Length`` header, if any.
+    """
+    _check_declared(content_length, limit)
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise _too_large(limit)
+        more = message.get("more_body", False)
     return bytes(body)
 
 
