@@ -8,11 +8,16 @@ or one whose previous response is complete) must receive the whole head
 within ``header_timeout_s`` and in at most ``max_header_bytes``; otherwise it
 is answered 408 or 431 and closed. A connection that sent nothing is closed
 silently. WebSocket upgrades end the head phase like any request.
+
+Each response with a ``content-length`` leaves in one write (one system call,
+one wake-up of the client) instead of two: its head waits for the first part
+of its body (:func:`_one_write`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -41,6 +46,68 @@ def _raw_response(status: int, reason: str, code: str, message: str) -> bytes:
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+class _Batch:
+    """Stands in for a transport while uvicorn writes one response: collects, then writes once."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+        self.close_after = False
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def close(self) -> None:
+        self.close_after = True
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def flush(self) -> None:
+        if self.parts:
+            self.transport.write(b"".join(self.parts))
+        if self.close_after:
+            self.transport.close()
+
+
+def _one_write(cycle: Any) -> Callable[[Any], Awaitable[None]]:
+    """A ``send`` for uvicorn's request-response ``cycle`` that writes head and body together.
+
+    A response start that declares its length (a HEAD's has no body to wait
+    for) is held until the next message, then both go through uvicorn's own
+    ``send`` into one write. A streamed (chunked) response is not held: its
+    head leaves at once, as before. An app that fails between the two
+    messages gets uvicorn's 500 rather than a truncated response.
+    """
+    send = cycle.send
+    held: Any = None
+
+    async def one_write_send(message: Any) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start":
+            held = None
+            if cycle.scope["method"] != "HEAD" and any(
+                name.lower() == b"content-length" for name, _ in message.get("headers", ())
+            ):
+                held = message
+                return
+        if held is None:
+            await send(message)
+            return
+        start, held = held, None
+        transport = cycle.transport
+        batch = _Batch(transport)
+        cycle.transport = batch
+        try:
+            await send(start)
+            await send(message)
+        finally:
+            cycle.transport = transport
+        batch.flush()
+
+    return one_write_send
 
 
 def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
@@ -75,6 +142,13 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
                     "The request line and headers are larger than the limit of "
                     f"{limits.max_header_bytes} bytes",
                 )
+
+        def on_headers_complete(self) -> None:
+            previous = self.cycle
+            super().on_headers_complete()
+            if self.cycle is not previous and self.cycle is not None:
+                # The app is handed ``cycle.send`` when its task first runs, after this.
+                self.cycle.send = _one_write(self.cycle)
 
         def handle_websocket_upgrade(self, *args: Any) -> None:
             self._head_done()

@@ -140,7 +140,8 @@ class BodyGuard:
             if not body_pending:
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                async with asyncio.timeout(self.body_timeout_s):  # no task per wait, as wait_for's
+                    message = await receive()
             except TimeoutError:
                 body_pending = False
                 if not response_started:
