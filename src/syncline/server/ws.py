@@ -7,7 +7,8 @@ middleware (no CORS for WebSockets, no HTTP error pages).
 
 :class:`SyncWebSocketProtocol` is the uvicorn WebSocket protocol the server
 runs with: uvicorn's own, except that a connection can be dropped even when
-its client has stopped reading (see there).
+its client has stopped reading, and that it writes the session's encoded
+frames straight to the socket (see there).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from syncline.sync.limits import ConnectionLimits
-from syncline.sync.protocol import ServerMessage, encode_server_message
 from syncline.sync.session import SyncSession
 
 if TYPE_CHECKING:
@@ -36,6 +39,9 @@ SYNC_PATH = re.compile(r"^/+api(?:/+[^/]+)?/+sync/*$")
 
 #: how long a close frame may wait for a client that does not read
 CLOSE_TIMEOUT_S = 10.0
+
+#: the scope extension under which SyncWebSocketProtocol offers its frame writer
+FRAME_WRITER = "syncline.frame_writer"
 
 
 class SyncEndpoint:
@@ -73,13 +79,19 @@ class SyncEndpoint:
                     log.debug("sync <- %s", frame[:500])
                 yield frame
 
-        async def send_message(message: ServerMessage) -> None:
-            text = encode_server_message(message)
-            if trace:
-                log.debug("sync -> %s", text[:500])
-            await send({"type": "websocket.send", "text": text})
+        write: Callable[[bytes], Awaitable[None]] | None = scope.get("extensions", {}).get(
+            FRAME_WRITER
+        )
 
-        session = SyncSession(self.application, send_message, limits=self.limits)
+        async def send_frame(frame: bytes) -> None:
+            if trace:
+                log.debug("sync -> %s", frame[:500])
+            if write is not None:
+                await write(frame)
+            else:  # another ASGI server: the standard message
+                await send({"type": "websocket.send", "text": frame.decode()})
+
+        session = SyncSession(self.application, None, send_frame=send_frame, limits=self.limits)
         close = await session.run(incoming())
         if close is not None:
             frame = {"type": "websocket.close", "code": close.code, "reason": close.reason[:123]}
@@ -98,7 +110,40 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
     sent while writes are paused goes into the buffer at once, behind what
     the client has not read, and the connection is aborted unless the client
     reads up to it (and answers) within ``CLOSE_TIMEOUT_S``.
+
+    It also offers :meth:`write_message` to the sync endpoint (as the scope
+    extension ``FRAME_WRITER``): the session's frames are encoded already, and
+    one fan-out writes thousands of them, so each goes to the transport as a
+    header plus the payload, without the ASGI message, the str round trip and
+    the websockets frame objects. That is exactly the frame websockets would
+    write when no extension was negotiated (the server runs without
+    compression); with one, frames take uvicorn's path.
     """
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][FRAME_WRITER] = self.write_message
+
+    async def write_message(self, payload: bytes) -> None:
+        """Write one text frame (UTF-8 ``payload``), honouring the transport's flow control."""
+        if not self.writable.is_set():
+            await self.writable.wait()
+        if self.disconnected:
+            raise ClientDisconnected()
+        if self.close_sent or self.conn.state is not State.OPEN or self.conn.extensions:
+            # Closing (uvicorn raises ClientDisconnected), or compressed: uvicorn's path.
+            await super().send({"type": "websocket.send", "text": payload.decode()})
+            return
+        size = len(payload)
+        if size < 126:
+            header = bytes((0x81, size))
+        elif size < 65536:
+            header = struct.pack("!BBH", 0x81, 126, size)
+        else:
+            header = struct.pack("!BBQ", 0x81, 127, size)
+        self.transport.write(header + payload)
 
     async def send(self, message: Any) -> None:
         if (

@@ -483,6 +483,11 @@ def encode_server_message(msg: ServerMessage) -> str:
     return orjson.dumps(server_message_to_json(msg)).decode()
 
 
+def encode_server_frame(msg: ServerMessage) -> bytes:
+    """The UTF-8 text of a server frame: what a socket writes, with no str round trip."""
+    return orjson.dumps(server_message_to_json(msg))
+
+
 def _version(raw: Any, what: str) -> StateVersion:
     if not isinstance(raw, dict):
         raise ProtocolError(f"{what}: expected an object")

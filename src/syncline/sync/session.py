@@ -26,8 +26,10 @@ follows whose ts is at least the mutation's commit ts. While a mutation is in
 flight, transitions are capped below its (not yet known) commit ts, so the
 client never sees that ts before the response.
 
-The transport is abstract (``send`` / ``close`` callables), so the session
-can be driven by the WebSocket endpoint or directly by tests.
+The transport is abstract, so the session can be driven by the WebSocket
+endpoint or directly by tests: ``send`` takes messages, or ``send_frame``
+takes each message's encoded text (encoded once: the bytes counted against
+the send queue are the bytes written).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ from syncline.sync.protocol import (
     StateModification,
     StateVersion,
     Transition,
-    encode_server_message,
+    encode_server_frame,
     parse_client_message,
 )
 
@@ -108,13 +110,17 @@ class SyncSession:
     def __init__(
         self,
         app: Application,
-        send: Callable[[ServerMessage], Awaitable[None]],
+        send: Callable[[ServerMessage], Awaitable[None]] | None,
         *,
+        send_frame: Callable[[bytes], Awaitable[None]] | None = None,
         ping_interval_s: float = PING_INTERVAL_S,
         limits: ConnectionLimits | None = None,
     ) -> None:
+        if (send is None) == (send_frame is None):
+            raise TypeError("SyncSession needs exactly one of send and send_frame")
         self.app = app
         self._send = send
+        self._send_frame = send_frame
         self.ping_interval_s = ping_interval_s
         self.limits = limits or ConnectionLimits()
         self.session_id = str(uuid.uuid4())
@@ -130,8 +136,8 @@ class SyncSession:
         self._min_ts = 0
         self._need_transition = False
         self._mutation_cap: int | None = None
-        #: responses waiting to be sent, each with its encoded size
-        self._outbox: deque[tuple[ServerMessage, int]] = deque()
+        #: responses waiting to be sent, each with its encoded frame
+        self._outbox: deque[tuple[ServerMessage, bytes]] = deque()
         self._outbox_bytes = 0
         #: set whenever a send completes (room may have been made in the outbox)
         self._sent = asyncio.Event()
@@ -255,7 +261,8 @@ class SyncSession:
 
     async def _enqueue(self, message: ServerMessage) -> None:
         """Queue a response, waiting for room; drop the client if it stopped reading."""
-        size = len(encode_server_message(message))
+        frame = encode_server_frame(message)
+        size = len(frame)
         limits = self.limits
         loop = asyncio.get_running_loop()
         while self._outbox and self._outbox_bytes + size > limits.max_send_queue_bytes:
@@ -271,7 +278,7 @@ class SyncSession:
                 await asyncio.wait_for(self._sent.wait(), limits.send_stall_timeout_s - stalled)
         if self._dropped.is_set():
             return
-        self._outbox.append((message, size))
+        self._outbox.append((message, frame))
         self._outbox_bytes += size
         self._wake.set()
 
@@ -514,9 +521,9 @@ class SyncSession:
         loop = asyncio.get_running_loop()
         clock = self.app.clock  # keepalive timing: a test's ManualClock drives the Pings
 
-        async def send(message: ServerMessage) -> None:
+        async def send(message: ServerMessage, frame: bytes | None = None) -> None:
             self._sending_since = loop.time()
-            await self._send(message)
+            await self._deliver(message, frame)
             self._sending_since = None
             self._last_sent = clock.monotonic()
             self._sent.set()
@@ -527,14 +534,14 @@ class SyncSession:
         try:
             while True:
                 while self._outbox:
-                    message, size = self._outbox[0]
-                    await send(message)
+                    message, frame = self._outbox[0]
+                    await send(message, frame)
                     if self._outbox and self._outbox[0][0] is message:
                         self._outbox.popleft()
-                        self._outbox_bytes -= size
+                        self._outbox_bytes -= len(frame)
                 if self._closing is not None:
                     if self._closing.message is not None:
-                        await self._send(self._closing.message)
+                        await self._deliver(self._closing.message)
                     return
                 # Cleared before building: a wake-up during the build or the send
                 # below is seen by the check after it, never lost.
@@ -553,10 +560,18 @@ class SyncSession:
         except CloseConnection as close:
             if close.message is not None:
                 with contextlib.suppress(Exception):
-                    await self._send(close.message)
+                    await self._deliver(close.message)
             self._closing = close
         finally:
             pinger.discard(self)
+
+    async def _deliver(self, message: ServerMessage, frame: bytes | None = None) -> None:
+        """Hand one message to the transport, encoding it at most once."""
+        if self._send_frame is not None:
+            await self._send_frame(encode_server_frame(message) if frame is None else frame)
+        else:
+            assert self._send is not None
+            await self._send(message)
 
     def build_transition(self) -> Transition | None:
         """The next Transition, or None if nothing needs sending or a result is pending."""
