@@ -32,10 +32,12 @@ from syncline.sync.protocol import (
     QueryRemove,
     QueryRemoved,
     QueryUpdated,
+    ServerMessage,
     StateVersion,
     Transition,
     decode_ts,
     encode_client_message,
+    encode_server_frame,
     encode_server_message,
     encode_ts,
     parse_client_message,
@@ -702,3 +704,22 @@ def test_no_error_data_is_one_marker_for_the_server_and_the_client() -> None:
 
     assert protocol.NO_ERROR_DATA is errors.NO_ERROR_DATA
     assert not errors.NO_ERROR_DATA and repr(errors.NO_ERROR_DATA) == "NO_ERROR_DATA"
+
+
+def test_encoded_frames_are_the_encoded_messages_as_utf8() -> None:
+    value = orjson.Fragment(b'{"a":[1,"\\u00e9t\\u00e9"]}')
+    messages: list[ServerMessage] = [
+        Ping(),
+        MutationResponse(3, True, "été", ts=7, log_lines=["[LOG] x"]),
+        MutationResponse(4, False, "boom", None),
+        Transition(
+            StateVersion(0, 0, 0),
+            StateVersion(1, 0, 9),
+            [QueryUpdated(0, value), QueryRemoved(1)],
+            server_ts=5,
+        ),
+    ]
+    for message in messages:
+        frame = encode_server_frame(message)
+        assert isinstance(frame, bytes)
+        assert frame == encode_server_message(message).encode()
