@@ -42,6 +42,20 @@ CLOSE_TIMEOUT_S = 10.0
 
 #: the scope extension under which SyncWebSocketProtocol offers its frame writer
 FRAME_WRITER = "syncline.frame_writer"
+#: ... and its writer that writes at once or not at all (returns whether it wrote)
+FRAME_WRITER_NOW = "syncline.frame_writer_now"
+
+
+def _frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented text frame (what a server sends) holding ``payload``."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
 
 
 class SyncEndpoint:
@@ -91,7 +105,18 @@ class SyncEndpoint:
             else:  # another ASGI server: the standard message
                 await send({"type": "websocket.send", "text": frame.decode()})
 
-        session = SyncSession(self.application, None, send_frame=send_frame, limits=self.limits)
+        write_now: Callable[[bytes], bool] | None = scope.get("extensions", {}).get(
+            FRAME_WRITER_NOW
+        )
+        if trace:
+            write_now = None  # every frame through send_frame, which logs it
+        session = SyncSession(
+            self.application,
+            None,
+            send_frame=send_frame,
+            write_frame_now=write_now,
+            limits=self.limits,
+        )
         close = await session.run(incoming())
         if close is not None:
             frame = {"type": "websocket.close", "code": close.code, "reason": close.reason[:123]}
@@ -125,6 +150,7 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"][FRAME_WRITER] = self.write_message
+            scope["extensions"][FRAME_WRITER_NOW] = self.write_message_now
 
     async def write_message(self, payload: bytes) -> None:
         """Write one text frame (UTF-8 ``payload``), honouring the transport's flow control."""
@@ -136,14 +162,20 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
             # Closing (uvicorn raises ClientDisconnected), or compressed: uvicorn's path.
             await super().send({"type": "websocket.send", "text": payload.decode()})
             return
-        size = len(payload)
-        if size < 126:
-            header = bytes((0x81, size))
-        elif size < 65536:
-            header = struct.pack("!BBH", 0x81, 126, size)
-        else:
-            header = struct.pack("!BBQ", 0x81, 127, size)
-        self.transport.write(header + payload)
+        self.transport.write(_frame(payload))
+
+    def write_message_now(self, payload: bytes) -> bool:
+        """Write one text frame if the socket takes it now, else nothing; True if written."""
+        if (
+            not self.writable.is_set()
+            or self.disconnected
+            or self.close_sent
+            or self.conn.state is not State.OPEN
+            or self.conn.extensions
+        ):
+            return False
+        self.transport.write(_frame(payload))
+        return True
 
     async def send(self, message: Any) -> None:
         if (

@@ -113,6 +113,7 @@ class SyncSession:
         send: Callable[[ServerMessage], Awaitable[None]] | None,
         *,
         send_frame: Callable[[bytes], Awaitable[None]] | None = None,
+        write_frame_now: Callable[[bytes], bool] | None = None,
         ping_interval_s: float = PING_INTERVAL_S,
         limits: ConnectionLimits | None = None,
     ) -> None:
@@ -121,6 +122,12 @@ class SyncSession:
         self.app = app
         self._send = send
         self._send_frame = send_frame
+        #: writes a frame at once if the socket can take it (False: it wrote nothing)
+        self._write_frame_now = write_frame_now
+        #: the sender is parked, waiting for a wake-up
+        self._parked = False
+        #: a Transition built for an immediate write the socket could not take
+        self._held: tuple[Transition, bytes] | None = None
         self.ping_interval_s = ping_interval_s
         self.limits = limits or ConnectionLimits()
         self.session_id = str(uuid.uuid4())
@@ -222,7 +229,39 @@ class SyncSession:
     # live-query callbacks (Subscriber protocol)
 
     def live_query_changed(self, query: LiveQuery) -> None:
-        self._wake.set()
+        if (
+            self._parked
+            and self._write_frame_now is not None
+            and not self._wake.is_set()
+            and not self._outbox
+            and self._closing is None
+        ):
+            self._push_transition()
+        else:
+            self._wake.set()
+
+    def _push_transition(self) -> None:
+        """Build and write the Transition right here, without waking the sender task.
+
+        Only while the sender is parked with nothing queued, so nothing is
+        overtaken: one commit reaching thousands of sessions costs no task
+        switch per session. Anything unusual (an expired token, a socket that
+        cannot take the frame) goes back to the sender.
+        """
+        try:
+            transition = self.build_transition()
+        except CloseConnection:
+            self._wake.set()  # the sender builds it again and closes
+            return
+        if transition is None:
+            return
+        frame = encode_server_frame(transition)
+        assert self._write_frame_now is not None
+        if self._write_frame_now(frame):
+            self._last_sent = self.app.clock.monotonic()
+        else:
+            self._held = (transition, frame)
+            self._wake.set()
 
     def live_query_split(self, query: LiveQuery) -> None:
         for state in self.queries.values():
@@ -533,6 +572,10 @@ class SyncSession:
         pinger.add(self)
         try:
             while True:
+                if self._held is not None:
+                    held, frame = self._held
+                    self._held = None
+                    await send(held, frame)
                 while self._outbox:
                     message, frame = self._outbox[0]
                     await send(message, frame)
@@ -556,7 +599,11 @@ class SyncSession:
                 if clock.monotonic() - self._last_sent >= self.ping_interval_s:
                     await send(Ping())
                     continue
-                await self._wake.wait()
+                self._parked = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._parked = False
         except CloseConnection as close:
             if close.message is not None:
                 with contextlib.suppress(Exception):
