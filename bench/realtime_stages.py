@@ -29,7 +29,8 @@ Stages (per create; for fan-out the first and the last subscriber):
 messages: send -> ``MutationResponse`` -> the ``Transition`` after it.
 
 Printed: p50/p99 of each stage's time since the previous stage, and of the
-cumulative time since the create was sent. The machine is shared: quote medians
+cumulative time since the create was sent; and the server's CPU time per
+create (from ``/proc``: robust when the machine is busy, unlike wall time). The machine is shared: quote medians
 of several runs.
 """
 
@@ -166,6 +167,7 @@ def _child(out: str, durability: str, argv: list[str]) -> None:
     # The frame reaches the socket in whichever writer this version has.
     if hasattr(ws.SyncWebSocketProtocol, "write_message"):
         _probe(events, ws.SyncWebSocketProtocol, "write_message", None, "written", always)
+        _probe(events, ws.SyncWebSocketProtocol, "write_message_now", None, "written", always)
     else:
         _probe(
             events,
@@ -403,7 +405,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _measure(port: int, n_subs: int, samples: int) -> list[tuple[int, dict[bytes, int]]]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(
+    port: int, n_subs: int, samples: int, pid: int
+) -> tuple[list[tuple[int, dict[bytes, int]]], float]:
     """Create ``samples`` messages; for each, (send time, marker -> receive times)."""
     received: list[int] = []
 
@@ -419,6 +429,7 @@ async def _measure(port: int, n_subs: int, samples: int) -> list[tuple[int, dict
     _, creator = await loop.create_connection(HTTPCreator, HOST, port)
     await asyncio.sleep(0.5)
     runs: list[tuple[int, dict[bytes, int]]] = []
+    cpu_before = _cpu_s(pid)
     for i in range(samples):
         marker = f"m{n_subs}-{i}-{uuid.uuid4().hex[:8]}"
         for s in subs:
@@ -430,13 +441,14 @@ async def _measure(port: int, n_subs: int, samples: int) -> list[tuple[int, dict
         await asyncio.wait_for(all_in, 30)
         runs.append((t0, {b"first": min(received), b"last": max(received)}))
         await asyncio.sleep(0.02)  # keep creates apart: each one's stamps stand alone
+    cpu_ms = (_cpu_s(pid) - cpu_before) * 1000 / samples
     assert creator.transport is not None
     creator.transport.close()
     for s in subs:
         assert s.ws is not None
         s.ws.close()
     await asyncio.sleep(0.3)
-    return runs
+    return runs, cpu_ms
 
 
 async def _measure_ws_creates(port: int, samples: int) -> tuple[list[float], list[float]]:
@@ -580,7 +592,7 @@ def main() -> None:
             ws_times: tuple[list[float], list[float]] | None = None
             try:
                 run(_wait_ready(port, proc))
-                runs = run(_measure(port, n_subs, args.samples))
+                runs, cpu_ms = run(_measure(port, n_subs, args.samples, proc.pid))
                 if n_subs == 1 and args.ws_creates:
                     ws_times = run(_measure_ws_creates(port, args.ws_creates))
             finally:
@@ -596,6 +608,7 @@ def main() -> None:
                 raise SystemExit("the server wrote no stamps")
             events = [(s, t) for s, t in orjson.loads(stamps.read_bytes())]
             _print(n_subs, _breakdown(runs, events))
+            print(f"  server CPU per create (all threads, incl. the HTTP create): {cpu_ms:.2f} ms")
             if ws_times is not None:
                 response, transition = ws_times
                 print(
