@@ -34,7 +34,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ import httpx
 import orjson
 import websockets
 
-from syncline._devtools import launch
+from syncline._devtools import connect_frame, launch
 
 FUNCTIONS = """
 from syncline import action, mutation, query, v
@@ -148,17 +147,7 @@ class Conn:
     @classmethod
     async def open(cls, url: str, stats: Stats) -> Conn:
         ws = await websockets.connect(url, max_size=None, ping_interval=None)
-        await ws.send(
-            orjson.dumps(
-                {
-                    "type": "Connect",
-                    "sessionId": str(uuid.uuid4()),
-                    "connectionCount": 0,
-                    "lastCloseReason": "InitialConnect",
-                    "clientTs": 0,
-                }
-            )
-        )
+        await ws.send(connect_frame())
         return cls(ws, stats)
 
     async def _read(self) -> None:

@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-import uuid
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import orjson
 import websockets
 
-from syncline._devtools import launch
+from syncline._devtools import connect_frame, launch
 
 FUNCTIONS = """
 from syncline import mutation, query, v
@@ -78,17 +77,7 @@ class Conn:
     async def open(cls, url: str) -> Conn:
         ws = await websockets.connect(url, max_size=None, ping_interval=None)
         conn = cls(ws)
-        await ws.send(
-            orjson.dumps(
-                {
-                    "type": "Connect",
-                    "sessionId": str(uuid.uuid4()),
-                    "connectionCount": 0,
-                    "lastCloseReason": "InitialConnect",
-                    "clientTs": 0,
-                }
-            )
-        )
+        await ws.send(connect_frame())
         return conn
 
     async def subscribe(self, path: str) -> None:

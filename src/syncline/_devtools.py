@@ -12,6 +12,7 @@ Not public API: a development aid shared by the test suite and the benchmarks
   ``env`` for what the server should get.
 * :func:`launch` starts one and waits until ``GET /version`` answers (the
   server reports ready only once both ports listen), retrying on a port race.
+* :func:`connect_frame` is the first message of a sync client on a new session.
 
 Every running server is listed by :func:`running` (the test suite attaches
 their logs to a failure report) and stopped at interpreter exit at the latest.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -269,6 +272,19 @@ def launch(
     return ServerProcess(project, mode=mode, env=env, args=args).run(timeout)
 
 
+def connect_frame(session_id: str | None = None) -> str:
+    """The ``Connect`` message an official client sends first on a fresh session, as JSON text."""
+    return json.dumps(
+        {
+            "type": "Connect",
+            "sessionId": session_id or str(uuid.uuid4()),
+            "connectionCount": 0,
+            "lastCloseReason": "InitialConnect",
+            "clientTs": 0,
+        }
+    )
+
+
 _RUNNING: list[ServerProcess] = []
 
 
@@ -287,6 +303,7 @@ def _stop_leftovers() -> None:  # pragma: no cover - last resort
 __all__ = [
     "ServerProcess",
     "ServerStartError",
+    "connect_frame",
     "free_port",
     "free_ports",
     "launch",
