@@ -153,6 +153,10 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
         def handle_websocket_upgrade(self, *args: Any) -> None:
             self._head_done()
             super().handle_websocket_upgrade(*args)
+            # This object is no longer the transport's protocol, so its connection_lost
+            # (which drops the parser) never runs: break the parser <-> protocol cycle
+            # here, or every WebSocket connection leaves garbage for the rare cyclic GC.
+            self.parser = None
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
