@@ -199,6 +199,19 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         await super().send(message)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # Break the reference cycles a finished connection would otherwise leave to
+        # the cyclic collector (which the server runs rarely, see ``run.py``): the
+        # scope's writers are bound methods of this protocol, and websockets' parser
+        # is a generator that holds its protocol until it has seen the end of stream.
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"].pop(FRAME_WRITER, None)
+            scope["extensions"].pop(FRAME_WRITER_NOW, None)
+        with contextlib.suppress(Exception):  # a parser that already failed is done too
+            self.conn.receive_eof()
+
     def _abort(self) -> None:
         log.info(
             "sync client %s read nothing for %.0f s after its close: connection aborted",
