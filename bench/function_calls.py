@@ -38,49 +38,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from messages_app import write_functions
+
 from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
 from syncline.functions.limits import ExecutionLimits, default_max_memory_bytes
 from syncline.persistence.sqlite import SqlitePersistence
-
-SCHEMA = """
-from syncline import define_schema, define_table, v
-
-schema = define_schema({
-    "messages": define_table({"body": v.string(), "channel": v.string()})
-    .index("by_channel", ["channel"]),
-})
-"""
-
-MESSAGES = """
-from syncline import mutation, query, v
-
-
-@mutation(args={"body": v.string(), "channel": v.string()})
-def send(ctx, body, channel):
-    return ctx.db.insert("messages", {"body": body, "channel": channel})
-
-
-@query(args={"id": v.id("messages")})
-def get(ctx, id):
-    return ctx.db.get(id)
-
-
-@query(args={"channel": v.string()})
-def latest(ctx, channel):
-    return (
-        ctx.db.query("messages")
-        .with_index("by_channel", lambda q: q.eq("channel", channel))
-        .order("desc")
-        .take(20)
-    )
-
-
-@query(args={"text": v.string(), "n": v.number()})
-def echo(ctx, text, n):
-    return {"text": text, "n": n}
-"""
 
 SCENARIOS = ("send", "get", "latest", "echo")
 SEED_MESSAGES = 500
@@ -88,9 +52,7 @@ SEED_MESSAGES = 500
 
 def open_app(root: Path, durability: str) -> Application:
     functions = root / "functions"
-    functions.mkdir()
-    (functions / "schema.py").write_text(SCHEMA)
-    (functions / "messages.py").write_text(MESSAGES)
+    write_functions(functions)
     database = Database(
         SqlitePersistence(str(root / "data.sqlite3"), durability=durability), clock=SystemClock()
     )

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
@@ -44,40 +43,9 @@ from pathlib import Path
 from typing import cast
 
 import orjson
+from messages_app import cpu_seconds, write_functions
 
 from syncline._devtools import ServerProcess, launch
-
-SCHEMA = """
-from syncline import define_schema, define_table, v
-
-schema = define_schema({
-    "messages": define_table({"body": v.string(), "channel": v.string()})
-    .index("by_channel", ["channel"]),
-})
-"""
-
-MESSAGES = """
-from syncline import mutation, query, v
-
-
-@mutation(args={"body": v.string(), "channel": v.string()})
-def send(ctx, body, channel):
-    return ctx.db.insert("messages", {"body": body, "channel": channel})
-
-
-@query(args={"id": v.id("messages")})
-def get(ctx, id):
-    return ctx.db.get(id)
-"""
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 class HttpConn(asyncio.Protocol):
@@ -286,9 +254,7 @@ async def profiled(
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="syncline-http-bench-") as tmp:
         root = Path(tmp)
-        (root / "functions").mkdir()
-        (root / "functions" / "schema.py").write_text(SCHEMA)
-        (root / "functions" / "messages.py").write_text(MESSAGES)
+        write_functions(root / "functions")
         server = launch(root, mode="serve", args=args.serve_arg)
         try:
             work = Workload(server, args)

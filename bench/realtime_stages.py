@@ -56,34 +56,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from messages_app import cpu_seconds, write_functions
 
-SCHEMA = """\
-from syncline import define_schema, define_table, v
-
-schema = define_schema({
-    "messages": define_table({"body": v.string(), "channel": v.string()})
-    .index("by_channel", ["channel"]),
-})
-"""
-
-MESSAGES = """\
-from syncline import mutation, query, v
-
-
-@mutation(args={"body": v.string(), "channel": v.string()})
-def send(ctx, body, channel):
-    return ctx.db.insert("messages", {"body": body, "channel": channel})
-
-
-@query(args={"channel": v.string()})
-def latest(ctx, channel):
-    return (
-        ctx.db.query("messages")
-        .with_index("by_channel", lambda q: q.eq("channel", channel))
-        .order("desc")
-        .take(20)
-    )
-"""
+from syncline._devtools import connect_frame, free_ports
 
 HOST = "127.0.0.1"
 CHANNEL = "fan"
@@ -276,16 +251,6 @@ class WSClient(asyncio.Protocol):
             self.transport.close()
 
 
-def _connect_message() -> dict[str, Any]:
-    return {
-        "type": "Connect",
-        "sessionId": str(uuid.uuid4()),
-        "connectionCount": 0,
-        "lastCloseReason": "InitialConnect",
-        "clientTs": 0,
-    }
-
-
 class Subscriber:
     """Subscribes to ``messages:latest {channel}``; reports when a marker arrives."""
 
@@ -297,7 +262,7 @@ class Subscriber:
 
     async def open(self, port: int) -> None:
         self.ws = await WSClient.connect(port, self._on_message)
-        self.ws.send(_connect_message())
+        self.ws.send(orjson.loads(connect_frame()))
         self.ws.send(
             {
                 "type": "ModifyQuerySet",
@@ -399,18 +364,6 @@ async def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server did not become ready")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _measure(
     port: int, n_subs: int, samples: int, pid: int
 ) -> tuple[list[tuple[int, dict[bytes, int]]], float]:
@@ -429,7 +382,7 @@ async def _measure(
     _, creator = await loop.create_connection(HTTPCreator, HOST, port)
     await asyncio.sleep(0.5)
     runs: list[tuple[int, dict[bytes, int]]] = []
-    cpu_before = _cpu_s(pid)
+    cpu_before = cpu_seconds(pid)
     for i in range(samples):
         marker = f"m{n_subs}-{i}-{uuid.uuid4().hex[:8]}"
         for s in subs:
@@ -441,7 +394,7 @@ async def _measure(
         await asyncio.wait_for(all_in, 30)
         runs.append((t0, {b"first": min(received), b"last": max(received)}))
         await asyncio.sleep(0.02)  # keep creates apart: each one's stamps stand alone
-    cpu_ms = (_cpu_s(pid) - cpu_before) * 1000 / samples
+    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / samples
     assert creator.transport is not None
     creator.transport.close()
     for s in subs:
@@ -465,7 +418,7 @@ async def _measure_ws_creates(port: int, samples: int) -> tuple[list[float], lis
                 fut.set_result(t)
 
     ws = await WSClient.connect(port, on_message)
-    ws.send(_connect_message())
+    ws.send(orjson.loads(connect_frame()))
     to_response, to_transition = [], []
     for i in range(samples):
         state.clear()
@@ -561,11 +514,9 @@ def main() -> None:
     for n_subs in counts:
         with tempfile.TemporaryDirectory(prefix="rt-stages-") as tmp:
             root = Path(tmp)
-            (root / "app" / "functions").mkdir(parents=True)
-            (root / "app" / "functions" / "schema.py").write_text(SCHEMA)
-            (root / "app" / "functions" / "messages.py").write_text(MESSAGES)
+            write_functions(root / "app" / "functions")
             (root / "data").mkdir()
-            port, site = _free_port(), _free_port()
+            port, site = free_ports(2)
             stamps = root / "stamps.json"
             cmd = [
                 sys.executable,
