@@ -29,6 +29,7 @@ freely; codes may not.
      +-- AuthError                     Unauthenticated (401): token rejected, with the reason
      +-- Forbidden                     (403): admin-only operation without the admin key
      +-- FunctionDefinitionError       a user module defines something invalid (load time)
+     +-- OptimisticConcurrencyControlFailure  a mutation kept conflicting with other commits
 """
 
 from __future__ import annotations
@@ -200,6 +201,13 @@ class Forbidden(SynclineError):
 
 class FunctionDefinitionError(SynclineError):
     code = "FunctionDefinitionError"
+
+
+class OptimisticConcurrencyControlFailure(SynclineError):
+    """A mutation conflicted with concurrent commits on every attempt; the message names the table."""
+
+    code = "OptimisticConcurrencyControlFailure"
+    http_status = 503
 
 
 class InternalError(SynclineError):

@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from blocked_writer import wait_for_committer
 
 from syncline.database.database import Database, WriteResult
 from syncline.database.query import Query
@@ -33,7 +34,10 @@ def _batch(
 
     blocked = db.submit_write(blocker, exclusive=True)
     assert entered.wait(5)
-    futures = [db.submit_write(job) for job in jobs]
+    futures = []
+    for job in jobs:  # one at a time: they reach the committer in this order
+        futures.append(db.submit_write(job))
+        wait_for_committer(db, len(futures))
     gate.set()
     blocked.result(5)
     return futures

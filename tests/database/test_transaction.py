@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from blocked_writer import wait_for_committer
 
 from syncline import UNDEFINED, ConvexError, Int64
 from syncline.clock import ManualClock
@@ -76,7 +77,11 @@ def test_creation_time_strictly_increases_across_mutations(db: Database) -> None
     times = [d["_creationTime"] for d in all_docs(db, "t")]
     assert len(times) == 40
     assert all(a < b for a, b in itertools.pairwise(times))
-    assert [d["_id"] for d in all_docs(db, "t")] == ids
+    # Sequential writes: creation order is their order. Concurrent ones run in parallel
+    # (optimistically): each gets its creation time when it runs.
+    in_order = [d["_id"] for d in all_docs(db, "t")]
+    assert in_order[:20] == ids[:20]
+    assert set(in_order) == set(ids)
 
 
 def test_creation_time_keeps_increasing_after_reopen(tmp_path: Any) -> None:
@@ -510,6 +515,7 @@ def test_group_commit_rolls_back_a_failing_mutation_alone(db: Database) -> None:
     for thread in threads:
         thread.join()
     futures["after"] = db.submit_write(lambda tx: tx.table("ghost") is None)
+    wait_for_committer(db, 8)
     gate.set()
     blocked.result(5)
 
@@ -518,9 +524,11 @@ def test_group_commit_rolls_back_a_failing_mutation_alone(db: Database) -> None:
     assert info.value.data == {"why": "bad"}
     results = {name: f.result(5) for name, f in futures.items() if name != "bad"}
     assert results["after"].value is True  # the failed mutation's new table is not visible
-    # Everything queued behind the blocker went out in one batch (one commit), in ts order.
-    assert len(batches) == 2
-    batch = batches[-1]
+    # The six inserts queued behind the blocker went out in one batch (one commit), in ts
+    # order. "after" ran at a snapshot older than that batch's new table, so it runs again
+    # (a catalog change conflicts with every older snapshot) and may commit in the next.
+    assert len(batches[1]) >= 6
+    batch = [ts for commits in batches[1:] for ts in commits]
     assert len(batch) == 7
     assert batch == sorted(batch) and len(set(batch)) == 7
     assert sorted(r.ts for r in results.values()) == batch

@@ -149,3 +149,20 @@ class Catalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
+
+    def same_as(self, other: Catalog) -> bool:
+        """The same tables, numbers and indexes (ids and fields) as ``other``."""
+        if self is other:
+            return True
+        return {n: (t.number, dict(t.indexes)) for n, t in self._by_name.items()} == {
+            n: (t.number, dict(t.indexes)) for n, t in other._by_name.items()
+        }
+
+    def by_id_tables(self) -> dict[int, int]:
+        """The id of every ``by_id`` index -> its table's number."""
+        return {
+            index.id: table.number
+            for table in self._by_name.values()
+            for index in table.indexes.values()
+            if index.name == BY_ID
+        }

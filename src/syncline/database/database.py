@@ -1,20 +1,34 @@
-"""The database: snapshot reads on a thread pool, serial writes with group commit.
-
-Writes (mutations, system updates) are functions ``fn(tx) -> result`` queued
-to a single writer thread. The writer takes everything queued (up to
-``max_batch``), opens one storage transaction, and runs each function in its
-own savepoint with its own commit timestamp; a function that raises is rolled
-back alone. One COMMIT (one fsync) then makes the whole batch durable, after
-which the commits are published to listeners in ts order and the callers'
-futures resolve. Because writes are serial there are no write conflicts on
-SQLite: serial execution is serializable.
+"""The database: snapshot reads and optimistic mutations on threads, one committer.
 
 Reads are functions run against a snapshot whose ``ts`` is known; they never
 block the writer.
 
+Writes (mutations, system updates) are functions ``fn(tx) -> result``. A write
+runs optimistically on a mutation thread, at a snapshot, with its writes
+buffered in memory (``overlay.py``); the committer thread then takes every
+write that is ready and, inside one storage transaction holding the store's
+write lock, checks each one's read set against every commit after its
+snapshot (other processes' included, read from the commit log, and earlier
+writes of the same batch). A write whose reads are still current gets the
+next ts and its buffer is applied; one that conflicts runs again at a newer
+snapshot. One COMMIT (one fsync) makes the batch durable, after which the
+commits are published to listeners in ts order and the callers' futures
+resolve. Outcomes are serializable in ts order.
+
+Some writes run on the committer itself, under the lock, on the writer's
+connection (where they cannot conflict): ``exclusive`` jobs (schema changes,
+import), writes that change the catalog (creating a table), and writes that
+conflicted on every optimistic attempt, so that a hot key slows a mutation
+down but never fails it.
+
+State several processes share lives in the store, not here: at commit time
+the last ts, the catalog version and the creation-time floor are read under
+the lock; a snapshot carries its catalog version, and the catalog and schema
+are reloaded when it differs from the one held.
+
 Timestamps are nanoseconds since the epoch, strictly increasing, and never
-reused across restarts: a new ts is ``max(last + 1, now)`` and the last one is
-stored with every commit.
+reused across restarts or processes: a new ts is ``max(last + 1, now)``, with
+``last`` the store's.
 """
 
 from __future__ import annotations
@@ -23,11 +37,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import orjson
 
@@ -40,12 +55,28 @@ from syncline.database.catalog import (
     IndexInfo,
     TableInfo,
 )
+from syncline.database.overlay import BufferedWrites, NeedsLock
+from syncline.database.publisher import CommitListener, CommitPublisher
 from syncline.database.read_threads import ReadThreads
 from syncline.database.reads import ReadSet
 from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
-from syncline.database.writes import Commit, WriteSet
-from syncline.errors import InternalError, SchemaDefinitionError
+from syncline.database.writes import (
+    CATALOG_CHANGED,
+    SCHEMA_CHANGED,
+    Commit,
+    WriteSet,
+    decode_write_set,
+    encode_write_set,
+)
+from syncline.errors import (
+    InternalError,
+    OptimisticConcurrencyControlFailure,
+    SchemaDefinitionError,
+)
 from syncline.persistence.base import (
+    CATALOG_VERSION_GLOBAL,
+    TS_GLOBAL,
+    CommitRow,
     LogEntry,
     MutationRecord,
     Persistence,
@@ -58,13 +89,16 @@ from syncline.values.validators import ValidatorError
 if TYPE_CHECKING:
     from syncline.schema import Schema
 
+__all__ = ["CommitListener", "Database", "ReadResult", "SchemaChange", "WriteResult"]
+
 T = TypeVar("T")
 log = logging.getLogger("syncline.database")
 
 #: rows read from storage per round trip by :meth:`Database.scan_table`
 SCAN_BATCH = 1000
+#: commit-log rows read per round trip when catching up with other processes
+COMMITS_BATCH = 1000
 
-_TS_KEY = "ts"
 _CREATION_TIME_KEY = "creation_time"
 _SCHEMA_KEY = "schema"
 
@@ -86,15 +120,76 @@ class WriteResult(Generic[T]):
     writes: WriteSet
 
 
-@dataclass(slots=True)
+class _CatalogState(NamedTuple):
+    """The catalog and schema as of one catalog version of the store."""
+
+    version: int
+    catalog: Catalog
+    schema: Schema | None
+    by_id_tables: Mapping[int, int]
+
+
+def _load_state(conn: ReadConnection) -> _CatalogState:
+    catalog = Catalog.from_rows(conn.tables(), conn.indexes())
+    raw_schema = conn.get_global(_SCHEMA_KEY)
+    schema = None
+    if raw_schema:
+        from syncline.schema import Schema
+
+        schema = Schema.from_json(orjson.loads(raw_schema))
+    return _CatalogState(conn.catalog_version, catalog, schema, catalog.by_id_tables())
+
+
+class _CreationClock:
+    """``_creationTime`` values for every transaction of one database (thread-safe).
+
+    Strictly increasing in the order they are issued, and never below the
+    transaction's ts or the clock (both in ms). The floor is stored with each
+    commit and raised from the store at every batch, so it also survives
+    restarts and follows other processes' commits.
+    """
+
+    def __init__(self, clock: Clock, floor: float) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.floor = floor
+
+    def __call__(self, ts: int) -> float:
+        candidate = max(ts, self._clock.now_ns()) / 1_000_000
+        with self._lock:
+            if candidate <= self.floor:
+                candidate = math.nextafter(self.floor, math.inf)
+            self.floor = candidate
+            return candidate
+
+    def raise_floor(self, floor: float) -> None:
+        with self._lock:
+            self.floor = max(self.floor, floor)
+
+
+@dataclass(slots=True, eq=False)
 class _WriteJob:
     fn: Callable[[Transaction], Any]
     #: a concurrent future (sync callers), or an asyncio future (resolved on its loop)
     future: concurrent.futures.Future[Any] | asyncio.Future[Any]
     exclusive: bool = False
+    #: run on the committer, on the writer's connection, under the lock
+    locked: bool = False
+    started: bool = False
+    #: optimistic attempts made so far
+    attempts: int = 0
+    #: the last optimistic attempt: its transaction, buffer, and outcome
+    tx: Transaction | None = None
+    buffer: BufferedWrites | None = None
+    outcome: Any = None
+    failed: bool = False
+    catalog_version: int = 0
 
     def start(self) -> bool:
         """False if the caller gave up (cancelled) before the job ran."""
+        if self.started:
+            return True
+        self.started = True
         if isinstance(self.future, concurrent.futures.Future):
             return self.future.set_running_or_notify_cancel()
         return not self.future.cancelled()
@@ -120,7 +215,20 @@ class SchemaChange:
     created_tables: list[str] = field(default_factory=list)
 
 
-CommitListener = Callable[[list[Commit]], None]
+@dataclass(slots=True)
+class _Batch:
+    """What one group commit has done so far (on the committer thread)."""
+
+    conn: WriteConnection
+    state: _CatalogState
+    catalog: Catalog
+    schema: Schema | None
+    catalog_changed: bool = False
+    outcomes: list[tuple[_WriteJob, Any]] = field(default_factory=list)
+    commits: list[Commit] = field(default_factory=list)
+    log_entries: list[LogEntry] = field(default_factory=list)
+    requests: dict[tuple[str, int], MutationRecord] = field(default_factory=dict)
+    retry: list[_WriteJob] = field(default_factory=list)
 
 
 class Database:
@@ -132,6 +240,9 @@ class Database:
         limits: Limits = DEFAULT_LIMITS,
         max_batch: int = 512,
         read_threads: int = 4,
+        mutation_threads: int = 1,
+        optimistic_attempts: int = 4,
+        locked_fallback: bool = True,
         log_retention_ns: int = 3600 * 10**9,
         session_request_retention_ns: int = 3600 * 10**9,
     ) -> None:
@@ -139,31 +250,41 @@ class Database:
         self.clock = clock or SystemClock()
         self.limits = limits
         self.max_batch = max_batch
+        #: optimistic runs of one mutation before it runs under the lock (or fails)
+        self.optimistic_attempts = optimistic_attempts
+        #: after ``optimistic_attempts`` conflicts, run under the lock rather than fail
+        self.locked_fallback = locked_fallback
         self.log_retention_ns = log_retention_ns
         #: how long a client's mutation results are kept for de-duplicating re-sends
         self.session_request_retention_ns = session_request_retention_ns
-        self._listeners: list[CommitListener] = []
         self._queue: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
         self._reads: ReadThreads[Callable[[Transaction], Any], ReadResult[Any]] = ReadThreads(
             self.run_read, threads=read_threads, name="syncline-read"
         )
+        #: threads running optimistic writes. One keeps writes submitted in a row running
+        #: (and, absent conflicts, committing) in that order, and costs the least CPU under
+        #: the GIL; more let one slow mutation share the process with others.
+        self._mutation_thread_count = mutation_threads
+        self._mutation_jobs: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
+        self._mutation_threads: list[threading.Thread] = []
+        #: guards starting mutation threads, handing them jobs, and closing
+        self._run_lock = threading.Lock()
+        self._closing = False
         self._closed = False
         self._commits_since_prune = 0
+        #: optimistic retries so far (a conflict found at commit), for benchmarks and tests
+        self.conflicts = 0
 
         reader = persistence.reader()
         try:
             self._last_ts = reader.ts
-            self._catalog = Catalog.from_rows(reader.tables(), reader.indexes())
+            self._state = _load_state(reader)
             raw_ct = reader.get_global(_CREATION_TIME_KEY)
-            self._creation_time = float(raw_ct) if raw_ct else 0.0
-            raw_schema = reader.get_global(_SCHEMA_KEY)
         finally:
             persistence.release_reader(reader)
-        self._schema: Schema | None = None
-        if raw_schema:
-            from syncline.schema import Schema
-
-            self._schema = Schema.from_json(orjson.loads(raw_schema))
+        self._state_lock = threading.Lock()
+        self._creation = _CreationClock(self.clock, float(raw_ct) if raw_ct else 0.0)
+        self._publisher = CommitPublisher(self._last_ts)
 
         self._writer = threading.Thread(
             target=self._writer_loop, name="syncline-writer", daemon=True
@@ -199,7 +320,7 @@ class Database:
         """One consistent snapshot of storage and the catalog as of it, for :meth:`scan_table`."""
         conn = self.persistence.reader()
         try:
-            yield conn, Catalog.from_rows(conn.tables(), conn.indexes())
+            yield conn, self._state_of(conn).catalog
         finally:
             self.persistence.release_reader(conn)
 
@@ -207,26 +328,86 @@ class Database:
 
     @property
     def catalog(self) -> Catalog:
-        return self._catalog
+        """The newest catalog this process knows (another process's change: after a read or
+        :meth:`catch_up` sees it)."""
+        return self._state.catalog
 
     @property
     def schema(self) -> Schema | None:
-        return self._schema
+        return self._state.schema
 
     @property
     def last_ts(self) -> int:
-        return self._last_ts
+        """The ts of the last commit published to the listeners."""
+        return self._publisher.published_ts
+
+    @property
+    def pending_commits(self) -> int:
+        """Writes run (or to run under the lock) and waiting for the committer."""
+        return self._queue.qsize()
+
+    def _state_of(self, conn: ReadConnection) -> _CatalogState:
+        """The catalog and schema of ``conn``'s snapshot (reloaded if its version is new)."""
+        state = self._state
+        if conn.catalog_version == state.version:
+            return state
+        loaded = _load_state(conn)
+        with self._state_lock:
+            if loaded.version > self._state.version:
+                self._state = loaded
+        return loaded
 
     def add_commit_listener(self, listener: CommitListener) -> None:
-        """Call ``listener(commits)`` after every durable commit, in ts order.
+        """Call ``listener(commits)`` after every durable commit, in ts order, each once.
 
-        Listeners run on the writer thread before callers see their results:
-        keep them quick and never block (hand the work to another thread or loop).
+        Commits of this process (``Commit.local``) and of other processes
+        sharing the store (published by the committer or :meth:`catch_up`).
+        Listeners run on the publishing thread, under the publication lock,
+        before callers see their results: keep them quick and never block
+        (hand the work to another thread or loop).
         """
-        self._listeners.append(listener)
+        self._publisher.add_listener(listener)
 
     def remove_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.remove(listener)
+        self._publisher.remove_listener(listener)
+
+    def catch_up(self) -> int:
+        """Publish every commit in the store newer than the last one published; how many.
+
+        For a process sharing the store with others: their commits reach this
+        process's listeners (``local=False``) in ts order, each exactly once,
+        even when this races with the committer. Thread-safe; cheap when
+        nothing is new (one snapshot read).
+        """
+        conn = self.persistence.reader()
+        try:
+            publisher = self._publisher
+            if conn.ts <= publisher.published_ts:
+                return 0
+            self._state_of(conn)  # listeners may need a table another process created
+            with publisher.lock:
+                commits = self._read_commits(
+                    conn, publisher.published_ts, stop=publisher.committing_from
+                )
+                return publisher.publish(commits)
+        finally:
+            self.persistence.release_reader(conn)
+
+    @staticmethod
+    def _read_commits(conn: ReadConnection, after: int, *, stop: int | None) -> list[Commit]:
+        """The commit log above ``after`` in ``conn``, as foreign commits, below ``stop``."""
+        commits: list[Commit] = []
+        while True:
+            rows = conn.commits_since(after, limit=COMMITS_BATCH)
+            for row in rows:
+                if stop is not None and row.ts >= stop:
+                    return commits
+                commits.append(
+                    Commit(row.ts, decode_write_set(row.writes), local=False, flags=row.flags)
+                )
+            if len(rows) < COMMITS_BATCH:
+                return commits
+            after = rows[-1].ts
 
     # ------------------------------------------------------------------ reads
 
@@ -234,8 +415,9 @@ class Database:
         """Run ``fn`` on a fresh snapshot, in the calling thread."""
         conn = self.persistence.reader()
         try:
+            state = self._state_of(conn)
             tx = Transaction(
-                conn, self._catalog, ts=conn.ts, schema=self._schema, limits=self.limits
+                conn, state.catalog, ts=conn.ts, schema=state.schema, limits=self.limits
             )
             value = fn(tx)
             return ReadResult(value, conn.ts, tx.read_set, tx.journal_out)
@@ -253,24 +435,96 @@ class Database:
     def submit_write(
         self, fn: Callable[[Transaction], T], *, exclusive: bool = False
     ) -> concurrent.futures.Future[WriteResult[T]]:
-        """Queue ``fn`` for the writer; the future resolves after its commit is durable."""
-        if self._closed:
-            raise InternalError("The database is closed")
+        """Queue ``fn`` as a write; the future resolves after its commit is durable.
+
+        ``exclusive`` runs it alone, on the committer under the store's write lock
+        (schema changes, import, whole-table work).
+        """
         future: concurrent.futures.Future[WriteResult[T]] = concurrent.futures.Future()
-        self._queue.put(_WriteJob(fn, future, exclusive=exclusive))
+        self._submit(_WriteJob(fn, future, exclusive=exclusive, locked=exclusive))
         return future
 
     def write_sync(self, fn: Callable[[Transaction], T]) -> WriteResult[T]:
         return self.submit_write(fn).result()
 
     async def write(self, fn: Callable[[Transaction], T]) -> WriteResult[T]:
-        """Queue ``fn`` for the writer and await its durable commit."""
-        if self._closed:
-            raise InternalError("The database is closed")
+        """Run ``fn`` as a write and await its durable commit."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult[T]] = loop.create_future()
-        self._queue.put(_WriteJob(fn, future))
+        self._submit(_WriteJob(fn, future))
         return await future
+
+    def _submit(self, job: _WriteJob) -> None:
+        if self._closed:
+            raise InternalError("The database is closed")
+        if job.locked:
+            self._queue.put(job)
+        else:
+            self._run_optimistically([job])
+
+    def _run_optimistically(self, jobs: list[_WriteJob]) -> None:
+        """Hand ``jobs`` to the mutation threads (to the committer, locked, once closing)."""
+        with self._run_lock:
+            if self._closing:
+                for job in jobs:
+                    job.locked = True
+                    self._queue.put(job)
+                return
+            if not self._mutation_threads:
+                self._mutation_threads = [
+                    threading.Thread(
+                        target=self._mutation_loop, name=f"syncline-mutation-{i}", daemon=True
+                    )
+                    for i in range(self._mutation_thread_count)
+                ]
+                for thread in self._mutation_threads:
+                    thread.start()
+            for job in jobs:
+                self._mutation_jobs.put(job)
+
+    def _mutation_loop(self) -> None:
+        while True:
+            job = self._mutation_jobs.get()
+            if job is None:
+                return
+            if not job.start():
+                continue
+            try:
+                self._execute(job)
+            except BaseException as exc:  # storage failed before the function could run
+                error = InternalError(f"Mutation could not start: {exc}")
+                error.__cause__ = exc
+                self._resolve([(job, error)])
+                continue
+            self._queue.put(job)
+
+    def _execute(self, job: _WriteJob) -> None:
+        """One optimistic attempt: run ``job`` at a fresh snapshot, writes buffered."""
+        job.attempts += 1
+        conn = self.persistence.reader()
+        try:
+            state = self._state_of(conn)
+            buffer = BufferedWrites(conn, state.by_id_tables)
+            tx = Transaction(
+                buffer,
+                state.catalog,
+                ts=conn.ts,
+                schema=state.schema,
+                limits=self.limits,
+                creation_clock=self._creation,
+            )
+            job.tx, job.buffer, job.catalog_version = tx, buffer, conn.catalog_version
+            try:
+                job.outcome, job.failed = job.fn(tx), False
+            except NeedsLock:
+                job.locked = True
+                job.tx = job.buffer = job.outcome = None
+            except BaseException as exc:
+                # Checked at commit like a result: a failure seen at a stale snapshot
+                # (an insufficient balance, say) is retried as well.
+                job.outcome, job.failed = exc, True
+        finally:
+            self.persistence.release_reader(conn)
 
     def _next_ts(self) -> int:
         ts = max(self._last_ts + 1, self.clock.now_ns())
@@ -308,88 +562,204 @@ class Database:
         if not live:
             return
         conn = self.persistence.begin_write()
-        catalog = catalog_before = self._catalog
-        schema = self._schema
-        creation_time = self._creation_time
         ts_before = self._last_ts
-        outcomes: list[tuple[_WriteJob, WriteResult[Any] | BaseException]] = []
-        commits: list[Commit] = []
-        log_entries: list[LogEntry] = []
-        requests: dict[tuple[str, int], MutationRecord] = {}
+        publisher = self._publisher
         try:
+            self._absorb_foreign_commits(conn)
+            state = self._state
+            raw_ct = conn.get_global(_CREATION_TIME_KEY)
+            if raw_ct:
+                self._creation.raise_floor(float(raw_ct))
+            batch_state = _Batch(conn, state, state.catalog, state.schema)
+            self._last_ts = max(self._last_ts, conn.ts)
             for job in live:
-                ts = self._next_ts()
-                # Until a function succeeds the transaction holds nothing to keep: a
-                # failure rolls it all back, so the first function needs no savepoint
-                # (at low load, a batch is one function).
-                guarded = bool(commits)
-                if guarded:
-                    conn.savepoint()
-                tx = Transaction(
-                    conn,
-                    catalog,
-                    ts=ts,
-                    schema=schema,
-                    limits=self.limits,
-                    creation_time_floor=creation_time,
-                    batch_requests=requests,
+                if job.locked:
+                    self._run_locked(batch_state, job)
+                else:
+                    self._commit_optimistic(batch_state, job)
+            self._finish_batch(batch_state)
+            with publisher.lock:
+                publisher.committing_from = (
+                    batch_state.commits[0].ts if batch_state.commits else None
                 )
-                try:
-                    value = job.fn(tx)
-                except BaseException as exc:
-                    if guarded:
-                        conn.rollback_to()
-                    else:
-                        conn.restart()
-                    outcomes.append((job, exc))
-                    continue
-                if guarded:
-                    conn.release()
-                log_entries.extend(tx.log_entries())
-                for record in tx.request_records:
-                    requests[record[0], record[1]] = record
-                catalog = tx.catalog
-                schema = tx.schema
-                creation_time = tx.creation_time_floor
-                outcomes.append((job, WriteResult(value, ts, tx.read_set, tx.writes)))
-                commits.append(Commit(ts, tx.writes))
-            if log_entries:
-                conn.append_log(log_entries)
-            if requests:
-                conn.put_mutation_requests(list(requests.values()))
-            if commits:
-                # Snapshots name the last *published* commit; a failed mutation's
-                # ts is never visible (and is never reused: _last_ts moved past it).
-                conn.set_globals(
-                    {
-                        _TS_KEY: str(commits[-1].ts).encode(),
-                        _CREATION_TIME_KEY: repr(creation_time).encode(),
-                    }
-                )
-            self._maybe_prune(conn)
-            # Publish the catalog before the data becomes visible: a reader takes its
-            # snapshot first and the catalog second, so it must never find rows of a
-            # table its catalog does not know. (A table known early just reads empty.)
-            self._catalog = catalog
             self.persistence.commit_write(conn)
         except BaseException as exc:
-            self._catalog = catalog_before
+            with publisher.lock:
+                publisher.committing_from = None
             self.persistence.abort_write(conn)
             self._last_ts = max(ts_before, self._last_ts)
             error = InternalError(f"Commit failed: {exc}")
             error.__cause__ = exc
             self._resolve([(job, error) for job in live])
             return
-        self._catalog = catalog
-        self._schema = schema
-        self._creation_time = creation_time
-        if commits:
-            for listener in self._listeners:
-                try:
-                    listener(commits)
-                except Exception:
-                    log.exception("commit listener failed")
-        self._resolve(outcomes)
+        if batch_state.catalog_changed or batch_state.schema is not state.schema:
+            version = state.version + 1
+            with self._state_lock:
+                self._state = _CatalogState(
+                    version,
+                    batch_state.catalog,
+                    batch_state.schema,
+                    batch_state.catalog.by_id_tables(),
+                )
+        with publisher.lock:
+            publisher.committing_from = None
+            publisher.publish(batch_state.commits)
+        self._resolve(batch_state.outcomes)
+        if batch_state.retry:
+            self._run_optimistically(batch_state.retry)
+
+    def _absorb_foreign_commits(self, conn: WriteConnection) -> None:
+        """Under the lock: publish other processes' commits, reload a changed catalog.
+
+        Every commit of this process is published before its next batch
+        begins, so whatever the log holds above the last published ts is
+        another process's.
+        """
+        publisher = self._publisher
+        if conn.ts > publisher.published_ts:
+            with publisher.lock:
+                publisher.publish(self._read_commits(conn, publisher.published_ts, stop=None))
+        if conn.catalog_version != self._state.version:
+            state = _load_state(conn)
+            with self._state_lock:
+                self._state = state
+
+    def _run_locked(self, batch: _Batch, job: _WriteJob) -> None:
+        """Run ``job`` on the writer's connection at the next ts (it cannot conflict)."""
+        conn = batch.conn
+        ts = self._next_ts()
+        # Until a function succeeds the transaction holds nothing to keep: a
+        # failure rolls it all back, so the first function needs no savepoint
+        # (at low load, a batch is one function).
+        guarded = bool(batch.commits)
+        if guarded:
+            conn.savepoint()
+        tx = Transaction(
+            conn,
+            batch.catalog,
+            ts=ts,
+            schema=batch.schema,
+            limits=self.limits,
+            creation_clock=self._creation,
+            batch_requests=batch.requests,
+        )
+        try:
+            value = job.fn(tx)
+        except BaseException as exc:
+            if guarded:
+                conn.rollback_to()
+            else:
+                conn.restart()
+            batch.outcomes.append((job, exc))
+            return
+        if guarded:
+            conn.release()
+        batch.log_entries.extend(tx.log_entries())
+        for record in tx.request_records:
+            batch.requests[record[0], record[1]] = record
+        flags = 0
+        if tx.catalog is not batch.catalog and not tx.catalog.same_as(batch.catalog):
+            flags |= CATALOG_CHANGED
+        if tx.schema is not batch.schema:
+            flags |= SCHEMA_CHANGED
+        if flags:
+            batch.catalog_changed = True
+        batch.catalog, batch.schema = tx.catalog, tx.schema
+        batch.outcomes.append((job, WriteResult(value, ts, tx.read_set, tx.writes)))
+        batch.commits.append(Commit(ts, tx.writes, flags=flags))
+
+    def _conflict(self, batch: _Batch, job: _WriteJob) -> str | None:
+        """The table of a write committed after ``job``'s snapshot that it read; else None."""
+        tx = job.tx
+        assert tx is not None
+        if job.catalog_version != batch.state.version or batch.catalog_changed:
+            return "(the catalog)"
+        after = self._publisher.commits_after(tx.ts)
+        if after is None:
+            return "(commits older than the conflict window)"
+        read_set = tx.read_set
+        for commit in (*after, *batch.commits):
+            if commit.ts > tx.ts:
+                index = read_set.overlapping_index(commit.writes.keys)
+                if index is not None:
+                    return repr(index.rpartition(".")[0])
+        return None
+
+    def _commit_optimistic(self, batch: _Batch, job: _WriteJob) -> None:
+        """Check ``job``'s reads; apply its buffered writes at the next ts, or retry it."""
+        table = self._conflict(batch, job)
+        if table is not None:
+            self.conflicts += 1
+            job.tx = job.buffer = job.outcome = None
+            if job.attempts < self.optimistic_attempts:
+                batch.retry.append(job)
+            elif self.locked_fallback:
+                self._run_locked(batch, job)
+            else:
+                batch.outcomes.append(
+                    (
+                        job,
+                        OptimisticConcurrencyControlFailure(
+                            f"Documents read from or written to the table {table} changed "
+                            f"while this mutation was being run, on each of its "
+                            f"{job.attempts} attempts"
+                        ),
+                    )
+                )
+            return
+        tx, buffer = job.tx, job.buffer
+        assert tx is not None and buffer is not None
+        if job.failed:
+            batch.outcomes.append((job, job.outcome))
+            return
+        conn = batch.conn
+        ts = self._next_ts()
+        guarded = bool(batch.commits)
+        if guarded:
+            conn.savepoint()
+        try:
+            records = buffer.apply(conn, ts)
+        except BaseException as exc:
+            if guarded:
+                conn.rollback_to()
+            else:
+                conn.restart()
+            error = InternalError(f"Commit failed: {exc}")
+            error.__cause__ = exc
+            batch.outcomes.append((job, error))
+            return
+        if guarded:
+            conn.release()
+        batch.log_entries.extend(
+            LogEntry(ts, e.doc_id, e.table_number, e.value) for e in tx.log_entries()
+        )
+        for record in records:
+            batch.requests[record[0], record[1]] = record
+        batch.outcomes.append((job, WriteResult(job.outcome, ts, tx.read_set, tx.writes)))
+        batch.commits.append(Commit(ts, tx.writes))
+        job.tx = job.buffer = None
+
+    def _finish_batch(self, batch: _Batch) -> None:
+        """Store the batch's log, records, commit-log rows and globals (before COMMIT)."""
+        conn = batch.conn
+        if batch.log_entries:
+            conn.append_log(batch.log_entries)
+        if batch.requests:
+            conn.put_mutation_requests(list(batch.requests.values()))
+        if batch.commits:
+            conn.append_commits(
+                [CommitRow(c.ts, c.flags, encode_write_set(c.writes)) for c in batch.commits]
+            )
+            # Snapshots name the last *published* commit; a failed mutation's
+            # ts is never visible (and is never reused: _last_ts moved past it).
+            values = {
+                TS_GLOBAL: str(batch.commits[-1].ts).encode(),
+                _CREATION_TIME_KEY: repr(self._creation.floor).encode(),
+            }
+            if batch.catalog_changed or batch.schema is not batch.state.schema:
+                values[CATALOG_VERSION_GLOBAL] = str(batch.state.version + 1).encode()
+            conn.set_globals(values)
+        self._maybe_prune(conn)
 
     @staticmethod
     def _resolve(outcomes: list[tuple[_WriteJob, Any]]) -> None:
@@ -434,7 +804,7 @@ class Database:
         raises SchemaDefinitionError naming the table, document and problem,
         and changes nothing. Then tables are created, indexes added (and
         backfilled) or dropped to match, and the schema is stored — all in one
-        transaction.
+        transaction, under the store's write lock.
         """
 
         def apply(tx: Transaction) -> SchemaChange:
@@ -476,9 +846,17 @@ class Database:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
+        """Finish every write submitted so far, then stop the threads and the storage."""
         if self._closed:
             return
         self._closed = True
+        with self._run_lock:
+            self._closing = True
+            threads = self._mutation_threads
+            for _ in threads:
+                self._mutation_jobs.put(None)
+        for thread in threads:
+            thread.join(timeout=30)
         self._queue.put(None)
         self._writer.join(timeout=30)
         self._reads.close()

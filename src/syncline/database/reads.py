@@ -73,6 +73,10 @@ class ReadSet:
 
     def overlaps(self, writes: Mapping[str, Iterable[bytes]]) -> bool:
         """Does any written key (old or new, of any index) fall in an interval read?"""
+        return self.overlapping_index(writes) is not None
+
+    def overlapping_index(self, writes: Mapping[str, Iterable[bytes]]) -> str | None:
+        """The name of an index where a written key falls in an interval read, or None."""
         for name, keys in writes.items():
             intervals = self._intervals.get(name)
             if not intervals:
@@ -80,8 +84,8 @@ class ReadSet:
             for key in keys:
                 for interval in intervals:
                     if interval.start <= key < interval.end:
-                        return True
-        return False
+                        return name
+        return None
 
     def __repr__(self) -> str:
         return f"ReadSet({self._intervals!r})"

@@ -62,6 +62,11 @@ if TYPE_CHECKING:
     from syncline.schema import Schema
 
 _NO_GUARD: AbstractContextManager[Any] = nullcontext()
+#: pseudo-indexes in read and write sets: a client mutation record (session id, request
+#: id) and a used upload token, so that two transactions checking and recording the same
+#: one conflict like any read and write of one document
+REQUESTS_PSEUDO_INDEX = "_mutation_requests.by_key"
+UPLOAD_TOKENS_PSEUDO_INDEX = "_upload_tokens.by_nonce"
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MiB = 1 << 20
 
@@ -105,6 +110,26 @@ def check_table_name(name: object) -> str:
     return name
 
 
+class _LocalCreationClock:
+    """Creation times of one transaction: its ts in ms, strictly increasing."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, ts: int) -> float:
+        candidate = ts / 1_000_000
+        if candidate <= self._last:
+            candidate = math.nextafter(self._last, math.inf)
+        self._last = candidate
+        return candidate
+
+
+def _request_key(session_id: str, request_id: int) -> bytes:
+    return session_id.encode() + b"\x00" + request_id.to_bytes(8, "big", signed=True)
+
+
 class Transaction:
     """One transaction over a snapshot (read) or the writer's connection (write)."""
 
@@ -116,7 +141,7 @@ class Transaction:
         ts: int,
         schema: Schema | None = None,
         limits: Limits = DEFAULT_LIMITS,
-        creation_time_floor: float = 0.0,
+        creation_clock: Callable[[int], float] | None = None,
         id_source: Callable[[int], str] | None = None,
         batch_requests: Mapping[tuple[str, int], MutationRecord] | None = None,
     ) -> None:
@@ -131,7 +156,9 @@ class Transaction:
         self.read_set = ReadSet()
         self.writes = WriteSet()
         self.writable = isinstance(conn, WriteConnection)
-        self._creation_time = creation_time_floor
+        #: issues ``_creationTime`` values: given a ts in ns, a strictly increasing float
+        #: (ms) not below it; shared by every transaction of a database
+        self._creation_clock = creation_clock or _LocalCreationClock()
         self._new_id = id_source or new_id
         self._docs_read = 0
         self._bytes_read = 0
@@ -312,15 +339,7 @@ class Transaction:
         return self._conn
 
     def _next_creation_time(self) -> float:
-        candidate = self.ts / 1_000_000
-        if candidate <= self._creation_time:
-            candidate = math.nextafter(self._creation_time, math.inf)
-        self._creation_time = candidate
-        return candidate
-
-    @property
-    def creation_time_floor(self) -> float:
-        return self._creation_time
+        return self._creation_clock(self.ts)
 
     def ensure_table(self, name: str) -> TableInfo:
         """The table, created (with its built-in indexes) if it does not exist."""
@@ -578,6 +597,7 @@ class Transaction:
         request) ids with another fingerprint raises :class:`InvalidRequest`
         (code ``RequestIdReused``) instead of handing out another call's result.
         """
+        self._record(REQUESTS_PSEUDO_INDEX, point(_request_key(key.session_id, key.request_id)))
         pending = self._batch_requests
         record = None if pending is None else pending.get((key.session_id, key.request_id))
         if record is not None:
@@ -600,6 +620,7 @@ class Transaction:
         """Remember this mutation's result under ``key``, for a client resending it."""
         conn = self._require_writable()
         record = (key.session_id, key.request_id, self.ts, key.fingerprint, to_json_bytes(result))
+        self.writes.add_key(REQUESTS_PSEUDO_INDEX, _request_key(key.session_id, key.request_id))
         if self._batch_requests is None:
             conn.put_mutation_requests([record])
         else:
@@ -607,10 +628,12 @@ class Transaction:
 
     def upload_token_used(self, nonce: bytes) -> bool:
         """Whether the upload token with ``nonce`` already stored a file."""
+        self._record(UPLOAD_TOKENS_PSEUDO_INDEX, point(nonce))
         return self._conn.get_used_upload_token(nonce) is not None
 
     def record_upload_token(self, nonce: bytes, storage_id: str) -> None:
         """Mark the upload token with ``nonce`` used (by the upload of ``storage_id``)."""
+        self.writes.add_key(UPLOAD_TOKENS_PSEUDO_INDEX, nonce)
         self._require_writable().put_used_upload_token(nonce, self.ts, storage_id)
 
     def log_entries(self) -> list[LogEntry]:

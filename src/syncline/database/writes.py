@@ -2,12 +2,26 @@
 
 For every document a transaction wrote, the write set holds the old and the
 new key of that document in every index of its table (design §3.2). A
-subscription whose read set contains any of those keys is invalid.
+subscription whose read set contains any of those keys is invalid, and so is
+an optimistic transaction that read any of them after its snapshot.
+
+Every commit's write set is stored with it in the commit log
+(:func:`encode_write_set`), so that another process sharing the store can
+invalidate its own subscriptions and check its own transactions from the log
+alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import orjson
+
+from syncline.errors import InternalError
+
+#: commit flags stored with each commit in the commit log
+CATALOG_CHANGED = 1
+SCHEMA_CHANGED = 2
 
 
 @dataclass(slots=True)
@@ -28,7 +42,38 @@ class WriteSet:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """One committed transaction, published to listeners in ts order."""
+    """One committed transaction, published to listeners in ts order.
+
+    ``local`` is True for a commit this process made, False for one another
+    process made (learnt from the commit log). ``flags`` are the
+    :data:`CATALOG_CHANGED` / :data:`SCHEMA_CHANGED` bits.
+    """
 
     ts: int
     writes: WriteSet
+    local: bool = True
+    flags: int = 0
+
+
+def encode_write_set(writes: WriteSet) -> bytes:
+    """The commit log's form of a write set: JSON, keys in hex (see :func:`decode_write_set`)."""
+    return orjson.dumps(
+        {
+            "k": {name: [key.hex() for key in keys] for name, keys in writes.keys.items()},
+            "d": list(writes.doc_ids),
+            "t": list(writes.tables),
+        }
+    )
+
+
+def decode_write_set(raw: bytes) -> WriteSet:
+    """The write set :func:`encode_write_set` stored; InternalError if ``raw`` is not one."""
+    try:
+        data = orjson.loads(raw)
+        return WriteSet(
+            {name: [bytes.fromhex(key) for key in keys] for name, keys in data["k"].items()},
+            set(data["d"]),
+            set(data["t"]),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InternalError(f"Commit log entry is not an encoded write set: {exc}") from None

@@ -8,8 +8,14 @@ A backend stores four things (design §3.1):
   table's documents, keyed ``encode_key((id,))``, and the backend serves its
   scans and counts from the documents (the engine never writes its entries);
 * a commit log of document revisions (ts, id, table, value or deletion);
-* a few globals (the last commit ts, the active schema, ...) and the
-  catalog of tables and indexes.
+* a log of commits (:class:`CommitRow`: ts, flags and the engine's encoded
+  write set), from which another process learns what changed;
+* a few globals (the last commit ts, the catalog version, the active schema,
+  ...) and the catalog of tables and indexes.
+
+Everything several processes must agree on lives here, not in a process:
+a snapshot names its last commit ts and its catalog version, and so does the
+writer's transaction when it begins (read under the store's write lock).
 
 The engine talks to a backend only through a :class:`ReadConnection` (one
 consistent snapshot) or a :class:`WriteConnection` (the single writer's
@@ -30,6 +36,11 @@ Durability = Literal["full", "normal", "off"]
 
 #: the index whose entries are its table's documents in id order (see the module docs)
 BY_ID_INDEX = "by_id"
+
+#: the global holding the last commit's ts (a snapshot's :attr:`ReadConnection.ts`)
+TS_GLOBAL = "ts"
+#: the global the engine bumps with every commit that changes the catalog or schema
+CATALOG_VERSION_GLOBAL = "catalog_version"
 
 #: a client mutation's outcome: (session id, request id, commit ts, call fingerprint,
 #: encoded result)
@@ -58,10 +69,25 @@ class LogEntry:
     value: bytes | None  # None: the document was deleted
 
 
-class ReadConnection(ABC):
-    """A consistent snapshot. ``ts`` is the last commit visible in it."""
+@dataclass(frozen=True, slots=True)
+class CommitRow:
+    """One commit in the commit log: its ts, the engine's flags and its encoded write set."""
 
     ts: int
+    flags: int
+    writes: bytes
+
+
+class ReadConnection(ABC):
+    """A consistent snapshot.
+
+    ``ts`` is the last commit visible in it and ``catalog_version`` the
+    :data:`CATALOG_VERSION_GLOBAL` as of that commit, both read when the
+    snapshot began (0 when unset).
+    """
+
+    ts: int
+    catalog_version: int
 
     @abstractmethod
     def get_document(self, doc_id: str) -> tuple[int, bytes] | None:
@@ -93,6 +119,10 @@ class ReadConnection(ABC):
         """Log entries with ``entry.ts > ts`` in ts order."""
 
     @abstractmethod
+    def commits_since(self, ts: int, *, limit: int) -> list[CommitRow]:
+        """Commit-log rows with ``row.ts > ts``, in ts order (at most ``limit``)."""
+
+    @abstractmethod
     def get_mutation_request(
         self, session_id: str, request_id: int
     ) -> tuple[int, bytes, bytes] | None:
@@ -104,7 +134,12 @@ class ReadConnection(ABC):
 
 
 class WriteConnection(ReadConnection):
-    """The writer's open transaction. Every change lands at commit or not at all."""
+    """The writer's open transaction. Every change lands at commit or not at all.
+
+    It holds the store's write lock (across processes), taken when it began;
+    ``ts`` and ``catalog_version`` are the store's as of that moment, so they
+    include every other process's commits.
+    """
 
     @abstractmethod
     def savepoint(self) -> None:
@@ -136,6 +171,10 @@ class WriteConnection(ReadConnection):
 
     @abstractmethod
     def append_log(self, entries: Iterable[LogEntry]) -> None: ...
+
+    @abstractmethod
+    def append_commits(self, rows: Iterable[CommitRow]) -> None:
+        """Add rows to the commit log (in the transaction that makes those commits)."""
 
     @abstractmethod
     def set_global(self, key: str, value: bytes) -> None: ...
@@ -188,7 +227,7 @@ class WriteConnection(ReadConnection):
 
     @abstractmethod
     def prune_log(self, before_ts: int) -> int:
-        """Forget log entries older than ``before_ts``; returns how many."""
+        """Forget log entries and commit-log rows older than ``before_ts``; returns how many."""
 
     @abstractmethod
     def put_mutation_requests(self, records: Sequence[MutationRecord]) -> None:
@@ -224,7 +263,11 @@ class Persistence(ABC):
 
     @abstractmethod
     def begin_write(self) -> WriteConnection:
-        """Start the writer's transaction (there is only ever one)."""
+        """Start the writer's transaction, under the store's write lock.
+
+        One per persistence object at a time; several processes (or several
+        persistence objects over one store) take turns on the lock.
+        """
 
     @abstractmethod
     def commit_write(self, conn: WriteConnection) -> None: ...

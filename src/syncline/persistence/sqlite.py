@@ -24,6 +24,9 @@ import orjson
 from syncline.errors import InternalError
 from syncline.persistence.base import (
     BY_ID_INDEX,
+    CATALOG_VERSION_GLOBAL,
+    TS_GLOBAL,
+    CommitRow,
     Durability,
     IndexRow,
     LogEntry,
@@ -77,6 +80,11 @@ CREATE TABLE IF NOT EXISTS used_upload_tokens (
     storage_id TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS used_upload_tokens_by_ts ON used_upload_tokens (ts);
+CREATE TABLE IF NOT EXISTS commits (
+    ts INTEGER PRIMARY KEY,
+    flags INTEGER NOT NULL,
+    writes BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS log (
     ts INTEGER NOT NULL,
     doc_id TEXT NOT NULL,
@@ -104,7 +112,12 @@ _SCAN_IDS_DESC = _SCAN_IDS_ASC.replace("ASC", "DESC")
 _COUNT_IDS = f"SELECT count(*) FROM documents WHERE table_number = {_TABLE_OF_INDEX}"
 _GET = "SELECT value FROM documents WHERE table_number = ? AND id = ?"
 _PUT = "INSERT OR REPLACE INTO documents (table_number, id, ts, value) VALUES (?, ?, ?, ?)"
-_SNAPSHOT_TS = "SELECT value FROM globals WHERE key = 'ts'"
+#: a snapshot's (or the writer's) last commit ts and catalog version, in one statement
+_HEAD = (
+    f"SELECT (SELECT value FROM globals WHERE key = '{TS_GLOBAL}'), "
+    f"(SELECT value FROM globals WHERE key = '{CATALOG_VERSION_GLOBAL}')"
+)
+_COMMITS_SINCE = "SELECT ts, flags, writes FROM commits WHERE ts > ? ORDER BY ts LIMIT ?"
 _PUT_REQUEST = (
     "INSERT OR REPLACE INTO mutation_requests "
     "(session_id, request_id, ts, fingerprint, result) VALUES (?, ?, ?, ?, ?)"
@@ -270,13 +283,18 @@ class _SqliteReader(ReadConnection):
     def __init__(self, conn: sqlite3.Connection, kinds: _IndexKinds) -> None:
         self.conn = conn
         self.ts = 0
+        self.catalog_version = 0
         self._kinds = kinds
 
     def _begin(self) -> None:
         self.conn.execute("BEGIN")
-        # The first read starts the WAL snapshot; reading the ts here pins it.
-        row = self.conn.execute(_SNAPSHOT_TS).fetchone()
-        self.ts = int(row[0]) if row else 0
+        # The first read starts the WAL snapshot; reading the head here pins it.
+        self._read_head()
+
+    def _read_head(self) -> None:
+        ts, version = self.conn.execute(_HEAD).fetchone()
+        self.ts = int(ts) if ts is not None else 0
+        self.catalog_version = int(version) if version is not None else 0
 
     def _end(self) -> None:
         if self.conn.in_transaction:
@@ -340,6 +358,10 @@ class _SqliteReader(ReadConnection):
         ).fetchall()
         return [LogEntry(*row) for row in rows]
 
+    def commits_since(self, ts: int, *, limit: int) -> list[CommitRow]:
+        rows = self.conn.execute(_COMMITS_SINCE, (ts, limit)).fetchall()
+        return [CommitRow(*row) for row in rows]
+
     def get_mutation_request(
         self, session_id: str, request_id: int
     ) -> tuple[int, bytes, bytes] | None:
@@ -374,6 +396,7 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
     def restart(self) -> None:
         self.conn.execute("ROLLBACK")
         self.conn.execute("BEGIN IMMEDIATE")
+        self._read_head()
 
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None:
         self.conn.execute(_PUT, (table_number, doc_id, ts, value))
@@ -426,6 +449,12 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
             _PUT_LOG, [(e.ts, e.doc_id, e.table_number, e.value) for e in entries]
         )
 
+    def append_commits(self, rows: Iterable[CommitRow]) -> None:
+        self.conn.executemany(
+            "INSERT INTO commits (ts, flags, writes) VALUES (?, ?, ?)",
+            [(row.ts, row.flags, row.writes) for row in rows],
+        )
+
     def set_global(self, key: str, value: bytes) -> None:
         self.set_globals({key: value})
 
@@ -475,7 +504,8 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
 
     def prune_log(self, before_ts: int) -> int:
         cur = self.conn.execute("DELETE FROM log WHERE ts < ?", (before_ts,))
-        return cur.rowcount
+        commits = self.conn.execute("DELETE FROM commits WHERE ts < ?", (before_ts,))
+        return cur.rowcount + commits.rowcount
 
     def put_mutation_requests(self, records: Sequence[MutationRecord]) -> None:
         self.conn.executemany(_PUT_REQUEST, records)
@@ -567,7 +597,11 @@ class SqlitePersistence(Persistence):
         self._writer_busy.acquire()
         try:
             self._writer.conn.execute("BEGIN IMMEDIATE")
+            # Under the write lock: the head includes every other process's commits.
+            self._writer._read_head()
         except BaseException:
+            if self._writer.conn.in_transaction:
+                self._writer.conn.execute("ROLLBACK")
             self._writer_busy.release()
             raise
         return self._writer

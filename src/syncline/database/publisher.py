@@ -1,0 +1,90 @@
+"""Commit publication: every commit reaches the listeners once, in ts order.
+
+Commits reach a process two ways: its own committer makes them, and other
+processes sharing the store make them (read back from the commit log, by the
+committer under the write lock or by ``Database.catch_up``). Both paths publish
+through one :class:`CommitPublisher`, under its lock, and only commits above
+the last published ts get through, so racing paths never publish one twice or
+out of order.
+
+The publisher also keeps the most recent commits' write sets: the committer
+checks an optimistic transaction against every commit after its snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from syncline.database.writes import Commit
+
+__all__ = ["CommitListener", "CommitPublisher"]
+
+log = logging.getLogger("syncline.database")
+
+CommitListener = Callable[[list[Commit]], None]
+
+#: published commits kept for conflict checks; a transaction whose snapshot is older
+#: than the oldest kept is retried rather than checked
+RECENT_COMMITS = 8192
+
+
+class CommitPublisher:
+    """The last published ts, the listeners, and a window of recent commits."""
+
+    def __init__(self, published_ts: int, *, window: int = RECENT_COMMITS) -> None:
+        #: held while publishing; reentrant, so a listener may call ``catch_up``
+        self.lock = threading.RLock()
+        self.published_ts = published_ts
+        #: while the committer's own commits from this ts on are being made durable,
+        #: nobody else may publish them (or anything after them) as foreign
+        self.committing_from: int | None = None
+        self._listeners: list[CommitListener] = []
+        self._recent: deque[Commit] = deque()
+        self._window = window
+        #: every published commit above this ts is in ``_recent``
+        self._floor = published_ts
+
+    def add_listener(self, listener: CommitListener) -> None:
+        with self.lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: CommitListener) -> None:
+        with self.lock:
+            self._listeners.remove(listener)
+
+    def publish(self, commits: list[Commit]) -> int:
+        """Hand the commits above the last published ts to every listener; how many.
+
+        ``commits`` must be in ts order with no commit of the store missing
+        between the last published one and them.
+        """
+        with self.lock:
+            fresh = [c for c in commits if c.ts > self.published_ts]
+            if not fresh:
+                return 0
+            self.published_ts = fresh[-1].ts
+            self._recent.extend(fresh)
+            while len(self._recent) > self._window:
+                self._floor = self._recent.popleft().ts
+            for listener in list(self._listeners):
+                try:
+                    listener(fresh)
+                except Exception:
+                    log.exception("commit listener failed")
+            return len(fresh)
+
+    def commits_after(self, ts: int) -> list[Commit] | None:
+        """The published commits above ``ts``, oldest first; None if some are no longer kept."""
+        with self.lock:
+            if ts < self._floor:
+                return None
+            out: list[Commit] = []
+            for commit in reversed(self._recent):
+                if commit.ts <= ts:
+                    break
+                out.append(commit)
+            out.reverse()
+            return out
