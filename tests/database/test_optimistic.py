@@ -1,0 +1,290 @@
+"""Optimistic concurrency: writes run in parallel at snapshots; the committer checks them.
+
+The interleavings are forced with barriers: both transactions read before either
+commits, so the second one's reads are stale at commit and it must run again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from blocked_writer import wait_for_committer
+
+from syncline.database.database import Database
+from syncline.database.query import Query
+from syncline.database.transaction import RequestKey, Transaction
+from syncline.database.writes import Commit
+from syncline.errors import OptimisticConcurrencyControlFailure
+from syncline.persistence.sqlite import SqlitePersistence
+
+
+def _open(path: Path, **options: Any) -> Database:
+    return Database(SqlitePersistence(path, durability="off"), mutation_threads=4, **options)
+
+
+@pytest.fixture
+def pdb(tmp_path: Path) -> Iterator[Database]:
+    with _open(tmp_path / "occ.sqlite3") as database:
+        yield database
+
+
+def _counter(db: Database) -> str:
+    doc_id: str = db.write_sync(lambda tx: tx.insert("counters", {"n": 0.0})).value
+    return doc_id
+
+
+def _value(db: Database, doc_id: str) -> float:
+    doc = db.run_read(lambda tx: tx.get(doc_id)).value
+    assert doc is not None
+    return float(doc["n"])
+
+
+class _Racer:
+    """An increment whose first attempt waits, after reading, until its rival has read too."""
+
+    def __init__(self, doc_id: str, barrier: threading.Barrier) -> None:
+        self.doc_id = doc_id
+        self.barrier = barrier
+        #: the snapshot ts of every attempt
+        self.snapshots: list[int] = []
+
+    def __call__(self, tx: Transaction) -> float:
+        doc = tx.get(self.doc_id)
+        assert doc is not None
+        self.snapshots.append(tx.ts)
+        if len(self.snapshots) == 1:
+            self.barrier.wait()
+        n = float(doc["n"]) + 1
+        tx.patch(self.doc_id, {"n": n})
+        return n
+
+
+def _race(db: Database, doc_id: str) -> tuple[list[_Racer], list[Any]]:
+    barrier = threading.Barrier(2, timeout=5)
+    racers = [_Racer(doc_id, barrier), _Racer(doc_id, barrier)]
+    futures = [db.submit_write(racer) for racer in racers]
+    outcomes: list[Any] = []
+    for future in futures:
+        try:
+            outcomes.append(future.result(10))
+        except Exception as exc:
+            outcomes.append(exc)
+    return racers, outcomes
+
+
+def test_two_read_modify_writes_from_one_snapshot_never_both_commit(pdb: Database) -> None:
+    counter = _counter(pdb)
+    racers, results = _race(pdb, counter)
+    # Both first attempts read the same snapshot...
+    assert racers[0].snapshots[0] == racers[1].snapshots[0]
+    # ...so exactly one of them ran again, at a newer snapshot, and saw the other's write.
+    assert sorted(len(r.snapshots) for r in racers) == [1, 2]
+    retried = next(r for r in racers if len(r.snapshots) == 2)
+    assert retried.snapshots[1] > retried.snapshots[0]
+    assert sorted(r.value for r in results) == [1.0, 2.0]
+    assert results[racers.index(retried)].value == 2.0  # the final attempt's result
+    assert results[0].ts != results[1].ts
+    assert _value(pdb, counter) == 2.0
+    assert pdb.conflicts == 1
+
+
+def test_after_its_attempts_a_conflicting_mutation_runs_under_the_lock(tmp_path: Path) -> None:
+    with _open(tmp_path / "locked.sqlite3", optimistic_attempts=1) as db:
+        counter = _counter(db)
+        racers, results = _race(db, counter)
+        assert sorted(r.value for r in results) == [1.0, 2.0]
+        # The loser's second run was on the committer: at its commit ts, under the lock.
+        loser = next(i for i, r in enumerate(racers) if len(r.snapshots) == 2)
+        assert racers[loser].snapshots[1] == results[loser].ts
+        assert _value(db, counter) == 2.0
+
+
+def test_without_the_locked_fallback_a_conflict_fails_naming_the_table(tmp_path: Path) -> None:
+    with _open(tmp_path / "fail.sqlite3", optimistic_attempts=1, locked_fallback=False) as db:
+        counter = _counter(db)
+        _racers, results = _race(db, counter)
+        failures = [r for r in results if isinstance(r, OptimisticConcurrencyControlFailure)]
+        assert len(failures) == 1
+        assert failures[0].code == "OptimisticConcurrencyControlFailure"
+        assert "'counters'" in failures[0].message
+        assert _value(db, counter) == 1.0
+
+
+def test_threads_times_increments_of_one_counter_are_all_kept(pdb: Database) -> None:
+    counter = _counter(pdb)
+
+    def increment(tx: Transaction) -> None:
+        doc = tx.get(counter)
+        assert doc is not None
+        tx.patch(counter, {"n": doc["n"] + 1})
+
+    def worker() -> None:
+        futures = [pdb.submit_write(increment) for _ in range(50)]
+        for future in futures:
+            future.result(30)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _value(pdb, counter) == 400.0
+
+
+def test_bank_total_holds_under_concurrent_transfers(pdb: Database) -> None:
+    accounts = pdb.write_sync(
+        lambda tx: [tx.insert("accounts", {"balance": 100.0}) for _ in range(5)]
+    ).value
+
+    def transfer(src: str, dst: str, amount: float) -> Callable[[Transaction], bool]:
+        def body(tx: Transaction) -> bool:
+            a, b = tx.get(src), tx.get(dst)
+            assert a is not None and b is not None
+            if a["balance"] < amount:
+                return False
+            tx.patch(src, {"balance": a["balance"] - amount})
+            tx.patch(dst, {"balance": b["balance"] + amount})
+            return True
+
+        return body
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        futures = []
+        for _ in range(60):
+            src, dst = rng.sample(accounts, 2)
+            futures.append(pdb.submit_write(transfer(src, dst, float(rng.randint(1, 60)))))
+        for future in futures:
+            future.result(30)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    balances = [d["balance"] for d in pdb.run_read(lambda tx: Query(tx, "accounts")).value]
+    assert sum(balances) == 500.0 and min(balances) >= 0
+
+
+def test_mutations_that_do_not_conflict_commit_from_one_snapshot_in_one_batch(
+    pdb: Database,
+) -> None:
+    first, second = pdb.write_sync(
+        lambda tx: [tx.insert("counters", {"n": 0.0}) for _ in range(2)]
+    ).value
+    batches: list[list[Commit]] = []
+    pdb.add_commit_listener(batches.append)
+    snapshots: list[int] = []
+
+    def increment(doc_id: str) -> Callable[[Transaction], None]:
+        def body(tx: Transaction) -> None:
+            doc = tx.get(doc_id)
+            assert doc is not None
+            snapshots.append(tx.ts)
+            tx.patch(doc_id, {"n": doc["n"] + 1})
+
+        return body
+
+    gate = threading.Event()
+    blocked = pdb.submit_write(lambda tx: gate.wait(5), exclusive=True)
+    futures = [pdb.submit_write(increment(first)), pdb.submit_write(increment(second))]
+    wait_for_committer(pdb, 2)
+    gate.set()
+    blocked.result(5)
+    for future in futures:
+        future.result(5)
+    assert len(snapshots) == 2 and snapshots[0] == snapshots[1]
+    assert [len(batch) for batch in batches] == [1, 2]  # the blocker, then both at once
+    assert pdb.conflicts == 0
+    assert _value(pdb, first) == _value(pdb, second) == 1.0
+
+
+def test_two_concurrent_resends_of_one_request_commit_once(pdb: Database) -> None:
+    pdb.write_sync(lambda tx: tx.insert("t", {"n": 0.0}))
+    key = RequestKey("session", 1, b"call")
+    barrier = threading.Barrier(2, timeout=5)
+    attempts: list[int] = []
+
+    def send(tx: Transaction) -> Any:
+        done = tx.recorded_request(key)
+        attempts.append(tx.ts)
+        if len(attempts) <= 2:
+            barrier.wait()  # both found no record
+        if done is not None:
+            return ("replayed", done[0])
+        doc_id = tx.insert("t", {"n": 1.0})
+        tx.record_request(key, doc_id)
+        return doc_id
+
+    first, second = pdb.submit_write(send), pdb.submit_write(send)
+    values = [first.result(10).value, second.result(10).value]
+    replayed = [v for v in values if isinstance(v, tuple)]
+    stored = [v for v in values if not isinstance(v, tuple)]
+    assert len(replayed) == 1 and len(stored) == 1
+    assert replayed[0][1] == stored[0]
+    assert len(attempts) == 3
+    docs = pdb.run_read(lambda tx: Query(tx, "t").collect()).value
+    assert [d["n"] for d in docs] == [0.0, 1.0]
+
+
+def test_two_concurrent_uses_of_one_upload_token_store_once(pdb: Database) -> None:
+    barrier = threading.Barrier(2, timeout=5)
+    attempts: list[int] = []
+
+    def use(tx: Transaction) -> str:
+        used = tx.upload_token_used(b"nonce")
+        attempts.append(tx.ts)
+        if len(attempts) <= 2:
+            barrier.wait()
+        if used:
+            return "refused"
+        tx.record_upload_token(b"nonce", "storage-id")
+        return "stored"
+
+    futures = [pdb.submit_write(use), pdb.submit_write(use)]
+    assert sorted(f.result(10).value for f in futures) == ["refused", "stored"]
+
+
+def test_a_failure_seen_at_a_stale_snapshot_is_retried(pdb: Database) -> None:
+    account = pdb.write_sync(lambda tx: tx.insert("accounts", {"balance": 0.0})).value
+    barrier = threading.Barrier(2, timeout=5)
+    committed = threading.Event()
+    pdb.add_commit_listener(lambda commits: committed.set())
+    attempts: list[int] = []
+
+    def withdraw(tx: Transaction) -> None:
+        doc = tx.get(account)
+        assert doc is not None
+        attempts.append(tx.ts)
+        if len(attempts) == 1:
+            barrier.wait()  # the deposit has read too...
+            assert committed.wait(5)  # ...and committed
+        if doc["balance"] < 10:
+            raise ValueError("insufficient funds")
+        tx.patch(account, {"balance": doc["balance"] - 10})
+
+    def deposit(tx: Transaction) -> None:
+        doc = tx.get(account)
+        assert doc is not None
+        barrier.wait()
+        tx.patch(account, {"balance": doc["balance"] + 10})
+
+    # The deposit's commit lands after the withdrawal read: the withdrawal's failure
+    # came from a stale snapshot, and running it again makes it succeed.
+    withdrawn = pdb.submit_write(withdraw)
+    deposited = pdb.submit_write(deposit)
+    deposited.result(10)
+    withdrawn.result(10)
+    assert len(attempts) == 2
+    assert _value_of(pdb, account, "balance") == 0.0
+
+
+def _value_of(db: Database, doc_id: str, field: str) -> float:
+    doc = db.run_read(lambda tx: tx.get(doc_id)).value
+    assert doc is not None
+    return float(doc[field])
