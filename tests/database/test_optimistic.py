@@ -21,6 +21,7 @@ from syncline.database.transaction import RequestKey, Transaction
 from syncline.database.writes import Commit
 from syncline.errors import OptimisticConcurrencyControlFailure
 from syncline.persistence.sqlite import SqlitePersistence
+from syncline.testing import TestBackend
 
 
 def _open(path: Path, **options: Any) -> Database:
@@ -288,3 +289,42 @@ def _value_of(db: Database, doc_id: str, field: str) -> float:
     doc = db.run_read(lambda tx: tx.get(doc_id)).value
     assert doc is not None
     return float(doc[field])
+
+
+BUMP = """
+from syncline import mutation, v
+
+@mutation
+def init(ctx):
+    return ctx.db.insert("counters", {"n": 0})
+
+@mutation(args={"id": v.id("counters")})
+def bump(ctx, id):
+    n = ctx.db.get(id)["n"]
+    print("saw", n)
+    ctx.db.patch(id, {"n": n + 1})
+    return n + 1
+"""
+
+
+def test_a_retried_mutation_answers_and_logs_as_its_final_attempt(tmp_path: Path) -> None:
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "app.py").write_text(BUMP)
+    with TestBackend(functions) as t:
+        counter = t.mutation("app:init")
+        database = t.app.database
+        attempts: list[Any] = []
+
+        def meddle(tx: Transaction, value: Any) -> None:
+            attempts.append(value)
+            if len(attempts) == 1:  # another write commits after this attempt read
+                database.submit_write(
+                    lambda other: other.patch(counter, {"n": 10.0}), exclusive=True
+                ).result(5)
+
+        outcome = t.app.executor.mutation_sync("app:bump", {"id": counter}, extra=meddle)
+        assert attempts == [1.0, 11.0]
+        assert outcome.error is None and outcome.value == 11.0
+        assert outcome.log_lines == ["[LOG] saw 10.0"]
+        assert _value(database, counter) == 11.0

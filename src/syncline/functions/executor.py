@@ -446,6 +446,9 @@ class Executor:
         members = self._ctx_members
 
         def body(tx: Transaction) -> Any:
+            # The database may run a mutation more than once (an optimistic attempt
+            # that conflicted): the call's log is its final attempt's.
+            collector.lines.clear()
             if idempotency_key is not None and check_resent:
                 done = tx.recorded_request(idempotency_key)
                 if done is not None:
