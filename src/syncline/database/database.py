@@ -59,6 +59,7 @@ from syncline.database.overlay import BufferedWrites, NeedsLock
 from syncline.database.publisher import CommitListener, CommitPublisher
 from syncline.database.read_threads import ReadThreads
 from syncline.database.reads import ReadSet
+from syncline.database.recent_writes import RecentWrites
 from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
 from syncline.database.writes import (
     CATALOG_CHANGED,
@@ -229,6 +230,12 @@ class _Batch:
     log_entries: list[LogEntry] = field(default_factory=list)
     requests: dict[tuple[str, int], MutationRecord] = field(default_factory=dict)
     retry: list[_WriteJob] = field(default_factory=list)
+    #: this batch's commits so far, for checking its later transactions
+    written: RecentWrites = field(default_factory=RecentWrites)
+
+    def add(self, commit: Commit) -> None:
+        self.commits.append(commit)
+        self.written.add(commit)
 
 
 class Database:
@@ -666,7 +673,7 @@ class Database:
             batch.catalog_changed = True
         batch.catalog, batch.schema = tx.catalog, tx.schema
         batch.outcomes.append((job, WriteResult(value, ts, tx.read_set, tx.writes)))
-        batch.commits.append(Commit(ts, tx.writes, flags=flags))
+        batch.add(Commit(ts, tx.writes, flags=flags))
 
     def _conflict(self, batch: _Batch, job: _WriteJob) -> str | None:
         """The table of a write committed after ``job``'s snapshot that it read; else None."""
@@ -674,16 +681,11 @@ class Database:
         assert tx is not None
         if job.catalog_version != batch.state.version or batch.catalog_changed:
             return "(the catalog)"
-        after = self._publisher.commits_after(tx.ts)
-        if after is None:
-            return "(commits older than the conflict window)"
         read_set = tx.read_set
-        for commit in (*after, *batch.commits):
-            if commit.ts > tx.ts:
-                index = read_set.overlapping_index(commit.writes.keys)
-                if index is not None:
-                    return repr(index.rpartition(".")[0])
-        return None
+        index = self._publisher.conflict(read_set, tx.ts) or batch.written.conflict(
+            read_set, tx.ts
+        )
+        return None if index is None else repr(index.rpartition(".")[0])
 
     def _commit_optimistic(self, batch: _Batch, job: _WriteJob) -> None:
         """Check ``job``'s reads; apply its buffered writes at the next ts, or retry it."""
@@ -736,7 +738,7 @@ class Database:
         for record in records:
             batch.requests[record[0], record[1]] = record
         batch.outcomes.append((job, WriteResult(job.outcome, ts, tx.read_set, tx.writes)))
-        batch.commits.append(Commit(ts, tx.writes))
+        batch.add(Commit(ts, tx.writes))
         job.tx = job.buffer = None
 
     def _finish_batch(self, batch: _Batch) -> None:

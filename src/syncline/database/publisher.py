@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 
+from syncline.database.reads import ReadSet
+from syncline.database.recent_writes import RecentWrites
 from syncline.database.writes import Commit
 
 __all__ = ["CommitListener", "CommitPublisher"]
@@ -42,7 +43,7 @@ class CommitPublisher:
         #: nobody else may publish them (or anything after them) as foreign
         self.committing_from: int | None = None
         self._listeners: list[CommitListener] = []
-        self._recent: deque[Commit] = deque()
+        self._recent = RecentWrites()
         self._window = window
         #: every published commit above this ts is in ``_recent``
         self._floor = published_ts
@@ -66,9 +67,10 @@ class CommitPublisher:
             if not fresh:
                 return 0
             self.published_ts = fresh[-1].ts
-            self._recent.extend(fresh)
+            for commit in fresh:
+                self._recent.add(commit)
             while len(self._recent) > self._window:
-                self._floor = self._recent.popleft().ts
+                self._floor = self._recent.pop_oldest().ts
             for listener in list(self._listeners):
                 try:
                     listener(fresh)
@@ -76,15 +78,13 @@ class CommitPublisher:
                     log.exception("commit listener failed")
             return len(fresh)
 
-    def commits_after(self, ts: int) -> list[Commit] | None:
-        """The published commits above ``ts``, oldest first; None if some are no longer kept."""
+    def conflict(self, read_set: ReadSet, after: int) -> str | None:
+        """An index where a commit published above ``after`` wrote what ``read_set`` read.
+
+        When commits above ``after`` are no longer kept, the whole catalog is
+        taken to conflict (the transaction just runs again).
+        """
         with self.lock:
-            if ts < self._floor:
-                return None
-            out: list[Commit] = []
-            for commit in reversed(self._recent):
-                if commit.ts <= ts:
-                    break
-                out.append(commit)
-            out.reverse()
-            return out
+            if after < self._floor:
+                return "(older commits)"
+            return self._recent.conflict(read_set, after)
