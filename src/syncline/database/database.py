@@ -40,6 +40,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
@@ -246,6 +247,7 @@ class Database:
         clock: Clock | None = None,
         limits: Limits = DEFAULT_LIMITS,
         max_batch: int = 512,
+        gather_s: float = 0.002,
         read_threads: int = 4,
         mutation_threads: int = 1,
         optimistic_attempts: int = 4,
@@ -257,6 +259,8 @@ class Database:
         self.clock = clock or SystemClock()
         self.limits = limits
         self.max_batch = max_batch
+        #: how long the committer waits for running optimistic attempts to join its batch
+        self.gather_s = gather_s
         #: optimistic runs of one mutation before it runs under the lock (or fails)
         self.optimistic_attempts = optimistic_attempts
         #: after ``optimistic_attempts`` conflicts, run under the lock rather than fail
@@ -277,6 +281,11 @@ class Database:
         #: guards starting mutation threads, handing them jobs, and closing
         self._run_lock = threading.Lock()
         self._closing = False
+        #: optimistic attempts queued or running (the committer waits a little for them)
+        self._executing = 0
+        #: set whenever no optimistic attempt is queued or running
+        self._all_executed = threading.Event()
+        self._all_executed.set()
         self._closed = False
         self._commits_since_prune = 0
         #: optimistic retries so far (a conflict found at commit), for benchmarks and tests
@@ -486,52 +495,79 @@ class Database:
                 ]
                 for thread in self._mutation_threads:
                     thread.start()
+            self._executing += len(jobs)
+            self._all_executed.clear()
             for job in jobs:
                 self._mutation_jobs.put(job)
 
     def _mutation_loop(self) -> None:
-        while True:
-            job = self._mutation_jobs.get()
-            if job is None:
-                return
-            if not job.start():
-                continue
-            try:
-                self._execute(job)
-            except BaseException as exc:  # storage failed before the function could run
-                error = InternalError(f"Mutation could not start: {exc}")
-                error.__cause__ = exc
-                self._resolve([(job, error)])
-                continue
-            self._queue.put(job)
-
-    def _execute(self, job: _WriteJob) -> None:
-        """One optimistic attempt: run ``job`` at a fresh snapshot, writes buffered."""
-        job.attempts += 1
-        conn = self.persistence.reader()
+        conn: ReadConnection | None = None
         try:
-            state = self._state_of(conn)
-            buffer = BufferedWrites(conn, state.by_id_tables)
-            tx = Transaction(
-                buffer,
-                state.catalog,
-                ts=conn.ts,
-                schema=state.schema,
-                limits=self.limits,
-                creation_clock=self._creation,
-            )
-            job.tx, job.buffer, job.catalog_version = tx, buffer, conn.catalog_version
-            try:
-                job.outcome, job.failed = job.fn(tx), False
-            except NeedsLock:
-                job.locked = True
-                job.tx = job.buffer = job.outcome = None
-            except BaseException as exc:
-                # Checked at commit like a result: a failure seen at a stale snapshot
-                # (an insufficient balance, say) is retried as well.
-                job.outcome, job.failed = exc, True
+            while True:
+                if conn is not None and self._mutation_jobs.empty():
+                    # Idle: hold no snapshot (an open one keeps the WAL from being reset).
+                    self.persistence.release_reader(conn)
+                    conn = None
+                job = self._mutation_jobs.get()
+                if job is None:
+                    return
+                if not job.start():
+                    self._executed(None)
+                    continue
+                try:
+                    if conn is not None and conn.ts < self._publisher.published_ts:
+                        self.persistence.release_reader(conn)
+                        conn = None
+                    if conn is None:
+                        conn = self.persistence.reader()
+                    self._execute(job, conn)
+                except BaseException as exc:  # storage failed before the function could run
+                    error = InternalError(f"Mutation could not start: {exc}")
+                    error.__cause__ = exc
+                    self._resolve([(job, error)])
+                    self._executed(None)
+                    continue
+                self._executed(job)
         finally:
-            self.persistence.release_reader(conn)
+            if conn is not None:
+                self.persistence.release_reader(conn)
+
+    def _executed(self, job: _WriteJob | None) -> None:
+        """An optimistic attempt is over: hand ``job`` (if any) to the committer."""
+        if job is not None:
+            self._queue.put(job)
+        with self._run_lock:
+            self._executing -= 1
+            if self._executing <= 0:
+                self._all_executed.set()
+
+    def _execute(self, job: _WriteJob, conn: ReadConnection) -> None:
+        """One optimistic attempt: run ``job`` at the snapshot ``conn``, writes buffered.
+
+        Consecutive attempts on one thread share a snapshot until this process
+        publishes a newer commit: a stale read only makes the attempt conflict.
+        """
+        job.attempts += 1
+        state = self._state_of(conn)
+        buffer = BufferedWrites(conn, state.by_id_tables)
+        tx = Transaction(
+            buffer,
+            state.catalog,
+            ts=conn.ts,
+            schema=state.schema,
+            limits=self.limits,
+            creation_clock=self._creation,
+        )
+        job.tx, job.buffer, job.catalog_version = tx, buffer, conn.catalog_version
+        try:
+            job.outcome, job.failed = job.fn(tx), False
+        except NeedsLock:
+            job.locked = True
+            job.tx = job.buffer = job.outcome = None
+        except BaseException as exc:
+            # Checked at commit like a result: a failure seen at a stale snapshot
+            # (an insufficient balance, say) is retried as well.
+            job.outcome, job.failed = exc, True
 
     def _next_ts(self) -> int:
         ts = max(self._last_ts + 1, self.clock.now_ns())
@@ -545,11 +581,19 @@ class Database:
                 return
             batch = [job]
             if not job.exclusive:
+                deadline = None
                 while len(batch) < self.max_batch:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
-                        break
+                        # Attempts still running would each pay a commit of their own
+                        # (and the batch one fsync): wait a little for them to join, in
+                        # one wake-up (when none is left) rather than one per attempt.
+                        if deadline is not None or self._all_executed.is_set():
+                            break
+                        deadline = time.monotonic() + self.gather_s
+                        self._all_executed.wait(self.gather_s)
+                        continue
                     if nxt is None:
                         self._queue.put(None)  # stop after this batch
                         break
@@ -574,9 +618,6 @@ class Database:
         try:
             self._absorb_foreign_commits(conn)
             state = self._state
-            raw_ct = conn.get_global(_CREATION_TIME_KEY)
-            if raw_ct:
-                self._creation.raise_floor(float(raw_ct))
             batch_state = _Batch(conn, state, state.catalog, state.schema)
             self._last_ts = max(self._last_ts, conn.ts)
             for job in live:
@@ -624,6 +665,9 @@ class Database:
         """
         publisher = self._publisher
         if conn.ts > publisher.published_ts:
+            raw_ct = conn.get_global(_CREATION_TIME_KEY)
+            if raw_ct:
+                self._creation.raise_floor(float(raw_ct))
             with publisher.lock:
                 publisher.publish(self._read_commits(conn, publisher.published_ts, stop=None))
         if conn.catalog_version != self._state.version:
