@@ -283,6 +283,9 @@ class Database:
         self._closing = False
         #: optimistic attempts queued or running (the committer waits a little for them)
         self._executing = 0
+        #: held while a batch commits (by the committer, or a mutation thread committing
+        #: its own write when nothing else is waiting)
+        self._commit_lock = threading.Lock()
         #: set whenever no optimistic attempt is queued or running
         self._all_executed = threading.Event()
         self._all_executed.set()
@@ -504,10 +507,6 @@ class Database:
         conn: ReadConnection | None = None
         try:
             while True:
-                if conn is not None and self._mutation_jobs.empty():
-                    # Idle: hold no snapshot (an open one keeps the WAL from being reset).
-                    self.persistence.release_reader(conn)
-                    conn = None
                 job = self._mutation_jobs.get()
                 if job is None:
                     return
@@ -527,14 +526,43 @@ class Database:
                     self._resolve([(job, error)])
                     self._executed(None)
                     continue
+                if self._mutation_jobs.empty():
+                    # Idle next: hold no snapshot (an open one keeps the WAL from being
+                    # reset, and this thread may commit now).
+                    self.persistence.release_reader(conn)
+                    conn = None
                 self._executed(job)
         finally:
             if conn is not None:
                 self.persistence.release_reader(conn)
 
     def _executed(self, job: _WriteJob | None) -> None:
-        """An optimistic attempt is over: hand ``job`` (if any) to the committer."""
+        """An optimistic attempt is over: commit ``job`` (if any), or hand it to the committer.
+
+        With nothing else to run or to commit, this thread commits ``job``
+        itself (when the commit lock is free): at low load that saves a thread
+        hand-off per write. Otherwise the committer batches it with the rest.
+        """
         if job is not None:
+            if (
+                not job.locked
+                and self._mutation_jobs.empty()
+                and self._queue.empty()
+                and self._commit_lock.acquire(blocking=False)
+            ):
+                with self._run_lock:
+                    self._executing -= 1
+                    if self._executing <= 0:
+                        self._all_executed.set()
+                try:
+                    self._run_batch([job])
+                except BaseException as exc:
+                    log.exception("inline commit failed")
+                    if not job.future.done():
+                        self._resolve([(job, exc)])
+                finally:
+                    self._commit_lock.release()
+                return
             self._queue.put(job)
         with self._run_lock:
             self._executing -= 1
@@ -598,12 +626,14 @@ class Database:
                         self._queue.put(None)  # stop after this batch
                         break
                     if nxt.exclusive:
-                        self._run_batch(batch)
+                        with self._commit_lock:
+                            self._run_batch(batch)
                         batch = [nxt]
                         break
                     batch.append(nxt)
             try:
-                self._run_batch(batch)
+                with self._commit_lock:
+                    self._run_batch(batch)
             except BaseException as exc:  # the writer must outlive any one batch
                 log.exception("writer batch failed")
                 self._resolve([(j, exc) for j in batch if not j.future.done()])
@@ -726,9 +756,9 @@ class Database:
         if job.catalog_version != batch.state.version or batch.catalog_changed:
             return "(the catalog)"
         read_set = tx.read_set
-        index = self._publisher.conflict(read_set, tx.ts) or batch.written.conflict(
-            read_set, tx.ts
-        )
+        if not read_set.interval_count():
+            return None
+        index = self._publisher.conflict(read_set, tx.ts) or batch.written.conflict(read_set, tx.ts)
         return None if index is None else repr(index.rpartition(".")[0])
 
     def _commit_optimistic(self, batch: _Batch, job: _WriteJob) -> None:
