@@ -39,10 +39,10 @@ def _counter(db: Database) -> str:
     return doc_id
 
 
-def _value(db: Database, doc_id: str) -> float:
+def _value(db: Database, doc_id: str, field: str = "n") -> float:
     doc = db.run_read(lambda tx: tx.get(doc_id)).value
     assert doc is not None
-    return float(doc["n"])
+    return float(doc[field])
 
 
 class _Racer:
@@ -282,13 +282,7 @@ def test_a_failure_seen_at_a_stale_snapshot_is_retried(pdb: Database) -> None:
     deposited.result(10)
     withdrawn.result(10)
     assert len(attempts) == 2
-    assert _value_of(pdb, account, "balance") == 0.0
-
-
-def _value_of(db: Database, doc_id: str, field: str) -> float:
-    doc = db.run_read(lambda tx: tx.get(doc_id)).value
-    assert doc is not None
-    return float(doc[field])
+    assert _value(pdb, account, "balance") == 0.0
 
 
 BUMP = """
