@@ -40,7 +40,6 @@ import logging
 import math
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
@@ -611,7 +610,7 @@ class Database:
                 return
             batch = [job]
             if not job.exclusive:
-                deadline = None
+                waited = False
                 while len(batch) < self.max_batch:
                     try:
                         nxt = self._queue.get_nowait()
@@ -619,9 +618,9 @@ class Database:
                         # Attempts still running would each pay a commit of their own
                         # (and the batch one fsync): wait a little for them to join, in
                         # one wake-up (when none is left) rather than one per attempt.
-                        if deadline is not None or self._all_executed.is_set():
+                        if waited or self._all_executed.is_set():
                             break
-                        deadline = time.monotonic() + self.gather_s
+                        waited = True
                         self._all_executed.wait(self.gather_s)
                         continue
                     if nxt is None:
