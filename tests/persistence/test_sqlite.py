@@ -10,6 +10,7 @@ import pytest
 from syncline.database.catalog import BY_CREATION_TIME, BY_ID
 from syncline.database.database import Database
 from syncline.database.query import Query
+from syncline.database.writes import decode_write_set
 from syncline.persistence.by_id import key_of_id
 from syncline.persistence.sqlite import SqlitePersistence
 from syncline.values.keys import after, encode_key
@@ -162,3 +163,29 @@ def test_opening_twice_migrates_once(tmp_path: Path, durability: str) -> None:
             assert db.write_sync(lambda tx: tx.insert("x", {})).value
         finally:
             db.close()
+
+
+def test_each_commit_is_logged_with_its_write_set_and_pruned_with_the_log(
+    tmp_path: Path,
+) -> None:
+    db = Database(SqlitePersistence(tmp_path / "db.sqlite3", durability="off"))
+    try:
+        results = [db.write_sync(lambda tx: tx.insert("t", {"n": 1.0})) for _ in range(3)]
+        persistence = db.persistence
+        with db.storage_snapshot() as (conn, _catalog):
+            rows = conn.commits_since(results[0].ts - 1, limit=10)
+            assert [row.ts for row in rows] == [r.ts for r in results]
+            assert decode_write_set(rows[0].writes) == results[0].writes
+            assert conn.log_since(results[0].ts - 1, limit=10)
+        writer = persistence.begin_write()
+        try:
+            writer.prune_log(results[1].ts)
+        finally:
+            persistence.commit_write(writer)
+        with db.storage_snapshot() as (conn, _catalog):
+            assert [row.ts for row in conn.commits_since(0, limit=10)] == [
+                r.ts for r in results[1:]
+            ]
+            assert {e.ts for e in conn.log_since(0, limit=10)} == {r.ts for r in results[1:]}
+    finally:
+        db.close()
