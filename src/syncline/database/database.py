@@ -246,7 +246,7 @@ class Database:
         clock: Clock | None = None,
         limits: Limits = DEFAULT_LIMITS,
         max_batch: int = 512,
-        gather_s: float = 0.002,
+        gather_s: float = 0.005,
         read_threads: int = 4,
         mutation_threads: int = 1,
         optimistic_attempts: int = 4,
@@ -280,14 +280,12 @@ class Database:
         #: guards starting mutation threads, handing them jobs, and closing
         self._run_lock = threading.Lock()
         self._closing = False
-        #: optimistic attempts queued or running (the committer waits a little for them)
-        self._executing = 0
-        #: held while a batch commits (by the committer, or a mutation thread committing
-        #: its own write when nothing else is waiting)
-        self._commit_lock = threading.Lock()
-        #: set whenever no optimistic attempt is queued or running
-        self._all_executed = threading.Event()
-        self._all_executed.set()
+        #: optimistic attempts handed to the mutation threads, and those over, so far
+        self._submitted = 0
+        self._finished = 0
+        #: while the committer gathers a batch: the attempts it waits for (set when over)
+        self._gather_target: int | None = None
+        self._gathered = threading.Event()
         self._closed = False
         self._commits_since_prune = 0
         #: optimistic attempts that conflicted at commit so far, for benchmarks and tests
@@ -499,8 +497,7 @@ class Database:
                 ]
                 for thread in self._mutation_threads:
                     thread.start()
-            self._executing += len(jobs)
-            self._all_executed.clear()
+            self._submitted += len(jobs)
             for job in jobs:
                 self._mutation_jobs.put(job)
 
@@ -529,7 +526,7 @@ class Database:
                     continue
                 if self._mutation_jobs.empty():
                     # Idle next: hold no snapshot (an open one keeps the WAL from being
-                    # reset, and this thread may commit now).
+                    # reset).
                     self.persistence.release_reader(conn)
                     conn = None
                 self._executed(job)
@@ -538,37 +535,14 @@ class Database:
                 self.persistence.release_reader(conn)
 
     def _executed(self, job: _WriteJob | None) -> None:
-        """An optimistic attempt is over: commit ``job`` (if any), or hand it to the committer.
-
-        With nothing else to run or to commit, this thread commits ``job``
-        itself (when the commit lock is free): at low load that saves a thread
-        hand-off per write. Otherwise the committer batches it with the rest.
-        """
-        if job is not None:
-            if (
-                not job.locked
-                and self._mutation_jobs.empty()
-                and self._queue.empty()
-                and self._commit_lock.acquire(blocking=False)
-            ):
-                with self._run_lock:
-                    self._executing -= 1
-                    if self._executing <= 0:
-                        self._all_executed.set()
-                try:
-                    self._run_batch([job])
-                except BaseException as exc:
-                    log.exception("inline commit failed")
-                    if not job.future.done():
-                        self._resolve([(job, exc)])
-                finally:
-                    self._commit_lock.release()
-                return
-            self._queue.put(job)
+        """An optimistic attempt is over: hand ``job`` (if any) to the committer."""
         with self._run_lock:
-            self._executing -= 1
-            if self._executing <= 0:
-                self._all_executed.set()
+            self._finished += 1
+            target = self._gather_target
+            if target is not None and self._finished >= target:
+                self._gathered.set()
+        if job is not None:
+            self._queue.put(job)
 
     def _execute(self, job: _WriteJob, conn: ReadConnection) -> None:
         """One optimistic attempt: run ``job`` at the snapshot ``conn``, writes buffered.
@@ -615,29 +589,40 @@ class Database:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
-                        # Attempts still running would each pay a commit of their own
-                        # (and the batch one fsync): wait a little for them to join, in
-                        # one wake-up (when none is left) rather than one per attempt.
-                        if waited or self._all_executed.is_set():
+                        if waited or not self._wait_for_running_attempts():
                             break
                         waited = True
-                        self._all_executed.wait(self.gather_s)
                         continue
                     if nxt is None:
                         self._queue.put(None)  # stop after this batch
                         break
                     if nxt.exclusive:
-                        with self._commit_lock:
-                            self._run_batch(batch)
+                        self._run_batch(batch)
                         batch = [nxt]
                         break
                     batch.append(nxt)
             try:
-                with self._commit_lock:
-                    self._run_batch(batch)
+                self._run_batch(batch)
             except BaseException as exc:  # the writer must outlive any one batch
                 log.exception("writer batch failed")
                 self._resolve([(j, exc) for j in batch if not j.future.done()])
+
+    def _wait_for_running_attempts(self) -> bool:
+        """Wait (up to ``gather_s``) for the attempts already submitted to finish.
+
+        Each would otherwise pay a commit (and with full durability an fsync)
+        of its own: the batch waits for them, in one wake-up when the last one
+        is over rather than one per attempt. False if none was running.
+        """
+        with self._run_lock:
+            if self._finished >= self._submitted:
+                return False
+            self._gather_target = self._submitted
+            self._gathered.clear()
+        self._gathered.wait(self.gather_s)
+        with self._run_lock:
+            self._gather_target = None
+        return True
 
     def _run_batch(self, batch: list[_WriteJob]) -> None:
         live = [j for j in batch if j.start()]
