@@ -116,7 +116,18 @@ def test_without_the_locked_fallback_a_conflict_fails_naming_the_table(tmp_path:
         assert _value(db, counter) == 1.0
 
 
-def test_threads_times_increments_of_one_counter_are_all_kept(pdb: Database) -> None:
+@pytest.mark.parametrize("mutation_threads", [0, 1, 4])
+def test_threads_times_increments_of_one_counter_are_all_kept(
+    tmp_path: Path, mutation_threads: int
+) -> None:
+    with Database(
+        SqlitePersistence(tmp_path / "counter.sqlite3", durability="off"),
+        mutation_threads=mutation_threads,
+    ) as pdb:
+        _increment_concurrently(pdb)
+
+
+def _increment_concurrently(pdb: Database) -> None:
     counter = _counter(pdb)
 
     def increment(tx: Transaction) -> None:
