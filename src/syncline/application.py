@@ -45,6 +45,11 @@ from syncline.persistence.base import Durability
 from syncline.private_paths import private_dir
 from syncline.scheduling.cron_runner import CronRunner
 from syncline.scheduling.job_runner import ScheduledJobExecutor
+from syncline.scheduling.leadership import (
+    SCHEDULER_LOCK_FILE,
+    FileLease,
+    SchedulerLeadership,
+)
 from syncline.values.json import to_json
 
 log = logging.getLogger("syncline")
@@ -83,8 +88,9 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:3210"
 class DataDirLock:
     """An exclusive lock on a data directory: one process serves a database at a time.
 
-    SQLite would let two processes write, but each keeps in-memory state (the
-    catalog, the last timestamp) that the other would invalidate.
+    With ``serve --workers N`` the parent holds it for all of its workers
+    (which open the database with ``Application.open(worker=...)``): other
+    commands still find the folder in use and talk to the server over HTTP.
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -191,6 +197,8 @@ class Application:
         self.public_url = DEFAULT_PUBLIC_URL
         #: file storage (``ctx.storage``, ``/api/storage``); None: not enabled
         self.storage: FileStorage | None = None
+        #: set for one worker of several: the scheduler runs only while this holds its lease
+        self.leadership: SchedulerLeadership | None = None
 
     @classmethod
     def open(
@@ -206,11 +214,18 @@ class Application:
         files: str | Path | None = None,
         max_upload_bytes: int | None = None,
         limits: ExecutionLimits | None = None,
+        worker: str | None = None,
     ) -> Application:
         """Open a project. ``files``: the file store directory (default ``PROJECT/.syncline/files``).
 
         ``limits``: the time and memory limits user code runs under (default:
         :class:`~syncline.functions.limits.ExecutionLimits`).
+
+        ``worker`` (its name in the log, e.g. ``"worker 2"``) opens the project
+        as one of several processes serving it: the data folder's lock is not
+        taken (the parent process holds it for all), and the scheduler runs
+        only while this process holds the scheduler lease in the database
+        folder (see :mod:`syncline.scheduling.leadership`).
         """
         paths = Paths.for_project(project, functions, db=db)
         if load and not paths.functions.is_dir():
@@ -219,26 +234,35 @@ class Application:
                 f"No functions folder at {paths.functions}: create it, run `syncline init`, "
                 "or pass --dir / --functions"
             )
-        lock = DataDirLock(paths.database_dir)
+        lock = DataDirLock(paths.database_dir) if worker is None else None
         try:
             persistence = open_persistence(
                 paths.database_url, base=Path.cwd(), durability=durability
             )
             database = Database(persistence, clock=clock or SystemClock())
         except BaseException:
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
         try:
             admin_key = load_or_create_admin_key(paths.database_dir)
         except BaseException:
             database.close()
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
         app = cls(
             database, paths.functions, clock=clock, dev=dev, admin_key=admin_key, limits=limits
         )
         app.paths = paths
         app._lock = lock
+        if worker is not None:
+            app.leadership = SchedulerLeadership(
+                app.scheduler,
+                FileLease(paths.database_dir / SCHEDULER_LOCK_FILE),
+                clock=app.clock,
+                name=worker,
+            )
         try:
             app.use_storage(
                 open_file_storage(
@@ -301,7 +325,10 @@ class Application:
     async def start(self) -> None:
         """Start background work on the running event loop (live queries, auth)."""
         self.live.start()
-        await self.scheduler.start()
+        if self.leadership is not None:
+            await self.leadership.start()
+        else:
+            await self.scheduler.start()
         self.env.start()
         if self.storage is not None:
             await self.storage.start()
@@ -311,7 +338,10 @@ class Application:
         # Runaway user code would hold the writer (and so the scheduler's last
         # writes) or a read thread: stop it first.
         await asyncio.to_thread(self.executor.interrupt_running)
-        await self.scheduler.stop()
+        if self.leadership is not None:
+            await self.leadership.stop()  # after the scheduler stopped: another may lead
+        else:
+            await self.scheduler.stop()
         await self.live.close()
         await self.env.stop()
         if self.storage is not None:

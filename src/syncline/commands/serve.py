@@ -22,12 +22,13 @@ from syncline.sync.limits import (
     DEFAULT_MAX_INFLIGHT_ACTIONS,
     DEFAULT_MAX_QUERIES,
     DEFAULT_MAX_QUEUED_MUTATIONS,
-    DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_MAX_SEND_QUEUE_BYTES,
     ConnectionLimits,
 )
 
-__all__ = ["dev", "serve"]
+__all__ = ["MAX_WORKERS", "dev", "serve"]
+
+#: the most worker processes ``--workers`` accepts
+MAX_WORKERS = 64
 
 
 def _byte_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -67,6 +68,14 @@ def _server_options(fn: Any) -> Any:
         functions_option,
         db_option,
         durability_option,
+        click.option(
+            "--workers",
+            default=1,
+            show_default=True,
+            type=click.IntRange(min=1, max=MAX_WORKERS),
+            help="Worker processes serving the same ports and database (each serves "
+            "connections and runs functions; one runs the scheduler and crons).",
+        ),
         click.option(
             "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
         ),
@@ -194,43 +203,10 @@ def _run_loop(main: Any) -> None:
     uvloop.run(main)
 
 
-def _serve(
-    project: Path,
-    functions: Path | None,
-    db: str | None,
-    host: str,
-    port: int,
-    *,
-    dev: bool,
-    durability: str = "full",
-    site_port: int | None = None,
-    files: str | None = None,
-    public_url: str | None = None,
-    max_upload_size: int | None = None,
-    function_timeout: float = 1.0,
-    action_timeout: float = 600.0,
-    max_memory: int | None = None,
-    max_queries_per_connection: int = DEFAULT_MAX_QUERIES,
-    max_actions_per_connection: int = DEFAULT_MAX_INFLIGHT_ACTIONS,
-    max_mutations_per_connection: int = DEFAULT_MAX_QUEUED_MUTATIONS,
-    max_request_bytes_per_connection: int = DEFAULT_MAX_REQUEST_BYTES,
-    max_send_queue_per_connection: int = DEFAULT_MAX_SEND_QUEUE_BYTES,
-    header_timeout: float = 30.0,
-    body_timeout: float = 30.0,
-    max_header_size: int = 64 * 1024,
-) -> None:
-    import logging
-
-    from syncline.application import Application
-    from syncline.auth.admin_key import ADMIN_KEY_FILE
-    from syncline.functions.limits import ExecutionLimits
-    from syncline.server import discovery
+def _bind(host: str, port: int, site_port: int | None) -> tuple[list[Any], list[Any] | None]:
+    """Ports first: one clear line if one is taken, before anything opens or starts."""
     from syncline.server.listen import PortUnavailable, listen
-    from syncline.server.request_limits import RequestLimits
-    from syncline.server.run import ShutdownRequested
-    from syncline.server.run import serve as run_server
 
-    # Ports first: one clear line if one is taken, before anything opens or starts.
     try:
         api_sockets = listen(host, port)
     except PortUnavailable as exc:
@@ -240,103 +216,263 @@ def _serve(
     except PortUnavailable as exc:
         _close_all(api_sockets)
         fail(f"{exc}; choose another with --site-port")
-    bound = [*api_sockets, *(site_sockets or [])]
+    return api_sockets, site_sockets
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+def _configure_logging(worker: int | None) -> None:
+    import logging
+
+    prefix = "" if worker is None else f"[worker {worker}] "
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(levelname)s {prefix}%(name)s: %(message)s", force=True
+    )
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     if os.environ.get("SYNCLINE_TRACE_PROTOCOL"):
         logging.getLogger("syncline.server").setLevel(logging.DEBUG)
+
+
+def _open_application(options: dict[str, Any], *, dev: bool, worker: str | None = None) -> Any:
+    from syncline.application import Application
+    from syncline.functions.limits import ExecutionLimits
+
+    durability = options["durability"]
+    return Application.open(
+        options["project"],
+        functions=options["functions"],
+        db=options["db"],
+        durability="normal" if durability == "normal" else "full",
+        dev=dev,
+        files=options["files"],
+        max_upload_bytes=options["max_upload_size"],
+        limits=ExecutionLimits(
+            function_timeout_s=options["function_timeout"],
+            action_timeout_s=options["action_timeout"],
+            max_memory_bytes=options["max_memory"],
+        ),
+        worker=worker,
+    )
+
+
+def _public_url(options: dict[str, Any]) -> str:
+    from syncline.server import discovery
+
+    host, port = options["host"], options["port"]
+    # File URLs must name an address clients can reach (never 0.0.0.0).
+    return str(options["public_url"] or f"http://{discovery.connect_host(host)}:{port}").rstrip("/")
+
+
+def _announce(app: Any, options: dict[str, Any], *, dev: bool, workers: int = 1) -> None:
+    """The ready lines, and the server record that lets other commands find this server."""
+    from syncline.auth.admin_key import ADMIN_KEY_FILE
+    from syncline.server import discovery
+
+    host, port, site_port = options["host"], options["port"], options["site_port"]
+    url = f"http://{host}:{port}"
+    mode = "dev" if dev else "production"
+    processes = f", {workers} workers" if workers > 1 else ""
+    click.echo(f"Syncline {__version__} ({mode}{processes}) serving {app.functions_dir}")
+    click.echo(f"  API and sync:  {url}")
+    if site_port is not None:
+        click.echo(f"  HTTP actions:  http://{host}:{site_port} (and {url}/http/)")
+    data_dir = app.paths.database_dir
+    # So that `syncline env` and friends can find this server (the data dir is locked).
+    reachable = discovery.connect_host(host)
+    discovery.write(
+        data_dir,
+        url=f"http://{reachable}:{port}",
+        site_url=None if site_port is None else f"http://{reachable}:{site_port}",
+    )
+    click.echo(f"  Admin key:     {data_dir / ADMIN_KEY_FILE}")
+    click.echo(f"  Functions:     {len(app.registry.functions)} loaded")
+    if app.storage is not None:
+        click.echo(f"  Files:         {app.storage.blobs} (URLs: {app.public_url})")
+        if options["public_url"] is None and discovery.connect_host(host) != host:
+            click.echo(
+                "  Note: file URLs use a loopback address; pass --public-url "
+                "so clients on other machines can reach them."
+            )
+
+
+def _serve(dev: bool, workers: int = 1, **options: Any) -> None:
+    api_sockets, site_sockets = _bind(options["host"], options["port"], options["site_port"])
+    bound = [*api_sockets, *(site_sockets or [])]
+    _configure_logging(None)
+    if workers > 1:
+        try:
+            _supervise(options, dev=dev, workers=workers, api=api_sockets, site=site_sockets)
+        finally:
+            _close_all(bound)
+        return
     try:
-        app = Application.open(
-            project,
-            functions=functions,
-            db=db,
-            durability="normal" if durability == "normal" else "full",
-            dev=dev,
-            files=files,
-            max_upload_bytes=max_upload_size,
-            limits=ExecutionLimits(
-                function_timeout_s=function_timeout,
-                action_timeout_s=action_timeout,
-                max_memory_bytes=max_memory,
-            ),
-        )
+        app = _open_application(options, dev=dev)
     except BaseException as exc:
         _close_all(bound)
         if isinstance(exc, SynclineError):
             fail(str(exc))
         raise
-    url = f"http://{host}:{port}"
-    # File URLs must name an address clients can reach (never 0.0.0.0).
-    app.public_url = (public_url or f"http://{discovery.connect_host(host)}:{port}").rstrip("/")
-    site_url = f"http://{host}:{site_port}" if site_port is not None else None
-    assert app.paths is not None  # Application.open sets them
-    data_dir = app.paths.database_dir
-
-    def ready() -> None:
-        mode = "dev" if dev else "production"
-        click.echo(f"Syncline {__version__} ({mode}) serving {app.functions_dir}")
-        click.echo(f"  API and sync:  {url}")
-        if site_url is not None:
-            click.echo(f"  HTTP actions:  {site_url} (and {url}/http/)")
-        # So that `syncline env` and friends can find this server (the data dir is locked).
-        reachable = discovery.connect_host(host)
-        discovery.write(
-            data_dir,
-            url=f"http://{reachable}:{port}",
-            site_url=None if site_port is None else f"http://{reachable}:{site_port}",
+    try:
+        _run_application(
+            app,
+            options,
+            dev=dev,
+            api_sockets=api_sockets,
+            site_sockets=site_sockets,
+            on_ready=lambda: _announce(app, options, dev=dev),
         )
-        click.echo(f"  Admin key:     {data_dir / ADMIN_KEY_FILE}")
-        click.echo(f"  Functions:     {len(app.registry.functions)} loaded")
-        if app.storage is not None:
-            click.echo(f"  Files:         {app.storage.blobs} (URLs: {app.public_url})")
-            if public_url is None and discovery.connect_host(host) != host:
-                click.echo(
-                    "  Note: file URLs use a loopback address; pass --public-url "
-                    "so clients on other machines can reach them."
-                )
+    finally:
+        from syncline.server import discovery
 
+        assert app.paths is not None  # Application.open sets them
+        discovery.remove(app.paths.database_dir)
+        app.close()
+        _close_all(bound)
+
+
+def _run_application(
+    app: Any,
+    options: dict[str, Any],
+    *,
+    dev: bool,
+    api_sockets: list[Any],
+    site_sockets: list[Any] | None,
+    on_ready: Callable[[], None],
+    worker: Any = None,
+) -> None:
+    """Serve ``app`` on the bound sockets until Ctrl-C or SIGTERM (one process, or one worker).
+
+    ``worker`` (a :class:`~syncline.server.workers.WorkerFds`) makes this
+    process one of several: it follows the other workers' commits.
+    """
+    from syncline.server.request_limits import RequestLimits
+    from syncline.server.run import ShutdownRequested
+    from syncline.server.run import serve as run_server
+
+    app.public_url = _public_url(options)
     background = None
     if dev:
+        import functools
+
         from syncline.server import dev as devserver
 
-        app.executor.observers.append(devserver.print_outcome)
+        # Each worker watches the folder and reloads its own code (every process must
+        # import it); each applies the schema too, and only the first finds work to do.
+        echo: dict[str, Any] = {} if worker is None else {"echo": _worker_echo(worker.index)}
+        app.executor.observers.append(functools.partial(devserver.print_outcome, **echo))
         app.executor.log_failures = False  # the console shows every call, failures in full
 
         async def background(watching: Callable[[], None]) -> None:
-            await devserver.watch(app, watching=watching)
+            await devserver.watch(app, watching=watching, **echo)
 
     try:
         _run_loop(
             run_server(
                 app,
-                host=host,
-                port=port,
-                on_ready=ready,
+                host=options["host"],
+                port=options["port"],
+                on_ready=on_ready,
                 background=background,
-                site_port=site_port,
+                site_port=options["site_port"],
                 sync_limits=ConnectionLimits(
-                    max_queries=max_queries_per_connection,
-                    max_inflight_actions=max_actions_per_connection,
-                    max_queued_mutations=max_mutations_per_connection,
-                    max_request_bytes=max_request_bytes_per_connection,
-                    max_send_queue_bytes=max_send_queue_per_connection,
+                    max_queries=options["max_queries_per_connection"],
+                    max_inflight_actions=options["max_actions_per_connection"],
+                    max_queued_mutations=options["max_mutations_per_connection"],
+                    max_request_bytes=options["max_request_bytes_per_connection"],
+                    max_send_queue_bytes=options["max_send_queue_per_connection"],
                 ),
                 limits=RequestLimits(
-                    header_timeout_s=header_timeout,
-                    body_timeout_s=body_timeout,
-                    max_header_bytes=max_header_size,
+                    header_timeout_s=options["header_timeout"],
+                    body_timeout_s=options["body_timeout"],
+                    max_header_bytes=options["max_header_size"],
                 ),
                 api_sockets=api_sockets,
                 site_sockets=site_sockets,
+                wakeups=None if worker is None else worker.wakeups(),
             )
         )
     except (KeyboardInterrupt, ShutdownRequested):
-        pass  # Ctrl-C or SIGTERM: the servers drained; close everything below
-    finally:
-        discovery.remove(data_dir)
+        pass  # Ctrl-C or SIGTERM: the servers drained; the caller closes everything below
+
+
+def _worker_echo(index: int) -> Callable[[str], None]:
+    def echo(line: str) -> None:
+        click.echo(f"[worker {index}] {line}", err=True)
+
+    return echo
+
+
+#: the environment variable that hands a worker the serve options (JSON)
+OPTIONS_ENV = "SYNCLINE_SERVE_OPTIONS"
+
+
+def _supervise(
+    options: dict[str, Any],
+    *,
+    dev: bool,
+    workers: int,
+    api: list[Any],
+    site: list[Any] | None,
+) -> None:
+    """The parent of ``--workers N``: hold the data folder, check the code, run the workers."""
+    import json
+    import sys
+
+    from syncline.application import DataDirLock, Paths
+    from syncline.server import discovery
+    from syncline.server.workers import Supervisor, WorkerExit
+
+    try:
+        paths = Paths.for_project(options["project"], options["functions"], db=options["db"])
+        lock = DataDirLock(paths.database_dir)
+    except SynclineError as exc:
+        fail(str(exc))
+    try:
+        # Load once here: broken code or a schema the data violates is one clear error,
+        # and the workers start on a database that already has this schema and crons.
+        try:
+            app = _open_application(options, dev=dev, worker="supervisor")
+        except SynclineError as exc:
+            fail(str(exc))
+        app.public_url = _public_url(options)
         app.close()
-        _close_all(bound)
+        encoded = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+        supervisor = Supervisor(
+            [sys.executable, "-m", "syncline.commands.worker"],
+            workers=workers,
+            api_sockets=api,
+            site_sockets=site or [],
+            env={**os.environ, OPTIONS_ENV: json.dumps({"dev": dev, **encoded})},
+            on_ready=lambda: _announce(app, options, dev=dev, workers=workers),
+        )
+        try:
+            supervisor.run()
+        except WorkerExit as exc:
+            fail(str(exc))
+    finally:
+        discovery.remove(paths.database_dir)
+        lock.release()
+
+
+def serve_worker(fds: Any, options: dict[str, Any]) -> None:
+    """One worker of ``--workers N`` (see :mod:`syncline.server.workers`)."""
+    dev = bool(options.pop("dev"))
+    _configure_logging(fds.index)
+    api_sockets, site_sockets = fds.api_sockets(), fds.site_sockets()
+    try:
+        app = _open_application(options, dev=dev, worker=f"worker {fds.index}")
+    except SynclineError as exc:
+        fail(f"worker {fds.index}: {exc}")
+    try:
+        _run_application(
+            app,
+            options,
+            dev=dev,
+            api_sockets=api_sockets,
+            site_sockets=site_sockets,
+            on_ready=fds.signal_ready,
+            worker=fds,
+        )
+    finally:
+        app.close()
 
 
 def _close_all(sockets: list[Any]) -> None:

@@ -3,7 +3,9 @@
 One process, one event loop, two listening ports: the API port (function
 API, sync WebSocket, admin, ``/http/``) and, when ``site_port`` is given, the
 site port serving HTTP actions. The API server owns signal handling; a stop
-of either server stops both.
+of either server stops both. With ``serve --workers N`` each worker process
+runs this on sockets it inherited, and follows the other workers' commits
+(:mod:`syncline.server.wakeup`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from syncline.server.app import create_app
 from syncline.server.listen import PortUnavailable, listen
 from syncline.server.protocols import guarded_http_protocol
 from syncline.server.request_limits import DEFAULT_REQUEST_LIMITS, BodyGuard, RequestLimits
+from syncline.server.wakeup import CommitFollower, WakeupChannel
 from syncline.server.ws import SyncWebSocketProtocol
 from syncline.sync.limits import ConnectionLimits
 
@@ -71,6 +74,7 @@ async def serve(
     limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
     api_sockets: list[socket.socket] | None = None,
     site_sockets: list[socket.socket] | None = None,
+    wakeups: WakeupChannel | None = None,
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
 
@@ -83,6 +87,9 @@ async def serve(
     :class:`~syncline.server.listen.PortUnavailable` with nothing started);
     pass ``api_sockets`` / ``site_sockets`` already bound with
     :func:`~syncline.server.listen.listen` to bind them earlier still.
+    ``wakeups`` makes this process one worker of several: it wakes the
+    others after its commits and publishes theirs (a
+    :class:`~syncline.server.wakeup.CommitFollower`).
     """
     if api_sockets is None:
         api_sockets = listen(host, port)
@@ -119,6 +126,10 @@ async def serve(
     if site is not None:
         _stop_together(server, site)
     await application.start()
+    follower = None
+    if wakeups is not None:
+        follower = CommitFollower(application.database, wakeups)
+        follower.start()
     # Long-lived objects (code, schema, catalog) need no cyclic GC passes; and a
     # larger young generation keeps collections off the hot path of fan-outs.
     gc.freeze()
@@ -160,6 +171,9 @@ async def serve(
             extra.cancel()
             await asyncio.gather(extra, return_exceptions=True)
         await application.stop()
+        if follower is not None:
+            follower.stop()
+            follower.channel.close()
         _close(api_sockets)
         _close(site_sockets or [])
 
