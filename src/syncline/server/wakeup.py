@@ -30,8 +30,8 @@ Why this shape:
   correctness, because
 
 **the backstop**: the tail also wakes every ``poll_interval_s`` (0.1 s) with
-no datagram and compares the store's last ts with the last one published; a
-commit it missed is published then. So propagation is bounded by the poll
+no datagram and calls ``catch_up`` anyway, which reads only the store's last
+ts when nothing is new; a commit it missed is published then. So propagation is bounded by the poll
 interval even if every datagram is lost, and the log, not the wake-up,
 carries what changed (a wake-up's payload is only a hint of the ts).
 """
@@ -131,10 +131,10 @@ class CommitTail:
     """A thread that publishes other workers' commits as soon as it hears of them.
 
     ``catch_up()`` publishes every stored commit newer than the last one
-    published (and returns how many); ``stored_ts()`` reads only the store's
-    last commit ts; ``published_ts()`` is the newest ts published so far. The
-    thread calls ``catch_up`` on every wake-up, and on every backstop poll
-    that finds the store ahead.
+    published (and returns how many; when nothing is new it reads only the
+    store's last ts); ``published_ts()`` is the newest ts published so far.
+    The thread calls ``catch_up`` on every wake-up for a ts not yet
+    published, and on every backstop poll.
     """
 
     def __init__(
@@ -142,13 +142,11 @@ class CommitTail:
         channel: WakeupChannel,
         *,
         catch_up: Callable[[], int],
-        stored_ts: Callable[[], int],
         published_ts: Callable[[], int],
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> None:
         self.channel = channel
         self._catch_up = catch_up
-        self._stored_ts = stored_ts
         self._published_ts = published_ts
         self.poll_interval_s = poll_interval_s
         self._stop = threading.Event()
@@ -186,8 +184,6 @@ class CommitTail:
             published = self._catch_up()
             self.woken += published
             return published
-        if self._stored_ts() <= self._published_ts():
-            return 0
         published = self._catch_up()
         self.polled += published
         return published
@@ -213,7 +209,6 @@ class CommitFollower:
         self.tail = CommitTail(
             channel,
             catch_up=database.catch_up,
-            stored_ts=self._stored_ts,
             published_ts=lambda: self._published,
             poll_interval_s=poll_interval_s,
         )
@@ -235,11 +230,3 @@ class CommitFollower:
             if commit.local:
                 self.channel.notify(commit.ts)
                 return
-
-    def _stored_ts(self) -> int:
-        persistence = self.database.persistence
-        conn = persistence.reader()
-        try:
-            return conn.ts
-        finally:
-            persistence.release_reader(conn)

@@ -1,0 +1,510 @@
+"""``syncline serve --workers N``: several processes, one database, one set of ports.
+
+Every mutation here returns the pid of the process that ran it, so a test
+can prove where its calls went. Clients are the official Python client
+(``convex``, the Rust core), several per process in threads, in several
+processes, as real applications would be:
+
+* a hot counter incremented from 4 x 8 connections over 4 workers ends at
+  exactly the number of increments, and every worker served some;
+* bank transfers across workers never create or destroy money, and no
+  subscriber on any worker ever sees a total that is off;
+* the randomized live-query consistency check (see
+  ``tests/sync/test_consistency.py``) with writers and subscribers on
+  different workers;
+* SIGKILL of the worker that runs the scheduler, under load: no acknowledged
+  write is lost or doubled, its clients carry on through another worker,
+  the scheduler moves to one other worker, and no scheduled job runs twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.conftest import AsyncWs
+from sync import test_consistency as consistency
+from syncline._devtools import ServerProcess, launch
+
+from .conftest import MakeProject
+
+pytestmark = pytest.mark.slow
+
+WORKER_FILES = {
+    "schema.py": """
+        from syncline import define_schema, define_table, v
+
+        schema = define_schema({
+            "accounts": define_table({"name": v.string(), "balance": v.float64()})
+                .index("by_name", ["name"]),
+            "records": define_table({"client": v.string(), "seq": v.float64()})
+                .index("by_client", ["client"]),
+            "job_runs": define_table({"i": v.float64(), "pid": v.float64()}),
+            "flags": define_table({"name": v.string()}),
+            "counters": define_table({"name": v.string(), "value": v.float64()}),
+            "items": define_table({"group": v.string(), "value": v.float64()})
+                .index("by_group", ["group"]),
+        })
+    """,
+    "workers.py": """
+        import os
+
+        from syncline import internal, internal_mutation, mutation, query, v
+
+
+        def _pid():
+            return float(os.getpid())
+
+
+        @mutation
+        def where(ctx):
+            # Which worker serves the caller's connection (writes nothing).
+            return _pid()
+
+
+        @mutation(args={"name": v.string()})
+        def increment(ctx, name):
+            doc = ctx.db.query("counters").filter(lambda q: q.eq(q.field("name"), name)).first()
+            if doc is None:
+                ctx.db.insert("counters", {"name": name, "value": 1.0})
+                return {"value": 1.0, "pid": _pid()}
+            ctx.db.patch(doc["_id"], {"value": doc["value"] + 1})
+            return {"value": doc["value"] + 1, "pid": _pid()}
+
+
+        @query(args={"name": v.string()})
+        def counter(ctx, name):
+            doc = ctx.db.query("counters").filter(lambda q: q.eq(q.field("name"), name)).first()
+            return 0.0 if doc is None else doc["value"]
+
+
+        @mutation(args={"client": v.string(), "seq": v.float64()})
+        def record(ctx, client, seq):
+            ctx.db.insert("records", {"client": client, "seq": seq})
+            return {"pid": _pid()}
+
+
+        @query(args={"client": v.string()})
+        def records(ctx, client):
+            rows = ctx.db.query("records").with_index("by_client", lambda q: q.eq("client", client))
+            return [d["seq"] for d in rows]
+
+
+        @mutation(args={"n": v.float64(), "every_ms": v.float64()})
+        def schedule(ctx, n, every_ms):
+            for i in range(int(n)):
+                ctx.scheduler.run_after(i * every_ms, internal.workers.job, {"i": float(i)})
+
+
+        @internal_mutation(args={"i": v.float64()})
+        def job(ctx, i):
+            ctx.db.insert("job_runs", {"i": i, "pid": _pid()})
+
+
+        @query
+        def job_runs(ctx):
+            return [[d["i"], d["pid"]] for d in ctx.db.query("job_runs").collect()]
+    """,
+    "items.py": consistency.FILES["items.py"],
+    "bank.py": """
+        import os
+
+        from syncline import mutation, query, v
+
+
+        def _account(ctx, name):
+            return ctx.db.query("accounts").with_index("by_name", lambda q: q.eq("name", name)).unique()
+
+
+        @mutation(args={"n": v.float64(), "balance": v.float64()})
+        def open_accounts(ctx, n, balance):
+            for i in range(int(n)):
+                ctx.db.insert("accounts", {"name": f"a{i}", "balance": balance})
+
+
+        @mutation(args={"src": v.string(), "dst": v.string(), "amount": v.float64()})
+        def transfer(ctx, src, dst, amount):
+            a, b = _account(ctx, src), _account(ctx, dst)
+            if a["balance"] < amount:
+                return {"ok": False, "pid": float(os.getpid())}
+            ctx.db.patch(a["_id"], {"balance": a["balance"] - amount})
+            ctx.db.patch(b["_id"], {"balance": b["balance"] + amount})
+            return {"ok": True, "pid": float(os.getpid())}
+
+
+        @query
+        def summary(ctx):
+            balances = [d["balance"] for d in ctx.db.query("accounts").collect()]
+            done = ctx.db.query("flags").first() is not None
+            return {"total": sum(balances), "lowest": min(balances, default=0.0),
+                    "count": float(len(balances)), "done": done}
+
+
+        @mutation
+        def finish(ctx):
+            ctx.db.insert("flags", {"name": "done"})
+    """,
+}
+
+#: one client process: THREADS connections (official client), each making CALLS mutations
+CLIENT = textwrap.dedent(
+    """
+    import json, random, sys, threading
+    from convex import ConvexClient
+
+    url, mode, name, threads, calls = sys.argv[1:6]
+    threads, calls = int(threads), int(calls)
+    out = {"pids": {}, "errors": [], "acked": {}, "refused": 0, "bad_totals": []}
+    lock = threading.Lock()
+
+    def watch(client):
+        # A subscriber on whichever worker this connection reached: the invariant,
+        # in every result pushed, until the test says it is over.
+        for value in client.subscribe("bank:summary"):
+            if value["count"] and (value["total"] != 1000.0 or value["lowest"] < 0):
+                with lock:
+                    out["bad_totals"].append(value)
+            if value["done"]:
+                return
+
+    def run(t):
+        client = ConvexClient(url)
+        rng = random.Random(f"{name}-{t}")
+        me = f"{name}-{t}"
+        pids = []
+        if mode == "bank":
+            watcher = threading.Thread(target=watch, args=(ConvexClient(url),))
+            watcher.start()
+            with lock:
+                watchers.append(watcher)
+        for i in range(calls):
+            try:
+                if mode == "count":
+                    result = client.mutation("workers:increment", {"name": name.split("/")[0]})
+                elif mode == "bank":
+                    src, dst = rng.sample(range(10), 2)
+                    result = client.mutation("bank:transfer", {
+                        "src": f"a{src}", "dst": f"a{dst}", "amount": float(rng.randint(1, 40))})
+                    if not result["ok"]:
+                        with lock:
+                            out["refused"] += 1
+                else:
+                    result = client.mutation("workers:record", {"client": me, "seq": float(i)})
+            except Exception as exc:
+                with lock:
+                    out["errors"].append(f"{me} call {i}: {exc!r}")
+                continue
+            pids.append(int(result["pid"]))
+        with lock:
+            out["acked"][me] = pids
+
+    watchers = []
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print("CALLS DONE", flush=True)
+    for w in watchers:
+        w.join()
+    print(json.dumps(out))
+    """
+)
+
+
+def start_clients(
+    url: str, mode: str, name: str, processes: int, threads: int, calls: int
+) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT, url, mode, f"{name}/{p}", str(threads), str(calls)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(processes)
+    ]
+
+
+def finish_clients(
+    procs: list[subprocess.Popen[str]], timeout: float = 240
+) -> list[dict[str, Any]]:
+    outs = []
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"client process timed out:\n{err[-3000:]}") from None
+        assert proc.returncode == 0, f"client failed ({proc.returncode}):\n{err[-3000:]}"
+        outs.append(json.loads(out.splitlines()[-1]))
+    return outs
+
+
+def wait_calls_done(procs: list[subprocess.Popen[str]]) -> None:
+    """Until every client process has made all of its calls (its watchers may still run)."""
+    for proc in procs:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == "CALLS DONE\n", (line, proc.stderr.read() if proc.stderr else "")
+
+
+def serve_workers(project: Path, workers: int) -> ServerProcess:
+    """A ``serve --workers N`` server, returned once every worker is serving."""
+    server = launch(project, mode="serve", args=["--workers", str(workers)])
+    deadline = time.monotonic() + 30
+    while f"{workers} workers) serving" not in server.log():
+        assert server.alive(), server.log()
+        assert time.monotonic() < deadline, f"workers not ready:\n{server.log()}"
+        time.sleep(0.05)
+    assert len(worker_pids(server)) == workers
+    return server
+
+
+def worker_pids(server: ServerProcess) -> set[int]:
+    """The server's worker processes (its children)."""
+    assert server.pid is not None
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def call(server: ServerProcess, kind: str, path: str, args: dict[str, Any] | None = None) -> Any:
+    response = httpx.post(
+        f"{server.url}/api/{kind}",
+        json={"path": path, "args": args or {}, "format": "json"},
+        timeout=30,
+    )
+    body = response.json()
+    assert body["status"] == "success", body
+    return body["value"]
+
+
+@pytest.fixture
+def workers_project(project: MakeProject) -> Path:
+    return project(WORKER_FILES, auth=False)
+
+
+def test_a_hot_counter_counts_every_increment_across_four_workers(workers_project: Path) -> None:
+    server = serve_workers(workers_project, 4)
+    try:
+        outs = finish_clients(start_clients(server.url, "count", "hot", 4, 8, 250))
+        errors = [e for out in outs for e in out["errors"]]
+        assert not errors, errors[:10]
+        assert call(server, "query", "workers:counter", {"name": "hot"}) == 8000.0
+        served = collections.Counter(
+            pid for out in outs for pids in out["acked"].values() for pid in pids
+        )
+        assert sum(served.values()) == 8000
+        # Connections landed on every worker, and each worker committed increments.
+        assert set(served) == worker_pids(server), served
+    finally:
+        server.stop()
+
+
+def test_transfers_across_workers_keep_the_total(workers_project: Path) -> None:
+    server = serve_workers(workers_project, 3)
+    try:
+        call(server, "mutation", "bank:open_accounts", {"n": 10.0, "balance": 100.0})
+        procs = start_clients(server.url, "bank", "bank", 3, 4, 60)
+        wait_calls_done(procs)
+        # The subscribers stop once they see the flag, set after every transfer.
+        call(server, "mutation", "bank:finish")
+        outs = finish_clients(procs)
+        errors = [e for out in outs for e in out["errors"]]
+        assert not errors, errors[:10]
+        bad = [b for out in outs for b in out["bad_totals"]]
+        assert not bad, bad[:10]
+        summary = call(server, "query", "bank:summary")
+        assert summary["total"] == 1000.0 and summary["lowest"] >= 0
+        pids = {pid for out in outs for pids in out["acked"].values() for pid in pids}
+        assert len(pids) >= 2, "the transfers all went through one worker"
+        assert sum(out["refused"] for out in outs) < 3 * 4 * 60  # some moved money
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------- consistency
+
+
+async def placed_clients(
+    url: str, want_writers: int, want_subscribers: int
+) -> tuple[list[consistency.Client], list[consistency.Client]]:
+    """Writers all on one worker, subscribers all on others (connections land where they may)."""
+    by_pid: dict[int, list[consistency.Client]] = collections.defaultdict(list)
+    opened: list[consistency.Client] = []
+    try:
+        for i in range(60):
+            client = consistency.Client(f"client{i}", await AsyncWs.open(url))
+            opened.append(client)
+            await client.start()
+            answer = await asyncio.wait_for(await client.mutate("workers:where", {}), 10)
+            by_pid[int(answer["result"])].append(client)
+            groups = sorted(by_pid.values(), key=len, reverse=True)
+            if len(groups) >= 2 and len(groups[0]) >= want_writers:
+                others = [c for g in groups[1:] for c in g]
+                if len(others) >= want_subscribers:
+                    writers = groups[0][:want_writers]
+                    subscribers = others[:want_subscribers]
+                    break
+        else:
+            raise AssertionError(f"connections did not spread: {dict(by_pid)}")
+    except BaseException:
+        for client in opened:
+            await client.stop()
+        raise
+    for client in opened:
+        if client not in writers and client not in subscribers:
+            await client.stop()
+    return writers, subscribers
+
+
+async def cross_worker_scenario(
+    url: str,
+) -> tuple[consistency.World, list[consistency.Client], int]:
+    rng = random.Random(consistency.SEED)
+    world = consistency.World()
+    writers, subscribers = await placed_clients(url, consistency.WRITERS, consistency.SUBSCRIBERS)
+    clients = [*writers, *subscribers]
+    try:
+        for i in range(12):
+            future = await writers[0].mutate(
+                "items:insert",
+                {"group": consistency.GROUPS[i % 3], "value": float(rng.randint(0, 50))},
+            )
+            world.record(await asyncio.wait_for(future, 10))
+        for sub in subscribers:
+            await sub.change_queries(
+                [world.random_query(rng) for _ in range(rng.randint(3, 5))], []
+            )
+        for w in writers:
+            await w.change_queries([("items:total", {})], [])
+        until = asyncio.get_running_loop().time() + consistency.WRITE_SECONDS
+        results = await asyncio.gather(
+            *(consistency.writer(w, world, random.Random(rng.random()), until) for w in writers),
+            *(
+                consistency.subscriber(s, world, random.Random(rng.random()), until)
+                for s in subscribers
+            ),
+        )
+        mutations = sum(r for r in results if r is not None)
+        last_ts = max(ts for ts, _ in world.log)
+        for client in clients:
+            await client.change_queries([("items:total", {})], [])
+        for client in clients:
+            version = client.ws.query_set
+            await consistency.wait_for(lambda c=client, v=version: consistency.caught_up(c, v))
+            assert client.ws.state.ts >= last_ts, client.name
+        return world, clients, mutations
+    finally:
+        for client in clients:
+            await client.stop()
+
+
+def test_live_queries_stay_consistent_with_writers_and_subscribers_on_other_workers(
+    workers_project: Path,
+) -> None:
+    server = serve_workers(workers_project, 2)
+    try:
+        world, clients, mutations = asyncio.run(
+            asyncio.wait_for(cross_worker_scenario(server.ws_url), 90)
+        )
+    finally:
+        server.stop()
+    problems = [p for c in clients for p in c.problems]
+    assert not problems, "\n".join(problems[:20])
+    assert mutations > 50, mutations
+    # Every accepted Transition shows every subscribed query as of its ts: on the
+    # subscribers' worker, the writers' commits arrived in order and complete.
+    snapshots = [s for c in clients for s in c.snapshots]
+    states = world.states_at([s.ts for s in snapshots])
+    by_name = {c.name: c for c in clients}
+    mismatches = [
+        f"{snap.who} transition {snap.index} ts {snap.ts}: {by_name[snap.who].queries[qid]} = "
+        f"{value!r}, expected {expected!r}"
+        for snap in snapshots
+        for qid, value in snap.values.items()
+        if value
+        != (expected := consistency.evaluate(by_name[snap.who].queries[qid], states[snap.ts]))
+    ]
+    assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:20])
+    assert sum(len(c.snapshots) for c in clients) > 100
+    (final_state,) = world.states_at([max(ts for ts, _ in world.log)]).values()
+    for client in clients:
+        for query_id, result in client.ws.state.results.items():
+            assert result[1] == consistency.evaluate(client.queries[query_id], final_state)
+
+
+# ----------------------------------------------------------------------------- SIGKILL
+
+
+def test_a_killed_worker_loses_no_write_and_the_scheduler_moves_once(
+    workers_project: Path,
+) -> None:
+    jobs, every_ms = 150, 20.0
+    server = serve_workers(workers_project, 3)
+    try:
+        before = worker_pids(server)
+        call(server, "mutation", "workers:schedule", {"n": float(jobs), "every_ms": every_ms})
+        procs = start_clients(server.url, "load", "load", 2, 6, 150)
+        # The scheduler runs in one worker: kill that one, mid-stream.
+        deadline = time.monotonic() + 30
+        while len(runs := call(server, "query", "workers:job_runs")) < 30:
+            assert time.monotonic() < deadline, runs
+            time.sleep(0.05)
+        leader = int(runs[0][1])
+        assert leader in before and {int(pid) for _, pid in runs} == {leader}
+        os.kill(leader, signal.SIGKILL)
+        killed_at = len(call(server, "query", "workers:job_runs"))
+        outs = finish_clients(procs)
+        acked = {me: pids for out in outs for me, pids in out["acked"].items()}
+        stored = {me: call(server, "query", "workers:records", {"client": me}) for me in acked}
+        deadline = time.monotonic() + 30
+        while len(runs := call(server, "query", "workers:job_runs")) < jobs:
+            assert time.monotonic() < deadline, f"{len(runs)} of {jobs} jobs ran"
+            time.sleep(0.1)
+        time.sleep(0.5)  # a job run twice would show up now
+        runs = call(server, "query", "workers:job_runs")
+        log = server.log()
+        after = worker_pids(server)
+    finally:
+        server.stop()
+
+    # Acknowledged writes: every one is there, exactly once (a resend after the
+    # reconnect was answered from the recorded outcome, not run again).
+    errors = [e for out in outs for e in out["errors"]]
+    assert not errors, errors[:10]
+    assert len(acked) == 12 and all(len(pids) == 150 for pids in acked.values())
+    for me, seqs in stored.items():
+        assert sorted(seqs) == [float(i) for i in range(150)], me
+    # The clients of the killed worker went on through another one.
+    moved = [me for me, pids in acked.items() if leader in pids]
+    for me in moved:
+        pids = acked[me]
+        last_on_leader = max(i for i, pid in enumerate(pids) if pid == leader)
+        assert last_on_leader < len(pids) - 1, f"{me} never continued after the kill"
+        assert all(pid != leader for pid in pids[last_on_leader + 1 :])
+    # Exactly one scheduler at a time: every job ran once; in run order, the
+    # pids go from the killed leader to one successor and never back.
+    assert sorted(int(i) for i, _ in runs) == list(range(jobs))
+    order = [int(pid) for _, pid in runs]
+    switch = order.index(next(pid for pid in order if pid != leader))
+    assert 30 <= switch <= killed_at and set(order[:switch]) == {leader}
+    assert len(set(order[switch:])) == 1 and order[switch] != leader
+    assert log.count("runs the scheduler and crons") == 2, log
+    # The killed worker was replaced.
+    assert leader not in after and len(after) == 3
