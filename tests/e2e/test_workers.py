@@ -167,29 +167,14 @@ CLIENT = textwrap.dedent(
 
     url, mode, name, threads, calls = sys.argv[1:6]
     threads, calls = int(threads), int(calls)
-    out = {"pids": {}, "errors": [], "acked": {}, "refused": 0, "bad_totals": []}
+    out = {"errors": [], "acked": {}, "refused": 0}
     lock = threading.Lock()
-
-    def watch(client):
-        # A subscriber on whichever worker this connection reached: the invariant,
-        # in every result pushed, until the test says it is over.
-        for value in client.subscribe("bank:summary"):
-            if value["count"] and (value["total"] != 1000.0 or value["lowest"] < 0):
-                with lock:
-                    out["bad_totals"].append(value)
-            if value["done"]:
-                return
 
     def run(t):
         client = ConvexClient(url)
         rng = random.Random(f"{name}-{t}")
         me = f"{name}-{t}"
         pids = []
-        if mode == "bank":
-            watcher = threading.Thread(target=watch, args=(ConvexClient(url),))
-            watcher.start()
-            with lock:
-                watchers.append(watcher)
         for i in range(calls):
             try:
                 if mode == "count":
@@ -211,15 +196,46 @@ CLIENT = textwrap.dedent(
         with lock:
             out["acked"][me] = pids
 
-    watchers = []
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    print("CALLS DONE", flush=True)
-    for w in watchers:
-        w.join()
+    print(json.dumps(out))
+    """
+)
+
+#: one process of THREADS subscribers of bank:summary (the official client's async
+#: subscriptions: its blocking next() would hold the GIL); each checks the invariant
+#: in every result pushed until the summary says the test is over
+WATCHER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from convex import ConvexClient
+
+    url, count = sys.argv[1], int(sys.argv[2])
+    out = {"bad": [], "results": 0, "pids": []}
+
+    async def watch(client, subscribed):
+        out["pids"].append(int(client.mutation("workers:where")))
+        sub = client.subscribe("bank:summary")
+        while True:
+            value = await asyncio.wait_for(sub.__anext__(), 120)
+            subscribed.set()
+            out["results"] += 1
+            if value["count"] and (value["total"] != 1000.0 or value["lowest"] < 0):
+                out["bad"].append(value)
+            if value["done"]:
+                return
+
+    async def main():
+        events = [asyncio.Event() for _ in range(count)]
+        tasks = [asyncio.create_task(watch(ConvexClient(url), e)) for e in events]
+        await asyncio.gather(*(e.wait() for e in events))
+        print("SUBSCRIBED", flush=True)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
     print(json.dumps(out))
     """
 )
@@ -252,16 +268,26 @@ def finish_clients(
             out, err = proc.communicate()
             raise AssertionError(f"client process timed out:\n{err[-3000:]}") from None
         assert proc.returncode == 0, f"client failed ({proc.returncode}):\n{err[-3000:]}"
-        outs.append(json.loads(out.splitlines()[-1]))
+        outs.append(json.loads(out.splitlines()[-1]))  # after any progress lines
     return outs
 
 
-def wait_calls_done(procs: list[subprocess.Popen[str]]) -> None:
-    """Until every client process has made all of its calls (its watchers may still run)."""
+def start_watchers(url: str, processes: int, connections: int) -> list[subprocess.Popen[str]]:
+    """Processes of bank:summary subscribers, returned once every subscription has a result."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WATCHER, url, str(connections)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     for proc in procs:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line == "CALLS DONE\n", (line, proc.stderr.read() if proc.stderr else "")
+        assert line == "SUBSCRIBED\n", (line, proc.stderr.read() if proc.stderr else "")
+    return procs
 
 
 def serve_workers(project: Path, workers: int) -> ServerProcess:
@@ -320,15 +346,16 @@ def test_transfers_across_workers_keep_the_total(workers_project: Path) -> None:
     server = serve_workers(workers_project, 3)
     try:
         call(server, "mutation", "bank:open_accounts", {"n": 10.0, "balance": 100.0})
-        procs = start_clients(server.url, "bank", "bank", 3, 4, 60)
-        wait_calls_done(procs)
+        watchers = start_watchers(server.url, 2, 3)
+        outs = finish_clients(start_clients(server.url, "bank", "bank", 3, 4, 60))
         # The subscribers stop once they see the flag, set after every transfer.
         call(server, "mutation", "bank:finish")
-        outs = finish_clients(procs)
+        seen = finish_clients(watchers)
         errors = [e for out in outs for e in out["errors"]]
         assert not errors, errors[:10]
-        bad = [b for out in outs for b in out["bad_totals"]]
+        bad = [b for out in seen for b in out["bad"]]
         assert not bad, bad[:10]
+        assert all(out["results"] >= 2 for out in seen)  # they saw transfers go by
         summary = call(server, "query", "bank:summary")
         assert summary["total"] == 1000.0 and summary["lowest"] >= 0
         pids = {pid for out in outs for pids in out["acked"].values() for pid in pids}
@@ -493,6 +520,7 @@ def test_a_killed_worker_loses_no_write_and_the_scheduler_moves_once(
         assert sorted(seqs) == [float(i) for i in range(150)], me
     # The clients of the killed worker went on through another one.
     moved = [me for me, pids in acked.items() if leader in pids]
+    assert moved, "no client was connected to the killed worker"
     for me in moved:
         pids = acked[me]
         last_on_leader = max(i for i, pid in enumerate(pids) if pid == leader)
