@@ -536,3 +536,58 @@ def test_a_killed_worker_loses_no_write_and_the_scheduler_moves_once(
     assert log.count("runs the scheduler and crons") == 2, log
     # The killed worker was replaced.
     assert leader not in after and len(after) == 3
+
+
+# ----------------------------------------------------------------------------- dev
+
+
+def test_dev_workers_each_reload_the_code_and_the_schema_is_pushed_once(
+    project: MakeProject,
+) -> None:
+    root = project(WORKER_FILES, auth=False)
+    server = launch(root, mode="dev", args=["--workers", "2"])
+    try:
+        deadline = time.monotonic() + 30
+        while "2 workers) serving" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        call(server, "mutation", "bank:open_accounts", {"n": 3.0, "balance": 1.0})
+        schema = root / "functions" / "schema.py"
+        schema.write_text(
+            schema.read_text().replace(
+                '.index("by_name", ["name"])',
+                '.index("by_name", ["name"]).index("by_balance", ["balance"])',
+            )
+        )
+        (root / "functions" / "rich.py").write_text(
+            textwrap.dedent(
+                """
+                import os
+
+                from syncline import query
+
+
+                @query
+                def rich(ctx):
+                    rows = ctx.db.query("accounts").with_index("by_balance", lambda q: q.gte("balance", 1.0))
+                    return {"n": float(len(rows.collect())), "pid": float(os.getpid())}
+                """
+            )
+        )
+        # Every worker serves the new code (each connection lands on either one).
+        answered: set[float] = set()
+        deadline = time.monotonic() + 30
+        while len(answered) < 2:
+            assert time.monotonic() < deadline, (answered, server.log())
+            body = httpx.post(
+                f"{server.url}/api/query", json={"path": "rich:rich", "args": {}}, timeout=10
+            ).json()
+            if body["status"] == "success":
+                assert body["value"]["n"] == 3.0
+                answered.add(body["value"]["pid"])
+            time.sleep(0.05)
+        log = server.log()
+    finally:
+        server.stop()
+    assert log.count("indexes added: accounts.by_balance") == 1, log
+    assert log.count("Reloaded") >= 2, log
