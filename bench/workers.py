@@ -156,7 +156,7 @@ async def propagation(server: ServerProcess, samples: int) -> list[float]:
     for _ in range(64):
         conn = await WsMutator.open(server.port)
         opened.append(conn)
-        pid = orjson.loads((await conn.mutation("bench:where", {}))["result"])
+        pid = (await conn.mutation("bench:where", {}))["result"]
         by_pid.setdefault(pid, []).append(conn)
         if len(by_pid) >= 2:
             break
@@ -196,7 +196,8 @@ async def propagation(server: ServerProcess, samples: int) -> list[float]:
         marker = f"p-{i}-{time.time_ns()}"
         wanted[marker] = loop.create_future()
         answer = await writer.mutation("messages:send", {"body": marker, "channel": "propagation"})
-        await asyncio.wait_for(wanted.pop(marker), 10)
+        await asyncio.wait_for(wanted[marker], 10)
+        del wanted[marker]
         latencies.append((arrived.pop(marker) - decode_ts(answer["ts"])) / 1e6)
         await asyncio.sleep(0.005)  # one commit at a time: latency, not queueing
     for conn in opened:
