@@ -122,25 +122,27 @@ async def measure(
 
 
 async def http_round(server: ServerProcess, clients: int, total: int) -> dict[str, float]:
-    conns = [await HttpConn.open(server.port) for _ in range(clients)]
-
     async def one(conn: HttpConn, i: int) -> None:
         await conn.post(b"/api/mutation", create_body(i))
 
-    try:
-        assert server.pid is not None
-        return await measure(server.pid, conns, total, one)
-    finally:
-        for c in conns:
-            c.close()
+    return await run_round(
+        server, [await HttpConn.open(server.port) for _ in range(clients)], total, one
+    )
 
 
 async def ws_round(server: ServerProcess, clients: int, total: int) -> dict[str, float]:
-    conns = [await WsMutator.open(server.port) for _ in range(clients)]
-
     async def one(conn: WsMutator, i: int) -> None:
         await conn.mutation("messages:send", {"body": f"message {i}", "channel": f"c{i % 8}"})
 
+    return await run_round(
+        server, [await WsMutator.open(server.port) for _ in range(clients)], total, one
+    )
+
+
+async def run_round(
+    server: ServerProcess, conns: list[Any], total: int, one: Callable[[Any, int], Awaitable[None]]
+) -> dict[str, float]:
+    """``total`` creates over ``conns`` (closed afterwards), measured."""
     try:
         assert server.pid is not None
         return await measure(server.pid, conns, total, one)

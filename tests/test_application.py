@@ -120,3 +120,35 @@ def test_an_unknown_durability_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", "--dir", str(tmp_path), "--durability", "off"])
     assert result.exit_code == 2
     assert "'off' is not one of 'full', 'normal'" in result.output
+
+
+def test_workers_share_a_data_folder_and_one_of_them_runs_the_scheduler(tmp_path: Path) -> None:
+    import asyncio
+
+    write_functions(tmp_path / "functions", {"noop.py": "from syncline import query\n"})
+    first = Application.open(tmp_path, worker="worker 0")
+    # Workers take no DataDirLock (their parent holds it for them all).
+    second = Application.open(tmp_path, worker="worker 1")
+    try:
+        assert first.leadership is not None and second.leadership is not None
+
+        async def main() -> None:
+            await first.start()
+            await second.start()
+            try:
+                assert first.leadership is not None and second.leadership is not None
+                assert first.leadership.leading and not second.leadership.leading
+                assert first.scheduler.running_jobs == 0
+                await first.stop()
+                for _ in range(100):  # the other tries every 0.5 s
+                    if second.leadership.leading:
+                        break
+                    await asyncio.sleep(0.05)
+                assert second.leadership.leading
+            finally:
+                await second.stop()
+
+        asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        first.close()
+        second.close()

@@ -457,17 +457,7 @@ def test_live_queries_stay_consistent_with_writers_and_subscribers_on_other_work
     assert mutations > 50, mutations
     # Every accepted Transition shows every subscribed query as of its ts: on the
     # subscribers' worker, the writers' commits arrived in order and complete.
-    snapshots = [s for c in clients for s in c.snapshots]
-    states = world.states_at([s.ts for s in snapshots])
-    by_name = {c.name: c for c in clients}
-    mismatches = [
-        f"{snap.who} transition {snap.index} ts {snap.ts}: {by_name[snap.who].queries[qid]} = "
-        f"{value!r}, expected {expected!r}"
-        for snap in snapshots
-        for qid, value in snap.values.items()
-        if value
-        != (expected := consistency.evaluate(by_name[snap.who].queries[qid], states[snap.ts]))
-    ]
+    mismatches = consistency.transition_mismatches(world, clients)
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:20])
     assert sum(len(c.snapshots) for c in clients) > 100
     (final_state,) = world.states_at([max(ts for ts, _ in world.log)]).values()

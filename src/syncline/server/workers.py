@@ -132,7 +132,6 @@ class Supervisor:
         site_sockets: Sequence[socket.socket] = (),
         env: Mapping[str, str] | None = None,
         on_ready: Callable[[], None] | None = None,
-        on_workers: Callable[[list[int]], None] | None = None,
         startup_failures: int = 3,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
@@ -146,8 +145,6 @@ class Supervisor:
         self.site_sockets = list(site_sockets)
         self.env = dict(os.environ if env is None else env)
         self.on_ready = on_ready
-        #: called with the worker pids whenever they change (for the server record)
-        self.on_workers = on_workers
         self.startup_failures = startup_failures
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -222,11 +219,6 @@ class Supervisor:
         slot.started_at = time.monotonic()
         slot.restart_at = None
         self._selector.register(ready_r, selectors.EVENT_READ, slot)
-        self._workers_changed()
-
-    def _workers_changed(self) -> None:
-        if self.on_workers is not None:
-            self.on_workers([s.proc.pid for s in self.slots if s.proc is not None])
 
     def _wait(self) -> None:
         now = time.monotonic()
@@ -294,7 +286,6 @@ class Supervisor:
                 how,
                 slot.delay_s,
             )
-            self._workers_changed()
 
     def _restart_due(self) -> None:
         now = time.monotonic()
