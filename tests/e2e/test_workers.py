@@ -220,7 +220,7 @@ WATCHER = textwrap.dedent(
         out["pids"].append(int(client.mutation("workers:where")))
         sub = client.subscribe("bank:summary")
         while True:
-            value = await asyncio.wait_for(sub.__anext__(), 120)
+            value = await asyncio.wait_for(sub.__anext__(), 30)
             subscribed.set()
             out["results"] += 1
             if value["count"] and (value["total"] != 1000.0 or value["lowest"] < 0):
@@ -258,36 +258,42 @@ def start_clients(
 def finish_clients(
     procs: list[subprocess.Popen[str]], timeout: float = 240
 ) -> list[dict[str, Any]]:
+    """Each client process's JSON report; any process still running on a failure is killed."""
     outs = []
     deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError(f"client process timed out:\n{err[-3000:]}") from None
-        assert proc.returncode == 0, f"client failed ({proc.returncode}):\n{err[-3000:]}"
-        outs.append(json.loads(out.splitlines()[-1]))  # after any progress lines
+    try:
+        for proc in procs:
+            try:
+                out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"client process timed out (pid {proc.pid})") from None
+            assert proc.returncode == 0, f"client failed ({proc.returncode}):\n{err[-3000:]}"
+            outs.append(json.loads(out.splitlines()[-1]))  # after any progress lines
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
     return outs
 
 
-def start_watchers(url: str, processes: int, connections: int) -> list[subprocess.Popen[str]]:
-    """Processes of bank:summary subscribers, returned once every subscription has a result."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WATCHER, url, str(connections)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+def start_watchers(
+    procs: list[subprocess.Popen[str]], url: str, processes: int, connections: int
+) -> None:
+    """Start processes of bank:summary subscribers into ``procs``; return once all have a result."""
+    for _ in range(processes):
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WATCHER, url, str(connections)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-        for _ in range(processes)
-    ]
     for proc in procs:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line == "SUBSCRIBED\n", (line, proc.stderr.read() if proc.stderr else "")
-    return procs
 
 
 def serve_workers(project: Path, workers: int) -> ServerProcess:
@@ -344,13 +350,14 @@ def test_a_hot_counter_counts_every_increment_across_four_workers(workers_projec
 
 def test_transfers_across_workers_keep_the_total(workers_project: Path) -> None:
     server = serve_workers(workers_project, 3)
+    watchers: list[subprocess.Popen[str]] = []
     try:
         call(server, "mutation", "bank:open_accounts", {"n": 10.0, "balance": 100.0})
-        watchers = start_watchers(server.url, 2, 3)
+        start_watchers(watchers, server.url, 2, 3)
         outs = finish_clients(start_clients(server.url, "bank", "bank", 3, 4, 60))
         # The subscribers stop once they see the flag, set after every transfer.
         call(server, "mutation", "bank:finish")
-        seen = finish_clients(watchers)
+        seen = finish_clients(watchers, timeout=60)
         errors = [e for out in outs for e in out["errors"]]
         assert not errors, errors[:10]
         bad = [b for out in seen for b in out["bad"]]
@@ -362,6 +369,10 @@ def test_transfers_across_workers_keep_the_total(workers_project: Path) -> None:
         assert len(pids) >= 2, "the transfers all went through one worker"
         assert sum(out["refused"] for out in outs) < 3 * 4 * 60  # some moved money
     finally:
+        for proc in watchers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
         server.stop()
 
 
