@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +24,12 @@ from syncline.sync.limits import (
     DEFAULT_MAX_QUEUED_MUTATIONS,
     ConnectionLimits,
 )
+
+if TYPE_CHECKING:
+    import socket
+
+    from syncline.application import Application
+    from syncline.server.workers import WorkerFds
 
 __all__ = ["MAX_WORKERS", "dev", "serve"]
 
@@ -203,7 +209,9 @@ def _run_loop(main: Any) -> None:
     uvloop.run(main)
 
 
-def _bind(host: str, port: int, site_port: int | None) -> tuple[list[Any], list[Any] | None]:
+def _bind(
+    host: str, port: int, site_port: int | None
+) -> tuple[list[socket.socket], list[socket.socket] | None]:
     """Ports first: one clear line if one is taken, before anything opens or starts."""
     from syncline.server.listen import PortUnavailable, listen
 
@@ -231,7 +239,9 @@ def _configure_logging(worker: int | None) -> None:
         logging.getLogger("syncline.server").setLevel(logging.DEBUG)
 
 
-def _open_application(options: dict[str, Any], *, dev: bool, worker: str | None = None) -> Any:
+def _open_application(
+    options: dict[str, Any], *, dev: bool, worker: str | None = None
+) -> Application:
     from syncline.application import Application
     from syncline.functions.limits import ExecutionLimits
 
@@ -261,7 +271,7 @@ def _public_url(options: dict[str, Any]) -> str:
     return str(options["public_url"] or f"http://{discovery.connect_host(host)}:{port}").rstrip("/")
 
 
-def _announce(app: Any, options: dict[str, Any], *, dev: bool, workers: int = 1) -> None:
+def _announce(app: Application, options: dict[str, Any], *, dev: bool, workers: int = 1) -> None:
     """The ready lines, and the server record that lets other commands find this server."""
     from syncline.auth.admin_key import ADMIN_KEY_FILE
     from syncline.server import discovery
@@ -274,6 +284,7 @@ def _announce(app: Any, options: dict[str, Any], *, dev: bool, workers: int = 1)
     click.echo(f"  API and sync:  {url}")
     if site_port is not None:
         click.echo(f"  HTTP actions:  http://{host}:{site_port} (and {url}/http/)")
+    assert app.paths is not None  # Application.open sets them
     data_dir = app.paths.database_dir
     # So that `syncline env` and friends can find this server (the data dir is locked).
     reachable = discovery.connect_host(host)
@@ -329,14 +340,14 @@ def _serve(dev: bool, workers: int = 1, **options: Any) -> None:
 
 
 def _run_application(
-    app: Any,
+    app: Application,
     options: dict[str, Any],
     *,
     dev: bool,
-    api_sockets: list[Any],
-    site_sockets: list[Any] | None,
+    api_sockets: list[socket.socket],
+    site_sockets: list[socket.socket] | None,
     on_ready: Callable[[], None],
-    worker: Any = None,
+    worker: WorkerFds | None = None,
 ) -> None:
     """Serve ``app`` on the bound sockets until Ctrl-C or SIGTERM (one process, or one worker).
 
@@ -409,8 +420,8 @@ def _supervise(
     *,
     dev: bool,
     workers: int,
-    api: list[Any],
-    site: list[Any] | None,
+    api: list[socket.socket],
+    site: list[socket.socket] | None,
 ) -> None:
     """The parent of ``--workers N``: hold the data folder, check the code, run the workers."""
     import json
@@ -452,7 +463,7 @@ def _supervise(
         lock.release()
 
 
-def serve_worker(fds: Any, options: dict[str, Any]) -> None:
+def serve_worker(fds: WorkerFds, options: dict[str, Any]) -> None:
     """One worker of ``--workers N`` (see :mod:`syncline.server.workers`)."""
     dev = bool(options.pop("dev"))
     _configure_logging(fds.index)
@@ -475,7 +486,7 @@ def serve_worker(fds: Any, options: dict[str, Any]) -> None:
         app.close()
 
 
-def _close_all(sockets: list[Any]) -> None:
+def _close_all(sockets: list[socket.socket]) -> None:
     for sock in sockets:
         sock.close()
 

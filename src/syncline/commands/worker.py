@@ -14,7 +14,7 @@ import signal
 import sys
 
 from syncline.commands.serve import OPTIONS_ENV, serve_worker
-from syncline.server.workers import WorkerFds
+from syncline.server.workers import WORKER_ENV, WorkerFds
 
 
 def _stop_with_parent(parent: int) -> None:
@@ -32,6 +32,8 @@ def main() -> None:
     raw = os.environ.get(OPTIONS_ENV)
     if fds is None or raw is None:
         sys.exit("syncline.commands.worker is started by `syncline serve --workers N`")
+    # Not for anything this process starts (user code may run subprocesses).
+    del os.environ[WORKER_ENV], os.environ[OPTIONS_ENV]
     _stop_with_parent(fds.parent)
     serve_worker(fds, json.loads(raw))
 
