@@ -5,10 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from syncline.server.wakeup import CommitTail, WakeupChannel, slot_pair
+from syncline.database.database import Database
+from syncline.database.writes import Commit
+from syncline.persistence.sqlite import SqlitePersistence
+from syncline.server.wakeup import CommitFollower, CommitTail, WakeupChannel, slot_pair
 
 Slots = list[tuple[socket.socket, socket.socket]]
 _open: list[WakeupChannel] = []
@@ -117,3 +121,36 @@ def test_the_thread_follows_until_stopped(slots: Slots) -> None:
     finally:
         tail.stop()
     assert store.published == 7
+
+
+def test_a_commit_in_one_process_reaches_the_others_listeners_by_wake_up(
+    tmp_path: Path, slots: Slots
+) -> None:
+    """Two databases over one file stand for two workers; only the wake-up can deliver
+    (the backstop poll is an hour away)."""
+    path = tmp_path / "shared.sqlite3"
+    databases = [Database(SqlitePersistence(path, durability="off")) for _ in range(2)]
+    followers = [
+        CommitFollower(db, channel(slots, i), poll_interval_s=3600)
+        for i, db in enumerate(databases)
+    ]
+    heard: list[tuple[int, bool]] = []
+    arrived = threading.Event()
+
+    def listen(commits: list[Commit]) -> None:
+        heard.extend((c.ts, c.local) for c in commits)
+        arrived.set()
+
+    databases[1].add_commit_listener(listen)
+    for follower in followers:
+        follower.start()
+    try:
+        written = databases[0].write_sync(lambda tx: tx.insert("t", {"n": 1.0}))
+        assert arrived.wait(10), "the other worker never heard of the commit"
+        assert heard == [(written.ts, False)]
+        assert followers[1].tail.woken == 1
+    finally:
+        for follower in followers:
+            follower.stop()
+        for db in databases:
+            db.close()
