@@ -26,13 +26,19 @@ class Transport:
 class Cycle:
     """What ``_one_write`` uses of uvicorn's cycle: ``send`` writes each message at once."""
 
-    def __init__(self, method: str = "POST", keep_alive: bool = True) -> None:
+    def __init__(
+        self, method: str = "POST", keep_alive: bool = True, more_body: bool = False
+    ) -> None:
         self.scope = {"method": method}
         self.transport: Any = Transport()
         self.keep_alive = keep_alive
+        self.more_body = more_body  # the request body has not all arrived yet
+        self.body = bytearray()  # what arrived and the app has not received
+        self.starts: list[dict[str, Any]] = []
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
+            self.starts.append(message)
             self.transport.write(b"head %d|" % message["status"])
         else:
             self.transport.write(message.get("body", b""))
@@ -88,3 +94,23 @@ def test_only_the_first_body_part_joins_the_head() -> None:
 def test_a_second_start_replaces_a_held_one() -> None:
     # uvicorn answers 500 when the app fails after its start: only the 500 is sent.
     assert run(Cycle(), start(200), start(500), body()) == [b"head 500|{}"]
+
+
+def test_an_answer_before_the_whole_body_closes_the_connection() -> None:
+    cycle = Cycle(more_body=True)
+    headers = [(b"content-length", b"2"), (b"Connection", b"keep-alive")]
+    run(cycle, {"type": "http.response.start", "status": 413, "headers": headers}, body())
+    assert cycle.starts[0]["headers"] == [(b"content-length", b"2"), (b"connection", b"close")]
+
+
+def test_an_answer_with_the_body_unread_closes_the_connection() -> None:
+    cycle = Cycle()
+    cycle.body += b"{}"
+    run(cycle, start(), body())
+    assert cycle.starts[0]["headers"] == [(b"Content-Length", b"2"), (b"connection", b"close")]
+
+
+def test_an_answer_after_the_whole_body_was_read_keeps_the_connection() -> None:
+    cycle = Cycle()
+    run(cycle, start(), body())
+    assert cycle.starts[0]["headers"] == [(b"Content-Length", b"2")]

@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocols with a deadline and a size cap on the request head.
+"""uvicorn's HTTP protocols with deadlines on the request head and body, and a head size cap.
 
 uvicorn times out idle keep-alive connections, but not a request head that
 trickles in one byte at a time (slow loris): a few hundred such sockets
@@ -8,6 +8,19 @@ or one whose previous response is complete) must receive the whole head
 within ``header_timeout_s`` and in at most ``max_header_bytes``; otherwise it
 is answered 408 or 431 and closed. A connection that sent nothing is closed
 silently. WebSocket upgrades end the head phase like any request.
+
+A request body must keep arriving: when no part of a pending body arrives for
+``body_timeout_s``, the request is answered 408 (if its response has not
+started) and the connection is closed; the app's ``receive`` then reports a
+disconnect. Time in which the server itself holds the body back (reading
+paused by flow control, or a ``100-continue`` the app has not asked for yet)
+does not count, so such a wait is cut off within twice the deadline. A
+response that starts before the app read the body to its end closes the
+connection after it, so an unread (oversized, refused) body is never drained. Enforced here,
+where the bytes arrive, this costs no timer for a body that arrives with its
+head (nearly every API call) instead of one per ``receive``; requests carry
+the :data:`~syncline.server.request_limits.BODY_DEADLINE` scope extension so
+that :class:`~syncline.server.request_limits.BodyGuard` leaves them alone.
 
 Each response with a ``content-length`` leaves in one write (one system call,
 one wake-up of the client) instead of two: its head waits for the first part
@@ -22,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from syncline.server.request_limits import RequestLimits
+from syncline.server.request_limits import BODY_DEADLINE, RequestLimits
 
 __all__ = ["guarded_http_protocol"]
 
@@ -72,6 +85,12 @@ class _Batch:
             self.transport.close()
 
 
+def _closing(message: Any) -> Any:
+    """``message`` (a response start) with ``connection: close`` as its only connection header."""
+    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+    return {**message, "headers": [*headers, (b"connection", b"close")]}
+
+
 def _one_write(cycle: Any) -> Callable[[Any], Awaitable[None]]:
     """A ``send`` for uvicorn's request-response ``cycle`` that writes head and body together.
 
@@ -79,7 +98,9 @@ def _one_write(cycle: Any) -> Callable[[Any], Awaitable[None]]:
     for) is held until the next message, then both go through uvicorn's own
     ``send`` into one write. A streamed (chunked) response is not held: its
     head leaves at once, as before. An app that fails between the two
-    messages gets uvicorn's 500 rather than a truncated response.
+    messages gets uvicorn's 500 rather than a truncated response. A response
+    that starts before the app read the request body to its end closes the
+    connection.
     """
     send = cycle.send
     held: Any = None
@@ -88,11 +109,13 @@ def _one_write(cycle: Any) -> Callable[[Any], Awaitable[None]]:
         nonlocal held
         if message["type"] == "http.response.start":
             held = None
-            if cycle.scope["method"] != "HEAD" and any(
-                name.lower() == b"content-length" for name, _ in message.get("headers", ())
-            ):
-                held = message
-                return
+            if cycle.more_body or cycle.body:  # the app has not read the body to its end
+                message = _closing(message)
+            if cycle.scope["method"] != "HEAD":
+                for name, _ in message.get("headers", ()):
+                    if name.lower() == b"content-length":
+                        held = message
+                        return
         if held is None:
             await send(message)
             return
@@ -117,6 +140,9 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
     class GuardedHttpProtocol(base):
         _head_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
+        _body_timer: asyncio.TimerHandle | None = None
+        #: loop time at which the pending request body last made progress
+        _body_seen = 0.0
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
@@ -124,10 +150,16 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head_done()
+            self._body_done()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
+            cycle = self.cycle
+            if cycle is not None and cycle.more_body and not cycle.response_complete:
+                self._await_body()
+            elif self._body_timer is not None:
+                self._body_done()
             if self._head_timer is None:
                 return
             if not self._waiting_for_head():
@@ -145,6 +177,7 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
 
         def on_headers_complete(self) -> None:
             previous = self.cycle
+            self.scope.setdefault("extensions", {})[BODY_DEADLINE] = {}
             super().on_headers_complete()
             if self.cycle is not previous and self.cycle is not None:
                 # The app is handed ``cycle.send`` when its task first runs, after this.
@@ -172,6 +205,48 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+
+        def _await_body(self) -> None:
+            # One timer per stalled body, not one per part: it re-arms for what is left.
+            self._body_seen = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(limits.body_timeout_s, self._body_timed_out)
+
+        def _body_done(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _body_timed_out(self) -> None:
+            self._body_timer = None
+            cycle = self.cycle
+            if (
+                cycle is None
+                or not cycle.more_body
+                or cycle.response_complete
+                or self.transport.is_closing()
+            ):
+                return
+            now = self.loop.time()
+            if self.flow.read_paused or cycle.waiting_for_100_continue:
+                self._body_seen = now  # the server holds the body back, not the client
+            left = self._body_seen + limits.body_timeout_s - now
+            if left > 0:
+                self._body_timer = self.loop.call_later(left, self._body_timed_out)
+                return
+            if not cycle.response_started:
+                self.transport.write(
+                    _raw_response(
+                        408,
+                        "Request Timeout",
+                        "RequestTimeout",
+                        f"No part of the request body arrived for {limits.body_timeout_s:g} s",
+                    )
+                )
+            # The app's receive reports a disconnect and anything it still sends is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.close()
 
         def _waiting_for_head(self) -> bool:
             # A request is in progress once its head is parsed: its cycle is the current one.

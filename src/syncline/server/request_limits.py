@@ -9,7 +9,10 @@
   the request is answered HTTP 408 ``RequestTimeout`` and the connection is
   closed. A response that starts before the body was read to its end closes
   the connection after it, so an unread (oversized, refused) body is never
-  drained or buffered.
+  drained or buffered. The server's own HTTP protocol (``protocols.py``)
+  enforces the same where the bytes arrive and marks its requests with the
+  :data:`BODY_DEADLINE` scope extension; the guard passes those through and
+  remains for any other ASGI server.
 * The request head (request line and headers) has its own deadline and size
   cap, enforced in the HTTP protocol (``protocols.py``), before any of this runs.
 """
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "BODY_DEADLINE",
     "DEFAULT_REQUEST_LIMITS",
     "MAX_API_BODY_BYTES",
     "BodyGuard",
@@ -56,6 +60,9 @@ class RequestLimits:
 
 
 DEFAULT_REQUEST_LIMITS = RequestLimits()
+
+#: ASGI scope extension of a request whose HTTP protocol enforces the body deadline itself.
+BODY_DEADLINE = "syncline.body_deadline"
 
 
 class RequestTooLarge(InvalidRequest):
@@ -126,7 +133,11 @@ class BodyGuard:
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope):
+        if (
+            scope["type"] != "http"
+            or BODY_DEADLINE in scope.get("extensions", ())
+            or not _has_body(scope)
+        ):
             await self.app(scope, receive, send)
             return
         body_pending = True
