@@ -232,3 +232,51 @@ def test_an_unexpected_error_is_a_500_then_raised(
         asyncio.run(lean(scope, receive, send))
     assert sent[0]["status"] == 500
     assert sent[1]["body"] == b"Internal Server Error"
+
+
+class Recording:
+    """An ASGI app that keeps the scope of each HTTP request and answers 204."""
+
+    def __init__(self) -> None:
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scopes.append(dict(scope))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def forwarded_request(path: str, client: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": b"",
+        "scheme": "http",
+        "client": (client, 50000),
+        "headers": [(b"x-forwarded-proto", b"https"), (b"x-forwarded-for", b"203.0.113.9")],
+    }
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [("127.0.0.1", ("https", "203.0.113.9")), ("198.51.100.1", ("http", "198.51.100.1"))],
+)
+def test_the_app_behind_sees_a_trusted_proxy_s_forwarded_headers(
+    application: Application, client: str, expected: tuple[str, str]
+) -> None:
+    # uvicorn runs without proxy_headers: the app behind must see them applied as before.
+    behind = Recording()
+    served = create_app(application)
+    assert isinstance(served, LeanApi)
+    lean = LeanApi(served.api, behind)
+
+    async def sent(message: Any) -> None:
+        pass
+
+    async def nothing() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(lean(forwarded_request("/http/echo", client), nothing, sent))
+    (scope,) = behind.scopes
+    assert (scope["scheme"], scope["client"][0]) == expected

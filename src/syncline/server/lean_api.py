@@ -12,13 +12,23 @@ bodies, and the CORS headers its ``CORSMiddleware`` adds to every answer (the
 caller's ``Origin`` mirrored with credentials allowed, ``Vary: Origin``).
 Everything else, other methods on these paths included (CORS preflights, the
 405 of a GET), goes to the Starlette app.
+
+uvicorn's ``X-Forwarded-*`` handling (``ProxyHeadersMiddleware``, which
+rewrites the scope's ``client`` and ``scheme`` for a trusted proxy) is applied
+here, to everything but these three endpoints, which read neither; the server
+runs uvicorn with ``proxy_headers=False`` so that it is not applied twice.
+The trusted proxies are uvicorn's default: ``FORWARDED_ALLOW_IPS``, else
+``127.0.0.1,::1``.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
+
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from syncline.errors import SynclineError
 from syncline.functions.registration import FunctionKind
@@ -47,12 +57,22 @@ _SERVER_ERROR_HEADERS = [
 ]
 
 
+def _trusted_proxies() -> str:
+    """The proxies whose ``X-Forwarded-*`` headers count, as uvicorn's ``Config`` reads them."""
+    return os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+
 class LeanApi:
-    """Serves the three function endpoints; passes every other request to ``app``."""
+    """Serves the three function endpoints; passes every other request to ``app``.
+
+    ``app`` gets the proxy headers applied (see the module docstring).
+    """
 
     def __init__(self, api: HttpApi, app: ASGIApp) -> None:
         self.api = api
-        self.app = app
+        # uvicorn types the middleware with its own (narrower) ASGI types.
+        proxied: Any = ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=_trusted_proxies())
+        self.app: ASGIApp = proxied
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
