@@ -108,6 +108,7 @@ async def serve(
         port=port,
         log_level="warning",
         lifespan="on",
+        proxy_headers=False,  # LeanApi applies them, past the function API (lean_api.py)
         http=guarded_http_protocol(limits),
         h11_max_incomplete_event_size=limits.max_header_bytes,
         ws_ping_interval=5.0,
