@@ -30,12 +30,18 @@ of its body (:func:`_one_write`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from syncline.server.request_limits import BODY_DEADLINE, RequestLimits
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
+except ImportError:  # pragma: no cover - without httptools, h11 serves and _write_whole is unused
+    pass
 
 __all__ = ["guarded_http_protocol"]
 
@@ -91,16 +97,87 @@ def _closing(message: Any) -> Any:
     return {**message, "headers": [*headers, (b"connection", b"close")]}
 
 
-def _one_write(cycle: Any) -> Callable[[Any], Awaitable[None]]:
+def _write_whole(cycle: Any, start: Any, message: Any) -> bool:
+    """Write a whole response (``start`` + its only body ``message``) as uvicorn's ``send`` would.
+
+    The same bytes and the same state afterwards as two calls of the httptools
+    cycle's ``send``, with the head's names and values checked in one regular
+    expression search each (joined by a byte both allow) instead of two per
+    header. Declines (False, nothing done) whenever uvicorn's own path could
+    do anything else: a paused or gone connection, a HEAD request, a body
+    that is not the last or does not match the declared length, a bad or
+    chunked head, an access log that would log the response (uvicorn builds
+    its line even when the level is off: that is skipped); uvicorn then sends
+    it, and fails as it does.
+    """
+    if (
+        message["type"] != "http.response.body"
+        or message.get("more_body", False)
+        or cycle.response_started
+        or cycle.disconnected
+        or cycle.scope["method"] == "HEAD"
+        or cycle.flow.write_paused
+        # uvicorn's access line is built even when its level is off; here only when it is on.
+        or (cycle.access_log and cycle.access_logger.isEnabledFor(logging.INFO))
+    ):
+        return False
+    try:
+        headers = cycle.default_headers + list(start.get("headers", []))
+        if HEADER_RE.search(b"a".join([name for name, _ in headers])) or HEADER_VALUE_RE.search(
+            b" ".join([value for _, value in headers])
+        ):
+            return False
+        status_line = STATUS_LINE[start["status"]]
+    except (TypeError, ValueError, KeyError):
+        return False
+    keep_alive = cycle.keep_alive
+    length = None
+    closes = False
+    content = [status_line]
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length" and length is None:
+            try:
+                length = int(value.decode())
+            except ValueError:
+                return False
+        elif name == b"transfer-encoding" and value.lower() == b"chunked":
+            return False
+        elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
+            keep_alive = False
+            closes = True
+        content += (name, b": ", value, b"\r\n")
+    body = message.get("body", b"")
+    if length != len(body):
+        return False
+    if not keep_alive and not closes:
+        content.append(b"connection: close\r\n")
+    content += (b"\r\n", body)
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.keep_alive = keep_alive
+    cycle.chunked_encoding = False
+    cycle.expected_content_length = 0
+    cycle.transport.write(b"".join(content))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    return True
+
+
+def _one_write(cycle: Any, *, whole: bool = False) -> Callable[[Any], Awaitable[None]]:
     """A ``send`` for uvicorn's request-response ``cycle`` that writes head and body together.
 
     A response start that declares its length (a HEAD's has no body to wait
     for) is held until the next message, then both go through uvicorn's own
-    ``send`` into one write. A streamed (chunked) response is not held: its
-    head leaves at once, as before. An app that fails between the two
-    messages gets uvicorn's 500 rather than a truncated response. A response
-    that starts before the app read the request body to its end closes the
-    connection.
+    ``send`` into one write (with ``whole``, an httptools cycle's response of
+    one body message is written by :func:`_write_whole`). A streamed (chunked)
+    response is not held: its head leaves at once, as before. An app that
+    fails between the two messages gets uvicorn's 500 rather than a truncated
+    response. A response that starts before the app read the request body to
+    its end closes the connection.
     """
     send = cycle.send
     held: Any = None
@@ -120,6 +197,8 @@ def _one_write(cycle: Any) -> Callable[[Any], Awaitable[None]]:
             await send(message)
             return
         start, held = held, None
+        if whole and _write_whole(cycle, start, message):
+            return
         transport = cycle.transport
         batch = _Batch(transport)
         cycle.transport = batch
@@ -181,7 +260,7 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
             super().on_headers_complete()
             if self.cycle is not previous and self.cycle is not None:
                 # The app is handed ``cycle.send`` when its task first runs, after this.
-                self.cycle.send = _one_write(self.cycle)
+                self.cycle.send = _one_write(self.cycle, whole=True)
 
         def handle_websocket_upgrade(self, *args: Any) -> None:
             self._head_done()
