@@ -217,7 +217,12 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
     base: Any = _base_protocol()
 
     class GuardedHttpProtocol(base):
+        # At most one timer per connection and deadline, left running between requests and
+        # re-armed for what is left when it fires early: no timer is made per request.
         _head_timer: asyncio.TimerHandle | None = None
+        #: a request head is awaited: since loop time ``_head_since``, ``_head_bytes`` so far
+        _head_pending = False
+        _head_since = 0.0
         _head_bytes = 0
         _body_timer: asyncio.TimerHandle | None = None
         #: loop time at which the pending request body last made progress
@@ -229,6 +234,7 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head_done()
+            self._stop_head_timer()
             self._body_done()
             super().connection_lost(exc)
 
@@ -239,7 +245,7 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
                 self._await_body()
             elif self._body_timer is not None:
                 self._body_done()
-            if self._head_timer is None:
+            if not self._head_pending:
                 return
             if not self._waiting_for_head():
                 self._head_done()
@@ -264,6 +270,7 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
 
         def handle_websocket_upgrade(self, *args: Any) -> None:
             self._head_done()
+            self._stop_head_timer()  # or it would hold this object until it fires
             super().handle_websocket_upgrade(*args)
             # This object is no longer the transport's protocol, so its connection_lost
             # (which drops the parser) never runs: break the parser <-> protocol cycle
@@ -276,11 +283,18 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
                 self._await_head()
 
         def _await_head(self) -> None:
-            self._head_done()
+            self._head_pending = True
             self._head_bytes = 0
-            self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_timed_out)
+            self._head_since = self.loop.time()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(
+                    limits.header_timeout_s, self._head_timed_out
+                )
 
         def _head_done(self) -> None:
+            self._head_pending = False
+
+        def _stop_head_timer(self) -> None:
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
@@ -333,7 +347,15 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
 
         def _head_timed_out(self) -> None:
             self._head_timer = None
-            if self.transport.is_closing() or not self._waiting_for_head():
+            if (
+                not self._head_pending
+                or self.transport.is_closing()
+                or not self._waiting_for_head()
+            ):
+                return
+            left = self._head_since + limits.header_timeout_s - self.loop.time()
+            if left > 0:
+                self._head_timer = self.loop.call_later(left, self._head_timed_out)
                 return
             if self._head_bytes == 0:
                 self.transport.close()
@@ -347,6 +369,7 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
 
         def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
             self._head_done()
+            self._stop_head_timer()
             if not self.transport.is_closing():
                 self.transport.write(_raw_response(status, reason, code, message))
                 self.transport.close()

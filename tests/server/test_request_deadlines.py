@@ -1,4 +1,4 @@
-"""The request body deadline, enforced by the HTTP protocol itself (no ASGI middleware).
+"""The request head and body deadlines, enforced by the HTTP protocol itself (no middleware).
 
 A real uvicorn server on a loopback socket, with ``guarded_http_protocol`` and
 an app that reads the body as the function API does.
@@ -53,14 +53,14 @@ class App:
 Scenario = Callable[[int, App], Awaitable[None]]
 
 
-def serve(scenario: Scenario) -> None:
+def serve(scenario: Scenario, head_deadline_s: float = 30) -> None:
     """Run ``scenario(port, app)`` against a fresh server."""
-    asyncio.run(_serve(scenario))
+    asyncio.run(_serve(scenario, head_deadline_s))
 
 
-async def _serve(scenario: Scenario) -> None:
+async def _serve(scenario: Scenario, head_deadline_s: float) -> None:
     app = App()
-    limits = RequestLimits(body_timeout_s=DEADLINE_S, header_timeout_s=30)
+    limits = RequestLimits(body_timeout_s=DEADLINE_S, header_timeout_s=head_deadline_s)
     config = uvicorn.Config(
         app,
         http=guarded_http_protocol(limits),
@@ -149,4 +149,44 @@ async def _a_body_not_yet_asked_for_is_not_cut_off(port: int, app: App) -> None:
     writer.write(b"1234567890")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    writer.close()
+
+
+async def answered(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    await asyncio.wait_for(reader.readexactly(10), timeout=5)
+    return head
+
+
+def test_the_head_deadline_counts_from_the_last_response() -> None:
+    serve(_the_head_deadline_counts_from_the_last_response, head_deadline_s=DEADLINE_S)
+
+
+async def _the_head_deadline_counts_from_the_last_response(port: int, app: App) -> None:
+    # Requests spread over several deadlines keep the connection; each wait is short.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(6):
+        await asyncio.sleep(DEADLINE_S * 0.6)
+        writer.write(HEAD + b"1234567890")
+        assert (await answered(reader)).startswith(b"HTTP/1.1 200")
+    # Then a head that trickles in is cut off one deadline after the last response.
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    writer.write(b"POST /x HTTP/1.1\r\n")
+    answer = await read_all(reader)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    # Not sooner: a timer left from an earlier wait must not cut this one short.
+    assert loop.time() - since >= DEADLINE_S * 0.9
+    writer.close()
+
+
+def test_a_silent_kept_alive_connection_is_closed() -> None:
+    serve(_a_silent_kept_alive_connection_is_closed, head_deadline_s=DEADLINE_S)
+
+
+async def _a_silent_kept_alive_connection_is_closed(port: int, app: App) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEAD + b"1234567890")
+    assert (await answered(reader)).startswith(b"HTTP/1.1 200")
+    assert await read_all(reader) == b""  # closed, with nothing said
     writer.close()
