@@ -12,6 +12,7 @@ from syncline.errors import InvalidId
 from syncline.values.ids import (
     MAX_TABLE_NUMBER,
     _base32,
+    _fletcher16,
     decode_id,
     encode_id,
     is_id,
@@ -235,3 +236,15 @@ def test_new_id_rejects_bad_table_numbers(table: Any) -> None:
 def test_base32_matches_the_bitwise_reference(data: bytes) -> None:
     # Ids use 19..23 bytes; any length exercises the block padding.
     assert _base32(data) == to_text(data)
+
+
+@PROPS
+@given(st.one_of(st.binary(max_size=64), st.binary(min_size=15, max_size=23).map(bytes)))
+def test_checksum_matches_the_reference(data: bytes) -> None:
+    assert _fletcher16(data) == fletcher16(data)
+
+
+@pytest.mark.parametrize("length", range(0, 30))
+def test_checksum_of_all_ff_bytes(length: int) -> None:
+    # The largest sums for each length: where a reduction mod 65521 would show first.
+    assert _fletcher16(b"\xff" * length) == fletcher16(b"\xff" * length)

@@ -21,6 +21,7 @@ import random
 import re
 from functools import lru_cache
 from itertools import accumulate
+from zlib import adler32 as _adler32
 
 from syncline.errors import InvalidId
 
@@ -47,12 +48,22 @@ _ID_RE = re.compile("[0-9a-hjkmnp-tv-z]{31,37}")
 _urandom = os.urandom
 
 
+#: Longest data whose Adler-32 sums never reach its modulus (65521), so they are exact:
+#: 21 + 255 * (21 * 22 / 2) = 58926. Id bodies (varint + internal id) are 17..21 bytes.
+_ADLER_EXACT = 21
+
+
 def _fletcher16(data: bytes) -> int:
-    # The running sums (c0 += b; c1 += c0, mod 256): c1 is the sum of the prefix sums.
-    # accumulate and sum both loop in C.
-    c0 = sum(data) & 0xFF
-    c1 = sum(accumulate(data)) & 0xFF
-    return (c1 << 8) | c0
+    """Fletcher-16 (mod 256) of ``data``: running sums ``c0 += b; c1 += c0``.
+
+    Adler-32 keeps the same two sums, starting ``c0`` at 1 and reducing mod 65521; for
+    data short enough that no reduction happens, ``c0 = A - 1`` and ``c1 = B - len(data)``,
+    in one call into zlib instead of a sum over the prefix sums.
+    """
+    if len(data) <= _ADLER_EXACT:
+        adler = _adler32(data)
+        return ((((adler >> 16) - len(data)) & 0xFF) << 8) | ((adler - 1) & 0xFF)
+    return ((sum(accumulate(data)) & 0xFF) << 8) | (sum(data) & 0xFF)
 
 
 def _varint(n: int) -> bytes:
@@ -125,32 +136,22 @@ def _base32(data: bytes) -> str:
 
 
 @lru_cache(maxsize=1024, typed=True)  # typed: True and 1.0 are no table numbers
-def _table_prefix(table_number: int) -> tuple[bytes, int, int]:
-    """The varint of ``table_number`` and its share of the id's Fletcher sums.
-
-    For an id ``prefix | internal`` the sums are ``c0 = sum(prefix) + sum(internal)`` and
-    ``c1 = c1(prefix) + len(internal) * sum(prefix) + c1(internal)`` (mod 256): the prefix's
-    part is the same for every id of the table.
-    """
+def _table_prefix(table_number: int) -> bytes:
+    """The varint of ``table_number``, checked once per table."""
     if type(table_number) is not int or not 1 <= table_number <= MAX_TABLE_NUMBER:
         raise ValueError(f"table number must be an int in 1..2**32-1, not {table_number!r}")
-    prefix = _varint(table_number)
-    c0 = sum(prefix)
-    return prefix, c0, sum(accumulate(prefix)) + ID_INTERNAL_LENGTH * c0
+    return _varint(table_number)
 
 
 def new_id(table_number: int, rng: random.Random | None = None) -> str:
     """A fresh random id in table ``table_number`` (``rng`` for deterministic tests/replays).
 
     The same string as ``encode_id(table_number, internal)`` for the random ``internal``,
-    built with the table's part of the checksum computed once (ids are made on every insert).
+    without checking again what is checked once per table (ids are made on every insert).
     """
     internal = _urandom(ID_INTERNAL_LENGTH) if rng is None else rng.randbytes(ID_INTERNAL_LENGTH)
-    prefix, c0, c1 = _table_prefix(table_number)
-    c0 = (c0 + sum(internal)) & 0xFF
-    c1 = (c1 + sum(accumulate(internal))) & 0xFF
-    # The footer is (c1 << 8 | c0) ^ version, little-endian.
-    return _base32(b"%b%b%c%c" % (prefix, internal, c0 ^ (_VERSION & 0xFF), c1 ^ (_VERSION >> 8)))
+    body = _table_prefix(table_number) + internal
+    return _base32(body + (_fletcher16(body) ^ _VERSION).to_bytes(2, "little"))
 
 
 @lru_cache(maxsize=8192)
