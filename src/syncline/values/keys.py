@@ -197,12 +197,28 @@ def _escape(data: bytes) -> bytes:
     return data.replace(b"\x00", b"\x00\xff") if b"\x00" in data else data
 
 
+# A float's order key as bytes (see _float_bits), from its IEEE big-endian bytes: a negative
+# one has every bit inverted, a positive one only its sign bit set; the latter with the tag.
+_INVERTED = bytes(255 - i for i in range(256))
+_TAGGED_POSITIVE_FIRST = [bytes((TAG_FLOAT, b | 0x80)) for b in range(256)]
+_pack_double = _BE_DOUBLE.pack
+
+
 def _encode_into(v: Any, out: list[bytes]) -> None:
+    # Parts are appended rather than concatenated: one join at the end copies them once.
     t = type(v)
     if t is str:
-        out.append(b"\x07" + _escape(v.encode("utf-8")) + b"\x00")
+        data = v.encode("utf-8")
+        out += (b"\x07", data.replace(b"\x00", b"\x00\xff") if b"\x00" in data else data, b"\x00")
     elif t is float:
-        out.append(b"\x04" + _BE_U64.pack(_float_bits(v)))
+        if v != v:
+            out.append(b"\x04" + _BE_U64.pack(_float_bits(v)))  # one NaN per sign
+            return
+        data = _pack_double(v)
+        if data[0] & 0x80:
+            out.append(b"\x04" + data.translate(_INVERTED))
+        else:
+            out += (_TAGGED_POSITIVE_FIRST[data[0]], data[1:])
     elif t is Int64:
         out.append(b"\x03" + _BE_U64.pack(v + _SIGN))
     elif t is bool:
