@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from syncline.errors import SchemaDefinitionError, SynclineError
@@ -825,3 +825,77 @@ def _leaves_of(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in _leaves_of(item)]
     return [value]
+
+
+# ----------------------------------------------------------------------------- object fast path
+
+
+def _reference_object_coerce(validator: VObject, value: Any, ctx: Any) -> Any:
+    """``VObject._coerce`` as it was before fields of primitive types skipped their validator:
+    every field through its own validator."""
+    invalid = v.null()._coerce(UNDEFINED, None)  # the mismatch sentinel
+    if not isinstance(value, dict):
+        return invalid
+    out = {}
+    present = 0
+    for name, field in validator.fields.items():
+        inner = field.inner if isinstance(field, VOptional) else field
+        item = value.get(name, UNDEFINED)
+        if item is UNDEFINED:
+            if field.is_optional:
+                continue
+            return invalid
+        present += 1
+        result = inner._coerce(item, ctx)
+        if result is invalid:
+            return invalid
+        out[name] = result
+    if present != len(value):
+        for key, item in value.items():
+            if item is not UNDEFINED and key not in validator.fields:
+                return invalid
+    return out
+
+
+class Text(str):
+    pass
+
+
+class Real(float):
+    pass
+
+
+PRIMITIVES: list[Validator] = [v.string(), v.number(), v.int64(), v.boolean(), v.bytes()]
+OTHERS = [v.null(), v.any(), v.id("users"), v.literal("a"), v.array(v.string())]
+FIELD_VALIDATORS = st.sampled_from([*PRIMITIVES, *OTHERS, v.union(v.string(), v.null())])
+FIELD_VALUES = st.one_of(
+    st.text(max_size=4),
+    st.sampled_from(["\ud800", "é", Text("a"), Real(1.5), True, 3, 2**60, b"x", bytearray(b"y")]),
+    st.sampled_from([None, UNDEFINED, Int64(5), math.nan, -0.0, ["a"], {"a": 1.0}, USER_ID]),
+    st.floats(),
+)
+NAMES = st.sampled_from(["a", "b", "c"])
+
+
+@settings(max_examples=500, deadline=None)
+@example({"a": (v.string(), False)}, {"a": "\ud800"}, False)  # a lone surrogate
+@example({"a": (v.string(), True)}, {"a": Text("x")}, False)  # a subclass becomes a str
+@example({"a": (v.number(), False)}, {"a": 3}, False)  # an int becomes a float
+@example({"a": (v.boolean(), False), "b": (v.null(), True)}, {"a": True, "b": None}, True)
+@given(
+    st.dictionaries(NAMES, st.tuples(FIELD_VALIDATORS, st.booleans()), max_size=3),
+    st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), FIELD_VALUES, max_size=4),
+    st.booleans(),
+)
+def test_object_fields_are_coerced_as_by_their_validators(
+    fields: dict[str, tuple[Validator, bool]], value: dict[str, Any], with_ctx: bool
+) -> None:
+    validator = v.object({n: v.optional(f) if opt else f for n, (f, opt) in fields.items()})
+    ctx = CTX if with_ctx else None
+    expected = _reference_object_coerce(validator, value, ctx)
+    result = validator._coerce(value, ctx)
+    assert result is expected if not isinstance(expected, dict) else same(result, expected)
+    if isinstance(expected, dict):
+        assert same(validator.validate(value, ctx), expected)
+    else:
+        assert rejects(validator, value, ctx).message == validator._explain(value, ctx, []).message

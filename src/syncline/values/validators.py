@@ -41,7 +41,7 @@ import json
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Protocol
 
@@ -507,6 +507,20 @@ class VId(Validator):
         return f"v.id({_quote(self.table_name)})"
 
 
+#: For a validator type, the one value type whose exact instances it returns unchanged
+#: (strings only when ASCII: others are checked for lone surrogates): object validators
+#: take such field values as they are, without calling the field's validator.
+_ACCEPTED_AS_IS: Final[dict[type, type]] = {
+    VString: str,
+    VFloat64: float,
+    VInt64: Int64,
+    VBoolean: bool,
+    VBytes: bytes,
+    VNull: type(None),
+}
+_isascii: Final[Callable[[Any], bool]] = str.isascii
+
+
 def _literal_from_json(obj: Any) -> str | bool | float | Int64:
     try:
         value = value_from_json(obj)
@@ -698,7 +712,7 @@ class VObject(Validator):
     __slots__ = ("_field_list", "_fields")
     kind = "object"
     _fields: Mapping[str, Validator]
-    _field_list: tuple[tuple[str, Validator, bool], ...]
+    _field_list: tuple[tuple[str, Validator, bool, type | None], ...]
 
     def __init__(self, fields: Mapping[str, Validator | Mapping[str, Any]]) -> None:
         if not isinstance(fields, Mapping):
@@ -721,8 +735,9 @@ class VObject(Validator):
             _fields=MappingProxyType(checked),
             # Unwrapped once here so the hot loop needs no isinstance checks.
             _field_list=tuple(
-                (name, f.inner if isinstance(f, VOptional) else f, f.is_optional)
+                (name, inner, f.is_optional, _ACCEPTED_AS_IS.get(type(inner)))
                 for name, f in checked.items()
+                for inner in (f.inner if isinstance(f, VOptional) else f,)
             ),
         )
 
@@ -737,13 +752,16 @@ class VObject(Validator):
         out = {}
         present = 0
         get = value.get
-        for name, validator, optional in self._field_list:
-            item = get(name, UNDEFINED)
+        for name, validator, optional, as_is in self._field_list:
+            item: Any = get(name, UNDEFINED)
             if item is UNDEFINED:
                 if optional:
                     continue
                 return _INVALID
             present += 1
+            if type(item) is as_is and (as_is is not str or _isascii(item)):
+                out[name] = item  # what the field's validator returns for it, without the call
+                continue
             result = validator._coerce(item, ctx)
             if result is _INVALID:
                 return _INVALID
@@ -771,7 +789,7 @@ class VObject(Validator):
                     label="Object",
                     separator="\n\n",
                 )
-        for name, validator, optional in self._field_list:
+        for name, validator, optional, _ in self._field_list:
             item = value.get(name, UNDEFINED)
             if item is UNDEFINED:
                 if optional:
