@@ -18,22 +18,12 @@ from hypothesis import strategies as st
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from server.test_protocols import Transport as WrittenTransport
 from syncline.server.protocols import _write_whole
 
 
-class Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
+class Transport(WrittenTransport):
+    """What uvicorn's flow control calls besides."""
 
     def pause_reading(self) -> None:
         pass

@@ -213,16 +213,6 @@ def test_new_id_is_encode_id_of_its_random_bytes(table: int, seed: int) -> None:
     # new_id computes the table's part of the checksum once; the text must not change.
     internal = random.Random(seed).randbytes(16)
     assert new_id(table, random.Random(seed)) == encode_id(table, internal)
-    assert to_text(with_footer(_varint_bytes(table) + internal)) == encode_id(table, internal)
-
-
-def _varint_bytes(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 @pytest.mark.parametrize("table", [0, -1, 2**32, True, 1.0])
