@@ -53,12 +53,12 @@ class App:
 Scenario = Callable[[int, App], Awaitable[None]]
 
 
-def serve(scenario: Scenario, head_deadline_s: float = 30) -> None:
+def serve(scenario: Scenario, head_deadline_s: float = 30, keep_alive_s: float = 5) -> None:
     """Run ``scenario(port, app)`` against a fresh server."""
-    asyncio.run(_serve(scenario, head_deadline_s))
+    asyncio.run(_serve(scenario, head_deadline_s, keep_alive_s))
 
 
-async def _serve(scenario: Scenario, head_deadline_s: float) -> None:
+async def _serve(scenario: Scenario, head_deadline_s: float, keep_alive_s: float) -> None:
     app = App()
     limits = RequestLimits(body_timeout_s=DEADLINE_S, header_timeout_s=head_deadline_s)
     config = uvicorn.Config(
@@ -67,6 +67,7 @@ async def _serve(scenario: Scenario, head_deadline_s: float) -> None:
         lifespan="off",
         log_level="warning",
         timeout_graceful_shutdown=1,
+        timeout_keep_alive=keep_alive_s,
     )
     server = uvicorn.Server(config)
     sock = socket.socket()
@@ -189,4 +190,37 @@ async def _a_silent_kept_alive_connection_is_closed(port: int, app: App) -> None
     writer.write(HEAD + b"1234567890")
     assert (await answered(reader)).startswith(b"HTTP/1.1 200")
     assert await read_all(reader) == b""  # closed, with nothing said
+    writer.close()
+
+
+def test_uvicorn_s_keep_alive_timeout_still_closes_a_silent_connection() -> None:
+    serve(_keep_alive_timeout, keep_alive_s=DEADLINE_S)
+
+
+async def _keep_alive_timeout(port: int, app: App) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(3):  # busy for longer than the keep-alive timeout: not closed
+        writer.write(HEAD + b"1234567890")
+        assert (await answered(reader)).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(DEADLINE_S * 0.5)
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    assert await read_all(reader) == b""  # then closed, long before the 30 s head deadline
+    assert loop.time() - since >= DEADLINE_S * 0.4  # not before the timeout of its last wait
+    writer.close()
+
+
+def test_a_started_head_outlives_the_keep_alive_timeout() -> None:
+    serve(_a_started_head_outlives_the_keep_alive_timeout, keep_alive_s=DEADLINE_S)
+
+
+async def _a_started_head_outlives_the_keep_alive_timeout(port: int, app: App) -> None:
+    # As with uvicorn's own timer: any byte of the next request ends the keep-alive wait.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEAD + b"1234567890")
+    assert (await answered(reader)).startswith(b"HTTP/1.1 200")
+    writer.write(HEAD[:10])
+    await asyncio.sleep(DEADLINE_S * 2.5)
+    writer.write(HEAD[10:] + b"1234567890")
+    assert (await answered(reader)).startswith(b"HTTP/1.1 200")
     writer.close()

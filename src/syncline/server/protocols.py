@@ -224,6 +224,9 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
         _head_pending = False
         _head_since = 0.0
         _head_bytes = 0
+        #: how long the wait may stay silent (uvicorn's keep-alive timeout after a response)
+        _head_idle_s = limits.header_timeout_s
+        _head_timer_due = 0.0
         _body_timer: asyncio.TimerHandle | None = None
         #: loop time at which the pending request body last made progress
         _body_seen = 0.0
@@ -278,18 +281,37 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
             self.parser = None
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._await_head()
+            # uvicorn's, except that its keep-alive timeout (close a connection that stays
+            # silent after a response) is kept by the head timer, not a timer per response.
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            idle_s = limits.header_timeout_s
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                idle_s = min(self.timeout_keep_alive, idle_s)
+            self._await_head(idle_s)
 
-        def _await_head(self) -> None:
+        def _await_head(self, idle_s: float = limits.header_timeout_s) -> None:
             self._head_pending = True
             self._head_bytes = 0
-            self._head_since = self.loop.time()
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(
-                    limits.header_timeout_s, self._head_timed_out
-                )
+            now = self.loop.time()
+            self._head_since = now
+            self._head_idle_s = idle_s
+            self._arm_head_timer(now + idle_s)
+
+        def _arm_head_timer(self, due: float) -> None:
+            # A timer due no later than ``due`` is kept: when it fires it re-arms for the rest.
+            if self._head_timer is not None:
+                if self._head_timer_due <= due:
+                    return
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_at(due, self._head_timed_out)
+            self._head_timer_due = due
 
         def _head_done(self) -> None:
             self._head_pending = False
@@ -353,11 +375,12 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
                 or not self._waiting_for_head()
             ):
                 return
-            left = self._head_since + limits.header_timeout_s - self.loop.time()
-            if left > 0:
-                self._head_timer = self.loop.call_later(left, self._head_timed_out)
+            silent = self._head_bytes == 0
+            due = self._head_since + (self._head_idle_s if silent else limits.header_timeout_s)
+            if due > self.loop.time():
+                self._arm_head_timer(due)
                 return
-            if self._head_bytes == 0:
+            if silent:
                 self.transport.close()
                 return
             self._refuse(
