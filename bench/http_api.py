@@ -3,6 +3,7 @@
     python bench/http_api.py [--rounds 5] [--creates 3000] [--reads 5000]
                              [--create-clients 64] [--read-clients 16]
                              [--profile OUT] [--serve-arg=--flag ...]
+    python bench/http_api.py --callgrind [--requests 500]
 
 Creates are ``POST /api/mutation`` ``messages:send``; point reads are
 ``POST /api/query`` ``messages:get`` by id (the ids the creates returned).
@@ -26,12 +27,21 @@ charged to the Python frame that called it.
 
 The client is a lean asyncio protocol (no HTTP library) so that as little of
 the machine as possible goes to the load generator.
+
+``--callgrind`` counts the instructions of the HTTP layer alone, in process
+and repeatable on a loaded machine: the server's uvicorn configuration
+(protocol, body guard, ``LeanApi``) is fed ``POST /api/mutation`` requests
+on a fake transport, with a stub in place of the function API. It runs
+``valgrind --tool=callgrind`` with ``--requests`` and twice as many requests
+and prints the difference divided by ``--requests``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -300,6 +310,109 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, float]]])
         print(f"  server cores busy       {statistics.median(cores):7.2f}")
 
 
+class _StubApi:
+    """Stands in for ``HttpApi``: the answer of a create, at no cost."""
+
+    async def call(self, kind: object, body: bytes, *args: object) -> tuple[int, bytes]:
+        return 200, b'{"status":"success","value":"j572xb7y77580ze9qnzz4zf5j5554fdk","logLines":[]}'
+
+
+class _Transport:
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 3210)}.get(name)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def transport_requests(count: int) -> None:
+    """``count`` creates through the API port's HTTP layer, one at a time, on a fake transport."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from syncline.server.lean_api import LeanApi
+    from syncline.server.protocols import guarded_http_protocol
+    from syncline.server.request_limits import DEFAULT_REQUEST_LIMITS, BodyGuard
+
+    async def nothing_else(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("only the function API is requested")
+
+    app = BodyGuard(LeanApi(_StubApi(), nothing_else), body_timeout_s=30)  # type: ignore[arg-type]
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level="warning",
+        proxy_headers=False,  # as server/run.py: LeanApi applies them past the function API
+        http=guarded_http_protocol(DEFAULT_REQUEST_LIMITS),
+    )
+    config.load()
+    protocol = config.http_protocol_class(  # type: ignore[call-arg]
+        config=config, server_state=ServerState(), app_state={}
+    )
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    request = b"POST /api/mutation HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    request += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body := create_body(1)),
+        body,
+    )
+    for _ in range(count):
+        protocol.data_received(request)  # type: ignore[attr-defined]
+        while not transport.out:
+            await asyncio.sleep(0)
+        if not transport.out[-1].startswith(b"HTTP/1.1 200 OK\r\n"):
+            raise RuntimeError(f"unexpected answer {transport.out[-1][:200]!r}")
+        transport.out.clear()
+
+
+_COLLECTED = re.compile(rb"Collected : (\d+)")
+
+
+def _instructions(requests: int) -> int:
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+    command += [os.path.abspath(__file__), "--transport-requests", str(requests)]
+    done = subprocess.run(command, capture_output=True, check=True)
+    found = _COLLECTED.search(done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr[-2000:]!r}")
+    return int(found.group(1))
+
+
+def callgrind(requests: int) -> None:
+    once, twice = _instructions(requests), _instructions(2 * requests)
+    print(
+        "HTTP layer (protocol, body guard, LeanApi; stub function API), "
+        f"instructions per create: {(twice - once) / requests:,.0f}"
+    )
+
+
+def _run(coroutine: Awaitable[None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coroutine)  # type: ignore[arg-type]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -311,13 +424,18 @@ def main() -> None:
     parser.add_argument(
         "--serve-arg", action="append", default=[], help="passed on to `syncline serve`"
     )
+    parser.add_argument(
+        "--callgrind", action="store_true", help="count the HTTP layer's instructions instead"
+    )
+    parser.add_argument("--requests", type=int, default=500, help="with --callgrind")
+    parser.add_argument("--transport-requests", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(bench(args))
+    if args.transport_requests is not None:
+        _run(transport_requests(args.transport_requests))
+    elif args.callgrind:
+        callgrind(args.requests)
     else:
-        uvloop.run(bench(args))
+        _run(bench(args))
 
 
 if __name__ == "__main__":
