@@ -14,8 +14,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from syncline.errors import AuthError
 
 __all__ = ["KEY_TYPE_FOR_ALG", "KeySet", "SigningKey", "incompatibility", "show_value"]
@@ -55,6 +53,8 @@ class KeySet:
             raise AuthError(
                 f'{source} is not a JWKS: expected {{"keys": [...]}}, got {show_value(doc)}'
             )
+        import jwt  # PyJWT and cryptography load with the first key set, not at start-up
+
         keys: list[SigningKey] = []
         for raw in doc["keys"]:
             # Encryption keys and symmetric secrets never verify a token.
