@@ -204,13 +204,16 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
         # Break the reference cycles a finished connection would otherwise leave to
         # the cyclic collector (which the server runs rarely, see ``run.py``): the
         # scope's writers are bound methods of this protocol, and websockets' parser
-        # is a generator that holds its protocol until it has seen the end of stream.
+        # is a generator that holds its protocol. Even past the end of stream it
+        # stays suspended at its last ``yield`` (websockets never resumes it), so it
+        # is closed here: its frame, and with it the reference, goes away.
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"].pop(FRAME_WRITER, None)
             scope["extensions"].pop(FRAME_WRITER_NOW, None)
         with contextlib.suppress(Exception):  # a parser that already failed is done too
             self.conn.receive_eof()
+        self.conn.parser.close()
 
     def _abort(self) -> None:
         log.info(
