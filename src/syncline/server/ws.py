@@ -28,6 +28,7 @@ from websockets.protocol import State
 
 from syncline.sync.limits import ConnectionLimits
 from syncline.sync.session import SyncSession
+from syncline.sync.waiting import Mailbox, Signal
 
 if TYPE_CHECKING:
     from syncline.application import Application
@@ -143,7 +144,22 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
     the websockets frame objects. That is exactly the frame websockets would
     write when no extension was negotiated (the server runs without
     compression); with one, frames take uvicorn's path.
+
+    An idle connection is kept small (thousands of them wait for live query
+    updates): the queue of received messages and the ``writable`` flag are a
+    :class:`~syncline.sync.waiting.Mailbox` and a
+    :class:`~syncline.sync.waiting.Signal` instead of an ``asyncio.Queue`` and
+    ``Event`` (five deques, about 4 KiB, per connection), and the handshake's
+    request and response (their headers) are let go once the connection is
+    accepted.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn calls put_nowait/get/empty on the queue, set/clear/is_set/wait on the flag.
+        self.queue = Mailbox()  # type: ignore[assignment]
+        self.writable = Signal()  # type: ignore[assignment]
+        self.writable.set()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -151,6 +167,9 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][FRAME_WRITER] = self.write_message
             scope["extensions"][FRAME_WRITER_NOW] = self.write_message_now
+        # The scope holds what the app needs of the request (path, headers).
+        with contextlib.suppress(AttributeError):
+            del self.request
 
     async def write_message(self, payload: bytes) -> None:
         """Write one text frame (UTF-8 ``payload``), honouring the transport's flow control."""
@@ -198,6 +217,10 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self._abort)
             return
         await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # Written: uvicorn reads the handshake response only before the accept.
+            with contextlib.suppress(AttributeError):
+                del self.response
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

@@ -75,6 +75,7 @@ from syncline.sync.protocol import (
     encode_server_frame,
     parse_client_message,
 )
+from syncline.sync.waiting import Mailbox, Signal
 
 if TYPE_CHECKING:
     from syncline.application import Application
@@ -147,13 +148,15 @@ class SyncSession:
         self._outbox: deque[tuple[ServerMessage, bytes]] = deque()
         self._outbox_bytes = 0
         #: set whenever a send completes (room may have been made in the outbox)
-        self._sent = asyncio.Event()
+        self._sent = Signal()
         #: loop time the pending send started at (None: no send pending)
         self._sending_since: float | None = None
-        self._wake = asyncio.Event()
+        self._wake = Signal()
         self._last_sent = 0.0
         #: mutations in arrival order, each with the identity current when it arrived
-        self._mutations: asyncio.Queue[tuple[Mutation, Identity, int]] = asyncio.Queue()
+        self._mutations: Mailbox[tuple[Mutation, Identity, int]] = Mailbox()
+        #: runs them, one at a time; started by the first mutation (most sockets send none)
+        self._mutator: asyncio.Task[None] | None = None
         #: one slot per mutation accepted and not yet answered (queued or running)
         self._mutation_slots = asyncio.Semaphore(self.limits.max_queued_mutations)
         self._action_slots = asyncio.Semaphore(self.limits.max_inflight_actions)
@@ -162,7 +165,9 @@ class SyncSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: CloseConnection | None = None
         #: set when the session must end without waiting for the sender (a slow client)
-        self._dropped = asyncio.Event()
+        self._dropped = Signal()
+        #: resolved (while ``run`` waits) when the mutation worker ends or the client is dropped
+        self._stop: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ driving
 
@@ -171,16 +176,16 @@ class SyncSession:
 
         Returns how to close the socket (None: the client went away).
         """
-        reader = asyncio.create_task(self._reader(incoming), name="syncline-sync-reader")
-        sender = asyncio.create_task(self._sender(), name="syncline-sync-sender")
-        mutator = asyncio.create_task(self._mutation_worker(), name="syncline-sync-mutations")
-        dropped = asyncio.create_task(self._dropped.wait(), name="syncline-sync-dropped")
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._reader(incoming), name="syncline-sync-reader")
+        sender = loop.create_task(self._sender(), name="syncline-sync-sender")
+        stop = self._stop = loop.create_future()
         try:
-            await asyncio.wait(
-                {reader, sender, mutator, dropped}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in (reader, sender, mutator):
-                if task.done() and not task.cancelled() and task.exception() is not None:
+            await asyncio.wait({reader, sender, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (reader, sender, self._mutator):
+                if task is None or not task.done() or task.cancelled():
+                    continue
+                if task.exception() is not None:
                     exc = task.exception()
                     if task is sender and isinstance(exc, OSError):
                         # ASGI servers raise an OSError for a send on a connection the
@@ -196,9 +201,11 @@ class SyncSession:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(sender), timeout=5)
         finally:
-            tasks = {reader, sender, mutator, dropped, *self._tasks}
-            for task in tasks:
-                task.cancel()
+            pending: set[asyncio.Future[Any]] = {reader, sender, stop, *self._tasks}
+            if self._mutator is not None:
+                pending.add(self._mutator)
+            for future in pending:
+                future.cancel()
             # Release the live queries before awaiting anything: if this coroutine is
             # itself being cancelled, the await below raises and nothing after it runs.
             for state in self.queries.values():
@@ -208,10 +215,10 @@ class SyncSession:
             self._outbox_bytes = 0
             # `wait` (not `gather`): a cancellation of this task surfaces as the
             # canceller's own CancelledError, which anyio cancel scopes recognise.
-            await asyncio.wait(tasks)
-            for task in tasks:
-                if not task.cancelled():
-                    task.exception()  # retrieved: logged above if it mattered
+            await asyncio.wait(pending)
+            for future in pending:
+                if not future.cancelled():
+                    future.exception()  # retrieved: logged above if it mattered
         return self._closing
 
     async def _reader(self, incoming: AsyncIterator[str | bytes]) -> None:
@@ -291,6 +298,11 @@ class SyncSession:
             await self._mutation_slots.acquire()
             await self._request_bytes.acquire(len(frame))
             self._mutations.put_nowait((message, self.identity, len(frame)))
+            if self._mutator is None:
+                self._mutator = asyncio.get_running_loop().create_task(
+                    self._mutation_worker(), name="syncline-sync-mutations"
+                )
+                self._mutator.add_done_callback(self._stop_running)
         elif isinstance(message, Action):
             await self._action_slots.acquire()
             await self._request_bytes.acquire(len(frame))
@@ -338,6 +350,7 @@ class SyncSession:
         )
         self._dropped.set()
         self._sent.set()  # release every waiting producer
+        self._stop_running()
 
     def _fatal(self, error: str) -> None:
         if len(error) > MAX_ERROR_LENGTH:  # messages may quote client input
@@ -457,6 +470,13 @@ class SyncSession:
             )
 
     # ------------------------------------------------------------------ mutations and actions
+
+    def _stop_running(self, task: asyncio.Task[None] | None = None) -> None:
+        """End ``run``'s wait: the client was dropped, or the mutation worker ended."""
+        if task is not None and task.cancelled():
+            return  # cancelled by run() itself, on its way out
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -694,7 +714,7 @@ class _ByteBudget:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.used = 0
-        self._freed = asyncio.Event()
+        self._freed = Signal()
 
     async def acquire(self, size: int) -> None:
         while self.used and self.used + size > self.cap:
