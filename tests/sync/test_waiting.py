@@ -44,7 +44,7 @@ def test_a_cancelled_wait_leaves_no_waiter_behind() -> None:
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
-        assert signal._waiters is None
+        assert not signal._waiters
         signal.set()  # nobody to wake: no error
 
     run(main())
@@ -65,7 +65,7 @@ def test_a_mailbox_hands_items_out_in_order_and_makes_getters_wait() -> None:
         assert box.qsize() == 1 and not box.empty()
         assert await box.get() == 3
         assert box.empty()
-        assert box._getters is None
+        assert not box._getters
 
     run(main())
 
