@@ -51,3 +51,41 @@ def test_closed_websocket_connections_are_freed_without_the_cyclic_collector(
     finally:
         gc.enable()
     assert not left, f"finished connections are still alive (in reference cycles): {left}"
+
+
+def test_finished_http_requests_are_freed_without_the_cyclic_collector(
+    live_server: LiveServer,
+) -> None:
+    """The whole-response ``send`` installed on each request's cycle must not outlive it."""
+    import socket
+
+    body = b'{"path": "messages:list", "args": {"channel": "a"}, "format": "json"}'
+    request = (
+        b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+    def run(n: int) -> None:
+        with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
+            for _ in range(n):
+                sock.sendall(request)
+                reply = b""
+                while b"\r\n\r\n" not in reply:
+                    reply += sock.recv(65536)
+                head, _, rest = reply.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    rest += sock.recv(65536)
+                assert head.startswith(b"HTTP/1.1 200"), head
+
+    run(2)  # warm up: first-use caches are not garbage
+    gc.collect()
+    gc.disable()
+    try:
+        run(20)
+        time.sleep(0.3)
+        left = sum(1 for o in gc.get_objects() if type(o).__name__ == "RequestResponseCycle")
+    finally:
+        gc.enable()
+    # The connection's current cycle may stay referenced until its next request.
+    assert left <= 1, f"{left} finished request cycles are still alive (in reference cycles)"

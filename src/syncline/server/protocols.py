@@ -281,6 +281,9 @@ def guarded_http_protocol(limits: RequestLimits) -> type[asyncio.Protocol]:
             self.parser = None
 
         def on_response_complete(self) -> None:
+            # The whole-response send refers to its cycle, which holds it: dropping it
+            # frees the finished cycle by reference counting, not the cyclic collector.
+            self.cycle.__dict__.pop("send", None)
             # uvicorn's, except that its keep-alive timeout (close a connection that stays
             # silent after a response) is kept by the head timer, not a timer per response.
             self.server_state.total_requests += 1
