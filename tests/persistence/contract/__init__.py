@@ -1,0 +1,1 @@
+"""The persistence contract: what every storage backend must do for the engine."""
