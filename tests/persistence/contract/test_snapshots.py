@@ -174,3 +174,72 @@ def test_readers_in_other_threads_see_only_whole_commits(store: Persistence) -> 
     assert seen, "no reader ran"
     with snapshot(store) as conn:
         assert conn.ts == commits + 1
+
+
+def test_snapshots_at_different_commits_each_keep_their_own_view(store: Persistence) -> None:
+    table = _setup(store)
+    doc_id = table.new_id()
+    steps = [
+        lambda conn: put(conn, table, doc_id, b"first", key=b"k"),
+        lambda conn: conn.put_document(doc_id, table.number, 3, b"second"),
+        lambda conn: (
+            conn.delete_index_entries([(table.by_value, b"k")]),
+            conn.delete_document(doc_id),
+        ),
+    ]
+    readers = [store.reader()]
+    try:
+        for ts, step in enumerate(steps, start=2):
+            write(store, lambda conn, step=step, ts=ts: (step(conn), set_ts(conn, ts)))
+            readers.append(store.reader())
+        expected = [None, (table.number, b"first"), (table.number, b"second"), None]
+        for ts, (reader, document) in enumerate(zip(readers, expected, strict=True), start=1):
+            assert reader.ts == ts
+            assert reader.get_document(doc_id) == document
+            assert reader.count(table.by_id) == (document is not None)
+            rows = reader.scan(table.by_value, b"", b"\xff", reverse=False, limit=5)
+            assert rows == ([(b"k", doc_id, document[1])] if document else [])
+    finally:
+        for reader in readers:
+            store.release_reader(reader)
+
+
+def test_an_index_created_after_a_snapshot_reads_empty_in_it(store: Persistence) -> None:
+    """The engine may publish a catalog naming an index before a reader's snapshot has it."""
+    _setup(store)
+    before = store.reader()
+    try:
+
+        def create(conn: WriteConnection) -> Table:
+            table = make_table(conn, "new", 10002)
+            put(conn, table, table.new_id(), b"v", key=b"k")
+            return table
+
+        table = write(store, create)
+        for index_id in (table.by_id, table.by_value):
+            assert before.scan(index_id, b"", b"\xff", reverse=False, limit=5) == []
+            assert before.scan(index_id, b"", b"\xff", reverse=True, limit=5) == []
+            assert before.count(index_id) == 0
+    finally:
+        store.release_reader(before)
+    # Asked again in a snapshot that has it, the by_id index is served from documents.
+    with snapshot(store) as conn:
+        assert conn.count(table.by_id) == 1
+        assert len(conn.scan(table.by_id, b"", b"\xff", reverse=False, limit=5)) == 1
+
+
+def test_a_snapshot_keeps_an_index_dropped_after_it(store: Persistence) -> None:
+    table = _setup(store)
+    write(store, lambda conn: put(conn, table, table.new_id(), b"v", key=b"k"))
+    before = store.reader()
+    try:
+        write(store, lambda conn: conn.drop_index(table.by_value))
+        assert before.count(table.by_value) == 1
+        assert [
+            k for k, _, _ in before.scan(table.by_value, b"", b"\xff", reverse=False, limit=5)
+        ] == [b"k"]
+        assert {i.id for i in before.indexes()} == {table.by_id, table.by_value}
+    finally:
+        store.release_reader(before)
+    with snapshot(store) as conn:
+        assert {i.id for i in conn.indexes()} == {table.by_id}
