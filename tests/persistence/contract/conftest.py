@@ -36,7 +36,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: a persistence contract test on {name}")
 
 
-@pytest.fixture(params=[pytest.param(n, id=n, marks=getattr(pytest.mark, n)) for n in _selected()])
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Marked here, not in the fixture's params: this conftest is imported before
+    # its pytest_configure has registered the markers (and --strict-markers checks).
+    here = Path(__file__).parent
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params is not None and "backend" in params.params and here in item.path.parents:
+            item.add_marker(params.params["backend"])
+
+
+@pytest.fixture(params=[pytest.param(n, id=n) for n in _selected()])
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
