@@ -1,7 +1,8 @@
 """A randomised model test: the backend against a dict model under random operation sequences.
 
 The model holds documents, stored index entries (keys that extend one another,
-00 and high bytes), globals and log entries. Each step writes through the one
+00 and high bytes), globals, log entries, mutation records and used upload
+tokens (with their pruning). Each step writes through the one
 writer transaction (with savepoints, restarts, commits and aborts), and checks
 scans, counts and reads three ways: through the writer (its own uncommitted
 state), a fresh snapshot (the last commit) and a snapshot held across later
@@ -43,6 +44,8 @@ KEY_BYTES = st.sampled_from([0x00, 0x01, 0x61, 0x7F, 0x80, 0xFF])
 KEYS = st.lists(KEY_BYTES, max_size=3).map(bytes)
 BOUND_KEYS = st.lists(KEY_BYTES, max_size=4).map(bytes)
 VALUES = st.binary(min_size=1, max_size=6)
+SESSIONS = ("s1", "s2")
+NONCES = (b"\x00", b"n1", b"n2")
 
 
 @dataclass
@@ -52,6 +55,8 @@ class Model:
     keys: dict[str, bytes] = field(default_factory=dict)
     globals: dict[str, bytes] = field(default_factory=dict)
     log: dict[tuple[int, str], LogEntry] = field(default_factory=dict)
+    requests: dict[tuple[str, int], tuple[int, bytes, bytes]] = field(default_factory=dict)
+    tokens: dict[bytes, tuple[int, str]] = field(default_factory=dict)
 
     def entries(self, number: int) -> dict[bytes, str]:
         return {key: d for d, key in self.keys.items() if self.docs[d][0] == number}
@@ -124,6 +129,38 @@ class StoreMachine(RuleBasedStateMachine):
         self.conn.append_log([entry])
         self.current.log[ts, entry.doc_id] = entry
 
+    @rule(session=st.sampled_from(SESSIONS), request=st.integers(0, 2), ts=st.integers(1, 6))
+    def put_request(self, session: str, request: int, ts: int) -> None:
+        if (session, request) in self.current.requests:
+            return  # the engine records a request once
+        record = (ts, b"fp", b"%d" % ts)
+        self.conn.put_mutation_requests([(session, request, *record)])
+        self.current.requests[session, request] = record
+
+    @rule(nonce=st.sampled_from(NONCES), ts=st.integers(1, 6))
+    def use_token(self, nonce: bytes, ts: int) -> None:
+        if nonce in self.current.tokens:
+            return  # a token is used once
+        self.conn.put_used_upload_token(nonce, ts, f"storage{ts}")
+        self.current.tokens[nonce] = (ts, f"storage{ts}")
+
+    @rule(before=st.integers(1, 7))
+    def prune_log(self, before: int) -> None:
+        old = [k for k in self.current.log if k[0] < before]
+        assert self.conn.prune_log(before) == len(old)
+        for k in old:
+            del self.current.log[k]
+
+    @rule(before=st.integers(1, 7))
+    def prune_request_records(self, before: int) -> None:
+        requests = [k for k, (ts, _, _) in self.current.requests.items() if ts < before]
+        tokens = [k for k, (ts, _) in self.current.tokens.items() if ts < before]
+        assert self.conn.prune_request_records(before) == len(requests) + len(tokens)
+        for key in requests:
+            del self.current.requests[key]
+        for nonce in tokens:
+            del self.current.tokens[nonce]
+
     # ------------------------------------------------------------------ transaction control
 
     @precondition(lambda self: self.saved is None)
@@ -186,34 +223,28 @@ class StoreMachine(RuleBasedStateMachine):
             views.append(("held snapshot", self.held[0], self.held[1]))
         return views
 
-    @rule(
-        number=st.sampled_from(NUMBERS),
-        by_id=st.booleans(),
-        start=BOUND_KEYS,
-        end=BOUND_KEYS,
-        reverse=st.booleans(),
-        limit=st.integers(1, 8),
-    )
-    def scan(
-        self, number: int, by_id: bool, start: bytes, end: bytes, reverse: bool, limit: int
-    ) -> None:
+    @rule(number=st.sampled_from(NUMBERS), by_id=st.booleans(), data=st.data())
+    def scan(self, number: int, by_id: bool, data: st.DataObject) -> None:
         table = self.tables[number]
         if by_id:
-            # Bounds around the ids' keys: whole keys, cut short, and extended.
-            key = key_of_id(IDS[number][len(start) % 6])
-            start, end = key[: len(key) - len(start)], key[: len(key) - 2] + end
+            near = [key_of_id(doc_id) for doc_id in IDS[number]]
+        else:
+            near = sorted({*self.current.entries(number), *self.committed.entries(number)})
+        bounds = _bounds(near)
+        scans = data.draw(
+            st.lists(
+                st.tuples(bounds, bounds, st.booleans(), st.integers(1, 4)), min_size=1, max_size=6
+            )
+        )
         reader = self.store.reader()
         try:
             views = [*self._views(), ("fresh snapshot", reader, self.committed)]
-            for name, conn, model in views:
-                got = conn.scan(
-                    table.by_id if by_id else table.by_value,
-                    start,
-                    end,
-                    reverse=reverse,
-                    limit=limit,
-                )
-                assert got == _expected(model, table, by_id, start, end, reverse, limit), name
+            for start, end, reverse, limit in scans:
+                for name, conn, model in views:
+                    index_id = table.by_id if by_id else table.by_value
+                    got = conn.scan(index_id, start, end, reverse=reverse, limit=limit)
+                    expected = _expected(model, table, by_id, start, end, reverse, limit)
+                    assert got == expected, name
         finally:
             self.store.release_reader(reader)
 
@@ -234,13 +265,36 @@ class StoreMachine(RuleBasedStateMachine):
                         assert conn.get_document(doc_id) == model.docs.get(doc_id), name
                 for key in ("a", "b", TS):
                     assert conn.get_global(key) == model.globals.get(key), name
-                log = conn.log_since(0, limit=100)
-                assert sorted(log, key=lambda e: (e.ts, e.doc_id)) == sorted(
-                    model.log.values(), key=lambda e: (e.ts, e.doc_id)
-                ), name
-                assert [e.ts for e in log] == sorted(e.ts for e in log), name
+                for since in range(7):
+                    log = conn.log_since(since, limit=100)
+                    assert sorted(log, key=lambda e: (e.ts, e.doc_id)) == sorted(
+                        (e for e in model.log.values() if e.ts > since),
+                        key=lambda e: (e.ts, e.doc_id),
+                    ), name
+                    assert [e.ts for e in log] == sorted(e.ts for e in log), name
+                for session in SESSIONS:
+                    for request in range(3):
+                        got = conn.get_mutation_request(session, request)
+                        assert got == model.requests.get((session, request)), name
+                for nonce in NONCES:
+                    token = model.tokens.get(nonce)
+                    assert conn.get_used_upload_token(nonce) == (token and token[1]), name
         finally:
             self.store.release_reader(reader)
+
+
+def _bounds(near: list[bytes]) -> st.SearchStrategy[bytes]:
+    """Scan bounds: arbitrary short keys, and keys at, just past or cut short of ``near``."""
+    if not near:
+        return BOUND_KEYS
+    at = st.sampled_from(near)
+    return st.one_of(
+        BOUND_KEYS,
+        at,
+        at.map(lambda key: key + b"\x00"),
+        st.tuples(at, st.integers(1, 3)).map(lambda pair: pair[0][: -pair[1]]),
+        st.tuples(at, KEY_BYTES).map(lambda pair: pair[0] + bytes([pair[1]])),
+    )
 
 
 def _expected(
