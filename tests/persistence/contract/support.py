@@ -11,7 +11,13 @@ from typing import TypeVar
 
 import pytest
 
-from syncline.persistence.base import BY_ID_INDEX, Persistence, ReadConnection, WriteConnection
+from syncline.persistence.base import (
+    BY_ID_INDEX,
+    TS_GLOBAL,
+    Persistence,
+    ReadConnection,
+    WriteConnection,
+)
 from syncline.persistence.by_id import key_of_id
 from syncline.values.ids import new_id
 
@@ -19,9 +25,8 @@ from .backends import BACKENDS, BackendUnavailable, Opener
 
 T = TypeVar("T")
 
-#: the global the engine stores each commit's ts under (``syncline.database.database``);
-#: a snapshot's ``ts`` is the value of this global as of the snapshot
-TS = "ts"
+#: the global the engine stores each commit's ts under; a snapshot's ``ts`` is its value
+TS = TS_GLOBAL
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 The model holds documents, stored index entries (keys that extend one another,
 00 and high bytes), globals, log entries, mutation records and used upload
-tokens (with their pruning). Each step writes through the one
+tokens, commit-log rows and the catalog version (with their pruning). Each step writes through the one
 writer transaction (with savepoints, restarts, commits and aborts), and checks
 scans, counts and reads three ways: through the writer (its own uncommitted
 state), a fresh snapshot (the last commit) and a snapshot held across later
@@ -28,7 +28,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from syncline.persistence.base import LogEntry, Persistence, ReadConnection, WriteConnection
+from syncline.persistence.base import (
+    CATALOG_VERSION_GLOBAL,
+    CommitRow,
+    LogEntry,
+    Persistence,
+    ReadConnection,
+    WriteConnection,
+)
 from syncline.persistence.by_id import key_of_id
 from syncline.values.ids import encode_id
 
@@ -57,6 +64,11 @@ class Model:
     log: dict[tuple[int, str], LogEntry] = field(default_factory=dict)
     requests: dict[tuple[str, int], tuple[int, bytes, bytes]] = field(default_factory=dict)
     tokens: dict[bytes, tuple[int, str]] = field(default_factory=dict)
+    commits: dict[int, CommitRow] = field(default_factory=dict)
+
+    @property
+    def catalog_version(self) -> int:
+        return int(self.globals.get(CATALOG_VERSION_GLOBAL, b"0"))
 
     def entries(self, number: int) -> dict[bytes, str]:
         return {key: d for d, key in self.keys.items() if self.docs[d][0] == number}
@@ -144,12 +156,28 @@ class StoreMachine(RuleBasedStateMachine):
         self.conn.put_used_upload_token(nonce, ts, f"storage{ts}")
         self.current.tokens[nonce] = (ts, f"storage{ts}")
 
+    @rule(ts=st.integers(1, 6), flags=st.integers(0, 3), writes=st.binary(max_size=6))
+    def append_commit(self, ts: int, flags: int, writes: bytes) -> None:
+        if ts in self.current.commits:
+            return  # one row per commit ts
+        row = CommitRow(ts, flags, writes)
+        self.conn.append_commits([row])
+        self.current.commits[ts] = row
+
+    @rule(version=st.integers(1, 9))
+    def set_catalog_version(self, version: int) -> None:
+        self.conn.set_global(CATALOG_VERSION_GLOBAL, b"%d" % version)
+        self.current.globals[CATALOG_VERSION_GLOBAL] = b"%d" % version
+
     @rule(before=st.integers(1, 7))
     def prune_log(self, before: int) -> None:
         old = [k for k in self.current.log if k[0] < before]
-        assert self.conn.prune_log(before) == len(old)
+        rows = [ts for ts in self.current.commits if ts < before]
+        assert self.conn.prune_log(before) == len(old) + len(rows)
         for k in old:
             del self.current.log[k]
+        for ts in rows:
+            del self.current.commits[ts]
 
     @rule(before=st.integers(1, 7))
     def prune_request_records(self, before: int) -> None:
@@ -254,8 +282,15 @@ class StoreMachine(RuleBasedStateMachine):
         try:
             views = [*self._views(), ("fresh snapshot", reader, self.committed)]
             assert reader.ts == self.ts
+            assert reader.catalog_version == self.committed.catalog_version
+            # The writer's head is the store's as of its begin (or restart): the last commit.
+            assert (self.conn.ts, self.conn.catalog_version) == (
+                self.ts,
+                self.committed.catalog_version,
+            )
             if self.held is not None:
                 assert self.held[0].ts == self.held[2]
+                assert self.held[0].catalog_version == self.held[1].catalog_version
             for name, conn, model in views:
                 for number, table in self.tables.items():
                     docs = sum(1 for n, _ in model.docs.values() if n == number)
@@ -272,6 +307,10 @@ class StoreMachine(RuleBasedStateMachine):
                         key=lambda e: (e.ts, e.doc_id),
                     ), name
                     assert [e.ts for e in log] == sorted(e.ts for e in log), name
+                for since in range(7):
+                    rows = [row for ts, row in sorted(model.commits.items()) if ts > since]
+                    assert conn.commits_since(since, limit=100) == rows, name
+                    assert conn.commits_since(since, limit=2) == rows[:2], name
                 for session in SESSIONS:
                     for request in range(3):
                         got = conn.get_mutation_request(session, request)

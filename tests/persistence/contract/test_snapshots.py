@@ -21,6 +21,8 @@ def _setup(store: Persistence) -> Table:
 def test_an_empty_store_reads_empty_at_ts_zero(store: Persistence) -> None:
     with snapshot(store) as conn:
         assert conn.ts == 0
+        assert conn.catalog_version == 0
+        assert conn.commits_since(0, limit=10) == []
         assert conn.tables() == []
         assert conn.indexes() == []
         assert conn.get_global(TS) is None
