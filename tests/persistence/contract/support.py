@@ -45,11 +45,16 @@ def provision(name: str, folder: Path) -> Iterator[Opener]:
         factory.__exit__(None, None, None)
 
 
-def write(store: Persistence, fn: Callable[[WriteConnection], T]) -> T:
-    """Run ``fn`` in one write transaction and commit it (abort if ``fn`` raises)."""
+def write(store: Persistence, fn: Callable[[WriteConnection], T], *, ts: int | None = None) -> T:
+    """Run ``fn`` in one write transaction and commit it (abort if ``fn`` raises).
+
+    ``ts``: name the commit so (:func:`set_ts`), after ``fn``.
+    """
     conn = store.begin_write()
     try:
         result = fn(conn)
+        if ts is not None:
+            set_ts(conn, ts)
     except BaseException:
         store.abort_write(conn)
         raise

@@ -57,10 +57,10 @@ def test_the_writer_reads_its_own_commit_rows_and_they_roll_back(store: Persiste
 
 
 def test_a_snapshot_never_sees_later_commit_rows(store: Persistence) -> None:
-    write(store, lambda conn: (conn.append_commits([ROWS[0]]), set_ts(conn, 10)))
+    write(store, lambda conn: conn.append_commits([ROWS[0]]), ts=10)
     before = store.reader()
     try:
-        write(store, lambda conn: (conn.append_commits(ROWS[1:]), set_ts(conn, 20)))
+        write(store, lambda conn: conn.append_commits(ROWS[1:]), ts=20)
         assert before.ts == 10
         assert before.commits_since(0, limit=10) == ROWS[:1]
         with snapshot(store) as after:
@@ -104,8 +104,8 @@ def test_the_writer_begins_at_the_other_handles_last_commit(open_store: Opener) 
     """The last ts and catalog version are read under the write lock, not remembered."""
     first, second = open_store(), open_store()
     # second's writer has been used (and may cache), then first commits.
-    write(second, lambda conn: (set_ts(conn, 1), conn.set_global(CATALOG_VERSION_GLOBAL, b"1")))
-    write(first, lambda conn: (set_ts(conn, 7), conn.set_global(CATALOG_VERSION_GLOBAL, b"2")))
+    write(second, lambda conn: conn.set_global(CATALOG_VERSION_GLOBAL, b"1"), ts=1)
+    write(first, lambda conn: conn.set_global(CATALOG_VERSION_GLOBAL, b"2"), ts=7)
     conn = second.begin_write()
     try:
         assert (conn.ts, conn.catalog_version) == (7, 2)
@@ -114,7 +114,7 @@ def test_the_writer_begins_at_the_other_handles_last_commit(open_store: Opener) 
 
 
 def test_restart_rereads_the_head(store: Persistence) -> None:
-    write(store, lambda conn: (set_ts(conn, 5), conn.set_global(CATALOG_VERSION_GLOBAL, b"2")))
+    write(store, lambda conn: conn.set_global(CATALOG_VERSION_GLOBAL, b"2"), ts=5)
     conn = store.begin_write()
     try:
         assert (conn.ts, conn.catalog_version) == (5, 2)
@@ -123,6 +123,10 @@ def test_restart_rereads_the_head(store: Persistence) -> None:
         assert (conn.ts, conn.catalog_version) == (5, 2)
     finally:
         store.abort_write(conn)
+
+
+def _commit_row(store: Persistence, ts: int) -> None:
+    write(store, lambda conn: conn.append_commits([CommitRow(ts, 0, b"%d" % ts)]), ts=ts)
 
 
 def test_a_tail_on_another_handle_sees_every_commit_once_in_order(open_store: Opener) -> None:
@@ -153,13 +157,7 @@ def test_a_tail_on_another_handle_sees_every_commit_once_in_order(open_store: Op
     thread.start()
     try:
         for ts in range(1, commits + 1):
-            write(
-                writer_store,
-                lambda conn, ts=ts: (
-                    conn.append_commits([CommitRow(ts, 0, b"%d" % ts)]),
-                    set_ts(conn, ts),
-                ),
-            )
+            _commit_row(writer_store, ts)
     finally:
         done.set()
         thread.join(timeout=60)

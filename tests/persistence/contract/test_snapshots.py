@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from syncline.persistence.base import LogEntry, Persistence, WriteConnection
 
@@ -16,6 +17,15 @@ def _setup(store: Persistence) -> Table:
         return table
 
     return write(store, body)
+
+
+def _nothing(conn: WriteConnection) -> None:
+    """A commit that writes no document (only its ts)."""
+
+
+def _add(store: Persistence, table: Table, key: bytes, ts: int) -> None:
+    """Commit one new document with ``key`` in ``by_value``, as ts ``ts``."""
+    write(store, lambda conn: put(conn, table, table.new_id(), b"v", key=key), ts=ts)
 
 
 def test_an_empty_store_reads_empty_at_ts_zero(store: Persistence) -> None:
@@ -32,7 +42,7 @@ def test_an_empty_store_reads_empty_at_ts_zero(store: Persistence) -> None:
 def test_a_snapshot_ts_is_exactly_the_last_commit_it_sees(store: Persistence) -> None:
     _setup(store)
     for ts in (5, 6, 1_700_000_000_000_000_123):
-        write(store, lambda conn, ts=ts: set_ts(conn, ts))
+        write(store, _nothing, ts=ts)
         with snapshot(store) as conn:
             assert conn.ts == ts
 
@@ -84,7 +94,7 @@ def test_a_released_reader_is_never_reused_at_its_old_snapshot(store: Persistenc
         # Readers are pooled by some backends: each must start a new snapshot.
         with snapshot(store) as conn:
             assert conn.count(table.by_id) == i
-        write(store, lambda conn, i=i: put(conn, table, table.new_id(), b"v", key=bytes([i])))
+        _add(store, table, bytes([i]), i + 2)
 
 
 def test_uncommitted_writes_are_invisible_to_readers(store: Persistence) -> None:
@@ -110,13 +120,7 @@ def test_a_reader_held_open_does_not_block_commits(store: Persistence) -> None:
 
     def writer() -> None:
         for ts in range(2, 12):
-            write(
-                store,
-                lambda conn, ts=ts: (
-                    put(conn, table, table.new_id(), b"v", key=bytes([ts])),
-                    set_ts(conn, ts),
-                ),
-            )
+            _add(store, table, bytes([ts]), ts)
             committed.append(ts)
 
     try:
@@ -161,13 +165,7 @@ def test_readers_in_other_threads_see_only_whole_commits(store: Persistence) -> 
         thread.start()
     try:
         for n in range(1, commits + 1):
-            write(
-                store,
-                lambda conn, n=n: (
-                    put(conn, table, table.new_id(), b"v", key=n.to_bytes(2, "big")),
-                    set_ts(conn, n + 1),
-                ),
-            )
+            _add(store, table, n.to_bytes(2, "big"), n + 1)
     finally:
         stop.set()
         for thread in threads:
@@ -181,18 +179,20 @@ def test_readers_in_other_threads_see_only_whole_commits(store: Persistence) -> 
 def test_snapshots_at_different_commits_each_keep_their_own_view(store: Persistence) -> None:
     table = _setup(store)
     doc_id = table.new_id()
-    steps = [
+
+    def delete(conn: WriteConnection) -> None:
+        conn.delete_index_entries([(table.by_value, b"k")])
+        conn.delete_document(doc_id)
+
+    steps: list[Callable[[WriteConnection], None]] = [
         lambda conn: put(conn, table, doc_id, b"first", key=b"k"),
         lambda conn: conn.put_document(doc_id, table.number, 3, b"second"),
-        lambda conn: (
-            conn.delete_index_entries([(table.by_value, b"k")]),
-            conn.delete_document(doc_id),
-        ),
+        delete,
     ]
     readers = [store.reader()]
     try:
         for ts, step in enumerate(steps, start=2):
-            write(store, lambda conn, step=step, ts=ts: (step(conn), set_ts(conn, ts)))
+            write(store, step, ts=ts)
             readers.append(store.reader())
         expected = [None, (table.number, b"first"), (table.number, b"second"), None]
         for ts, (reader, document) in enumerate(zip(readers, expected, strict=True), start=1):

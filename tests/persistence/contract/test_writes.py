@@ -74,8 +74,13 @@ def test_a_commit_makes_every_write_visible(store: Persistence) -> None:
 def test_abort_write_leaves_nothing(store: Persistence) -> None:
     table = _table(store)
     doc_id = table.new_id()
-    with pytest.raises(ZeroDivisionError):
-        write(store, lambda conn: (_everything(conn, table, doc_id, 2), 1 / 0))
+
+    def fail(conn: WriteConnection) -> None:
+        _everything(conn, table, doc_id, 2)
+        raise RuntimeError("the transaction fails")
+
+    with pytest.raises(RuntimeError):
+        write(store, fail)
     with snapshot(store) as conn:
         assert not _sees_everything(conn, table, doc_id, 2)
         assert conn.ts == 0
@@ -287,7 +292,7 @@ def test_insert_bulk_stores_documents_entries_and_log(store: Persistence) -> Non
     table = _table(store)
     docs = [(table.new_id(), table.number, 7, b"doc%d" % i) for i in range(50)]
     entries = [(table.by_value, b"%03d" % i, doc[0]) for i, doc in enumerate(docs)]
-    write(store, lambda conn: (conn.insert_bulk(docs, entries), set_ts(conn, 7)))
+    write(store, lambda conn: conn.insert_bulk(docs, entries), ts=7)
     with snapshot(store) as conn:
         assert conn.count(table.by_id) == conn.count(table.by_value) == 50
         for doc_id, number, _ts, value in docs:
