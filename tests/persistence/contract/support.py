@@ -18,31 +18,24 @@ from syncline.persistence.base import (
     ReadConnection,
     WriteConnection,
 )
-from syncline.persistence.by_id import key_of_id
 from syncline.values.ids import new_id
 
 from .backends import BACKENDS, BackendUnavailable, Opener
 
 T = TypeVar("T")
 
-#: the global the engine stores each commit's ts under; a snapshot's ``ts`` is its value
-TS = TS_GLOBAL
-
 
 @contextlib.contextmanager
 def provision(name: str, folder: Path) -> Iterator[Opener]:
     """One fresh store of backend ``name`` (skipped, or failed under CI, if unavailable)."""
-    try:
-        factory = BACKENDS[name](folder)
-        opener = factory.__enter__()
-    except BackendUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"backend {name!r} is unavailable under CI: {exc}")
-        pytest.skip(f"backend {name!r} is unavailable: {exc}")
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            opener = stack.enter_context(BACKENDS[name](folder))
+        except BackendUnavailable as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"backend {name!r} is unavailable under CI: {exc}")
+            pytest.skip(f"backend {name!r} is unavailable: {exc}")
         yield opener
-    finally:
-        factory.__exit__(None, None, None)
 
 
 def write(store: Persistence, fn: Callable[[WriteConnection], T], *, ts: int | None = None) -> T:
@@ -72,8 +65,11 @@ def snapshot(store: Persistence) -> Iterator[ReadConnection]:
 
 
 def set_ts(conn: WriteConnection, ts: int) -> None:
-    """Name this transaction's commit ``ts``, as the engine does at every commit."""
-    conn.set_global(TS, str(ts).encode())
+    """Name this transaction's commit ``ts``, as the engine does at every commit.
+
+    A snapshot's ``ts`` is the value of this global as of the snapshot.
+    """
+    conn.set_global(TS_GLOBAL, str(ts).encode())
 
 
 @dataclass(frozen=True)
@@ -101,7 +97,3 @@ def put(
     """Store a new document and its ``by_value`` entry (keys are unique per index)."""
     conn.put_document(doc_id, table.number, ts, value)
     conn.insert_index_entries([(table.by_value, key, doc_id)])
-
-
-def ids_in_key_order(ids: list[str]) -> list[str]:
-    return sorted(ids, key=key_of_id)

@@ -30,6 +30,7 @@ from hypothesis.stateful import (
 
 from syncline.persistence.base import (
     CATALOG_VERSION_GLOBAL,
+    TS_GLOBAL,
     CommitRow,
     LogEntry,
     Persistence,
@@ -40,7 +41,7 @@ from syncline.persistence.by_id import key_of_id
 from syncline.values.ids import encode_id
 
 from .backends import BACKENDS
-from .support import TS, Table, make_table, provision, set_ts
+from .support import Table, make_table, provision, set_ts
 
 NUMBERS = (10001, 10002)
 #: per table: internal ids that share all but their last byte
@@ -220,7 +221,7 @@ class StoreMachine(RuleBasedStateMachine):
     def commit(self) -> None:
         self.ts += 1
         set_ts(self.conn, self.ts)
-        self.current.globals[TS] = str(self.ts).encode()
+        self.current.globals[TS_GLOBAL] = str(self.ts).encode()
         self.store.commit_write(self.conn)
         self.committed = copy.deepcopy(self.current)
         self.conn = self.store.begin_write()
@@ -298,7 +299,7 @@ class StoreMachine(RuleBasedStateMachine):
                     assert conn.count(table.by_value) == docs, name
                     for doc_id in IDS[number]:
                         assert conn.get_document(doc_id) == model.docs.get(doc_id), name
-                for key in ("a", "b", TS):
+                for key in ("a", "b", TS_GLOBAL):
                     assert conn.get_global(key) == model.globals.get(key), name
                 for since in range(7):
                     log = conn.log_since(since, limit=100)

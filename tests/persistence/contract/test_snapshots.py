@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from syncline.persistence.base import LogEntry, Persistence, WriteConnection
+from syncline.persistence.base import TS_GLOBAL, LogEntry, Persistence, WriteConnection
 
-from .support import TS, Table, make_table, put, set_ts, snapshot, write
+from .support import Table, make_table, put, set_ts, snapshot, write
 
 
 def _setup(store: Persistence) -> Table:
@@ -35,7 +35,7 @@ def test_an_empty_store_reads_empty_at_ts_zero(store: Persistence) -> None:
         assert conn.commits_since(0, limit=10) == []
         assert conn.tables() == []
         assert conn.indexes() == []
-        assert conn.get_global(TS) is None
+        assert conn.get_global(TS_GLOBAL) is None
         assert conn.log_since(0, limit=10) == []
 
 
@@ -74,7 +74,7 @@ def test_a_reader_opened_before_a_commit_never_sees_it(store: Persistence) -> No
         assert before.count(table.by_id) == 0
         assert before.log_since(0, limit=10) == []
         assert before.get_global("other") is None
-        assert before.get_global(TS) == b"1"
+        assert before.get_global(TS_GLOBAL) == b"1"
         assert [t.name for t in before.tables()] == ["t"]
         assert len(before.indexes()) == 2
         assert before.get_mutation_request("s", 1) is None
@@ -155,7 +155,7 @@ def test_readers_in_other_threads_see_only_whole_commits(store: Persistence) -> 
                     assert conn.count(table.by_value) == ts - 1
                     rows = conn.scan(table.by_value, b"", b"\xff", reverse=False, limit=1000)
                     assert len(rows) == ts - 1
-                    assert conn.get_global(TS) == str(ts).encode()
+                    assert conn.get_global(TS_GLOBAL) == str(ts).encode()
                     seen.append(ts)
         except BaseException as exc:
             errors.append(exc)

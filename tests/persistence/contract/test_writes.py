@@ -6,6 +6,7 @@ import pytest
 
 from syncline.persistence.base import (
     BY_ID_INDEX,
+    TS_GLOBAL,
     IndexRow,
     LogEntry,
     Persistence,
@@ -14,7 +15,7 @@ from syncline.persistence.base import (
     WriteConnection,
 )
 
-from .support import TS, Table, make_table, put, set_ts, snapshot, write
+from .support import Table, make_table, put, set_ts, snapshot, write
 
 
 def _table(store: Persistence) -> Table:
@@ -105,7 +106,7 @@ def test_rollback_to_undoes_only_what_followed_the_savepoint(store: Persistence)
         conn.rollback_to()
         assert not _sees_everything(conn, table, undone, 3)
         assert conn.get_document(kept) is not None
-        assert conn.get_global(TS) == b"2"
+        assert conn.get_global(TS_GLOBAL) == b"2"
 
     write(store, body)
     with snapshot(store) as conn:
