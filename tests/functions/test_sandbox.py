@@ -347,3 +347,18 @@ def test_log_echo_sees_every_line(logs: TestBackend) -> None:
         executor._log_echo = None
     assert [line for _, line in echoed] == outcome.log_lines
     assert {path for path, _ in echoed} == {"logs:many"}
+
+
+def test_log_overflow_warns_again_after_the_lines_are_cleared() -> None:
+    # A retried mutation clears its collector's lines before each attempt: the
+    # final attempt's log must end with its own overflow warning.
+    collector = sandbox.LogCollector()
+    for attempt in range(2):
+        collector.lines.clear()
+        for i in range(300):
+            collector.add("LOG", f"attempt {attempt} line {i}")
+        assert len(collector.lines) == sandbox.MAX_LOG_LINES + 1
+        assert collector.lines[0] == f"[LOG] attempt {attempt} line 0"
+        assert collector.lines[-1] == (
+            "[WARN] Log overflow (maximum 256). Remaining log lines omitted."
+        )

@@ -62,13 +62,17 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 
 
 class LogCollector:
-    """Log lines of one function call, capped at :data:`MAX_LOG_LINES`."""
+    """Log lines of one function call, capped at :data:`MAX_LOG_LINES`.
 
-    __slots__ = ("_overflowed", "echo", "lines")
+    ``lines`` is the whole state: once full, one overflow warning follows the
+    last kept line. Clearing ``lines`` (a retried mutation starts its log
+    afresh) therefore also re-arms the warning.
+    """
+
+    __slots__ = ("echo", "lines")
 
     def __init__(self, echo: Callable[[str], None] | None = None) -> None:
         self.lines: list[str] = []
-        self._overflowed = False
         self.echo = echo
 
     def add(self, level: str, message: str) -> None:
@@ -80,10 +84,10 @@ class LogCollector:
         """Add an already formatted ``[LEVEL] text`` line (from a nested call, say)."""
         if self.echo is not None:
             self.echo(line)
-        if len(self.lines) < MAX_LOG_LINES:
+        kept = len(self.lines)
+        if kept < MAX_LOG_LINES:
             self.lines.append(line)
-        elif not self._overflowed:
-            self._overflowed = True
+        elif kept == MAX_LOG_LINES:
             self.lines.append(
                 f"[WARN] Log overflow (maximum {MAX_LOG_LINES}). Remaining log lines omitted."
             )
