@@ -26,32 +26,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from syncline.database.database import Database, _WriteJob
+from syncline.database.committer import WriteJob
+from syncline.database.database import Database
 from syncline.database.transaction import Transaction
 from syncline.persistence.sqlite import SqlitePersistence
 
 WAVE = 4000
 
 
-def _prepare(db: Database, fns: list[Callable[[Transaction], Any]]) -> list[_WriteJob]:
+def _prepare(db: Database, fns: list[Callable[[Transaction], Any]]) -> list[WriteJob]:
     """Run each of ``fns`` optimistically at one snapshot, as a mutation thread would."""
     conn = db.persistence.reader()
     try:
         jobs = []
         for fn in fns:
-            job = _WriteJob(fn, concurrent.futures.Future(), started=True)
-            db._execute(job, conn)
+            job = WriteJob(fn, concurrent.futures.Future(), started=True)
+            db._committer._execute(job, conn)
             jobs.append(job)
         return jobs
     finally:
         db.persistence.release_reader(conn)
 
 
-def _commit(db: Database, jobs: list[_WriteJob]) -> tuple[float, float]:
+def _commit(db: Database, jobs: list[WriteJob]) -> tuple[float, float]:
     """(wall s, CPU s) for the committer to commit ``jobs``."""
     wall, cpu = time.perf_counter(), time.process_time()
     for job in jobs:
-        db._queue.put(job)
+        db._committer._queue.put(job)
     for job in jobs:
         job.future.result()
     return time.perf_counter() - wall, time.process_time() - cpu

@@ -1,30 +1,23 @@
-"""The database: snapshot reads and optimistic mutations on threads, one committer.
+"""The database: snapshot reads, optimistic writes, commit listeners, the schema.
 
 Reads are functions run against a snapshot whose ``ts`` is known; they never
 block the writer.
 
-Writes (mutations, system updates) are functions ``fn(tx) -> result``. A write
-runs optimistically on a mutation thread, at a snapshot, with its writes
-buffered in memory (``overlay.py``); the committer thread then takes every
-write that is ready and, inside one storage transaction holding the store's
-write lock, checks each one's read set against every commit after its
-snapshot (other processes' included, read from the commit log, and earlier
-writes of the same batch). A write whose reads are still current gets the
-next ts and its buffer is applied; one that conflicts runs again at a newer
-snapshot. One COMMIT (one fsync) makes the batch durable, after which the
-commits are published to listeners in ts order and the callers' futures
-resolve. Outcomes are serializable in ts order.
+Writes (mutations, system updates) are functions ``fn(tx) -> result``, run
+optimistically at a snapshot and committed in groups by the committer
+(``committer.py``, which states the write path's contract): a write whose
+reads are still current when its turn comes gets the next ts; one that
+conflicts runs again at a newer snapshot. Outcomes are serializable in ts
+order, and a caller hears back once its commit is durable and published.
 
-Some writes run on the committer itself, under the lock, on the writer's
-connection (where they cannot conflict): ``exclusive`` jobs (schema changes,
-import), writes that change the catalog (creating a table), and writes that
-conflicted on every optimistic attempt, so that a hot key slows a mutation
-down but never fails it.
+Every commit, this process's and other processes' sharing the store, reaches
+the commit listeners once and in ts order (``publisher.py``); other
+processes' commits arrive through the committer or :meth:`Database.catch_up`.
 
 State several processes share lives in the store, not here: at commit time
 the last ts, the catalog version and the creation-time floor are read under
 the lock; a snapshot carries its catalog version, and the catalog and schema
-are reloaded when it differs from the one held.
+are reloaded when it differs from the one held (``catalog_state.py``).
 
 Timestamps are nanoseconds since the epoch, strictly increasing, and never
 reused across restarts or processes: a new ts is ``max(last + 1, now)``, with
@@ -37,12 +30,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import math
-import queue
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
@@ -55,31 +45,24 @@ from syncline.database.catalog import (
     IndexInfo,
     TableInfo,
 )
-from syncline.database.overlay import BufferedWrites, NeedsLock
+from syncline.database.catalog_state import SCHEMA_KEY, CatalogStates, load_state
+from syncline.database.committer import (
+    CREATION_TIME_KEY,
+    Committer,
+    CreationClock,
+    WriteJob,
+    WriteResult,
+    read_commits,
+)
 from syncline.database.publisher import CommitListener, CommitPublisher
 from syncline.database.read_threads import ReadThreads
 from syncline.database.reads import ReadSet
-from syncline.database.recent_writes import RecentWrites
 from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
-from syncline.database.writes import (
-    CATALOG_CHANGED,
-    SCHEMA_CHANGED,
-    Commit,
-    WriteSet,
-    decode_write_set,
-    encode_write_set,
-)
 from syncline.errors import (
     InternalError,
-    OptimisticConcurrencyControlFailure,
     SchemaDefinitionError,
 )
 from syncline.persistence.base import (
-    CATALOG_VERSION_GLOBAL,
-    TS_GLOBAL,
-    CommitRow,
-    LogEntry,
-    MutationRecord,
     Persistence,
     ReadConnection,
     WriteConnection,
@@ -97,11 +80,6 @@ log = logging.getLogger("syncline.database")
 
 #: rows read from storage per round trip by :meth:`Database.scan_table`
 SCAN_BATCH = 1000
-#: commit-log rows read per round trip when catching up with other processes
-COMMITS_BATCH = 1000
-
-_CREATION_TIME_KEY = "creation_time"
-_SCHEMA_KEY = "schema"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,128 +92,12 @@ class ReadResult(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
-class WriteResult(Generic[T]):
-    value: T
-    ts: int
-    read_set: ReadSet
-    writes: WriteSet
-
-
-class _CatalogState(NamedTuple):
-    """The catalog and schema as of one catalog version of the store."""
-
-    version: int
-    catalog: Catalog
-    schema: Schema | None
-    by_id_tables: Mapping[int, int]
-
-
-def _load_state(conn: ReadConnection) -> _CatalogState:
-    catalog = Catalog.from_rows(conn.tables(), conn.indexes())
-    raw_schema = conn.get_global(_SCHEMA_KEY)
-    schema = None
-    if raw_schema:
-        from syncline.schema import Schema
-
-        schema = Schema.from_json(orjson.loads(raw_schema))
-    return _CatalogState(conn.catalog_version, catalog, schema, catalog.by_id_tables())
-
-
-class _CreationClock:
-    """``_creationTime`` values for every transaction of one database (thread-safe).
-
-    Strictly increasing in the order they are issued, and never below the
-    transaction's ts or the clock (both in ms). The floor is stored with each
-    commit and raised from the store at every batch, so it also survives
-    restarts and follows other processes' commits.
-    """
-
-    def __init__(self, clock: Clock, floor: float) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.floor = floor
-
-    def __call__(self, ts: int) -> float:
-        candidate = max(ts, self._clock.now_ns()) / 1_000_000
-        with self._lock:
-            if candidate <= self.floor:
-                candidate = math.nextafter(self.floor, math.inf)
-            self.floor = candidate
-            return candidate
-
-    def raise_floor(self, floor: float) -> None:
-        with self._lock:
-            self.floor = max(self.floor, floor)
-
-
-@dataclass(slots=True, eq=False)
-class _WriteJob:
-    fn: Callable[[Transaction], Any]
-    #: a concurrent future (sync callers), or an asyncio future (resolved on its loop)
-    future: concurrent.futures.Future[Any] | asyncio.Future[Any]
-    exclusive: bool = False
-    #: run on the committer, on the writer's connection, under the lock
-    locked: bool = False
-    started: bool = False
-    #: optimistic attempts made so far
-    attempts: int = 0
-    #: the last optimistic attempt: its transaction, buffer, and outcome
-    tx: Transaction | None = None
-    buffer: BufferedWrites | None = None
-    outcome: Any = None
-    failed: bool = False
-    catalog_version: int = 0
-
-    def start(self) -> bool:
-        """False if the caller gave up (cancelled) before the job ran."""
-        if self.started:
-            return True
-        self.started = True
-        if isinstance(self.future, concurrent.futures.Future):
-            return self.future.set_running_or_notify_cancel()
-        return not self.future.cancelled()
-
-
-def _settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    """Resolve many asyncio futures in one loop callback (one wake-up per batch)."""
-    for future, outcome in items:
-        if future.done():
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
-
-
-@dataclass(frozen=True, slots=True)
 class SchemaChange:
     """What applying a schema did."""
 
     added_indexes: list[str] = field(default_factory=list)
     removed_indexes: list[str] = field(default_factory=list)
     created_tables: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Batch:
-    """What one group commit has done so far (on the committer thread)."""
-
-    conn: WriteConnection
-    state: _CatalogState
-    catalog: Catalog
-    schema: Schema | None
-    catalog_changed: bool = False
-    outcomes: list[tuple[_WriteJob, Any]] = field(default_factory=list)
-    commits: list[Commit] = field(default_factory=list)
-    log_entries: list[LogEntry] = field(default_factory=list)
-    requests: dict[tuple[str, int], MutationRecord] = field(default_factory=dict)
-    retry: list[_WriteJob] = field(default_factory=list)
-    #: this batch's commits so far, for checking its later transactions
-    written: RecentWrites = field(default_factory=RecentWrites)
-
-    def add(self, commit: Commit) -> None:
-        self.commits.append(commit)
-        self.written.add(commit)
 
 
 class Database:
@@ -257,59 +119,34 @@ class Database:
         self.persistence = persistence
         self.clock = clock or SystemClock()
         self.limits = limits
-        self.max_batch = max_batch
-        #: how long the committer waits for running optimistic attempts to join its batch
-        self.gather_s = gather_s
-        #: optimistic runs of one mutation before it runs under the lock (or fails)
-        self.optimistic_attempts = optimistic_attempts
-        #: after ``optimistic_attempts`` conflicts, run under the lock rather than fail
-        self.locked_fallback = locked_fallback
-        self.log_retention_ns = log_retention_ns
-        #: how long a client's mutation results are kept for de-duplicating re-sends
-        self.session_request_retention_ns = session_request_retention_ns
-        self._queue: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
         self._reads: ReadThreads[Callable[[Transaction], Any], ReadResult[Any]] = ReadThreads(
             self.run_read, threads=read_threads, name="syncline-read"
         )
-        #: threads running optimistic writes. One keeps writes submitted in a row running
-        #: (and, absent conflicts, committing) in that order; more let one slow mutation
-        #: share the process with others. Zero: the committer runs each batch's attempts
-        #: itself, before taking the write lock (the least CPU per write, for deployments
-        #: whose parallelism comes from several processes).
-        self._mutation_thread_count = mutation_threads
-        self._mutation_jobs: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
-        self._mutation_threads: list[threading.Thread] = []
-        #: guards starting mutation threads, handing them jobs, and closing
-        self._run_lock = threading.Lock()
-        self._closing = False
-        #: optimistic attempts handed to the mutation threads, and those over, so far
-        self._submitted = 0
-        self._finished = 0
-        #: while the committer gathers a batch: the attempts it waits for (set when over)
-        self._gather_target: int | None = None
-        self._gathered = threading.Event()
         self._closed = False
-        self._commits_since_prune = 0
-        #: optimistic attempts that conflicted at commit so far, for benchmarks and tests
-        self.conflicts = 0
-        #: mutations that conflicted on every optimistic attempt and then ran under the lock
-        self.locked_fallbacks = 0
-
         reader = persistence.reader()
         try:
-            self._last_ts = reader.ts
-            self._state = _load_state(reader)
-            raw_ct = reader.get_global(_CREATION_TIME_KEY)
+            last_ts = reader.ts
+            self._catalogs = CatalogStates(load_state(reader))
+            raw_ct = reader.get_global(CREATION_TIME_KEY)
         finally:
             persistence.release_reader(reader)
-        self._state_lock = threading.Lock()
-        self._creation = _CreationClock(self.clock, float(raw_ct) if raw_ct else 0.0)
-        self._publisher = CommitPublisher(self._last_ts)
-
-        self._writer = threading.Thread(
-            target=self._writer_loop, name="syncline-writer", daemon=True
+        self._publisher = CommitPublisher(last_ts)
+        self._committer = Committer(
+            persistence,
+            self._publisher,
+            self._catalogs,
+            CreationClock(self.clock, float(raw_ct) if raw_ct else 0.0),
+            clock=self.clock,
+            limits=limits,
+            last_ts=last_ts,
+            max_batch=max_batch,
+            gather_s=gather_s,
+            mutation_threads=mutation_threads,
+            optimistic_attempts=optimistic_attempts,
+            locked_fallback=locked_fallback,
+            log_retention_ns=log_retention_ns,
+            session_request_retention_ns=session_request_retention_ns,
         )
-        self._writer.start()
         self._bootstrap()
 
     # ------------------------------------------------------------------ whole tables
@@ -340,7 +177,7 @@ class Database:
         """One consistent snapshot of storage and the catalog as of it, for :meth:`scan_table`."""
         conn = self.persistence.reader()
         try:
-            yield conn, self._state_of(conn).catalog
+            yield conn, self._catalogs.of(conn).catalog
         finally:
             self.persistence.release_reader(conn)
 
@@ -350,11 +187,11 @@ class Database:
     def catalog(self) -> Catalog:
         """The newest catalog this process knows (another process's change: after a read or
         :meth:`catch_up` sees it)."""
-        return self._state.catalog
+        return self._catalogs.current.catalog
 
     @property
     def schema(self) -> Schema | None:
-        return self._state.schema
+        return self._catalogs.current.schema
 
     @property
     def last_ts(self) -> int:
@@ -364,18 +201,22 @@ class Database:
     @property
     def pending_commits(self) -> int:
         """Writes run (or to run under the lock) and waiting for the committer."""
-        return self._queue.qsize()
+        return self._committer.pending
 
-    def _state_of(self, conn: ReadConnection) -> _CatalogState:
-        """The catalog and schema of ``conn``'s snapshot (reloaded if its version is new)."""
-        state = self._state
-        if conn.catalog_version == state.version:
-            return state
-        loaded = _load_state(conn)
-        with self._state_lock:
-            if loaded.version > self._state.version:
-                self._state = loaded
-        return loaded
+    @property
+    def session_request_retention_ns(self) -> int:
+        """How long a client's mutation results are kept for de-duplicating re-sends."""
+        return self._committer.session_request_retention_ns
+
+    @property
+    def conflicts(self) -> int:
+        """Optimistic attempts that conflicted at commit so far (benchmarks, tests)."""
+        return self._committer.conflicts
+
+    @property
+    def locked_fallbacks(self) -> int:
+        """Mutations that conflicted on every optimistic attempt and then ran under the lock."""
+        return self._committer.locked_fallbacks
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         """Call ``listener(commits)`` after every durable commit, in ts order, each once.
@@ -404,30 +245,12 @@ class Database:
             publisher = self._publisher
             if conn.ts <= publisher.published_ts:
                 return 0
-            self._state_of(conn)  # listeners may need a table another process created
+            self._catalogs.of(conn)  # listeners may need a table another process created
             with publisher.lock:
-                commits = self._read_commits(
-                    conn, publisher.published_ts, stop=publisher.committing_from
-                )
+                commits = read_commits(conn, publisher.published_ts, stop=publisher.committing_from)
                 return publisher.publish(commits)
         finally:
             self.persistence.release_reader(conn)
-
-    @staticmethod
-    def _read_commits(conn: ReadConnection, after: int, *, stop: int | None) -> list[Commit]:
-        """The commit log above ``after`` in ``conn``, as foreign commits, below ``stop``."""
-        commits: list[Commit] = []
-        while True:
-            rows = conn.commits_since(after, limit=COMMITS_BATCH)
-            for row in rows:
-                if stop is not None and row.ts >= stop:
-                    return commits
-                commits.append(
-                    Commit(row.ts, decode_write_set(row.writes), local=False, flags=row.flags)
-                )
-            if len(rows) < COMMITS_BATCH:
-                return commits
-            after = rows[-1].ts
 
     # ------------------------------------------------------------------ reads
 
@@ -435,7 +258,7 @@ class Database:
         """Run ``fn`` on a fresh snapshot, in the calling thread."""
         conn = self.persistence.reader()
         try:
-            state = self._state_of(conn)
+            state = self._catalogs.of(conn)
             tx = Transaction(
                 conn, state.catalog, ts=conn.ts, schema=state.schema, limits=self.limits
             )
@@ -461,7 +284,7 @@ class Database:
         (schema changes, import, whole-table work).
         """
         future: concurrent.futures.Future[WriteResult[T]] = concurrent.futures.Future()
-        self._submit(_WriteJob(fn, future, exclusive=exclusive, locked=exclusive))
+        self._submit(WriteJob(fn, future, exclusive=exclusive, locked=exclusive))
         return future
 
     def write_sync(self, fn: Callable[[Transaction], T]) -> WriteResult[T]:
@@ -471,392 +294,13 @@ class Database:
         """Run ``fn`` as a write and await its durable commit."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult[T]] = loop.create_future()
-        self._submit(_WriteJob(fn, future))
+        self._submit(WriteJob(fn, future))
         return await future
 
-    def _submit(self, job: _WriteJob) -> None:
+    def _submit(self, job: WriteJob) -> None:
         if self._closed:
             raise InternalError("The database is closed")
-        if job.locked:
-            self._queue.put(job)
-        else:
-            self._run_optimistically([job])
-
-    def _run_optimistically(self, jobs: list[_WriteJob]) -> None:
-        """Hand ``jobs`` to the mutation threads (to the committer, locked, once closing).
-
-        With no mutation threads, the committer runs them itself, at a snapshot
-        and before it takes the write lock.
-        """
-        with self._run_lock:
-            if self._closing or not self._mutation_thread_count:
-                for job in jobs:
-                    job.locked = job.locked or self._closing
-                    self._queue.put(job)
-                return
-            if not self._mutation_threads:
-                self._mutation_threads = [
-                    threading.Thread(
-                        target=self._mutation_loop, name=f"syncline-mutation-{i}", daemon=True
-                    )
-                    for i in range(self._mutation_thread_count)
-                ]
-                for thread in self._mutation_threads:
-                    thread.start()
-            self._submitted += len(jobs)
-            for job in jobs:
-                self._mutation_jobs.put(job)
-
-    def _mutation_loop(self) -> None:
-        conn: ReadConnection | None = None
-        try:
-            while True:
-                job = self._mutation_jobs.get()
-                if job is None:
-                    return
-                if not job.start():
-                    self._executed(None)
-                    continue
-                try:
-                    if conn is not None and conn.ts < self._publisher.published_ts:
-                        self.persistence.release_reader(conn)
-                        conn = None
-                    if conn is None:
-                        conn = self.persistence.reader()
-                    self._execute(job, conn)
-                except BaseException as exc:  # storage failed before the function could run
-                    error = InternalError(f"Mutation could not start: {exc}")
-                    error.__cause__ = exc
-                    self._resolve([(job, error)])
-                    self._executed(None)
-                    continue
-                if self._mutation_jobs.empty():
-                    # Idle next: hold no snapshot (an open one keeps the WAL from being
-                    # reset).
-                    self.persistence.release_reader(conn)
-                    conn = None
-                self._executed(job)
-        finally:
-            if conn is not None:
-                self.persistence.release_reader(conn)
-
-    def _executed(self, job: _WriteJob | None) -> None:
-        """An optimistic attempt is over: hand ``job`` (if any) to the committer."""
-        with self._run_lock:
-            self._finished += 1
-            target = self._gather_target
-            if target is not None and self._finished >= target:
-                self._gathered.set()
-        if job is not None:
-            self._queue.put(job)
-
-    def _execute(self, job: _WriteJob, conn: ReadConnection) -> None:
-        """One optimistic attempt: run ``job`` at the snapshot ``conn``, writes buffered.
-
-        Consecutive attempts on one thread share a snapshot until this process
-        publishes a newer commit: a stale read only makes the attempt conflict.
-        """
-        job.attempts += 1
-        state = self._state_of(conn)
-        buffer = BufferedWrites(conn, state.by_id_tables)
-        tx = Transaction(
-            buffer,
-            state.catalog,
-            ts=conn.ts,
-            schema=state.schema,
-            limits=self.limits,
-            creation_clock=self._creation,
-        )
-        job.tx, job.buffer, job.catalog_version = tx, buffer, conn.catalog_version
-        try:
-            job.outcome, job.failed = job.fn(tx), False
-        except NeedsLock:
-            job.locked = True
-            job.tx = job.buffer = job.outcome = None
-        except BaseException as exc:
-            # Checked at commit like a result: a failure seen at a stale snapshot
-            # (an insufficient balance, say) is retried as well.
-            job.outcome, job.failed = exc, True
-
-    def _next_ts(self) -> int:
-        ts = max(self._last_ts + 1, self.clock.now_ns())
-        self._last_ts = ts
-        return ts
-
-    def _writer_loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            batch = [job]
-            if not job.exclusive:
-                waited = False
-                while len(batch) < self.max_batch:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        if waited or not self._wait_for_running_attempts():
-                            break
-                        waited = True
-                        continue
-                    if nxt is None:
-                        self._queue.put(None)  # stop after this batch
-                        break
-                    if nxt.exclusive:
-                        self._execute_here(batch)
-                        self._run_batch(batch)
-                        batch = [nxt]
-                        break
-                    batch.append(nxt)
-            try:
-                self._execute_here(batch)
-                self._run_batch(batch)
-            except BaseException as exc:  # the writer must outlive any one batch
-                log.exception("writer batch failed")
-                self._resolve([(j, exc) for j in batch if not j.future.done()])
-
-    def _execute_here(self, batch: list[_WriteJob]) -> None:
-        """Without mutation threads: the optimistic attempts of ``batch``, on this thread.
-
-        At one snapshot, before the write lock is taken: another process's
-        commits are never held up by this process's user code.
-        """
-        todo = [j for j in batch if not j.locked and j.tx is None and j.start()]
-        if not todo:
-            return
-        conn = self.persistence.reader()
-        try:
-            for job in todo:
-                self._execute(job, conn)
-        finally:
-            self.persistence.release_reader(conn)
-
-    def _wait_for_running_attempts(self) -> bool:
-        """Wait (up to ``gather_s``) for the attempts already submitted to finish.
-
-        Each would otherwise pay a commit (and with full durability an fsync)
-        of its own: the batch waits for them, in one wake-up when the last one
-        is over rather than one per attempt. False if none was running.
-        """
-        with self._run_lock:
-            if self._finished >= self._submitted:
-                return False
-            self._gather_target = self._submitted
-            self._gathered.clear()
-        self._gathered.wait(self.gather_s)
-        with self._run_lock:
-            self._gather_target = None
-        return True
-
-    def _run_batch(self, batch: list[_WriteJob]) -> None:
-        live = [j for j in batch if j.start()]
-        if not live:
-            return
-        conn = self.persistence.begin_write()
-        ts_before = self._last_ts
-        publisher = self._publisher
-        try:
-            self._absorb_foreign_commits(conn)
-            state = self._state
-            batch_state = _Batch(conn, state, state.catalog, state.schema)
-            self._last_ts = max(self._last_ts, conn.ts)
-            for job in live:
-                if job.locked:
-                    self._run_locked(batch_state, job)
-                else:
-                    self._commit_optimistic(batch_state, job)
-            self._finish_batch(batch_state)
-            with publisher.lock:
-                publisher.committing_from = (
-                    batch_state.commits[0].ts if batch_state.commits else None
-                )
-            self.persistence.commit_write(conn)
-        except BaseException as exc:
-            with publisher.lock:
-                publisher.committing_from = None
-            self.persistence.abort_write(conn)
-            self._last_ts = max(ts_before, self._last_ts)
-            error = InternalError(f"Commit failed: {exc}")
-            error.__cause__ = exc
-            self._resolve([(job, error) for job in live])
-            return
-        if batch_state.catalog_changed or batch_state.schema is not state.schema:
-            version = state.version + 1
-            with self._state_lock:
-                self._state = _CatalogState(
-                    version,
-                    batch_state.catalog,
-                    batch_state.schema,
-                    batch_state.catalog.by_id_tables(),
-                )
-        with publisher.lock:
-            publisher.committing_from = None
-            publisher.publish(batch_state.commits)
-        self._resolve(batch_state.outcomes)
-        if batch_state.retry:
-            self._run_optimistically(batch_state.retry)
-
-    def _absorb_foreign_commits(self, conn: WriteConnection) -> None:
-        """Under the lock: publish other processes' commits, reload a changed catalog.
-
-        Every commit of this process is published before its next batch
-        begins, so whatever the log holds above the last published ts is
-        another process's.
-        """
-        publisher = self._publisher
-        if conn.ts > publisher.published_ts:
-            raw_ct = conn.get_global(_CREATION_TIME_KEY)
-            if raw_ct:
-                self._creation.raise_floor(float(raw_ct))
-            with publisher.lock:
-                publisher.publish(self._read_commits(conn, publisher.published_ts, stop=None))
-        if conn.catalog_version != self._state.version:
-            state = _load_state(conn)
-            with self._state_lock:
-                self._state = state
-
-    def _run_locked(self, batch: _Batch, job: _WriteJob) -> None:
-        """Run ``job`` on the writer's connection at the next ts (it cannot conflict)."""
-        conn = batch.conn
-        ts = self._next_ts()
-        # Until a function succeeds the transaction holds nothing to keep: a
-        # failure rolls it all back, so the first function needs no savepoint
-        # (at low load, a batch is one function).
-        guarded = bool(batch.commits)
-        if guarded:
-            conn.savepoint()
-        tx = Transaction(
-            conn,
-            batch.catalog,
-            ts=ts,
-            schema=batch.schema,
-            limits=self.limits,
-            creation_clock=self._creation,
-            batch_requests=batch.requests,
-        )
-        try:
-            value = job.fn(tx)
-        except BaseException as exc:
-            if guarded:
-                conn.rollback_to()
-            else:
-                conn.restart()
-            batch.outcomes.append((job, exc))
-            return
-        if guarded:
-            conn.release()
-        batch.log_entries.extend(tx.log_entries())
-        for record in tx.request_records:
-            batch.requests[record[0], record[1]] = record
-        flags = 0
-        if tx.catalog is not batch.catalog and not tx.catalog.same_as(batch.catalog):
-            flags |= CATALOG_CHANGED
-        if tx.schema is not batch.schema:
-            flags |= SCHEMA_CHANGED
-        if flags:
-            batch.catalog_changed = True
-        batch.catalog, batch.schema = tx.catalog, tx.schema
-        batch.outcomes.append((job, WriteResult(value, ts, tx.read_set, tx.writes)))
-        batch.add(Commit(ts, tx.writes, flags=flags))
-
-    def _conflict(self, batch: _Batch, job: _WriteJob) -> str | None:
-        """The table of a write committed after ``job``'s snapshot that it read; else None."""
-        tx = job.tx
-        assert tx is not None
-        if job.catalog_version != batch.state.version or batch.catalog_changed:
-            return "(the catalog)"
-        read_set = tx.read_set
-        if not read_set.interval_count():
-            return None
-        index = self._publisher.conflict(read_set, tx.ts) or batch.written.conflict(read_set, tx.ts)
-        return None if index is None else repr(index.rpartition(".")[0])
-
-    def _commit_optimistic(self, batch: _Batch, job: _WriteJob) -> None:
-        """Check ``job``'s reads; apply its buffered writes at the next ts, or retry it."""
-        table = self._conflict(batch, job)
-        if table is not None:
-            self.conflicts += 1
-            job.tx = job.buffer = job.outcome = None
-            if job.attempts < self.optimistic_attempts:
-                batch.retry.append(job)
-            elif self.locked_fallback:
-                self.locked_fallbacks += 1
-                self._run_locked(batch, job)
-            else:
-                batch.outcomes.append(
-                    (
-                        job,
-                        OptimisticConcurrencyControlFailure(
-                            f"Documents read from or written to the table {table} changed "
-                            f"while this mutation was being run, on each of its "
-                            f"{job.attempts} attempts"
-                        ),
-                    )
-                )
-            return
-        tx, buffer = job.tx, job.buffer
-        assert tx is not None and buffer is not None
-        if job.failed:
-            batch.outcomes.append((job, job.outcome))
-            return
-        ts = self._next_ts()
-        # No savepoint: replaying checked writes fails only if storage does, and then
-        # the whole batch fails (as a failed COMMIT would).
-        records = buffer.apply(batch.conn, ts)
-        batch.log_entries.extend(
-            LogEntry(ts, e.doc_id, e.table_number, e.value) for e in tx.log_entries()
-        )
-        for record in records:
-            batch.requests[record[0], record[1]] = record
-        batch.outcomes.append((job, WriteResult(job.outcome, ts, tx.read_set, tx.writes)))
-        batch.add(Commit(ts, tx.writes))
-        job.tx = job.buffer = None
-
-    def _finish_batch(self, batch: _Batch) -> None:
-        """Store the batch's log, records, commit-log rows and globals (before COMMIT)."""
-        conn = batch.conn
-        if batch.log_entries:
-            conn.append_log(batch.log_entries)
-        if batch.requests:
-            conn.put_mutation_requests(list(batch.requests.values()))
-        if batch.commits:
-            conn.append_commits(
-                [CommitRow(c.ts, c.flags, encode_write_set(c.writes)) for c in batch.commits]
-            )
-            # Snapshots name the last *published* commit; a failed mutation's
-            # ts is never visible (and is never reused: _last_ts moved past it).
-            values = {
-                TS_GLOBAL: str(batch.commits[-1].ts).encode(),
-                _CREATION_TIME_KEY: repr(self._creation.floor).encode(),
-            }
-            if batch.catalog_changed or batch.schema is not batch.state.schema:
-                values[CATALOG_VERSION_GLOBAL] = str(batch.state.version + 1).encode()
-            conn.set_globals(values)
-        self._maybe_prune(conn)
-
-    @staticmethod
-    def _resolve(outcomes: list[tuple[_WriteJob, Any]]) -> None:
-        per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-        for job, outcome in outcomes:
-            future = job.future
-            if isinstance(future, asyncio.Future):
-                per_loop.setdefault(future.get_loop(), []).append((future, outcome))
-            elif isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-        for loop, items in per_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle, items)
-            except RuntimeError:
-                pass  # the caller's loop is closed: nobody is waiting any more
-
-    def _maybe_prune(self, conn: WriteConnection) -> None:
-        self._commits_since_prune += 1
-        if self._commits_since_prune >= 1000:
-            self._commits_since_prune = 0
-            conn.prune_log(self._last_ts - self.log_retention_ns)
-            conn.prune_request_records(self._last_ts - self.session_request_retention_ns)
+        self._committer.submit(job)
 
     # ------------------------------------------------------------------ schema
 
@@ -911,7 +355,7 @@ class Database:
                     change.created_tables.append(table_name)
             conn = tx._require_writable()
             payload = orjson.dumps(schema.to_json(), option=orjson.OPT_SORT_KEYS) if schema else b""
-            conn.set_global(_SCHEMA_KEY, payload)
+            conn.set_global(SCHEMA_KEY, payload)
             return change
 
         return self.submit_write(apply, exclusive=True).result().value
@@ -923,15 +367,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        with self._run_lock:
-            self._closing = True
-            threads = self._mutation_threads
-            for _ in threads:
-                self._mutation_jobs.put(None)
-        for thread in threads:
-            thread.join(timeout=30)
-        self._queue.put(None)
-        self._writer.join(timeout=30)
+        self._committer.close()
         self._reads.close()
         self.persistence.close()
 
