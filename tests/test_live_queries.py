@@ -15,7 +15,7 @@ from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
 from syncline.database.reads import ReadSet
-from syncline.database.writes import Commit, WriteSet
+from syncline.database.writes import EVERYTHING_CHANGED, Commit, WriteSet
 from syncline.live_queries import RECENT_COMMITS_MAX_KEYS, RECENT_COMMITS_WINDOW_NS
 from syncline.persistence.sqlite import SqlitePersistence
 from syncline.sync.protocol import ServerMessage, Transition, server_message_to_json
@@ -293,3 +293,38 @@ def test_recent_commits_stay_within_the_key_budget_however_fast_the_writes(
     assert live.recent_commit_count() <= 4
     assert live.first_conflict(ReadSet(), start) is not None
     assert live.first_conflict(ReadSet(), live.processed_ts - 1) is None
+
+
+def test_a_commit_that_changes_everything_reruns_every_live_query(app: Application) -> None:
+    # What a process that fell behind the commit log's retention publishes.
+    rerun: list[str] = []
+
+    async def scenario() -> None:
+        await app.start()
+        conn = Conn(app)
+        conn.send(
+            {
+                "type": "Connect",
+                "sessionId": "s",
+                "connectionCount": 0,
+                "lastCloseReason": "InitialConnect",
+                "clientTs": 0,
+            }
+        )
+        conn.modify(add(1))
+        await conn.transition()
+        live = app.live
+        live._schedule_run = lambda query: rerun.append(query.key[0])  # type: ignore[method-assign]
+        before = live.processed_ts
+        everything = Commit(before + 10, WriteSet(tables={"items"}), local=False)
+        live.process_commits([commit_writing(before + 5, keys=1)])
+        assert rerun == []  # the query read nothing that commit wrote
+        live.process_commits([Commit(before + 10, WriteSet(), False, EVERYTHING_CHANGED)])
+        assert len(rerun) == 1
+        # Nothing from before it can be checked key by key any more.
+        assert live.first_conflict(ReadSet(), before + 5) == everything.ts
+        assert live.first_conflict(ReadSet(), everything.ts) is None
+        await conn.close()
+        await app.stop()
+
+    asyncio.run(scenario())

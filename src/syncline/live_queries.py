@@ -32,7 +32,7 @@ import functools
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -297,12 +297,20 @@ class LiveQueryManager:
         for commit in commits:
             if commit.ts <= self.processed_ts:
                 continue
-            for query in self._index.matches(commit.writes.keys):
+            if commit.changes_everything:
+                touched: Iterable[LiveQuery] = list(self._queries.values())
+                # Checks from before it cannot be made key by key: assume a conflict.
+                self._recent.clear()
+                self._recent_keys = 0
+                self._recent_floor = commit.ts
+            else:
+                touched = self._index.matches(commit.writes.keys)
+                self._recent.append(commit)
+                self._recent_keys += _weight(commit)
+            for query in touched:
                 if commit.ts > query.valid_from and query.invalid_at is None:
                     query.invalid_at = commit.ts
                     self._schedule_run(query)
-            self._recent.append(commit)
-            self._recent_keys += _weight(commit)
             self.processed_ts = commit.ts
         self._forget_old_commits()
         waiters, self._ts_waiters = self._ts_waiters, set()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from syncline import define_schema, define_table, v
+from syncline.database import committer
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Transaction
@@ -199,3 +200,46 @@ def test_increments_through_two_databases_are_all_kept(pair: tuple[Database, Dat
     for thread in threads:
         thread.join()
     assert b.run_read(lambda tx: tx.get(counter)).value["n"] == 400.0
+
+
+def test_a_process_behind_the_log_retention_gets_one_commit_that_changes_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    # Pruning keeps only the newest commit.
+    a = Database(SqlitePersistence(path, durability="off"), log_retention_ns=1)
+    b, c = _open(path), _open(path)
+    try:
+        seen_b: list[Commit] = []
+        seen_c: list[Commit] = []
+        b.add_commit_listener(seen_b.extend)
+        c.add_commit_listener(seen_c.extend)
+        a.write_sync(lambda tx: tx.insert("t", {"n": 0.0}))
+        b.catch_up()
+        c.catch_up()
+        assert not any(commit.changes_everything for commit in seen_b + seen_c)
+        read = b.run_read(lambda tx: Query(tx, "t").collect())
+        monkeypatch.setattr(committer, "PRUNE_EVERY", 1)  # from now on, at every batch
+        last = [a.write_sync(lambda tx: tx.insert("t", {"n": 1.0})) for _ in range(3)][-1]
+
+        # Through catch_up: one commit, at the store's last ts, for all the lost ones.
+        assert b.catch_up() == 1
+        (everything,) = seen_b[-1:]
+        assert everything.changes_everything and not everything.local
+        assert everything.ts == last.ts == b.last_ts
+        assert {"t", "_scheduled_functions"} <= everything.writes.tables
+        # A transaction at a snapshot before it cannot be checked: it conflicts.
+        assert b._publisher.conflict(read.read_set, read.ts) is not None
+
+        # Through the committer: before the lagging process's own commit.
+        own = c.write_sync(lambda tx: tx.insert("t", {"n": 2.0}))
+        assert [(x.changes_everything, x.local) for x in seen_c[-2:]] == [
+            (True, False),
+            (False, True),
+        ]
+        assert seen_c[-2].ts == last.ts < own.ts
+        assert b.catch_up() == 1 and not seen_b[-1].changes_everything  # caught up again
+    finally:
+        a.close()
+        b.close()
+        c.close()

@@ -11,6 +11,7 @@ from syncline.database.catalog import BY_CREATION_TIME, BY_ID
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.writes import decode_write_set
+from syncline.persistence.base import LOG_PRUNED_GLOBAL
 from syncline.persistence.by_id import key_of_id
 from syncline.persistence.sqlite import SqlitePersistence
 from syncline.values.keys import after, encode_key
@@ -187,5 +188,7 @@ def test_each_commit_is_logged_with_its_write_set_and_pruned_with_the_log(
                 r.ts for r in results[1:]
             ]
             assert {e.ts for e in conn.log_since(0, limit=10)} == {r.ts for r in results[1:]}
+            # The newest commit pruned: a reader behind it has missed commits.
+            assert conn.get_global(LOG_PRUNED_GLOBAL) == str(results[0].ts).encode()
     finally:
         db.close()

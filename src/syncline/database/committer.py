@@ -47,6 +47,7 @@ from syncline.database.recent_writes import RecentWrites
 from syncline.database.transaction import Limits, Transaction
 from syncline.database.writes import (
     CATALOG_CHANGED,
+    EVERYTHING_CHANGED,
     SCHEMA_CHANGED,
     Commit,
     WriteSet,
@@ -56,6 +57,7 @@ from syncline.database.writes import (
 from syncline.errors import InternalError, OptimisticConcurrencyControlFailure
 from syncline.persistence.base import (
     CATALOG_VERSION_GLOBAL,
+    LOG_PRUNED_GLOBAL,
     TS_GLOBAL,
     CommitRow,
     LogEntry,
@@ -82,6 +84,8 @@ log = logging.getLogger("syncline.database")
 
 #: commit-log rows read per round trip when catching up with other processes
 COMMITS_BATCH = 1000
+#: batches between two prunings of the logs (commit log, mutation records)
+PRUNE_EVERY = 1000
 #: the global holding the creation-time floor (see :class:`CreationClock`)
 CREATION_TIME_KEY = "creation_time"
 
@@ -182,8 +186,26 @@ class _Batch:
         self.written.add(commit)
 
 
-def read_commits(conn: ReadConnection, after: int, *, stop: int | None) -> list[Commit]:
-    """The commit log above ``after`` in ``conn``, as foreign commits, below ``stop``."""
+def read_commits(
+    conn: ReadConnection, after: int, catalog: Catalog, *, stop: int | None
+) -> list[Commit]:
+    """The commits in ``conn`` above ``after``, as foreign commits, below ``stop``.
+
+    When the log was pruned above ``after`` (this process fell further behind
+    than the log's retention), the commits it lost cannot be read: one commit
+    at ``conn.ts`` flagged :data:`EVERYTHING_CHANGED`, naming every table of
+    ``catalog`` (``conn``'s), stands for all of them.
+    """
+    pruned = conn.get_global(LOG_PRUNED_GLOBAL)
+    if pruned is not None and int(pruned) > after:
+        if stop is not None and conn.ts >= stop:
+            return []
+        log.warning(
+            "this process fell behind the commit log's retention: "
+            "every live query and listener is refreshed"
+        )
+        tables = {info.name for info in catalog.tables()}
+        return [Commit(conn.ts, WriteSet(tables=tables), local=False, flags=EVERYTHING_CHANGED)]
     commits: list[Commit] = []
     while True:
         rows = conn.commits_since(after, limit=COMMITS_BATCH)
@@ -511,14 +533,19 @@ class Committer:
         another process's.
         """
         publisher = self._publisher
+        if conn.catalog_version != self._catalogs.current.version:
+            # First: listeners may need a table another process created.
+            self._catalogs.replace(load_state(conn))
         if conn.ts > publisher.published_ts:
             raw_ct = conn.get_global(CREATION_TIME_KEY)
             if raw_ct:
                 self._creation.raise_floor(float(raw_ct))
             with publisher.lock:
-                publisher.publish(read_commits(conn, publisher.published_ts, stop=None))
-        if conn.catalog_version != self._catalogs.current.version:
-            self._catalogs.replace(load_state(conn))
+                publisher.publish(
+                    read_commits(
+                        conn, publisher.published_ts, self._catalogs.current.catalog, stop=None
+                    )
+                )
 
     def _run_locked(self, batch: _Batch, job: WriteJob) -> None:
         """Run ``job`` on the writer's connection at the next ts (it cannot conflict)."""
@@ -658,7 +685,7 @@ class Committer:
 
     def _maybe_prune(self, conn: WriteConnection) -> None:
         self._commits_since_prune += 1
-        if self._commits_since_prune >= 1000:
+        if self._commits_since_prune >= PRUNE_EVERY:
             self._commits_since_prune = 0
             conn.prune_log(self._last_ts - self.log_retention_ns)
             conn.prune_request_records(self._last_ts - self.session_request_retention_ns)

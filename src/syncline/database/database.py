@@ -223,6 +223,9 @@ class Database:
 
         Commits of this process (``Commit.local``) and of other processes
         sharing the store (published by the committer or :meth:`catch_up`).
+        A commit with ``changes_everything`` stands for commits pruned from
+        the log before this process could read them: anything may have
+        changed (its write set names every table, no keys or documents).
         Listeners run on the publishing thread, under the publication lock,
         before callers see their results: keep them quick and never block
         (hand the work to another thread or loop).
@@ -238,16 +241,20 @@ class Database:
         For a process sharing the store with others: their commits reach this
         process's listeners (``local=False``) in ts order, each exactly once,
         even when this races with the committer. Thread-safe; cheap when
-        nothing is new (one snapshot read).
+        nothing is new (one snapshot read). Commits pruned from the log before
+        this process read them arrive as one ``Commit.changes_everything``.
         """
         conn = self.persistence.reader()
         try:
             publisher = self._publisher
             if conn.ts <= publisher.published_ts:
                 return 0
-            self._catalogs.of(conn)  # listeners may need a table another process created
+            # Listeners may need a table another process created.
+            catalog = self._catalogs.of(conn).catalog
             with publisher.lock:
-                commits = read_commits(conn, publisher.published_ts, stop=publisher.committing_from)
+                commits = read_commits(
+                    conn, publisher.published_ts, catalog, stop=publisher.committing_from
+                )
                 return publisher.publish(commits)
         finally:
             self.persistence.release_reader(conn)

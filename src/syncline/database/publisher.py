@@ -68,6 +68,11 @@ class CommitPublisher:
                 return 0
             self.published_ts = fresh[-1].ts
             for commit in fresh:
+                if commit.changes_everything:
+                    # Nothing before it can be checked key by key any more.
+                    self._recent = RecentWrites()
+                    self._floor = commit.ts
+                    continue
                 self._recent.add(commit)
             while len(self._recent) > self._window:
                 self._floor = self._recent.pop_oldest().ts

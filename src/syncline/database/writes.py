@@ -22,6 +22,10 @@ from syncline.errors import InternalError
 #: commit flags stored with each commit in the commit log
 CATALOG_CHANGED = 1
 SCHEMA_CHANGED = 2
+#: never stored: a process that fell behind the commit log's retention publishes one
+#: commit with this flag in place of the commits it can no longer read (any document
+#: may have changed; its write set names every table but no keys or documents)
+EVERYTHING_CHANGED = 4
 
 
 @dataclass(slots=True)
@@ -46,13 +50,18 @@ class Commit:
 
     ``local`` is True for a commit this process made, False for one another
     process made (learnt from the commit log). ``flags`` are the
-    :data:`CATALOG_CHANGED` / :data:`SCHEMA_CHANGED` bits.
+    :data:`CATALOG_CHANGED` / :data:`SCHEMA_CHANGED` / :data:`EVERYTHING_CHANGED` bits.
     """
 
     ts: int
     writes: WriteSet
     local: bool = True
     flags: int = 0
+
+    @property
+    def changes_everything(self) -> bool:
+        """Stands for commits that can no longer be read: anything up to ``ts`` may differ."""
+        return bool(self.flags & EVERYTHING_CHANGED)
 
 
 def encode_write_set(writes: WriteSet) -> bytes:

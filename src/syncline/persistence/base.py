@@ -41,6 +41,9 @@ BY_ID_INDEX = "by_id"
 TS_GLOBAL = "ts"
 #: the global the engine bumps with every commit that changes the catalog or schema
 CATALOG_VERSION_GLOBAL = "catalog_version"
+#: the global :meth:`WriteConnection.prune_log` sets: the ts of the newest commit-log
+#: row it removed (a reader whose last commit is older has missed commits)
+LOG_PRUNED_GLOBAL = "log_pruned_to"
 
 #: a client mutation's outcome: (session id, request id, commit ts, call fingerprint,
 #: encoded result)
@@ -227,7 +230,11 @@ class WriteConnection(ReadConnection):
 
     @abstractmethod
     def prune_log(self, before_ts: int) -> int:
-        """Forget log entries and commit-log rows older than ``before_ts``; returns how many."""
+        """Forget log entries and commit-log rows older than ``before_ts``; returns how many.
+
+        Sets :data:`LOG_PRUNED_GLOBAL` to the ts of the newest commit-log row
+        removed, when any was (in the same transaction).
+        """
 
     @abstractmethod
     def put_mutation_requests(self, records: Sequence[MutationRecord]) -> None:

@@ -25,6 +25,7 @@ from syncline.errors import InternalError
 from syncline.persistence.base import (
     BY_ID_INDEX,
     CATALOG_VERSION_GLOBAL,
+    LOG_PRUNED_GLOBAL,
     TS_GLOBAL,
     CommitRow,
     Durability,
@@ -504,7 +505,13 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
 
     def prune_log(self, before_ts: int) -> int:
         cur = self.conn.execute("DELETE FROM log WHERE ts < ?", (before_ts,))
+        (newest,) = self.conn.execute(
+            "SELECT max(ts) FROM commits WHERE ts < ?", (before_ts,)
+        ).fetchone()
+        if newest is None:
+            return cur.rowcount
         commits = self.conn.execute("DELETE FROM commits WHERE ts < ?", (before_ts,))
+        self.set_global(LOG_PRUNED_GLOBAL, str(newest).encode())
         return cur.rowcount + commits.rowcount
 
     def put_mutation_requests(self, records: Sequence[MutationRecord]) -> None:
