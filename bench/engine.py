@@ -1,6 +1,6 @@
 """Engine benchmark: mutations (group commit) and point reads, in process.
 
-    python bench/engine.py [--rounds 5] [--durability full,normal]
+    python bench/engine.py [--rounds 5] [--durability full,normal] [--mutation-threads N]
 
 Everything runs through the real paths: mutations through the function
 executor (args validation, the writer thread, SQLite in WAL mode on a temp
@@ -58,14 +58,18 @@ schema = define_schema({
 """
 
 
-def _app(root: Path, durability: str) -> Application:
+def _app(root: Path, durability: str, mutation_threads: int | None = None) -> Application:
     functions = root / "functions"
     functions.mkdir()
     (functions / "bench.py").write_text(FUNCTIONS)
     (functions / "schema.py").write_text(SCHEMA)
+    options: dict[str, Any] = {}
+    if mutation_threads is not None:
+        options["mutation_threads"] = mutation_threads
     database = Database(
         SqlitePersistence(str(root / "bench.sqlite3"), durability=durability),  # type: ignore[arg-type]
         clock=SystemClock(),
+        **options,
     )
     app = Application(database, functions)
     app.load()
@@ -173,6 +177,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--durability", default="full,normal", help="comma-separated")
+    parser.add_argument(
+        "--mutation-threads", type=int, default=None, help="Database(mutation_threads=...)"
+    )
     args = parser.parse_args()
 
     med = statistics.median
@@ -184,7 +191,7 @@ def main() -> None:
 
         for _ in range(args.rounds):
             with tempfile.TemporaryDirectory() as tmp:
-                app = _app(Path(tmp), durability)
+                app = _app(Path(tmp), durability, args.mutation_threads)
                 try:
                     inserts(app, 1, 200)  # warm up (imports, caches)
                     rate, cpu = inserts(app, 1, 2000)
