@@ -162,7 +162,7 @@ WORKER_FILES = {
 #: one client process: THREADS connections (official client), each making CALLS mutations
 CLIENT = textwrap.dedent(
     """
-    import json, random, sys, threading
+    import json, os, random, sys, threading
     from convex import ConvexClient
 
     url, mode, name, threads, calls = sys.argv[1:6]
@@ -201,7 +201,10 @@ CLIENT = textwrap.dedent(
         w.start()
     for w in workers:
         w.join()
-    print(json.dumps(out))
+    print(json.dumps(out), flush=True)
+    # The official client's Rust threads can crash the interpreter's finalization
+    # (PyGILState_Release while finalizing): the report is out, skip it.
+    os._exit(0)
     """
 )
 
@@ -210,7 +213,7 @@ CLIENT = textwrap.dedent(
 #: in every result pushed until the summary says the test is over
 WATCHER = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import asyncio, json, os, sys
     from convex import ConvexClient
 
     url, count = sys.argv[1], int(sys.argv[2])
@@ -236,7 +239,8 @@ WATCHER = textwrap.dedent(
         await asyncio.gather(*tasks)
 
     asyncio.run(main())
-    print(json.dumps(out))
+    print(json.dumps(out), flush=True)
+    os._exit(0)  # as CLIENT: no interpreter finalization under the client's threads
     """
 )
 
