@@ -19,7 +19,7 @@ from syncline import define_schema, define_table, v
 from syncline.database import committer
 from syncline.database.database import Database
 from syncline.database.query import Query
-from syncline.database.transaction import Transaction
+from syncline.database.transaction import RequestKey, Transaction
 from syncline.database.writes import Commit
 from syncline.errors import SchemaValidationError
 from syncline.persistence.sqlite import SqlitePersistence
@@ -243,3 +243,42 @@ def test_a_process_behind_the_log_retention_gets_one_commit_that_changes_everyth
         a.close()
         b.close()
         c.close()
+
+
+def test_a_resend_through_the_other_database_at_an_older_snapshot_is_answered_from_the_record(
+    pair: tuple[Database, Database],
+) -> None:
+    """A worker killed after its commit: the resend reaches another, whose snapshot is older.
+
+    The resend's attempt on ``b`` finds no record, at a snapshot taken before ``a``
+    commits the request; at commit ``b`` must see ``a``'s record (a foreign commit
+    writing the request's pseudo-key), run the resend again and answer it from there.
+    """
+    a, b = pair
+    b.write_sync(lambda tx: tx.insert("t", {"n": 0.0}))
+    key = RequestKey("session", 7, b"call")
+    looked, committed = threading.Event(), threading.Event()
+    attempts: list[tuple[int, bool]] = []
+
+    def send(tx: Transaction) -> Any:
+        done = tx.recorded_request(key)
+        attempts.append((tx.ts, done is not None))
+        if len(attempts) == 1:
+            looked.set()
+            assert committed.wait(5)
+        if done is not None:
+            return ("replayed", done[0], done[1])
+        doc_id = tx.insert("t", {"n": 1.0})
+        tx.record_request(key, doc_id)
+        return doc_id
+
+    resend = b.submit_write(send)
+    assert looked.wait(5)
+    first = a.write_sync(send)  # the original, committed while the resend waits
+    committed.set()
+    answer = resend.result(10).value
+    assert answer == ("replayed", first.value, first.ts)
+    assert [found for _, found in attempts] == [False, False, True]
+    assert attempts[0][0] < first.ts <= attempts[2][0]
+    assert [d["n"] for d in _docs(b, "t")] == [0.0, 1.0]
+    assert [d["n"] for d in _docs(a, "t")] == [0.0, 1.0]
