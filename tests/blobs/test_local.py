@@ -271,3 +271,9 @@ def test_invalid_keys_never_touch_the_disk(store: LocalBlobStore, key: Any) -> N
         with pytest.raises(InvalidBlobKey):
             run(op())
     assert files_under(store.root) == []
+
+
+def test_a_store_reads_as_its_folder_in_messages(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "files")
+    assert f"Files: {store}" == f"Files: {(tmp_path / 'files').resolve()}"
+    assert repr(store).startswith("LocalBlobStore(")

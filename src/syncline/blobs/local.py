@@ -163,6 +163,10 @@ class LocalBlobStore:
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
 
+    def __str__(self) -> str:
+        """Where the blobs are, as the server's start-up banner shows it."""
+        return str(self.root)
+
     def path_of(self, key: str) -> Path:
         """Where the blob ``key`` lives (whether or not it exists)."""
         key = check_key(key)
