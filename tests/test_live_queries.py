@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from syncline._devtools import connect_frame
 from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
@@ -109,16 +110,7 @@ def add(query_id: int) -> dict[str, Any]:
 def test_removing_one_of_two_identical_queries_keeps_the_other_live(app: Application) -> None:
     async def scenario() -> None:
         await app.start()
-        conn = Conn(app)
-        conn.send(
-            {
-                "type": "Connect",
-                "sessionId": "s",
-                "connectionCount": 0,
-                "lastCloseReason": "InitialConnect",
-                "clientTs": 0,
-            }
-        )
+        conn = await connect(app, "s")
         conn.modify(add(1), add(2))
         await conn.transition()
         assert len(app.live) == 1  # one shared live query serves both ids
@@ -136,16 +128,7 @@ def test_removing_one_of_two_identical_queries_keeps_the_other_live(app: Applica
 def test_authenticating_keeps_a_shared_query_subscribed(app: Application) -> None:
     async def scenario() -> None:
         await app.start()
-        conn = Conn(app)
-        conn.send(
-            {
-                "type": "Connect",
-                "sessionId": "s",
-                "connectionCount": 0,
-                "lastCloseReason": "InitialConnect",
-                "clientTs": 0,
-            }
-        )
+        conn = await connect(app, "s")
         conn.modify(add(1))
         await conn.transition()
         conn.send(
@@ -177,15 +160,7 @@ def add_page(query_id: int) -> dict[str, Any]:
 
 async def connect(app: Application, session_id: str) -> Conn:
     conn = Conn(app)
-    conn.send(
-        {
-            "type": "Connect",
-            "sessionId": session_id,
-            "connectionCount": 0,
-            "lastCloseReason": "InitialConnect",
-            "clientTs": 0,
-        }
-    )
+    conn.inbox.put_nowait(connect_frame(session_id))
     return conn
 
 
@@ -301,16 +276,7 @@ def test_a_commit_that_changes_everything_reruns_every_live_query(app: Applicati
 
     async def scenario() -> None:
         await app.start()
-        conn = Conn(app)
-        conn.send(
-            {
-                "type": "Connect",
-                "sessionId": "s",
-                "connectionCount": 0,
-                "lastCloseReason": "InitialConnect",
-                "clientTs": 0,
-            }
-        )
+        conn = await connect(app, "s")
         conn.modify(add(1))
         await conn.transition()
         live = app.live
