@@ -58,7 +58,7 @@ from typing import Any
 import orjson
 from messages_app import cpu_seconds, write_functions
 
-from syncline._devtools import connect_frame, free_ports
+from syncline._devtools import add_query_message, connect_frame, free_ports
 
 HOST = "127.0.0.1"
 CHANNEL = "fan"
@@ -264,19 +264,7 @@ class Subscriber:
         self.ws = await WSClient.connect(port, self._on_message)
         self.ws.send(orjson.loads(connect_frame()))
         self.ws.send(
-            {
-                "type": "ModifyQuerySet",
-                "baseVersion": 0,
-                "newVersion": 1,
-                "modifications": [
-                    {
-                        "type": "Add",
-                        "queryId": 0,
-                        "udfPath": "messages:latest",
-                        "args": [{"channel": CHANNEL}],
-                    }
-                ],
-            }
+            add_query_message("messages:latest", {"channel": CHANNEL}, query_id=0, version=1)
         )
         await asyncio.wait_for(self.ready, 60)
 

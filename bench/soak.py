@@ -51,7 +51,7 @@ import httpx
 import orjson
 import websockets
 
-from syncline._devtools import connect_frame, launch
+from syncline._devtools import add_query_message, connect_frame, launch
 
 FUNCTIONS = """
 from syncline import action, mutation, query, v
@@ -196,14 +196,7 @@ class Conn:
         self.first_values[self.query_set] = first
         await self.ws.send(
             orjson.dumps(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": self.query_set - 1,
-                    "newVersion": self.query_set,
-                    "modifications": [
-                        {"type": "Add", "queryId": self.query_set, "udfPath": path, "args": [args]}
-                    ],
-                }
+                add_query_message(path, args, query_id=self.query_set, version=self.query_set)
             )
         )
         return await asyncio.wait_for(first, 30)

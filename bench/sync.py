@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 import websockets
 
-from syncline._devtools import connect_frame, launch
+from syncline._devtools import add_query_message, connect_frame, launch
 
 FUNCTIONS = """
 from syncline import mutation, query, v
@@ -84,14 +84,7 @@ class Conn:
         self.query_set += 1
         await self.ws.send(
             orjson.dumps(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": self.query_set - 1,
-                    "newVersion": self.query_set,
-                    "modifications": [
-                        {"type": "Add", "queryId": self.query_set, "udfPath": path, "args": [{}]}
-                    ],
-                }
+                add_query_message(path, {}, query_id=self.query_set, version=self.query_set)
             )
         )
         await self.next_update()

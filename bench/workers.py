@@ -38,7 +38,7 @@ from http_api import HttpConn, closed_loop, create_body
 from messages_app import cpu_seconds, write_functions
 from realtime_stages import WSClient
 
-from syncline._devtools import ServerProcess, connect_frame, launch
+from syncline._devtools import ServerProcess, add_query_message, connect_frame, launch
 from syncline.sync.protocol import decode_ts
 
 WHERE = """\
@@ -177,19 +177,7 @@ async def propagation(server: ServerProcess, samples: int) -> list[float]:
     subscriber.on_transition = on_transition
     assert subscriber.ws is not None
     subscriber.ws.send(
-        {
-            "type": "ModifyQuerySet",
-            "baseVersion": 0,
-            "newVersion": 1,
-            "modifications": [
-                {
-                    "type": "Add",
-                    "queryId": 0,
-                    "udfPath": "messages:latest",
-                    "args": [{"channel": "propagation"}],
-                }
-            ],
-        }
+        add_query_message("messages:latest", {"channel": "propagation"}, query_id=0, version=1)
     )
     await asyncio.sleep(0.5)
     latencies = []

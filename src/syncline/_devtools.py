@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -283,6 +284,18 @@ def connect_frame(session_id: str | None = None) -> str:
             "clientTs": 0,
         }
     )
+
+
+def add_query_message(
+    path: str, args: dict[str, Any], *, query_id: int, version: int
+) -> dict[str, Any]:
+    """A ``ModifyQuerySet`` adding one query: query set ``version - 1`` -> ``version``."""
+    return {
+        "type": "ModifyQuerySet",
+        "baseVersion": version - 1,
+        "newVersion": version,
+        "modifications": [{"type": "Add", "queryId": query_id, "udfPath": path, "args": [args]}],
+    }
 
 
 _RUNNING: list[ServerProcess] = []
