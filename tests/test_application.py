@@ -122,6 +122,21 @@ def test_an_unknown_durability_is_refused(tmp_path: Path) -> None:
     assert "'off' is not one of 'full', 'normal'" in result.output
 
 
+@pytest.mark.parametrize("command", ["serve", "dev"])
+@pytest.mark.parametrize("workers", ["0", "65"])
+def test_a_worker_count_outside_1_to_64_is_refused(
+    tmp_path: Path, command: str, workers: str
+) -> None:
+    from click.testing import CliRunner
+
+    from syncline.cli import main
+
+    result = CliRunner().invoke(main, [command, "--dir", str(tmp_path), "--workers", workers])
+    assert result.exit_code == 2
+    assert f"{workers} is not in the range 1<=x<=64" in result.output
+    assert not (tmp_path / ".syncline").exists()  # refused before anything was opened
+
+
 def test_workers_share_a_data_folder_and_one_of_them_runs_the_scheduler(tmp_path: Path) -> None:
     import asyncio
 
