@@ -26,7 +26,9 @@ import collections
 import json
 import os
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -659,3 +661,24 @@ def test_dev_workers_each_reload_the_code_and_the_schema_is_pushed_once(
         server.stop()
     assert log.count("indexes added: accounts.by_balance") == 1, log
     assert log.count("Reloaded") >= 2, log
+
+
+def test_uvicorn_lines_of_a_worker_carry_its_prefix(workers_project: Path) -> None:
+    server = serve_workers(workers_project, 2)
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            conn.recv(1024)  # uvicorn answers 400 and closes
+        deadline = time.monotonic() + 10
+        while "Invalid HTTP request received" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        line = next(
+            line for line in server.log().splitlines() if "Invalid HTTP request received" in line
+        )
+        assert re.search(r"\[worker [01]\] uvicorn\.error: Invalid HTTP request received", line), (
+            line
+        )
+    finally:
+        server.stop()

@@ -106,6 +106,9 @@ async def serve(
         ),
         host=host,
         port=port,
+        # uvicorn's own lines go through the root logger that `serve` configures (the
+        # worker prefix, the format), not through uvicorn's separate handlers.
+        log_config=None,
         log_level="warning",
         lifespan="on",
         proxy_headers=False,  # LeanApi applies them, past the function API (lean_api.py)
@@ -194,6 +197,7 @@ def _site_server(
         BodyGuard(SiteApp(application), body_timeout_s=limits.body_timeout_s),
         host=host,
         port=port,
+        log_config=None,
         log_level="warning",
         lifespan="off",
         http=guarded_http_protocol(limits),
