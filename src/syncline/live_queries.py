@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from syncline import metrics
 from syncline.database.database import Database
 from syncline.database.reads import ReadSet
 from syncline.database.subscriptions import IntervalIndex
@@ -257,6 +258,7 @@ class LiveQueryManager:
             if query is None:
                 query = LiveQuery(own_key, canonical, normalized, journal, identity)
                 self._queries[own_key] = query
+                metrics.LIVE_QUERIES.set(len(self._queries))
                 self._schedule_run(query)
         query.subscribers[subscriber] = query.subscribers.get(subscriber, 0) + 1
         return query
@@ -270,6 +272,7 @@ class LiveQueryManager:
         if not query.subscribers:
             if self._queries.get(query.key) is query:
                 del self._queries[query.key]
+                metrics.LIVE_QUERIES.set(len(self._queries))
             self._index.unregister(query)
 
     def rerun_all(self) -> None:
@@ -307,10 +310,13 @@ class LiveQueryManager:
                 touched = self._index.matches(commit.writes.keys)
                 self._recent.append(commit)
                 self._recent_keys += _weight(commit)
+            reruns = 0
             for query in touched:
                 if commit.ts > query.valid_from and query.invalid_at is None:
                     query.invalid_at = commit.ts
                     self._schedule_run(query)
+                    reruns += 1
+            metrics.LIVE_QUERY_RERUNS.observe(reruns)
             self.processed_ts = commit.ts
         self._forget_old_commits()
         waiters, self._ts_waiters = self._ts_waiters, set()
@@ -451,6 +457,7 @@ class LiveQueryManager:
         """
         if self._queries.get(query.key) is query:
             del self._queries[query.key]
+            metrics.LIVE_QUERIES.set(len(self._queries))
         self._index.unregister(query)
         subscribers = list(query.subscribers)
         query.subscribers.clear()

@@ -33,10 +33,12 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from syncline import metrics
 from syncline.clock import Clock
 from syncline.database.catalog import Catalog
 from syncline.database.catalog_state import CatalogState, CatalogStates, load_state
@@ -480,6 +482,8 @@ class Committer:
         live = [j for j in batch if j.start()]
         if not live:
             return
+        metrics.COMMITTER_QUEUE.set(self._queue.qsize())
+        started = time.perf_counter()
         conn = self.persistence.begin_write()
         ts_before = self._last_ts
         publisher = self._publisher
@@ -498,7 +502,9 @@ class Committer:
                 publisher.committing_from = (
                     batch_state.commits[0].ts if batch_state.commits else None
                 )
+            durable_from = time.perf_counter()
             self.persistence.commit_write(conn)
+            metrics.COMMIT_DURABLE_SECONDS.observe(time.perf_counter() - durable_from)
         except BaseException as exc:
             with publisher.lock:
                 publisher.committing_from = None
@@ -521,6 +527,8 @@ class Committer:
         with publisher.lock:
             publisher.committing_from = None
             publisher.publish(batch_state.commits)
+        metrics.COMMIT_BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.COMMIT_BATCH_SIZE.observe(len(batch_state.commits))
         self._resolve(batch_state.outcomes)
         if batch_state.retry:
             self._run_optimistically(batch_state.retry)
@@ -608,11 +616,14 @@ class Committer:
         table = self._conflict(batch, job)
         if table is not None:
             self.conflicts += 1
+            metrics.OCC_CONFLICTS.inc()
             job.tx = job.buffer = job.outcome = None
             if job.attempts < self.optimistic_attempts:
+                metrics.OCC_RETRIES.inc()
                 batch.retry.append(job)
             elif self.locked_fallback:
                 self.locked_fallbacks += 1
+                metrics.OCC_LOCKED_FALLBACKS.inc()
                 self._run_locked(batch, job)
             else:
                 batch.outcomes.append(

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from syncline import metrics
 from syncline.database.reads import ReadSet
 from syncline.database.recent_writes import RecentWrites
 from syncline.database.writes import Commit
@@ -67,6 +68,7 @@ class CommitPublisher:
             if not fresh:
                 return 0
             self.published_ts = fresh[-1].ts
+            metrics.note_published(self.published_ts)
             for commit in fresh:
                 if commit.changes_everything:
                     # Nothing before it can be checked key by key any more.

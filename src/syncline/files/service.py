@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from syncline import metrics
 from syncline.blobs.base import BlobNotFound, BlobReader, BlobStore, BlobTooLarge
 from syncline.blobs.location import open_blob_store
 from syncline.clock import Clock
@@ -381,6 +382,7 @@ class FileStorage:
                 raise FileTooLarge(
                     f"The file is larger than the upload limit of {self.max_upload_bytes} bytes"
                 ) from None
+            metrics.STORAGE_BYTES.labels("in").inc(info.size)
             row: dict[str, Any] = {"sha256": _b64(info.sha256), "size": float(info.size)}
             if content_type:
                 row["contentType"] = content_type
@@ -447,6 +449,7 @@ class FileStorage:
         except BlobNotFound:
             # Only possible for a file deleted after its row was read.
             return None
+        metrics.STORAGE_BYTES.labels("out").inc(max((file.size if end is None else end) - start, 0))
         return FileReader(file, blob)
 
     # ------------------------------------------------------------------ garbage

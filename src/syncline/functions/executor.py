@@ -47,9 +47,10 @@ from syncline.functions import sandbox
 from syncline.functions.action_loops import DEFAULT_ACTION_LOOPS, ActionLoops
 from syncline.functions.context import ActionCtx, ActionRunner, MutationCtx, QueryCtx
 from syncline.functions.limits import ExecutionLimits, Interrupted, Watchdog
-from syncline.functions.outcomes import Outcome, log_failure
+from syncline.functions.outcomes import Outcome, expected_failure, log_failure
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.identity import ANONYMOUS, Identity, is_admin
+from syncline.metrics import UNKNOWN_FUNCTION, observe_call
 from syncline.values.json import from_python, object_from_python
 from syncline.values.size import NOT_FAST, check_value_limits, copy_within_limits
 from syncline.values.validators import ValidationContext, ValidatorError, validate_object
@@ -228,8 +229,11 @@ class _Call:
                 return False  # cancellation and the like go on
             suppress = True
         outcome.log_lines = self.collector.lines
-        outcome.duration_ms = (time.perf_counter() - self.started) * 1000
+        seconds = time.perf_counter() - self.started
+        outcome.duration_ms = seconds * 1000
         executor = self.executor
+        if executor.count_calls:
+            executor.count(outcome, seconds)
         if outcome.error is not None and executor.log_failures:
             log_failure(outcome)
         for observer in executor.observers:
@@ -267,6 +271,8 @@ class Executor:
         self.observers: list[Callable[[Outcome], None]] = []
         #: write failed calls (with request id and traceback) to the ``syncline.functions`` log
         self.log_failures = True
+        #: count every call in the ``syncline_function_*`` metrics (:mod:`syncline.metrics`)
+        self.count_calls = True
 
     @property
     def action_timeout_s(self) -> float:
@@ -287,14 +293,33 @@ class Executor:
         self._watchdog.close()
         self._action_loops.close(timeout=2.0)
 
-    def _call(self, path: str, kind: FunctionKind) -> _Call:
+    def _call(self, path: str, kind: FunctionKind, identity: Identity) -> _Call:
         """Time one call, collect its logs, turn any error into its outcome, report it.
 
-        ``with self._call(path, kind) as call: ...`` never raises (but for
-        cancellation): an error leaving the block becomes ``call.outcome.error``.
-        Then the outcome is logged if it failed and handed to the observers.
+        ``with self._call(path, kind, identity) as call: ...`` never raises (but
+        for cancellation): an error leaving the block becomes
+        ``call.outcome.error``. Then the outcome is counted, logged if it
+        failed and handed to the observers.
         """
-        return _Call(self, Outcome(path, kind), self._collector(path))
+        return _Call(self, Outcome(path, kind, caller=identity), self._collector(path))
+
+    def count(self, outcome: Outcome, seconds: float) -> None:
+        """Count a finished call in the metrics, under a bounded ``function`` label.
+
+        A path that names no loaded function (a client's typo) is counted as
+        ``unknown``; HTTP actions are labelled by their route.
+        """
+        kind = outcome.kind
+        assert kind is not None
+        function = outcome.path
+        if kind is not FunctionKind.HTTP_ACTION and function not in self._registry().functions:
+            function = UNKNOWN_FUNCTION
+        error = outcome.error
+        if error is None:
+            status = "success"
+        else:
+            status = "user_error" if expected_failure(error) else "system_error"
+        observe_call(kind.value, function, status, seconds)
 
     def register_ctx_member(self, name: str, factory: CtxMemberFactory) -> None:
         """Add ``ctx.<name>`` to functions: ``factory(kind, tx, identity)`` builds it.
@@ -417,7 +442,7 @@ class Executor:
         allow_internal: bool = False,
         journal: str | None = None,
     ) -> Outcome:
-        with self._call(path, FunctionKind.QUERY) as call:
+        with self._call(path, FunctionKind.QUERY, identity) as call:
             body = self._prepare_query(call, path, args, identity, allow_internal, journal)
             self._finish_query(call.outcome, await self.database.read(body))
         return call.outcome
@@ -426,7 +451,7 @@ class Executor:
         self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
     ) -> Outcome:
         """Like :meth:`query`, in the calling thread (for CLIs and tests without a loop)."""
-        with self._call(path, FunctionKind.QUERY) as call:
+        with self._call(path, FunctionKind.QUERY, identity) as call:
             body = self._prepare_query(call, path, args, identity, allow_internal, None)
             self._finish_query(call.outcome, self.database.run_read(body))
         return call.outcome
@@ -510,7 +535,7 @@ class Executor:
         call's fingerprint), a mutation that already succeeded is not run again:
         its recorded result and commit ts are returned (protocol §3.4).
         """
-        with self._call(path, FunctionKind.MUTATION) as call:
+        with self._call(path, FunctionKind.MUTATION, identity) as call:
             body = self._prepare_mutation(
                 call, path, args, identity, allow_internal, extra, idempotency_key, check_resent
             )
@@ -527,7 +552,7 @@ class Executor:
         extra: Callable[[Transaction, Any], None] | None = None,
     ) -> Outcome:
         """Like :meth:`mutation`, blocking the calling thread (CLIs, tests without a loop)."""
-        with self._call(path, FunctionKind.MUTATION) as call:
+        with self._call(path, FunctionKind.MUTATION, identity) as call:
             body = self._prepare_mutation(call, path, args, identity, allow_internal, extra)
             self._finish_mutation(call.outcome, self.database.write_sync(body))
         return call.outcome
@@ -545,7 +570,7 @@ class Executor:
     async def _action(
         self, path: str, args: Any, *, identity: Identity, allow_internal: bool
     ) -> Outcome:
-        with self._call(path, FunctionKind.ACTION) as call:
+        with self._call(path, FunctionKind.ACTION, identity) as call:
             fn = self.resolve(path, FunctionKind.ACTION, identity, allow_internal=allow_internal)
             call.outcome.path = fn.path or path
             ids = _CatalogIds(self.database)
@@ -601,7 +626,7 @@ class Executor:
         prepare_ctx: Callable[[ActionCtx], None] | None,
         finish: Callable[[Any], Any] | None,
     ) -> Outcome:
-        with self._call(path, FunctionKind.HTTP_ACTION) as call:
+        with self._call(path, FunctionKind.HTTP_ACTION, identity) as call:
             ctx = ActionCtx(
                 identity,
                 _action_runner(self, identity, call.collector),

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from syncline.database.reads import ReadSet
     from syncline.database.writes import WriteSet
     from syncline.functions.registration import FunctionKind
+    from syncline.identity import Identity
 
 log = logging.getLogger("syncline.functions")
 
@@ -47,6 +48,8 @@ class Outcome:
     #: a paginated query's end cursor, to replay the same page extent on re-runs
     journal: str | None = None
     duration_ms: float = 0.0
+    #: who called (for the log history's caller subject)
+    caller: Identity | None = None
     _request_id: str | None = None
 
     @property

@@ -58,6 +58,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from syncline import metrics
 from syncline.clock import Clock
 from syncline.errors import InternalError, SynclineError
 from syncline.functions.registration import FunctionKind
@@ -180,8 +181,11 @@ class ScheduledJobExecutor:
         job_id: str = row["_id"]
         path: str = row["name"]
         args = row["args"][0] if row.get("args") else {}
+        lag_ms = self.clock.now_ms() - float(row["scheduledTime"])
+        metrics.SCHEDULER_LAG.observe(max(lag_ms, 0.0) / 1000)
         fn = self.jobs.get_function(path)
         if fn is None or fn.kind not in (FunctionKind.MUTATION, FunctionKind.ACTION):
+            metrics.SCHEDULED_JOBS.labels("unknown", "failed").inc()
             message = (
                 f"Could not find function for '{path}'"
                 if fn is None
@@ -210,7 +214,10 @@ class ScheduledJobExecutor:
                 path, args, identity=SYSTEM, allow_internal=True, extra=finish
             )
             error = outcome.error
-            if error is None or isinstance(error, _NotPending):
+            if error is None:
+                metrics.SCHEDULED_JOBS.labels("mutation", "success").inc()
+                return
+            if isinstance(error, _NotPending):
                 return
             if not is_transient(error):
                 break
@@ -220,6 +227,7 @@ class ScheduledJobExecutor:
             await self.clock.sleep(delay)
             delay = min(max(delay * 2, 0.001), self.retry_max_s)
         message = error_message(error)
+        metrics.SCHEDULED_JOBS.labels("mutation", "failed").inc()
         log.info("scheduled mutation %s (%s) failed: %s", path, job_id, message)
         await self._write_retrying(
             lambda tx: self.jobs.finish(tx, job_id, PENDING, failed(message))
@@ -237,6 +245,9 @@ class ScheduledJobExecutor:
         # The function is done: its slot is free while the final state is written (the
         # row stays inProgress until then, so it is never dispatched again).
         self._release(job_id)
+        metrics.SCHEDULED_JOBS.labels(
+            "action", "success" if outcome.error is None else "failed"
+        ).inc()
         if outcome.error is None:
             state: dict[str, Any] = {"kind": SUCCESS}
         else:

@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from syncline import metrics
 from syncline.errors import AuthError
 from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.identity import ANONYMOUS, Identity, User, is_admin
@@ -177,6 +178,7 @@ class SyncSession:
         Returns how to close the socket (None: the client went away).
         """
         loop = asyncio.get_running_loop()
+        metrics.SYNC_SESSIONS.inc()
         reader = loop.create_task(self._reader(incoming), name="syncline-sync-reader")
         sender = loop.create_task(self._sender(), name="syncline-sync-sender")
         stop = self._stop = loop.create_future()
@@ -208,6 +210,8 @@ class SyncSession:
                 future.cancel()
             # Release the live queries before awaiting anything: if this coroutine is
             # itself being cancelled, the await below raises and nothing after it runs.
+            metrics.SYNC_SESSIONS.dec()
+            metrics.SYNC_SUBSCRIPTIONS.dec(len(self.queries))
             for state in self.queries.values():
                 self.app.live.unsubscribe(self, state.live)
             self.queries.clear()
@@ -413,6 +417,7 @@ class SyncSession:
                 self.queries[modification.query_id] = _QueryState(
                     live, modification.udf_path, modification.args, modification.journal
                 )
+                metrics.SYNC_SUBSCRIPTIONS.inc()
             else:
                 state = self.queries.pop(modification.query_id, None)
                 if state is None:
@@ -420,6 +425,7 @@ class SyncSession:
                         None, 1011, f"InternalServerError: unknown query id {modification.query_id}"
                     )
                 self.app.live.unsubscribe(self, state.live)
+                metrics.SYNC_SUBSCRIPTIONS.dec()
                 self._removed.append(modification.query_id)
         self.query_set_version = message.new_version
         self._wake.set()
@@ -686,6 +692,8 @@ class SyncSession:
             return None
         if modifications:
             self._check_expiry()
+            if not changed:
+                metrics.observe_fanout(high)  # new results of a commit, not of a new query
         end = StateVersion(self.query_set_version, self.identity_version, high)
         transition = Transition(
             self.version,
