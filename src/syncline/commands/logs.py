@@ -1,6 +1,9 @@
-"""``syncline logs``: follow the function calls of a running server.
+"""``syncline logs``: the function calls of a deployment, from its log history.
 
-The server is found as :mod:`syncline.commands.deployment` describes.
+The server is found as :mod:`syncline.commands.deployment` describes; its log
+history is read over ``GET /api/admin/log_history`` (admin key), so this
+works against ``--url`` too. When no server runs on the data folder, the
+history file is read directly.
 """
 
 from __future__ import annotations
@@ -10,29 +13,38 @@ from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 
+from syncline.call_log.query import DEFAULT_LIMIT, MAX_LIMIT, BadLogQuery, parse_log_query
+from syncline.call_log.store import query_log, store_path
 from syncline.commands.console import dumps, fail
-from syncline.commands.deployment import data_dir_for, find_server, project_options
+from syncline.commands.deployment import Remote, data_dir_for, find_server, project_options
 
-__all__ = ["format_log_entry", "logs"]
+__all__ = ["FOLLOW_INTERVAL_S", "format_log_entry", "logs"]
+
+#: how often ``--follow`` asks for new calls
+FOLLOW_INTERVAL_S = 0.5
 
 
 def format_log_entry(entry: dict[str, Any]) -> list[str]:
-    """Console lines for one ``/api/admin/logs`` call record: a summary, then its log lines.
+    """Console lines for one call record: a summary, then its log lines.
 
     ``HH:MM:SS kind path duration status``; the status is ``ok`` or the error,
-    followed by the request id the caller was shown and the traceback.
+    followed (for failures) by the request id the caller was shown and the
+    traceback.
     """
     stamp = time.strftime("%H:%M:%S", time.localtime(float(entry.get("timestamp", 0)) / 1000))
     kind = entry.get("kind") or "function"
-    if entry.get("status") == "success":
-        status = click.style("ok", fg="green")
-    else:
+    failed = entry.get("status") != "success"
+    if failed:
         status = click.style(str(entry.get("error") or "failed"), fg="red")
+    else:
+        status = click.style("ok", fg="green")
     duration = float(entry.get("durationMs") or 0.0)
-    lines = [f"{stamp} {kind:<8} {entry.get('path')} {duration:7.1f} ms  {status}"]
-    if entry.get("requestId"):
+    summary = f"{stamp} {kind:<8} {entry.get('path')} {duration:7.1f} ms  {status}"
+    if entry.get("caller"):
+        summary += click.style(f"  ({entry['caller']})", dim=True)
+    lines = [summary]
+    if failed and entry.get("requestId"):
         lines.append(click.style(f"    [Request ID: {entry['requestId']}]", dim=True))
     for text in str(entry.get("traceback") or "").splitlines():
         lines.append(click.style(f"    {text}", fg="red", dim=True))
@@ -40,55 +52,113 @@ def format_log_entry(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
+class _History:
+    """Reads the log history from a server, or from the file when none runs."""
+
+    def __init__(self, remote: Remote | None, data_dir: Path) -> None:
+        self.remote = remote
+        self.data_dir = data_dir
+
+    def read(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
+        if self.remote is not None:
+            answer = self.remote.request("GET", "/api/admin/log_history", params=params)
+            return answer["records"], int(answer["last"])
+        try:
+            query = parse_log_query(params, now_ms=time.time() * 1000)
+        except BadLogQuery as exc:
+            fail(str(exc))
+        return query_log(store_path(self.data_dir), query)
+
+
 @click.command()
 @project_options
+@click.option("--since", help="Only calls from this long ago on (e.g. 90s, 15m, 1h, 7d).")
+@click.option(
+    "--function", "function", help="Only calls of this function (tasks:add) or module (tasks)."
+)
+@click.option(
+    "--status",
+    type=click.Choice(["success", "error"]),
+    help="Only calls that succeeded, or only those that failed.",
+)
+@click.option("--request-id", help="Only the call with this request id (from an error message).")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_LIMIT),
+    default=None,
+    help=f"Show the newest N matching calls [default: {DEFAULT_LIMIT}].",
+)
+@click.option("--follow", "-f", is_flag=True, help="After the history, keep printing new calls.")
 @click.option("--jsonl", is_flag=True, help="Print each call's record as one JSON line.")
 def logs(
-    project: Path, db: str | None, url: str | None, admin_key: str | None, jsonl: bool
+    project: Path,
+    db: str | None,
+    url: str | None,
+    admin_key: str | None,
+    since: str | None,
+    function: str | None,
+    status: str | None,
+    request_id: str | None,
+    limit: int | None,
+    follow: bool,
+    jsonl: bool,
 ) -> None:
-    """Follow the function calls of a running server, with what they logged.
+    """Show the function calls of a deployment, with what they logged and where they failed.
 
-    One line per finished call: time, kind, path, duration and outcome ("ok"
-    or the error), then the lines the function printed, indented. Runs until
-    Ctrl-C or until the server stops.
+    One line per call: time, kind, path, duration, outcome ("ok" or the
+    error) and caller; for failures the request id and the traceback (file
+    and line); then the lines the function printed, indented. With filters,
+    prints the newest matching calls from the log history; without any, or
+    with --follow, keeps printing new calls until Ctrl-C.
 
     \b
     Examples:
       syncline logs
-      syncline logs --dir myapp
+      syncline logs --since 1h --status error
+      syncline logs --function tasks:add --limit 20 --follow
+      syncline logs --request-id 3f2a9c1b0d4e5f67
       syncline logs --url https://syncline.example.com --admin-key "$KEY" --jsonl
     """
+    data_dir = data_dir_for(project, db)
     remote = find_server(project, db, url, admin_key)
-    if remote is None:
+    if remote is None and not store_path(data_dir).exists():
         fail(
-            f"No Syncline server runs on {data_dir_for(project, db)}. Start one with "
-            f"`syncline dev --dir {project}`, or pass --url to follow a server elsewhere."
+            f"No Syncline server runs on {data_dir}, and it holds no log history yet. Start "
+            f"one with `syncline dev --dir {project}`, or pass --url to read a server elsewhere."
         )
+    history = _History(remote, data_dir)
+    filters = {
+        "function": function,
+        "status": {"error": "failure"}.get(status or "", status),
+        "requestId": request_id,
+    }
+    params = {key: value for key, value in filters.items() if value}
+    show_history = any(v is not None for v in (since, function, status, request_id, limit))
+
+    def show(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if jsonl:
+                click.echo(dumps(record, pretty=False))
+            else:
+                for text in format_log_entry(record):
+                    click.echo(text)
+
+    first = {**params, "limit": str(limit or DEFAULT_LIMIT)}
+    if since:
+        first["since"] = since
+    records, last = history.read(first if show_history else {**params, "limit": "1"})
+    if show_history:
+        show(records)
+        if not follow:
+            return
+    where = remote.url if remote is not None else str(data_dir)
+    click.echo(f"Following the function calls of {where} (Ctrl-C to stop)", err=True)
     try:
-        for line in remote.stream_lines("/api/admin/logs"):
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            kind = entry.get("type")
-            if kind == "connected":
-                click.echo(
-                    f"Following the function logs of {remote.url} (Ctrl-C to stop)", err=True
-                )
-            elif kind == "dropped":
-                click.echo(
-                    click.style(
-                        f"... {entry.get('count')} calls not shown (the log stream fell behind)",
-                        fg="yellow",
-                    ),
-                    err=True,
-                )
-            elif kind == "call":
-                if jsonl:
-                    click.echo(dumps(entry, pretty=False))
-                else:
-                    for text in format_log_entry(entry):
-                        click.echo(text)
+        while True:
+            time.sleep(FOLLOW_INTERVAL_S)
+            records, newest = history.read({**params, "after": str(last), "limit": str(MAX_LIMIT)})
+            show(records)
+            # Past the last record shown, or past everything when nothing matched.
+            last = records[-1]["id"] if len(records) == MAX_LIMIT else max(last, newest)
     except KeyboardInterrupt:
         return
-    fail(f"The server at {remote.url} closed the log stream")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,13 @@ import click
 
 from syncline.__about__ import __version__
 from syncline.commands.console import fail
+from syncline.commands.operations import (
+    open_call_log,
+    operations_options,
+    prepare_worker_metrics,
+    serve_metrics,
+    stop_metrics,
+)
 from syncline.commands.options import (
     db_option,
     durability_option,
@@ -194,7 +202,7 @@ def _server_options(fn: Any) -> Any:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return operations_options(fn)
 
 
 def _run_loop(main: Any) -> None:
@@ -276,14 +284,16 @@ def _announce(app: Application, options: dict[str, Any], *, dev: bool, workers: 
     from syncline.auth.admin_key import ADMIN_KEY_FILE
     from syncline.server import discovery
 
+    # With --log-format json, stdout carries only the call records.
+    echo = functools.partial(click.echo, err=options["log_format"] == "json")
     host, port, site_port = options["host"], options["port"], options["site_port"]
     url = f"http://{host}:{port}"
     mode = "dev" if dev else "production"
     processes = f", {workers} workers" if workers > 1 else ""
-    click.echo(f"Syncline {__version__} ({mode}{processes}) serving {app.functions_dir}")
-    click.echo(f"  API and sync:  {url}")
+    echo(f"Syncline {__version__} ({mode}{processes}) serving {app.functions_dir}")
+    echo(f"  API and sync:  {url}")
     if site_port is not None:
-        click.echo(f"  HTTP actions:  http://{host}:{site_port} (and {url}/http/)")
+        echo(f"  HTTP actions:  http://{host}:{site_port} (and {url}/http/)")
     assert app.paths is not None  # Application.open sets them
     data_dir = app.paths.database_dir
     # So that `syncline env` and friends can find this server (the data dir is locked).
@@ -293,12 +303,14 @@ def _announce(app: Application, options: dict[str, Any], *, dev: bool, workers: 
         url=f"http://{reachable}:{port}",
         site_url=None if site_port is None else f"http://{reachable}:{site_port}",
     )
-    click.echo(f"  Admin key:     {data_dir / ADMIN_KEY_FILE}")
-    click.echo(f"  Functions:     {len(app.registry.functions)} loaded")
+    if options["metrics_port"] is not None:
+        echo(f"  Metrics:       http://{host}:{options['metrics_port']}/metrics")
+    echo(f"  Admin key:     {data_dir / ADMIN_KEY_FILE}")
+    echo(f"  Functions:     {len(app.registry.functions)} loaded")
     if app.storage is not None:
-        click.echo(f"  Files:         {app.storage.blobs} (URLs: {app.public_url})")
+        echo(f"  Files:         {app.storage.blobs} (URLs: {app.public_url})")
         if options["public_url"] is None and discovery.connect_host(host) != host:
-            click.echo(
+            echo(
                 "  Note: file URLs use a loopback address; pass --public-url "
                 "so clients on other machines can reach them."
             )
@@ -308,6 +320,11 @@ def _serve(dev: bool, workers: int = 1, **options: Any) -> None:
     api_sockets, site_sockets = _bind(options["host"], options["port"], options["site_port"])
     bound = [*api_sockets, *(site_sockets or [])]
     _configure_logging(None)
+    try:
+        metrics_server = None if workers > 1 else serve_metrics(options)
+    except SystemExit:
+        _close_all(bound)
+        raise
     if workers > 1:
         try:
             _supervise(options, dev=dev, workers=workers, api=api_sockets, site=site_sockets)
@@ -318,6 +335,7 @@ def _serve(dev: bool, workers: int = 1, **options: Any) -> None:
         app = _open_application(options, dev=dev)
     except BaseException as exc:
         _close_all(bound)
+        stop_metrics(metrics_server)
         if isinstance(exc, SynclineError):
             fail(str(exc))
         raise
@@ -337,6 +355,7 @@ def _serve(dev: bool, workers: int = 1, **options: Any) -> None:
         discovery.remove(app.paths.database_dir)
         app.close()
         _close_all(bound)
+        stop_metrics(metrics_server)
 
 
 def _run_application(
@@ -359,10 +378,11 @@ def _run_application(
     from syncline.server.run import serve as run_server
 
     app.public_url = _public_url(options)
+    call_log = open_call_log(app, options)
+    app.executor.observers.append(call_log.observe)
+    call_log.start()
     background = None
     if dev:
-        import functools
-
         from syncline.server import dev as devserver
 
         # Each worker watches the folder and reloads its own code (every process must
@@ -402,6 +422,8 @@ def _run_application(
         )
     except (KeyboardInterrupt, ShutdownRequested):
         pass  # Ctrl-C or SIGTERM: the servers drained; the caller closes everything below
+    finally:
+        call_log.close()
 
 
 def _worker_echo(index: int) -> Callable[[str], None]:
@@ -446,18 +468,24 @@ def _supervise(
         app.public_url = _public_url(options)
         app.close()
         encoded = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+        env = {**os.environ, OPTIONS_ENV: json.dumps({"dev": dev, **encoded})}
+        metrics_dir, forget_worker = prepare_worker_metrics(paths.database_dir, env)
+        metrics_server = serve_metrics(options, metrics_dir)
         supervisor = Supervisor(
             [sys.executable, "-m", "syncline.commands.worker"],
             workers=workers,
             api_sockets=api,
             site_sockets=site or [],
-            env={**os.environ, OPTIONS_ENV: json.dumps({"dev": dev, **encoded})},
+            env=env,
             on_ready=lambda: _announce(app, options, dev=dev, workers=workers),
+            on_exit=forget_worker,
         )
         try:
             supervisor.run()
         except WorkerExit as exc:
             fail(str(exc))
+        finally:
+            stop_metrics(metrics_server)
     finally:
         discovery.remove(paths.database_dir)
         lock.release()

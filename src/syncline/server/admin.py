@@ -24,10 +24,13 @@ int64, ``{"$bytes": ...}`` for bytes), as on the wire.
     validators' Convex JSON or null.
 
 ``GET /api/admin/logs``
-    A stream of every function call that finishes from now on, one JSON
-    object per call: ``{"type": "call", "timestamp" (ms since the epoch),
-    "path", "kind", "durationMs", "status": "success" | "failure", "error"
-    (failures: "<ErrorType>: <message>"), "requestId" (failures), "logLines"}``.
+    A stream of every function call that this process finishes from now
+    on, one JSON object per call: ``{"type": "call"}`` and the fields of a
+    log-history record (:mod:`syncline.call_log.records`: "timestamp" in ms
+    since the epoch, "path", "kind", "status": "success" | "failure",
+    "durationMs", "requestId", "caller", "logLines", "error" and "traceback"
+    for failures). ``syncline logs`` reads the log history
+    (``server/observability.py``), which holds the calls of every worker.
     The stream starts with ``{"type": "connected"}``; a consumer too slow to
     keep up gets ``{"type": "dropped", "count": n}`` in place of the calls it
     missed. As newline-delimited JSON (``application/x-ndjson``, empty lines
@@ -48,11 +51,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from syncline.auth.credentials import require_admin
+from syncline.call_log.records import call_record
 from syncline.database.browse import Order, TableNotFound, read_documents, table_counts
 from syncline.errors import InvalidRequest, SynclineError
-from syncline.functions.outcomes import Outcome, error_traceback
-from syncline.server.api import error_response
+from syncline.functions.outcomes import Outcome
+from syncline.server.api import error_response, require_admin_request
 
 if TYPE_CHECKING:
     from syncline.application import Application
@@ -121,22 +124,8 @@ def parse_order(raw: str | None) -> Order:
 
 
 def outcome_entry(outcome: Outcome) -> dict[str, Any]:
-    """The log-stream record of one finished call (see the module docstring)."""
-    entry: dict[str, Any] = {
-        "type": "call",
-        "timestamp": time.time() * 1000,
-        "path": outcome.path,
-        "kind": outcome.kind.value if outcome.kind is not None else None,
-        "durationMs": round(outcome.duration_ms, 3),
-        "status": "success" if outcome.error is None else "failure",
-        "error": None,
-        "logLines": list(outcome.log_lines),
-    }
-    if outcome.error is not None:
-        entry["error"] = f"{type(outcome.error).__name__}: {outcome.error}"
-        entry["requestId"] = outcome.request_id
-        entry["traceback"] = error_traceback(outcome.error)
-    return entry
+    """The log-stream record of one finished call: a log-history record with ``"type": "call"``."""
+    return {"type": "call", **call_record(outcome, timestamp_ms=time.time() * 1000)}
 
 
 class LogStream:
@@ -207,11 +196,7 @@ class AdminApi:
         self.app = app
 
     async def _require_admin(self, request: Request, what: str) -> None:
-        header = request.headers.get("authorization")
-        if header is None and "adminKey" in request.query_params:
-            header = f"Convex {request.query_params['adminKey']}"
-        identity = await self.app.identity_from_header(header)
-        require_admin(identity, what)
+        await require_admin_request(self.app, request, what)
 
     async def tables(self, request: Request) -> Response:
         """``GET /api/admin/tables``: the user tables and their document counts."""

@@ -20,6 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from syncline.auth.credentials import require_admin
 from syncline.errors import AuthError, InvalidRequest, SynclineError
 from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.functions.registration import FunctionKind
@@ -48,6 +49,14 @@ def error_answer(exc: SynclineError) -> tuple[int, bytes]:
 def error_response(exc: SynclineError) -> Response:
     status, body = error_answer(exc)
     return Response(body, status_code=status, media_type="application/json")
+
+
+async def require_admin_request(app: Application, request: Request, what: str) -> None:
+    """Refuse ``request`` unless it holds the admin key (as the header or ``?adminKey=``)."""
+    header = request.headers.get("authorization")
+    if header is None and "adminKey" in request.query_params:
+        header = f"Convex {request.query_params['adminKey']}"
+    require_admin(await app.identity_from_header(header), what)
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:

@@ -10,6 +10,8 @@ Routes (API port, 3210 by default):
 * ``GET /version`` — 200 with the server version once serving (readiness);
 * ``GET|POST /api/admin/env`` — environment variables, admin only (``env_api.py``);
 * ``GET /api/admin/tables|data|functions|logs`` — data and logs, admin only (``admin.py``);
+* ``GET /metrics``, ``GET /api/admin/log_history`` — metrics and the log history, admin
+  only (``observability.py``);
 * ``/http/{path}`` — HTTP actions, as on the site port (``http_actions.py``).
 
 Paths with doubled slashes (``//api/query``: the JS client appends ``/api``
@@ -34,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncline.__about__ import __version__
 from syncline.functions.registration import FunctionKind
-from syncline.server import admin, env_api
+from syncline.server import admin, env_api, observability
 from syncline.server.api import HttpApi
 from syncline.server.http_actions import HttpActionsMount, SiteApp
 from syncline.server.lean_api import LeanApi
@@ -108,6 +110,7 @@ def create_app(
         Route("/api/storage/{rest:path}", storage.download, methods=["GET", "HEAD"]),
         *env_api.routes(application),
         *admin.routes(application),
+        *observability.routes(application),
     ]
     middleware = [
         Middleware(CollapseSlashes),

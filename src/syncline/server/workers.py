@@ -132,6 +132,7 @@ class Supervisor:
         site_sockets: Sequence[socket.socket] = (),
         env: Mapping[str, str] | None = None,
         on_ready: Callable[[], None] | None = None,
+        on_exit: Callable[[int], None] | None = None,
         startup_failures: int = 3,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
@@ -145,6 +146,8 @@ class Supervisor:
         self.site_sockets = list(site_sockets)
         self.env = dict(os.environ if env is None else env)
         self.on_ready = on_ready
+        #: called with the pid of every worker that exited (its metrics are forgotten)
+        self.on_exit = on_exit
         self.startup_failures = startup_failures
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -260,6 +263,8 @@ class Supervisor:
                 self._read_ready(slot)  # a ready message sent just before it died counts
                 self._forget_ready_fd(slot)
             slot.proc = None
+            if self.on_exit is not None:
+                self.on_exit(proc.pid)
             how = describe_exit(proc.returncode)
             slot.exits.append(how)
             if self._stop_signal is not None:
