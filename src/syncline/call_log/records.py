@@ -1,7 +1,7 @@
 """A finished call as a log-history record (a JSON object).
 
 Fields: ``timestamp`` (ms since the epoch, when the call finished), ``path``,
-``kind`` (query, mutation, action, http_action), ``status`` (``success`` or
+``kind`` (query, mutation, action, httpAction), ``status`` (``success`` or
 ``failure``), ``durationMs``, ``requestId``, ``caller`` (the user's subject,
 ``admin``, ``admin as <subject>``, ``system`` for scheduled work, or null for
 anonymous callers), ``logLines``, ``error`` (``"<ErrorType>: <message>"``) and

@@ -132,7 +132,7 @@ class LogStore:
 
 
 def query_log(path: Path, query: LogQuery) -> tuple[list[dict[str, Any]], int]:
-    """The records ``query`` selects (each with its ``id``), and the last id of the file.
+    """The records ``query`` selects (each with its ``id``), and the newest id ever written.
 
     A file that does not exist yet holds no records.
     """
@@ -151,7 +151,9 @@ def query_log(path: Path, query: LogQuery) -> tuple[list[dict[str, Any]], int]:
             f"SELECT id, record FROM calls {clause} ORDER BY id {order} LIMIT ?",
             (*params, query.limit),
         ).fetchall()
-        last = conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0]
+        last = conn.execute(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'calls'), 0)"
+        ).fetchone()[0]
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return [], 0
