@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import write_functions
 from syncline import metrics
 from syncline.errors import ConvexError
 from syncline.testing import TestBackend
@@ -52,10 +53,7 @@ def calls(kind: str, function: str, status: str) -> float:
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[TestBackend]:
-    functions = tmp_path / "functions"
-    functions.mkdir()
-    for name, source in FILES.items():
-        (functions / name).write_text(textwrap.dedent(source))
+    functions = write_functions(tmp_path / "functions", FILES)
     with TestBackend(functions, data_dir=tmp_path / "data") as backend:
         yield backend
 

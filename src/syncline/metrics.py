@@ -288,18 +288,19 @@ def forget_process(pid: int, path: Path) -> None:
 
 
 class _WorkerProcesses:
-    """``process_*`` (CPU, memory, open files) of every live worker, labelled by ``pid``."""
+    """``process_*`` (CPU, memory, open files) of every running worker, labelled by ``pid``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def _pids(self) -> list[int]:
-        pids = set()
-        for file in self.path.glob("*_*.db"):
-            tail = file.stem.rpartition("_")[2]
-            if tail.isdigit():
-                pids.add(int(tail))
-        return sorted(pid for pid in pids if _alive(pid))
+        # Every worker writes its live gauges from import on; an exited worker's file
+        # is removed (forget_process).
+        return sorted(
+            int(tail)
+            for file in self.path.glob("gauge_livesum_*.db")
+            if (tail := file.stem.rpartition("_")[2]).isdigit()
+        )
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
@@ -314,16 +315,6 @@ class _WorkerProcesses:
                 for sample in family.samples:
                     target.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
         yield from merged.values()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def scrape_registry(path: Path | None = None) -> CollectorRegistry:

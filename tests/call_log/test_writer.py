@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from conftest import write_functions
 from syncline import metrics
 from syncline.call_log.query import MAX_FILTER_CHARS, MAX_LIMIT, BadLogQuery, parse_log_query
 from syncline.call_log.records import call_record, caller_name, parse_duration_ms
@@ -55,10 +55,7 @@ class Lines:
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[TestBackend]:
-    functions = tmp_path / "functions"
-    functions.mkdir()
-    for name, source in FILES.items():
-        (functions / name).write_text(textwrap.dedent(source))
+    functions = write_functions(tmp_path / "functions", FILES)
     with TestBackend(functions, data_dir=tmp_path / "data") as backend:
         yield backend
 
