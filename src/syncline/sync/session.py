@@ -208,10 +208,10 @@ class SyncSession:
                 pending.add(self._mutator)
             for future in pending:
                 future.cancel()
-            # Release the live queries before awaiting anything: if this coroutine is
-            # itself being cancelled, the await below raises and nothing after it runs.
             metrics.SYNC_SESSIONS.dec()
             metrics.SYNC_SUBSCRIPTIONS.dec(len(self.queries))
+            # Release the live queries before awaiting anything: if this coroutine is
+            # itself being cancelled, the await below raises and nothing after it runs.
             for state in self.queries.values():
                 self.app.live.unsubscribe(self, state.live)
             self.queries.clear()
