@@ -262,11 +262,14 @@ def test_every_family_counts_real_calls(project: MakeProject) -> None:
             assert value(after, "process_cpu_seconds_total") > 0
             # Labels: function paths, never arguments.
             assert "ops:put" in text and '"n"' not in text
-        after_close = scrape(metrics_url)
-        eventually(
-            lambda: value(scrape(metrics_url), "syncline_sync_sessions") == 0, "the session's end"
-        )
-        assert value(after_close, "syncline_sync_subscriptions") in (0, 1)
+
+        def closed() -> bool:
+            families = scrape(metrics_url)
+            return value(families, "syncline_sync_sessions") == 0 and (
+                value(families, "syncline_sync_subscriptions") == 0
+            )
+
+        eventually(closed, "the session's end")
 
         # The API port: the same exposition, behind the admin key.
         assert httpx.get(f"{server.url}/metrics").status_code == 403
