@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from s3_moto import MotoS3, moto_session, s3_env
 from syncline._devtools import ServerProcess, launch, running
 from syncline.clock import ManualClock
 from syncline.database.database import Database
@@ -91,6 +92,22 @@ def fixture_project() -> Callable[[str], Path]:
         return path
 
     return get
+
+
+# ----------------------------------------------------------------------------- S3 (moto)
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """One moto S3 server for the session (tests/s3_moto.py)."""
+    yield from moto_session()
+
+
+@pytest.fixture
+def s3_files(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A ``--files`` URL on a new bucket of the moto server, with test credentials set."""
+    s3_env(monkeypatch)
+    return moto_s3.url(moto_s3.new_bucket())
 
 
 # ----------------------------------------------------------------------------- real servers

@@ -1,5 +1,6 @@
 """Blob stores for file contents: the protocol (``base``), a local directory (``local``),
-and the choice of store from a ``--files`` location (``location``)."""
+an S3-compatible bucket (``s3``, with the ``s3`` extra; not imported here), and the
+choice of store from a ``--files`` location (``location``)."""
 
 from syncline.blobs.base import (
     BlobEntry,
@@ -8,7 +9,9 @@ from syncline.blobs.base import (
     BlobReader,
     BlobStore,
     BlobTooLarge,
+    FileStoreUnavailable,
     InvalidBlobKey,
+    InvalidFileStoreLocation,
     check_key,
 )
 from syncline.blobs.local import LocalBlobStore
@@ -21,7 +24,9 @@ __all__ = [
     "BlobReader",
     "BlobStore",
     "BlobTooLarge",
+    "FileStoreUnavailable",
     "InvalidBlobKey",
+    "InvalidFileStoreLocation",
     "LocalBlobStore",
     "check_key",
     "open_blob_store",

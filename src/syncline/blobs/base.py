@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from syncline.errors import InvalidRequest, SynclineError
 
@@ -38,8 +38,11 @@ __all__ = [
     "BlobReader",
     "BlobStore",
     "BlobTooLarge",
+    "FileStoreUnavailable",
     "InvalidBlobKey",
+    "InvalidFileStoreLocation",
     "check_key",
+    "is_key",
 ]
 
 _KEY = re.compile(r"[A-Za-z0-9_-]{1,200}")
@@ -61,13 +64,31 @@ class BlobTooLarge(SynclineError):
         self.max_size = max_size
 
 
+class FileStoreUnavailable(SynclineError):
+    """The store cannot be used: unreachable, missing bucket, credentials refused."""
+
+    code = "FileStoreUnavailable"
+    http_status = 503
+
+
 class InvalidBlobKey(InvalidRequest):
     code = "InvalidBlobKey"
 
 
+class InvalidFileStoreLocation(InvalidRequest):
+    """A ``--files`` location that names no store this build can open."""
+
+    code = "InvalidFileStoreLocation"
+
+
+def is_key(key: object) -> TypeGuard[str]:
+    """Whether ``key`` is a valid blob key."""
+    return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
 def check_key(key: object) -> str:
     """``key`` if it is a valid blob key, else :class:`InvalidBlobKey`."""
-    if not isinstance(key, str) or not _KEY.fullmatch(key):
+    if not is_key(key):
         shown = repr(key)[:100]
         raise InvalidBlobKey(
             f"Invalid blob key {shown}: keys are 1-200 characters of letters, digits, '_' and '-'"
