@@ -13,18 +13,22 @@ and real ``syncline serve|dev`` processes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from s3_moto import MotoS3, moto_session, s3_env
 from syncline._devtools import ServerProcess, launch, running
+from syncline.blobs import BlobStore
 from syncline.clock import ManualClock
 from syncline.database.database import Database
+from syncline.files.service import open_file_storage
 from syncline.persistence.sqlite import SqlitePersistence
 from syncline.testing import TestBackend
 
@@ -108,6 +112,46 @@ def s3_files(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> str:
     """A ``--files`` URL on a new bucket of the moto server, with test credentials set."""
     s3_env(monkeypatch)
     return moto_s3.url(moto_s3.new_bucket())
+
+
+@pytest.fixture(params=["local", "s3"])
+def files_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a file storage test keeps its blobs: a folder, then a bucket on moto."""
+    if request.param == "local":
+        return str(tmp_path / "files")
+    location: str = request.getfixturevalue("s3_files")
+    return location
+
+
+def sub_location(location: str, name: str) -> str:
+    """A store next to ``location``, named ``name`` (another folder, or another prefix)."""
+    if "://" not in location:
+        return str(Path(location) / name)
+    parts = urlsplit(location)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
+
+
+def use_files(t: TestBackend, location: str) -> TestBackend:
+    """``t`` with its blobs at ``location`` (see ``files_location``)."""
+    t.app.use_storage(
+        open_file_storage(
+            location,
+            database=t.database,
+            secret_dir=t.data_dir,
+            clock=t.clock,
+            origin=lambda: t.app.public_url,
+        )
+    )
+    return t
+
+
+def blob_keys(store: BlobStore) -> list[str]:
+    """The keys ``store`` lists, sorted (from a thread without a running event loop)."""
+
+    async def keys() -> list[str]:
+        return sorted([entry.key async for entry in store.list()])
+
+    return asyncio.run(keys())
 
 
 # ----------------------------------------------------------------------------- real servers

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from conftest import MakeBackend, write_functions
+from conftest import MakeBackend, blob_keys, use_files, write_functions
+from s3_moto import MotoS3, s3_env
 from syncline.application import Application
-from syncline.blobs import LocalBlobStore
+from syncline.blobs import FileStoreUnavailable, LocalBlobStore
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.errors import ConvexError, InvalidRequest
@@ -149,10 +150,6 @@ def action(t: TestBackend, path: str, args: dict[str, Any] | None = None) -> Any
     return run(t.app.executor.action(path, args or {}, allow_internal=True)).unwrap()
 
 
-def blob_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
-
-
 def storage_of(t: TestBackend) -> FileStorage:
     assert t.app.storage is not None
     return t.app.storage
@@ -163,14 +160,13 @@ def b64sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def t(make_backend: MakeBackend) -> TestBackend:
-    return make_backend(FUNCTIONS)
+def t(make_backend: MakeBackend, files_location: str) -> TestBackend:
+    return use_files(make_backend(FUNCTIONS), files_location)
 
 
-def files_dir(t: TestBackend) -> Path:
-    blobs = storage_of(t).blobs
-    assert isinstance(blobs, LocalBlobStore)
-    return blobs.root
+def stored(t: TestBackend) -> list[str]:
+    """The keys of the blobs in ``t``'s store."""
+    return blob_keys(storage_of(t).blobs)
 
 
 # ----------------------------------------------------------------------------- contents and rows
@@ -192,7 +188,7 @@ def test_store_in_an_action_and_read_everything_back(t: TestBackend) -> None:
     assert t.query("files:listing") == [row]
     assert t.get_file(storage_id) == b"hello files"
     # The blob lives under the storage id.
-    assert [p.name for p in blob_files(files_dir(t))] == [storage_id]
+    assert stored(t) == [storage_id]
 
 
 def test_creation_times_interleave_with_other_writes(t: TestBackend) -> None:
@@ -242,19 +238,19 @@ def test_store_verifies_a_given_sha256(t: TestBackend, encode: Any) -> None:
         action(t, "files:store_stream", {"parts": ["abc"], "sha256": "nope"})
     assert caught.value.code == "InvalidDigest"
     assert len(t.query("files:listing")) == 1
-    assert len(blob_files(files_dir(t))) == 1
+    assert len(stored(t)) == 1
 
 
-def test_store_too_large_stores_nothing(tmp_path: Path) -> None:
+def test_store_too_large_stores_nothing(tmp_path: Path, files_location: str) -> None:
     functions = write_functions(tmp_path / "functions", FUNCTIONS)
-    with TestBackend(functions, data_dir=tmp_path / "data") as t:
+    with use_files(TestBackend(functions, data_dir=tmp_path / "data"), files_location) as t:
         storage_of(t).max_upload_bytes = 10
         assert t.get_file(action(t, "files:store_stream", {"parts": ["0123456789"]}))
         with pytest.raises(FileTooLarge, match="upload limit of 10 bytes") as caught:
             action(t, "files:store_stream", {"parts": ["01234", "567890"]})
         assert caught.value.http_status == 413
         assert len(t.query("files:listing")) == 1
-        assert len(blob_files(files_dir(t))) == 1
+        assert len(stored(t)) == 1
 
 
 def test_store_rejects_non_bytes(t: TestBackend) -> None:
@@ -262,7 +258,7 @@ def test_store_rejects_non_bytes(t: TestBackend) -> None:
         run(storage_of(t).store("a str is not bytes"))
     with pytest.raises(TypeError, match="chunks must be bytes"):
         run(storage_of(t).store([b"ok", 5]))
-    assert blob_files(files_dir(t)) == []
+    assert stored(t) == []
 
 
 # ----------------------------------------------------------------------------- ctx.storage rules
@@ -331,24 +327,26 @@ def test_a_mutation_that_deletes_then_fails_keeps_the_file(t: TestBackend) -> No
         t.mutation("files:remove_then_fail", {"id": storage_id})
     assert t.query("files:url", {"id": storage_id}) is not None
     assert t.get_file(storage_id) == b"precious"
-    assert [p.name for p in blob_files(files_dir(t))] == [storage_id]
+    assert stored(t) == [storage_id]
 
 
-def open_started_app(root: Path, clock: ManualClock | None = None) -> Application:
+def open_started_app(root: Path, files: str, clock: ManualClock | None = None) -> Application:
     functions = write_functions(root / "functions", FUNCTIONS)
-    return Application.open(root, functions=functions, clock=clock, durability="off")
+    return Application.open(root, functions=functions, clock=clock, durability="off", files=files)
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+async def wait_until_gone(storage: FileStorage, key: str, timeout: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():
+    while await storage.blobs.exists(key):
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.01)
 
 
-def test_blobs_go_after_the_delete_commits_and_never_before(tmp_path: Path) -> None:
-    app = open_started_app(tmp_path)
+def test_blobs_go_after_the_delete_commits_and_never_before(
+    tmp_path: Path, files_location: str
+) -> None:
+    app = open_started_app(tmp_path, files_location)
     storage = app.storage
     assert storage is not None
 
@@ -361,15 +359,13 @@ def test_blobs_go_after_the_delete_commits_and_never_before(tmp_path: Path) -> N
             assert isinstance(failed.error, ConvexError)
             done = await app.executor.mutation("files:remove", {"id": doomed})
             assert done.ok, done.error
-            path = storage.blobs.path_of(doomed)  # type: ignore[attr-defined]
-            await wait_until(lambda: not path.exists())
+            await wait_until_gone(storage, doomed)
             assert await storage.blobs.exists(kept)
             # Deleting from an action: its own transaction, then the blob.
             other = await storage.store(b"other")
             outcome = await app.executor.action("files:remove_in_action", {"id": other})
             assert outcome.ok and outcome.value is None
-            other_path = storage.blobs.path_of(other)  # type: ignore[attr-defined]
-            await wait_until(lambda: not other_path.exists())
+            await wait_until_gone(storage, other)
         finally:
             await app.stop()
 
@@ -379,8 +375,8 @@ def test_blobs_go_after_the_delete_commits_and_never_before(tmp_path: Path) -> N
         app.close()
 
 
-def test_sweep_removes_orphans_only(tmp_path: Path) -> None:
-    app = open_started_app(tmp_path)
+def test_sweep_removes_orphans_only(tmp_path: Path, files_location: str) -> None:
+    app = open_started_app(tmp_path, files_location)
     storage = app.storage
     assert storage is not None
 
@@ -427,7 +423,7 @@ def test_tokens_expire_after_an_hour(t: TestBackend) -> None:
     with pytest.raises(UploadTokenRejected, match="expired") as caught:
         run(storage.upload(token, one_chunk(b"late")))
     assert caught.value.code == "UploadTokenExpired"
-    assert t.query("files:listing") == [] and blob_files(files_dir(t)) == []
+    assert t.query("files:listing") == [] and stored(t) == []
 
 
 def test_forged_and_malformed_tokens(t: TestBackend, tmp_path: Path) -> None:
@@ -452,7 +448,7 @@ def test_forged_and_malformed_tokens(t: TestBackend, tmp_path: Path) -> None:
         with pytest.raises(FileStorageError, match="Missing upload token") as missing_error:
             run(storage.upload(missing, one_chunk(b"x")))
         assert missing_error.value.code == "MissingUploadToken"
-    assert t.query("files:listing") == [] and blob_files(files_dir(t)) == []
+    assert t.query("files:listing") == [] and stored(t) == []
 
 
 def test_a_token_uploads_one_file(t: TestBackend) -> None:
@@ -463,7 +459,7 @@ def test_a_token_uploads_one_file(t: TestBackend) -> None:
         run(storage.upload(token, one_chunk(b"second")))
     assert caught.value.code == "UploadTokenUsed"
     assert [row["_id"] for row in t.query("files:listing")] == [first]
-    assert [p.name for p in blob_files(files_dir(t))] == [first]
+    assert stored(t) == [first]
     # Deleting the file does not free its token.
     t.mutation("files:remove", {"id": first})
     with pytest.raises(UploadTokenRejected, match="already used"):
@@ -490,12 +486,12 @@ def test_concurrent_uses_of_one_token(t: TestBackend) -> None:
     errors = [r for r in results if isinstance(r, BaseException)]
     assert len(ids) == 1 and len(errors) == 1, results
     assert isinstance(errors[0], UploadTokenRejected) and errors[0].code == "UploadTokenUsed"
-    assert [p.name for p in blob_files(files_dir(t))] == ids
+    assert stored(t) == ids
 
 
-def test_a_used_token_stays_used_across_restarts(tmp_path: Path) -> None:
+def test_a_used_token_stays_used_across_restarts(tmp_path: Path, files_location: str) -> None:
     clock = ManualClock()
-    app = open_started_app(tmp_path, clock)
+    app = open_started_app(tmp_path, files_location, clock)
     try:
         storage = app.storage
         assert storage is not None
@@ -503,7 +499,7 @@ def test_a_used_token_stays_used_across_restarts(tmp_path: Path) -> None:
         run(storage.upload(token, one_chunk(b"once")))
     finally:
         app.close()
-    app = open_started_app(tmp_path, clock)
+    app = open_started_app(tmp_path, files_location, clock)
     try:
         assert app.storage is not None
         app.storage.check_upload_token(token)  # same secret: still a valid signature
@@ -540,12 +536,16 @@ def test_secret_is_private_stable_and_checked(tmp_path: Path) -> None:
         load_or_create_secret(tmp_path)
 
 
-def test_s3_is_not_supported_yet(tmp_path: Path) -> None:
-    with pytest.raises(InvalidRequest, match="S3-compatible storage is planned") as caught:
-        Application.open(tmp_path, files="s3://my-bucket/files", load=False)
-    assert caught.value.code == "UnsupportedFileStore"
-    with pytest.raises(InvalidRequest, match="only a local directory"):
+def test_file_store_locations_that_cannot_be_opened(
+    tmp_path: Path, moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env(monkeypatch)
+    with pytest.raises(FileStoreUnavailable, match="the bucket does not exist") as caught:
+        Application.open(tmp_path, files=moto_s3.url("no-such-bucket"), load=False)
+    assert caught.value.code == "FileStoreUnavailable"
+    with pytest.raises(InvalidRequest, match="expected a directory path") as unsupported:
         open_file_storage("gs://bucket", database=None, secret_dir=tmp_path)  # type: ignore[arg-type]
+    assert unsupported.value.code == "UnsupportedFileStore"
 
 
 def test_files_location(tmp_path: Path) -> None:
@@ -566,13 +566,16 @@ def test_files_location(tmp_path: Path) -> None:
         app.close()
 
 
-def test_cli_file_options_fail_clearly(tmp_path: Path) -> None:
+def test_cli_file_options_fail_clearly(
+    tmp_path: Path, moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from click.testing import CliRunner
 
     from syncline._devtools import free_ports
     from syncline.cli import main
 
     (tmp_path / "functions").mkdir()
+    s3_env(monkeypatch)
     runner = CliRunner()
     # Ports are bound first: free ones, so that only the --files error can stop it.
     port, site_port = (str(p) for p in free_ports(2))
@@ -583,7 +586,7 @@ def test_cli_file_options_fail_clearly(tmp_path: Path) -> None:
             "--dir",
             str(tmp_path),
             "--files",
-            "s3://bucket",
+            moto_s3.url("no-such-bucket"),
             "--port",
             port,
             "--site-port",
@@ -591,7 +594,7 @@ def test_cli_file_options_fail_clearly(tmp_path: Path) -> None:
         ],
     )
     assert s3.exit_code == 1
-    assert "S3-compatible storage is planned" in s3.output
+    assert "the bucket does not exist" in s3.output, s3.output
     bad_url = runner.invoke(main, ["dev", "--dir", str(tmp_path), "--public-url", "example.com"])
     assert bad_url.exit_code == 2 and "not an http:// or https:// URL" in bad_url.output
     bad_size = runner.invoke(main, ["serve", "--dir", str(tmp_path), "--max-upload-size", "lots"])

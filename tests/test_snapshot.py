@@ -19,7 +19,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from conftest import MakeBackend, write_functions
+from conftest import MakeBackend, blob_keys, sub_location, use_files, write_functions
 from syncline.application import DataDirLock
 from syncline.cli import main
 from syncline.database.bulk import TableNumberConflict
@@ -131,8 +131,12 @@ EVERY_VALUE: list[Any] = [
 ]
 
 
-def _backend(make_backend: MakeBackend, *, reverse: bool = False) -> TestBackend:
-    return make_backend({"schema.py": _schema(reverse=reverse), "app.py": FUNCTIONS})
+def _backend(
+    make_backend: MakeBackend, *, reverse: bool = False, files: str | None = None
+) -> TestBackend:
+    """A deployment of the test schema, with its blobs at ``files`` if given."""
+    t = make_backend({"schema.py": _schema(reverse=reverse), "app.py": FUNCTIONS})
+    return t if files is None else use_files(t, files)
 
 
 def _fill(t: TestBackend) -> dict[str, Any]:
@@ -211,8 +215,10 @@ def test_export_json_encoding_follows_convex() -> None:
 # --------------------------------------------------------------------------- snapshot ZIP
 
 
-def test_zip_round_trip_restores_everything(make_backend: MakeBackend, tmp_path: Path) -> None:
-    source = _backend(make_backend)
+def test_zip_round_trip_restores_everything(
+    make_backend: MakeBackend, tmp_path: Path, files_location: str
+) -> None:
+    source = _backend(make_backend, files=sub_location(files_location, "source"))
     ids = _fill(source)
     assert source.app.storage is not None
     snapshot = tmp_path / "snapshot.zip"
@@ -222,7 +228,7 @@ def test_zip_round_trip_restores_everything(make_backend: MakeBackend, tmp_path:
 
     # The target declares its tables in the other order, so they got each other's numbers:
     # the import must renumber them to keep the snapshot's ids.
-    target = _backend(make_backend, reverse=True)
+    target = _backend(make_backend, reverse=True, files=sub_location(files_location, "target"))
     assert target.database.catalog.table("items").number == table_number_of(ids["users"][0])  # type: ignore[union-attr]
     assert target.app.storage is not None
     result = import_snapshot(target.database, snapshot, blobs=target.app.storage.blobs)
@@ -790,29 +796,34 @@ def test_cli_progress_display_draws_steps() -> None:
     assert "0/0 documents" in text  # a step of unknown size, completed empty
 
 
-def test_cli_round_trip_with_stored_files(tmp_path: Path) -> None:
+def test_cli_round_trip_with_stored_files(tmp_path: Path, files_location: str) -> None:
     import asyncio
 
     from syncline.application import Application
 
     source = _project(tmp_path, "source", {"schema.py": _schema(), "app.py": FUNCTIONS})
     target = _project(tmp_path, "target", {"schema.py": _schema(), "app.py": FUNCTIONS})
-    with Application.open(source) as app:
+    files = {p: sub_location(files_location, p.name) for p in (source, target)}
+    with Application.open(source, files=files[source]) as app:
         assert app.storage is not None
         file_id = asyncio.run(app.storage.store(b"%PDF-1.4 hello", content_type="application/pdf"))
         app.database.write_sync(lambda tx: tx.insert("users", {"name": "ada", "avatar": file_id}))
     path = tmp_path / "with-files.zip"
     runner = CliRunner()
-    result = runner.invoke(main, ["export", "--dir", str(source), "--path", str(path)])
+    result = runner.invoke(
+        main, ["export", "--dir", str(source), "--files", files[source], "--path", str(path)]
+    )
     assert result.exit_code == 0, result.output
     assert "and 1 file(s)" in result.output
     with zipfile.ZipFile(path) as archive:
         assert archive.read(f"_storage/{file_id}.pdf") == b"%PDF-1.4 hello"
 
-    result = runner.invoke(main, ["import", str(path), "--dir", str(target)])
+    result = runner.invoke(
+        main, ["import", str(path), "--dir", str(target), "--files", files[target]]
+    )
     assert result.exit_code == 0, result.output
     assert "Restored 1 stored file(s)" in result.output
-    with Application.open(target) as app:
+    with Application.open(target, files=files[target]) as app:
         assert app.storage is not None
 
         async def read() -> tuple[bytes, str | None]:
@@ -826,11 +837,9 @@ def test_cli_round_trip_with_stored_files(tmp_path: Path) -> None:
 
 
 def test_damaged_file_fails_the_import_and_leaves_no_blobs(
-    make_backend: MakeBackend, tmp_path: Path
+    make_backend: MakeBackend, tmp_path: Path, files_location: str
 ) -> None:
-    import asyncio
-
-    source = _backend(make_backend)
+    source = _backend(make_backend, files=sub_location(files_location, "source"))
     ids = _fill(source)
     assert source.app.storage is not None
     good = tmp_path / "good.zip"
@@ -844,7 +853,7 @@ def test_damaged_file_fails_the_import_and_leaves_no_blobs(
                 data = b"something else"
             dst.writestr(name, data)
 
-    target = _backend(make_backend)
+    target = _backend(make_backend, files=sub_location(files_location, "target"))
     assert target.app.storage is not None
     blobs = target.app.storage.blobs
     with pytest.raises(DataImportError) as caught:
@@ -855,7 +864,4 @@ def test_damaged_file_fails_the_import_and_leaves_no_blobs(
     assert not _documents(target.database, "_storage")
     assert not _documents(target.database, "users")
 
-    async def stored() -> list[str]:
-        return [entry.key async for entry in blobs.list()]
-
-    assert asyncio.run(stored()) == []
+    assert blob_keys(blobs) == []

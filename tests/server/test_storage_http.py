@@ -15,9 +15,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import write_functions
+from conftest import blob_keys, write_functions
 from syncline.application import Application
-from syncline.blobs import LocalBlobStore
+from syncline.blobs import open_blob_store
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.files.service import FileStorage
@@ -69,7 +69,6 @@ class Served:
     app: Application
     client: TestClient
     clock: ManualClock
-    files: Path
 
     def call(self, kind: str, path: str, args: dict[str, Any] | None = None) -> Any:
         response = self.client.post(
@@ -92,14 +91,15 @@ class Served:
         return str(body["storageId"])
 
     def blob_names(self) -> list[str]:
-        return sorted(p.name for p in self.files.rglob("*") if p.is_file())
+        assert self.app.storage is not None
+        return blob_keys(self.app.storage.blobs)
 
     def rows(self) -> list[dict[str, Any]]:
         return list(self.call("query", "files:listing"))
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, files_location: str) -> Iterator[Served]:
     clock = ManualClock()
     functions = write_functions(tmp_path / "functions", FUNCTIONS)
     database = Database(
@@ -110,7 +110,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     app.use_storage(
         FileStorage(
             database,
-            LocalBlobStore(tmp_path / "files"),
+            open_blob_store(files_location),
             secret=b"k" * 32,
             clock=clock,
             origin=lambda: app.public_url,
@@ -120,7 +120,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     try:
         app.load()
         with TestClient(create_app(app)) as client:
-            yield Served(app, client, clock, tmp_path / "files")
+            yield Served(app, client, clock)
     finally:
         app.close()
 

@@ -101,8 +101,8 @@ def _server_options(fn: Any) -> Any:
         ),
         click.option(
             "--files",
-            help="Directory for stored files (default: PROJECT/.syncline/files). "
-            "S3 (s3://bucket) is not supported yet.",
+            help="Where stored files live: a directory (default: PROJECT/.syncline/files) "
+            "or s3://bucket/prefix (pip install 'syncline[s3]'; see docs/reference/storage.md).",
         ),
         click.option(
             "--public-url",

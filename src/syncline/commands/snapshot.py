@@ -42,8 +42,8 @@ _project_options = combine(
     click.option(
         "--files",
         "files_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="The project's file store directory, if not the default (PROJECT/.syncline/files).",
+        help="The project's file store, if not the default (PROJECT/.syncline/files): "
+        "a directory or s3://bucket/prefix, as given to `syncline serve --files`.",
     ),
 )
 
@@ -63,7 +63,7 @@ def _holder_pid(data_dir: Path) -> str:
 def _open(
     project: Path,
     db: str | None,
-    files_dir: Path | None,
+    files_dir: str | None,
     *,
     command: str,
     load: bool,
@@ -214,7 +214,7 @@ def export_command(
     include_file_storage: bool,
     project: Path,
     db: str | None,
-    files_dir: Path | None,
+    files_dir: str | None,
 ) -> None:
     """Export the project's data: a snapshot ZIP, or one table as JSONL or CSV.
 
@@ -319,7 +319,7 @@ def import_command(
     functions: Path | None,
     project: Path,
     db: str | None,
-    files_dir: Path | None,
+    files_dir: str | None,
 ) -> None:
     """Import a snapshot ZIP, or a JSONL or CSV file into one table.
 
