@@ -1,8 +1,12 @@
 """File storage benchmark: a large file up and down through a real server, memory watched.
 
-    python bench/files.py [--size-mb 200] [--json]
+    python bench/files.py [--size-mb 200] [--runs 1] [--files LOCATION | --moto] [--json]
 
-Starts ``python -m syncline serve`` on a throwaway project and free ports,
+Starts ``python -m syncline serve`` on a throwaway project and free ports
+(with ``--files LOCATION`` if given: a folder or ``s3://bucket/prefix``, with
+the ``AWS_*`` variables of this environment; ``--moto`` starts a moto S3
+server and uses a new bucket on it: moto is an emulator, so its figures say
+how Syncline streams, not how S3 performs),
 writes a file of SIZE MiB to disk, asks a mutation for an upload URL, POSTs
 the file streamed from disk (httpx, ``Content-Length`` set), downloads it back
 streamed (hashing on the fly, nothing kept) and compares SHA-256 digests.
@@ -16,20 +20,24 @@ baseline. Linux only. ``--json`` prints one JSON line instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from syncline._devtools import ServerProcess, launch
+from syncline._devtools import ServerProcess, free_port, launch
 
 MiB = 1024 * 1024
 
@@ -89,11 +97,38 @@ def write_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def start_server(root: Path) -> ServerProcess:
+def start_server(root: Path, files: str | None) -> ServerProcess:
     functions = root / "functions"
     functions.mkdir(parents=True)
     (functions / "files.py").write_text(textwrap.dedent(FUNCTIONS))
-    return launch(root, timeout=30)
+    return launch(root, timeout=30, args=() if files is None else ("--files", files))
+
+
+@contextlib.contextmanager
+def moto_bucket() -> Iterator[str]:
+    """A bucket on a moto S3 server of its own (``pip install 'moto[server]'``), as a URL."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                httpx.put(f"{endpoint}/bench").raise_for_status()  # moto checks no signature
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the moto server did not start")
+        for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
+            os.environ.setdefault(name, value)  # the server inherits them
+        yield f"s3://bench/files?endpoint={endpoint}"
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def upload_url(http: httpx.Client, url: str) -> str:
@@ -123,15 +158,19 @@ def transfer(http: httpx.Client, url: str, path: Path) -> tuple[str, float, str,
     return storage_id, upload_s, digest.hexdigest(), time.perf_counter() - started
 
 
-def run(size_mb: int) -> dict[str, Any]:
+def run(size_mb: int, files: str | None = None, runs: int = 1) -> dict[str, Any]:
+    """Figures of ``runs`` round trips of ``size_mb`` MiB: median throughput, peak memory."""
     size = size_mb * MiB
+    uploads: list[float] = []
+    downloads: list[float] = []
+    identical = True
     with tempfile.TemporaryDirectory(prefix="syncline-bench-files-") as tmp:
         root = Path(tmp)
         big = root / "big.bin"
         expected = write_file(big, size)
         small = root / "small.bin"
         write_file(small, MiB)
-        server = start_server(root / "project")
+        server = start_server(root / "project", files)
         url = server.url
         try:
             with httpx.Client(timeout=120) as http:
@@ -145,7 +184,11 @@ def run(size_mb: int) -> dict[str, Any]:
                 sampler = RssSampler(pid)
                 sampler.start()
                 try:
-                    _, upload_s, got, download_s = transfer(http, url, big)
+                    for _ in range(runs):
+                        _, upload_s, got, download_s = transfer(http, url, big)
+                        uploads.append(upload_s)
+                        downloads.append(download_s)
+                        identical = identical and got == expected
                 finally:
                     sampler.stop()
                 hwm = proc_status(pid, "VmHWM")
@@ -154,9 +197,12 @@ def run(size_mb: int) -> dict[str, Any]:
             raise
         finally:
             server.stop()
+    upload_s, download_s = statistics.median(uploads), statistics.median(downloads)
     return {
+        "files": files or "local folder (default)",
+        "runs": runs,
         "size_bytes": size,
-        "identical": got == expected,
+        "identical": identical,
         "upload_s": round(upload_s, 3),
         "download_s": round(download_s, 3),
         "upload_mib_s": round(size / MiB / upload_s, 1),
@@ -173,17 +219,24 @@ def run(size_mb: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200, help="file size in MiB")
+    parser.add_argument("--runs", type=int, default=1, help="round trips (medians are shown)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--files", help="the server's --files: a folder or s3://bucket/prefix")
+    where.add_argument("--moto", action="store_true", help="files in a bucket on a moto server")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
     if not Path("/proc/self/status").exists():
         sys.exit("bench/files.py reads /proc/<pid>/status: Linux only")
-    figures = run(args.size_mb)
+    with contextlib.ExitStack() as stack:
+        files = stack.enter_context(moto_bucket()) if args.moto else args.files
+        figures = run(args.size_mb, files, args.runs)
     if args.json:
         print(json.dumps(figures))
         return
-    print(f"file: {args.size_mb} MiB, round trip identical: {figures['identical']}")
-    print(f"upload:   {figures['upload_mib_s']:8.1f} MiB/s ({figures['upload_s']} s)")
-    print(f"download: {figures['download_mib_s']:8.1f} MiB/s ({figures['download_s']} s)")
+    print(f"files: {figures['files']}")
+    print(f"file: {args.size_mb} MiB x {args.runs}, round trips identical: {figures['identical']}")
+    print(f"upload:   {figures['upload_mib_s']:8.1f} MiB/s (median {figures['upload_s']} s)")
+    print(f"download: {figures['download_mib_s']:8.1f} MiB/s (median {figures['download_s']} s)")
     print(
         f"server RSS: idle {figures['baseline_rss_mb']} MiB, peak {figures['peak_rss_mb']} MiB "
         f"(+{figures['rss_growth_mb']} MiB over {figures['rss_samples']} samples); "

@@ -131,7 +131,7 @@ def test_an_unreachable_endpoint_fails_at_open(monkeypatch: pytest.MonkeyPatch) 
     s3_env(monkeypatch)
     url = f"s3://bucket/files?endpoint=http://127.0.0.1:{free_port()}"
     with pytest.raises(FileStoreUnavailable, match="could not reach its bucket"):
-        s3.S3BlobStore.connect(url, connect_timeout_s=1.0)
+        s3.S3BlobStore.connect(url, connect_timeout_s=1.0, max_attempts=1)
 
 
 def test_the_endpoint_from_the_environment(
@@ -176,7 +176,7 @@ def test_multipart_parts_are_bounded(store: Any, monkeypatch: pytest.MonkeyPatch
     active = [0, 0]  # now, most at once
     upload = s3._Multipart._upload
 
-    async def watched(self: Any, number: int, data: bytearray) -> None:
+    async def watched(self: Any, number: int, data: bytes) -> None:
         sizes.append(len(data))
         active[0] += 1
         active[1] = max(active)

@@ -230,7 +230,7 @@ class _Multipart:
         self.parts: list[dict[str, Any]] = []
         self._sending: asyncio.Task[None] | None = None
 
-    async def send(self, data: bytearray) -> None:
+    async def send(self, data: bytes) -> None:
         """Wait for the previous part (raising its error), then start sending ``data``."""
         await self.wait()
         number = len(self.parts) + 1
@@ -241,13 +241,13 @@ class _Multipart:
         self.parts.append({"PartNumber": number})
         self._sending = asyncio.create_task(self._upload(number, data))
 
-    async def _upload(self, number: int, data: bytearray) -> None:
+    async def _upload(self, number: int, data: bytes) -> None:
         response = await self.client.upload_part(
             Bucket=self.bucket,
             Key=self.name,
             UploadId=self.upload_id,
             PartNumber=number,
-            Body=bytes(data),
+            Body=data,
         )
         self.parts[number - 1]["ETag"] = response["ETag"]
 
@@ -296,6 +296,7 @@ class S3BlobStore:
         max_connections: int = 32,
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 60.0,
+        max_attempts: int = 3,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
@@ -308,7 +309,7 @@ class S3BlobStore:
             max_pool_connections=max_connections,
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "max_attempts": max_attempts},
         )
         #: per event loop: the client (once made) and the task that owns it
         self._clients: dict[
@@ -449,7 +450,8 @@ class S3BlobStore:
                 if len(buffer) >= self.part_size:
                     if upload is None:
                         upload = await self._begin(client, name)
-                    full, buffer = buffer, bytearray()
+                    # One copy to bytes (what the HTTP client takes); the buffer goes at once.
+                    full, buffer = bytes(buffer), bytearray()
                     with self._failures(f"upload a part of blob {key!r}"):
                         await upload.send(full)
             with self._failures(f"store blob {key!r}"):
@@ -460,7 +462,7 @@ class S3BlobStore:
                     )
                 else:
                     if buffer:
-                        await upload.send(buffer)
+                        await upload.send(bytes(buffer))
                     await upload.wait()
                     committing = True
                     await upload.complete()
