@@ -17,26 +17,7 @@ from conftest import blob_keys, write_functions
 from syncline.application import Application
 from syncline.server.app import create_app
 
-FUNCTIONS = {
-    "files.py": """
-        from syncline import mutation, query, v
-
-
-        @mutation
-        def upload_url(ctx):
-            return ctx.storage.generate_upload_url()
-
-
-        @query(args={"id": v.id("_storage")})
-        def url(ctx, id):
-            return ctx.storage.get_url(id)
-
-
-        @mutation(args={"id": v.id("_storage")})
-        def remove(ctx, id):
-            ctx.storage.delete(id)
-    """,
-}
+from .test_storage_http import FUNCTIONS
 
 
 def call(client: TestClient, kind: str, path: str, args: dict[str, Any] | None = None) -> Any:
