@@ -51,6 +51,7 @@ from syncline.scheduling.leadership import (
     SchedulerLeadership,
 )
 from syncline.values.json import to_json
+from syncline.vectors import VectorSearch, VectorSettings
 
 log = logging.getLogger("syncline")
 
@@ -168,6 +169,7 @@ class Application:
         dev: bool = True,
         admin_key: str | None = None,
         limits: ExecutionLimits | None = None,
+        vectors: VectorSettings | None = None,
     ) -> None:
         self.database = database
         self.clock = clock or database.clock
@@ -186,6 +188,9 @@ class Application:
         #: environment variables (``ctx.env``; ``syncline env``)
         self.env = EnvironmentVariables(database)
         self.executor.register_ctx_member("env", self.env.ctx_member)
+        #: vector indexes (``ctx.vector_search`` in actions)
+        self.vectors = VectorSearch(database, vectors)
+        self.vectors.install(self.executor)
         self._providers: tuple[Any, ...] = ()
         self._verifier: AuthVerifier | None = None
         self._retired_verifiers: list[AuthVerifier] = []
@@ -215,6 +220,7 @@ class Application:
         max_upload_bytes: int | None = None,
         limits: ExecutionLimits | None = None,
         worker: str | None = None,
+        vectors: VectorSettings | None = None,
     ) -> Application:
         """Open a project. ``files``: the file store directory (default ``PROJECT/.syncline/files``).
 
@@ -252,7 +258,13 @@ class Application:
                 lock.release()
             raise
         app = cls(
-            database, paths.functions, clock=clock, dev=dev, admin_key=admin_key, limits=limits
+            database,
+            paths.functions,
+            clock=clock,
+            dev=dev,
+            admin_key=admin_key,
+            limits=limits,
+            vectors=vectors,
         )
         app.paths = paths
         app._lock = lock
@@ -308,6 +320,7 @@ class Application:
     def set_registry(self, registry: FunctionRegistry) -> SchemaChange:
         providers = parse_providers(registry.auth_providers)
         crons = self.crons.definitions(registry)  # checked before anything changes
+        self.vectors.check_schema(registry.schema)
         change = self.database.apply_schema(registry.schema)
         self._registry = registry
         self.crons.sync(crons)
@@ -333,6 +346,7 @@ class Application:
         if self.storage is not None:
             await self.storage.start()
         self._verifier = AuthVerifier(self._providers, clock=self.clock)
+        await self.vectors.start()
 
     async def stop(self) -> None:
         # Runaway user code would hold the writer (and so the scheduler's last
@@ -343,6 +357,7 @@ class Application:
         else:
             await self.scheduler.stop()
         await self.live.close()
+        await self.vectors.stop()
         await self.env.stop()
         if self.storage is not None:
             await self.storage.stop()
@@ -429,6 +444,7 @@ class Application:
     def close(self) -> None:
         try:
             self.executor.close()
+            self.vectors.close()
             self.database.close()
         finally:
             if self._lock is not None:
