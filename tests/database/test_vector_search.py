@@ -331,7 +331,7 @@ def test_an_unknown_index_is_an_error_naming_the_known_ones(
 ) -> None:
     with pytest.raises(InvalidQuery) as info:
         search.search_now("docs", "by_x", vector=[1.0] * DIMS)
-    assert info.value.code == "IndexNotFound"
+    assert info.value.code == "IndexNotFoundError"
     assert "docs.by_e" in info.value.message
 
 
@@ -466,7 +466,7 @@ def test_an_index_added_later_is_built_and_a_removed_one_dropped(tmp_path: Path)
         database.apply_schema(_schema(index=False))
         with pytest.raises(InvalidQuery) as info:
             service.search_now("docs", "by_e", vector=[1.0] * DIMS)
-        assert info.value.code == "IndexNotFound"
+        assert info.value.code == "IndexNotFoundError"
         assert service.stats() == {}
     finally:
         service.close()

@@ -143,6 +143,22 @@ def _server_options(fn: Any) -> Any:
             "MemoryLimitExceeded.",
         ),
         click.option(
+            "--vector-index",
+            default="auto",
+            show_default=True,
+            type=click.Choice(["auto", "exact", "approximate"]),
+            help="How vector indexes are searched: exact, approximate (HNSW graph), or "
+            "auto (approximate from 100,000 vectors per index).",
+        ),
+        click.option(
+            "--vector-memory",
+            default="4GiB",
+            show_default=True,
+            callback=_byte_size,
+            help="Memory the vector indexes of one process may hold (each worker holds "
+            "its own copy).",
+        ),
+        click.option(
             "--max-queries-per-connection",
             default=DEFAULT_MAX_QUERIES,
             show_default=True,
@@ -252,6 +268,7 @@ def _open_application(
 ) -> Application:
     from syncline.application import Application
     from syncline.functions.limits import ExecutionLimits
+    from syncline.vectors import VectorSettings
 
     durability = options["durability"]
     return Application.open(
@@ -268,6 +285,9 @@ def _open_application(
             max_memory_bytes=options["max_memory"],
         ),
         worker=worker,
+        vectors=VectorSettings(
+            mode=options["vector_index"], max_memory_bytes=options["vector_memory"]
+        ),
     )
 
 

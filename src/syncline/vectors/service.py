@@ -278,7 +278,7 @@ class VectorSearch:
             raise InvalidQuery(
                 f"Index {full_name} not found: it is not a vector index of the schema "
                 f"(vector indexes: {known})",
-                code="IndexNotFound",
+                code="IndexNotFoundError",
             )
         spec = found.spec
         if len(values) != spec.dimensions:
