@@ -108,9 +108,7 @@ def _assert_matches_reference(
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_exact_top_k_matches_brute_force(
-    db: Database, search: VectorSearch, seed: int
-) -> None:
+def test_exact_top_k_matches_brute_force(db: Database, search: VectorSearch, seed: int) -> None:
     rng = np.random.default_rng(seed)
     docs = _random_docs(rng, 600)
     ids = _insert_all(db, docs)
@@ -193,9 +191,7 @@ def test_documents_without_a_vector_of_the_right_shape_are_not_indexed(
     assert search.stats()["docs.by_e"]["vectors"] == 1
 
 
-def test_a_zero_query_vector_scores_every_document_zero(
-    db: Database, search: VectorSearch
-) -> None:
+def test_a_zero_query_vector_scores_every_document_zero(db: Database, search: VectorSearch) -> None:
     ids = _insert_all(db, _random_docs(np.random.default_rng(4), 5))
     got = search.search_now("docs", "by_e", vector=[0.0] * DIMS, limit=3)
     assert got == [{"_id": i, "_score": 0.0} for i in sorted(ids)[:3]]
@@ -235,9 +231,7 @@ def test_filter_is_an_or_of_equalities(db: Database, search: VectorSearch) -> No
         limit=256,
         filter=lambda q: q.or_(q.eq("kind", "c"), q.eq("kind", "d"), q.eq("kind", "zzz")),
     )
-    _assert_matches_reference(
-        got, _reference(keep(lambda d: d["kind"] in ("c", "d")), query, 256)
-    )
+    _assert_matches_reference(got, _reference(keep(lambda d: d["kind"] in ("c", "d")), query, 256))
 
 
 def test_filter_on_a_missing_field_with_undefined(db: Database, search: VectorSearch) -> None:
@@ -247,9 +241,10 @@ def test_filter_on_a_missing_field_with_undefined(db: Database, search: VectorSe
         "docs", "by_e", vector=[1.0] * DIMS, filter=lambda q: q.eq("kind", UNDEFINED)
     )
     assert [r["_id"] for r in got] == [without]
-    assert search.search_now(
-        "docs", "by_e", vector=[1.0] * DIMS, filter=lambda q: q.eq("kind", None)
-    ) == []
+    assert (
+        search.search_now("docs", "by_e", vector=[1.0] * DIMS, filter=lambda q: q.eq("kind", None))
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -290,9 +285,7 @@ def test_sixty_four_filter_terms_are_allowed(db: Database, search: VectorSearch)
 
 
 @pytest.mark.parametrize("limit", [0, 257, -1, 1.5, True, "10", None])
-def test_limit_outside_1_to_256_is_an_error(
-    db: Database, search: VectorSearch, limit: Any
-) -> None:
+def test_limit_outside_1_to_256_is_an_error(db: Database, search: VectorSearch, limit: Any) -> None:
     with pytest.raises(InvalidQuery) as info:
         search.search_now("docs", "by_e", vector=[1.0] * DIMS, limit=limit)
     assert info.value.code == "InvalidVectorSearchLimit"

@@ -7,7 +7,6 @@ is found by a search on the other right after the write is acknowledged.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,9 +70,7 @@ def _axis(i: int) -> list[float]:
     return [1.0 if j == i else 0.0 for j in range(4)]
 
 
-def test_an_action_searches_through_the_official_client(
-    project: Any, start_server: Any
-) -> None:
+def test_an_action_searches_through_the_official_client(project: Any, start_server: Any) -> None:
     server = start_server(project(VECTOR_FILES, auth=False))
     client = ConvexClient(server.url)
     first = client.mutation("notes:add", {"text": "cats", "topic": "pets", "embedding": _axis(0)})

@@ -8,6 +8,7 @@
 | run_query / run_mutation / run_action | - | - | yes (async) |
 | scheduler: run_after, run_at, cancel (added by ``syncline.scheduling.ctx_scheduler``) | - | yes | yes (async) |
 | now, random, env           | yes   | yes      | yes (``now`` is real time) |
+| vector_search (added by ``syncline.vectors``; a clear error elsewhere) | - | - | yes (async) |
 
 User code reaches user tables through ``ctx.db`` and the user-visible system
 tables (``_scheduled_functions``, ``_storage``) only through ``ctx.db.system``,

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from syncline.errors import LimitExceeded
 from syncline.vectors.graph import AnnGraph
@@ -159,21 +160,30 @@ class VectorIndex:
     # ------------------------------------------------------------------ search
 
     def search(
-        self, query: FloatRows, limit: int, terms: Sequence[tuple[str, bytes]] | None
+        self,
+        query: FloatRows,
+        limit: int,
+        terms: Sequence[tuple[str, bytes]] | None,
+        *,
+        exact: bool = False,
     ) -> list[tuple[float, str]]:
-        """The best ``limit`` documents for the unit vector ``query``: ``(score, id)``."""
+        """The best ``limit`` documents for the unit vector ``query``: ``(score, id)``.
+
+        ``exact`` scores every matching row even when the index has a graph.
+        """
         if self.failure is not None:
             raise self.failure
         store = self._store
         graph = self._graph
-        if graph is None or len(store) == 0:
+        if exact or graph is None or len(store) == 0:
             return store.top(query, limit, terms)
-        matching = len(store) if terms is None else int(store.matches(terms).sum())
+        mask = None if terms is None else store.matches(terms)
+        matching = len(store) if mask is None else int(mask.sum())
         if matching <= max(limit, self.settings.exact_below):
             return store.top(query, limit, terms)
         want = math.ceil(limit * graph.parameters.oversample * len(store) / matching)
         while True:
-            found = self._graph_candidates(query, want, terms)
+            found = self._graph_candidates(query, want, mask)
             if len(found) >= limit or want >= len(graph):
                 break
             want *= 4
@@ -192,12 +202,11 @@ class VectorIndex:
         return self._store.best(rows, np.zeros(len(rows), dtype=np.float32), limit)
 
     def _graph_candidates(
-        self, query: FloatRows, count: int, terms: Sequence[tuple[str, bytes]] | None
+        self, query: FloatRows, count: int, mask: npt.NDArray[np.bool_] | None
     ) -> list[int]:
-        """Rows of the graph's ``count`` nearest labels that are live and match ``terms``."""
+        """Rows of the graph's ``count`` nearest labels that are live and in ``mask``."""
         assert self._graph is not None
         store = self._store
-        mask = None if terms is None else store.matches(terms)
         rows: list[int] = []
         for label in self._graph.candidates(query, count).tolist():
             doc_id = self._id_of_label.get(label)
