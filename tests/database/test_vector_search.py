@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -523,18 +524,36 @@ def test_approximate_index_follows_updates_and_deletes(tmp_path: Path) -> None:
         database.close()
 
 
-def test_auto_mode_switches_to_the_graph_above_the_threshold(tmp_path: Path) -> None:
+def _wait_for_graph(service: VectorSearch, wanted: bool) -> None:
+    deadline = time.monotonic() + 20
+    while service.stats()["docs.by_e"]["approximate"] is not wanted:
+        assert time.monotonic() < deadline, service.stats()
+        time.sleep(0.01)
+        service.search_now("docs", "by_e", vector=[1.0] * DIMS)  # puts a built graph in place
+
+
+def test_auto_mode_builds_the_graph_apart_above_the_threshold(tmp_path: Path) -> None:
     database = _open(tmp_path / "auto.sqlite3")
     database.apply_schema(_schema())
-    service = VectorSearch(database, VectorSettings(approximate_above=300))
+    service = VectorSearch(database, VectorSettings(approximate_above=300, exact_below=0))
     try:
-        ids = _insert_all(database, _random_docs(np.random.default_rng(15), 299))
+        rng = np.random.default_rng(15)
+        docs = _random_docs(rng, 299)
+        ids = _insert_all(database, docs)
         service.search_now("docs", "by_e", vector=[1.0] * DIMS)
         assert service.stats()["docs.by_e"]["approximate"] is False
-        more = _insert_all(database, _random_docs(np.random.default_rng(16), 1))
-        service.search_now("docs", "by_e", vector=[1.0] * DIMS)
-        assert service.stats()["docs.by_e"]["approximate"] is True
-        database.write_sync(lambda tx: [tx.delete(i) for i in ids[:200] + more])
+        more = _insert_all(database, _random_docs(rng, 1))
+        assert len(service.search_now("docs", "by_e", vector=[1.0] * DIMS, limit=256)) == 256
+        # Writes made while the graph is built reach it when it is put in place.
+        east = [1.0] + [0.0] * (DIMS - 1)
+        database.write_sync(lambda tx: tx.patch(ids[3], {"e": east}))
+        database.write_sync(lambda tx: tx.delete(ids[4]))
+        _wait_for_graph(service, True)
+        assert service.search_now("docs", "by_e", vector=east, limit=1)[0]["_id"] == ids[3]
+        found = {r["_id"] for r in service.search_now("docs", "by_e", vector=east, limit=256)}
+        assert ids[4] not in found and len(found) == 256
+
+        database.write_sync(lambda tx: [tx.delete(i) for i in ids[5:205] + more])
         service.search_now("docs", "by_e", vector=[1.0] * DIMS)
         assert service.stats()["docs.by_e"]["approximate"] is False  # below half
     finally:

@@ -12,9 +12,12 @@ keeps those matching the filter, rescores them exactly and, when fewer than
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,7 @@ import numpy.typing as npt
 
 from syncline.errors import LimitExceeded
 from syncline.vectors.graph import AnnGraph
-from syncline.vectors.settings import IndexSpec, MemoryBudget, VectorSettings
+from syncline.vectors.settings import GraphParameters, IndexSpec, MemoryBudget, VectorSettings
 from syncline.vectors.store import (
     FloatRows,
     VectorStore,
@@ -30,23 +33,61 @@ from syncline.vectors.store import (
     vector_of_document,
 )
 
-__all__ = ["VectorIndex"]
+__all__ = ["BuiltGraph", "GraphBuilder", "VectorIndex"]
+
+log = logging.getLogger("syncline.vectors")
+
+
+GraphBuilder = Callable[[Callable[[], "BuiltGraph"]], "concurrent.futures.Future[BuiltGraph]"]
+
+
+@dataclass(slots=True)
+class BuiltGraph:
+    """A graph built apart, and the documents it holds (label ``i`` is ``ids[i]``)."""
+
+    graph: AnnGraph
+    ids: list[str]
+
+
+def _build_graph(
+    dimensions: int, parameters: GraphParameters, ids: list[str], vectors: FloatRows
+) -> BuiltGraph:
+    graph = AnnGraph(dimensions, parameters)
+    graph.add(np.arange(len(ids), dtype=np.uint64), vectors)
+    return BuiltGraph(graph, ids)
 
 
 class VectorIndex:
-    """The in-memory copy of one vector index; every method takes ``lock``."""
+    """The in-memory copy of one vector index; callers hold ``lock`` around every method.
 
-    def __init__(self, spec: IndexSpec, settings: VectorSettings, budget: MemoryBudget) -> None:
+    The graph of an index that grows past the threshold (or whose graph has
+    gathered too many tombstones) is built on ``builder`` (another thread)
+    from a copy of the rows, while searches stay exact (or keep the old
+    graph); the documents written meanwhile are applied to it when it is put
+    in place, at the next write or search.
+    """
+
+    def __init__(
+        self,
+        spec: IndexSpec,
+        settings: VectorSettings,
+        budget: MemoryBudget,
+        builder: GraphBuilder | None = None,
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.lock = threading.Lock()
         self._budget = budget
+        self._builder = builder
         self._store = VectorStore(spec.dimensions, spec.filter_fields)
         self._graph: AnnGraph | None = None
         #: graph label of each indexed document, and back
         self._label_of: dict[str, int] = {}
         self._id_of_label: dict[int, str] = {}
         self._next_label = 0
+        #: a graph being built on ``builder``, and the documents written since it started
+        self._building: concurrent.futures.Future[BuiltGraph] | None = None
+        self._touched: set[str] = set()
         #: why the index cannot answer (over the memory limit); None when it can
         self.failure: LimitExceeded | None = None
 
@@ -57,6 +98,11 @@ class VectorIndex:
     def approximate(self) -> bool:
         """Whether searches go through the approximate graph."""
         return self._graph is not None
+
+    @property
+    def building(self) -> bool:
+        """Whether a graph is being built apart."""
+        return self._building is not None
 
     @property
     def memory_bytes(self) -> int:
@@ -78,6 +124,8 @@ class VectorIndex:
         vector = (
             None if doc is None else vector_of_document(doc, spec.vector_field, spec.dimensions)
         )
+        if self._building is not None:
+            self._touched.add(doc_id)
         if vector is None:
             if self._store.remove(doc_id):
                 self._unlabel(doc_id)
@@ -90,11 +138,15 @@ class VectorIndex:
         if settle:
             self.settle()
 
-    def settle(self) -> None:
-        """Add or drop the graph as the size asks, and check the memory budget."""
+    def settle(self, *, wait: bool = False) -> None:
+        """Add or drop the graph as the size asks, and check the memory budget.
+
+        ``wait`` builds a needed graph here rather than on the builder (a
+        rebuild, which searches wait for anyway).
+        """
         if self.failure is not None:
             return
-        self._adjust_graph()
+        self._adjust_graph(wait=wait or self._builder is None)
         try:
             self._budget.set(self, self.spec.full_name, self.memory_bytes)
         except LimitExceeded as exc:
@@ -123,33 +175,61 @@ class VectorIndex:
         if mode == "exact":
             return False
         threshold = self.settings.approximate_above
-        return len(self._store) >= (threshold // 2 if self._graph is not None else threshold)
+        has_one = self._graph is not None or self._building is not None
+        return len(self._store) >= (threshold // 2 if has_one else threshold)
 
-    def _adjust_graph(self) -> None:
-        wanted = self._wants_graph()
-        if not wanted:
+    def _adjust_graph(self, *, wait: bool) -> None:
+        self._finish_build()
+        if not self._wants_graph():
             self._drop_graph()
-        elif self._graph is None or self._graph.tombstones * 2 > len(self._graph):
-            self._build_graph()
+            return
+        graph = self._graph
+        if graph is not None and graph.tombstones * 2 <= len(graph):
+            return
+        if self._building is not None:
+            return
+        store = self._store
+        ids = [doc_id for doc_id in (store.id_at(r) for r in range(store.used)) if doc_id]
+        rows = np.asarray([store.row_of(doc_id) for doc_id in ids], dtype=np.intp)
+        vectors = store.vectors(rows)  # a copy: the build does not race with writes
+        dims, parameters = self.spec.dimensions, self.settings.graph
+        if wait or self._builder is None:
+            self._put_in_place(_build_graph(dims, parameters, ids, vectors))
+            return
+        self._touched = set()
+        self._building = self._builder(lambda: _build_graph(dims, parameters, ids, vectors))
+
+    def _finish_build(self) -> None:
+        """Put a graph built apart in place once it is ready, with the writes made since."""
+        building = self._building
+        if building is None or not building.done():
+            return
+        self._building = None
+        try:
+            built = building.result()
+        except Exception:
+            log.exception("building the graph of vector index %s failed", self.spec.full_name)
+            return
+        self._put_in_place(built)
+        store = self._store
+        for doc_id in self._touched:
+            self._unlabel(doc_id)
+            row = store.row_of(doc_id)
+            if row is not None:
+                self._label(doc_id, store.vectors(np.asarray([row], dtype=np.intp))[0])
+        self._touched = set()
+
+    def _put_in_place(self, built: BuiltGraph) -> None:
+        self._graph = built.graph
+        self._label_of = {doc_id: i for i, doc_id in enumerate(built.ids)}
+        self._id_of_label = dict(enumerate(built.ids))
+        self._next_label = len(built.ids)
 
     def _drop_graph(self) -> None:
         self._graph = None
-        self._label_of.clear()
-        self._id_of_label.clear()
-
-    def _build_graph(self) -> None:
-        self._drop_graph()
-        graph = AnnGraph(self.spec.dimensions, self.settings.graph)
-        store = self._store
-        ids = [doc_id for doc_id in (store.id_at(r) for r in range(store.used)) if doc_id]
-        if ids:
-            rows = np.asarray([store.row_of(doc_id) for doc_id in ids], dtype=np.intp)
-            labels = np.arange(len(ids), dtype=np.uint64)
-            graph.add(labels, store.vectors(rows))
-        self._label_of = {doc_id: i for i, doc_id in enumerate(ids)}
-        self._id_of_label = dict(enumerate(ids))
-        self._next_label = len(ids)
-        self._graph = graph
+        self._building = None  # a build under way is left to finish and be ignored
+        self._label_of = {}
+        self._id_of_label = {}
 
     def close(self) -> None:
         with self.lock:
@@ -173,6 +253,7 @@ class VectorIndex:
         """
         if self.failure is not None:
             raise self.failure
+        self._finish_build()
         store = self._store
         graph = self._graph
         if exact or graph is None or len(store) == 0:

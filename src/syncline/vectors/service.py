@@ -115,6 +115,8 @@ class VectorSearch:
         self._resync = True
         self._rebuild_all = False
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, "syncline-vectors")
+        #: approximate graphs built while searches go on (one at a time)
+        self._graph_builds = concurrent.futures.ThreadPoolExecutor(1, "syncline-vector-graph")
         self._warm: asyncio.Task[None] | None = None
         database.add_commit_listener(self._on_commits)
 
@@ -215,7 +217,7 @@ class VectorSearch:
         old = self._indexes.get(name)
         if old is not None:
             self._budget.release(old)  # searches use it until the new one is in place
-        index = VectorIndex(spec, self.settings, self._budget)
+        index = VectorIndex(spec, self.settings, self._budget, self._graph_builds.submit)
         info = catalog.table(spec.table)
         if info is not None and info.number == self._numbers.get(name):
             batch: list[tuple[str, Any]] = []
@@ -225,7 +227,7 @@ class VectorSearch:
                     index.load(batch)
                     batch = []
             index.load(batch)
-        index.settle()
+        index.settle(wait=True)
         if index.failure is not None:
             log.error("%s", index.failure.message)
         log.info(
@@ -335,6 +337,7 @@ class VectorSearch:
             name: {
                 "vectors": len(index),
                 "approximate": index.approximate,
+                "building_graph": index.building,
                 "memory_bytes": index.memory_bytes,
             }
             for name, index in sorted(self._indexes.items())
@@ -360,6 +363,8 @@ class VectorSearch:
     def close(self) -> None:
         self.database.remove_commit_listener(self._on_commits)
         self._pool.shutdown(wait=True)
+        # A graph build under way is not waited for: its result is ignored.
+        self._graph_builds.shutdown(wait=False, cancel_futures=True)
         for index in self._indexes.values():
             index.close()
         self._indexes.clear()

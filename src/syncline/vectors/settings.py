@@ -39,11 +39,11 @@ class GraphParameters:
     #: edges per node (HNSW ``M``)
     connectivity: int = 16
     #: candidate list size while inserting (``efConstruction``)
-    expansion_add: int = 128
+    expansion_add: int = 64
     #: candidate list size while searching (``ef``)
-    expansion_search: int = 128
+    expansion_search: int = 256
     #: candidates asked of the graph per result wanted, then rescored exactly
-    oversample: int = 4
+    oversample: int = 8
     #: threads used to add many vectors at once (a rebuild)
     build_threads: int = 2
 
