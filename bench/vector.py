@@ -46,7 +46,8 @@ def _points(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.nda
 
 def _build(n: int, dims: int, rng: np.random.Generator, centres: np.ndarray) -> Any:
     spec = IndexSpec("docs", "by_embedding", "embedding", dims, ("kind",))
-    settings = VectorSettings(mode="approximate", max_memory_bytes=1 << 40)
+    # exact_below=0: every non-exact search goes through the graph, whatever the filter
+    settings = VectorSettings(mode="approximate", exact_below=0, max_memory_bytes=1 << 40)
     index = VectorIndex(spec, settings, MemoryBudget(settings.max_memory_bytes))
     loading = 0.0
     for start in range(0, n, BATCH):
