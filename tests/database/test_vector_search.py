@@ -559,3 +559,9 @@ def test_auto_mode_builds_the_graph_apart_above_the_threshold(tmp_path: Path) ->
     finally:
         service.close()
         database.close()
+
+
+def test_closing_twice_is_harmless(db: Database) -> None:
+    service = VectorSearch(db)
+    service.close()
+    service.close()  # an application closed twice closes its vector search twice

@@ -118,6 +118,7 @@ class VectorSearch:
         #: approximate graphs built while searches go on (one at a time)
         self._graph_builds = concurrent.futures.ThreadPoolExecutor(1, "syncline-vector-graph")
         self._warm: asyncio.Task[None] | None = None
+        self._closed = False
         database.add_commit_listener(self._on_commits)
 
     # ------------------------------------------------------------------ commit stream
@@ -361,6 +362,10 @@ class VectorSearch:
             self._warm = None
 
     def close(self) -> None:
+        """Stop following commits and free the indexes (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         self.database.remove_commit_listener(self._on_commits)
         self._pool.shutdown(wait=True)
         # A graph build under way is not waited for: its result is ignored.
