@@ -19,6 +19,9 @@ from typing import Any
 
 import orjson
 
+from syncline.accounts.issuer import TokenIssuer, install_issuer
+from syncline.accounts.keys import KEY_DIR_NAME, KeyStore
+from syncline.accounts.setup import find_convex_auth
 from syncline.auth.admin_key import load_or_create_admin_key
 from syncline.auth.credentials import (
     AuthHeaderKind,
@@ -84,6 +87,7 @@ def call_fingerprint(path: str, args: Any, identity: Identity) -> bytes:
 DATA_DIR_NAME = ".syncline"
 DEFAULT_DB_FILE = "data.sqlite3"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:3210"
+DEFAULT_SITE_URL = "http://127.0.0.1:3211"
 
 
 class DataDirLock:
@@ -192,6 +196,9 @@ class Application:
         self.vectors = VectorSearch(database, vectors)
         self.vectors.install(self.executor)
         self._providers: tuple[Any, ...] = ()
+        self._configured_providers: tuple[Any, ...] = ()
+        #: built-in auth's token issuer (created when the functions use convex_auth)
+        self.issuer: TokenIssuer | None = None
         self._verifier: AuthVerifier | None = None
         self._retired_verifiers: list[AuthVerifier] = []
         self._lock: DataDirLock | None = None
@@ -200,6 +207,8 @@ class Application:
         self.paths: Paths | None = None
         #: the base URL clients reach the API port at (file URLs start with it)
         self.public_url = DEFAULT_PUBLIC_URL
+        #: the base URL of HTTP actions (the issuer of built-in auth's tokens)
+        self.site_url = DEFAULT_SITE_URL
         #: file storage (``ctx.storage``, ``/api/storage``); None: not enabled
         self.storage: FileStorage | None = None
         #: set for one worker of several: the scheduler runs only while this holds its lease
@@ -318,12 +327,14 @@ class Application:
         return self.set_registry(load_functions(self.functions_dir))
 
     def set_registry(self, registry: FunctionRegistry) -> SchemaChange:
-        providers = parse_providers(registry.auth_providers)
+        configured = parse_providers(registry.auth_providers)
         crons = self.crons.definitions(registry)  # checked before anything changes
         self.vectors.check_schema(registry.schema)
         change = self.database.apply_schema(registry.schema)
         self._registry = registry
         self.crons.sync(crons)
+        self._configured_providers = configured
+        providers = self._all_providers()
         if providers != self._providers:
             self._providers = providers
             if self._verifier is not None:
@@ -332,6 +343,21 @@ class Application:
                 self._retired_verifiers.append(self._verifier)
                 self._verifier = AuthVerifier(providers, clock=self.clock)
         return change
+
+    def _all_providers(self) -> tuple[Any, ...]:
+        """``auth_config.py``'s providers, plus built-in auth's issuer when the app uses it."""
+        if find_convex_auth(self._registry.functions.values()) is None:
+            return self._configured_providers
+        if self.issuer is None:
+            now = self.clock.now_ms()
+            keys = (
+                KeyStore.in_memory(now)
+                if self.paths is None
+                else KeyStore.open(self.paths.database_dir / KEY_DIR_NAME, now)
+            )
+            self.issuer = TokenIssuer(keys, lambda: self.site_url, self.clock)
+            install_issuer(self.executor, self.issuer)
+        return (*self._configured_providers, self.issuer.provider())
 
     # ------------------------------------------------------------------ serving
 
@@ -345,6 +371,7 @@ class Application:
         self.env.start()
         if self.storage is not None:
             await self.storage.start()
+        self._providers = self._all_providers()  # site_url is known by now
         self._verifier = AuthVerifier(self._providers, clock=self.clock)
         await self.vectors.start()
 

@@ -299,6 +299,15 @@ def _public_url(options: dict[str, Any]) -> str:
     return str(options["public_url"] or f"http://{discovery.connect_host(host)}:{port}").rstrip("/")
 
 
+def _site_url(options: dict[str, Any]) -> str:
+    """Where HTTP actions are reached: the site port, else ``/http`` on the API port."""
+    from syncline.server import discovery
+
+    if options["site_port"] is None:
+        return f"{_public_url(options)}/http"
+    return f"http://{discovery.connect_host(options['host'])}:{options['site_port']}"
+
+
 def _announce(app: Application, options: dict[str, Any], *, dev: bool, workers: int = 1) -> None:
     """The ready lines, and the server record that lets other commands find this server."""
     from syncline.auth.admin_key import ADMIN_KEY_FILE
@@ -398,6 +407,7 @@ def _run_application(
     from syncline.server.run import serve as run_server
 
     app.public_url = _public_url(options)
+    app.site_url = _site_url(options)
     call_log = open_call_log(app, options)
     app.executor.observers.append(call_log.observe)
     call_log.start()

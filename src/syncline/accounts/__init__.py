@@ -1,0 +1,31 @@
+"""Built-in authentication, used unchanged by the Convex Auth React client.
+
+::
+
+    # functions/auth.py
+    from syncline.accounts import Password, convex_auth
+
+    auth = convex_auth(providers=[Password()])
+    signIn, signOut, store, isAuthenticated = auth
+
+The deployment signs its own access tokens (:mod:`syncline.accounts.issuer`,
+keys in the data folder: :mod:`syncline.accounts.keys`), so
+``ctx.auth.get_user_identity()`` and :func:`get_auth_user_id` work with no
+``auth_config.py``. The tables are :data:`auth_tables`. See docs/auth.md.
+"""
+
+from syncline.accounts.email import Email
+from syncline.accounts.helpers import get_auth_session_id, get_auth_user_id
+from syncline.accounts.password import Password
+from syncline.accounts.setup import ConvexAuth, convex_auth
+from syncline.accounts.tables import auth_tables
+
+__all__ = [
+    "ConvexAuth",
+    "Email",
+    "Password",
+    "auth_tables",
+    "convex_auth",
+    "get_auth_session_id",
+    "get_auth_user_id",
+]

@@ -1,0 +1,135 @@
+"""The operations of the ``store`` internal mutation, by name.
+
+``auth:signIn`` (an action) does the slow or networked parts of a sign-in
+(password hashing, sending email, talking to an OAuth provider) and calls
+``store`` with ``{"op": <name>, "args": {...}}`` for every read or write, each
+one transaction. The operations are composed from :class:`Store`'s methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from syncline.accounts.store import Store
+from syncline.errors import InvalidRequest
+
+__all__ = ["OPERATIONS", "run_operation"]
+
+
+def _sign_up_password(s: Store, a: dict[str, Any]) -> dict[str, Any] | None:
+    if s.account(a["provider"], a["email"]) is not None:
+        return None
+    account = s.create_account(a["provider"], a["email"], a["profile"], secret=a["secret"])
+    return {"accountId": account["_id"], "userId": account["userId"]}
+
+
+def _read_account(s: Store, a: dict[str, Any]) -> dict[str, Any]:
+    blocked = any(s.is_blocked(key) for key in a["rateKeys"])
+    account = s.account(a["provider"], a["email"])
+    if account is None:
+        return {"blocked": blocked, "secret": None, "accountId": None, "userId": None}
+    return {
+        "blocked": blocked,
+        "secret": account.get("secret"),
+        "accountId": account["_id"],
+        "userId": account["userId"],
+        "emailVerified": account.get("emailVerified") == a["email"],
+    }
+
+
+def _failure(s: Store, a: dict[str, Any]) -> None:
+    for key in a["rateKeys"]:
+        s.record_failure(key)
+
+
+def _session(s: Store, a: dict[str, Any]) -> dict[str, str]:
+    for key in a.get("clearKeys", ()):
+        s.clear_failures(key)
+    return s.create_session(a["userId"])
+
+
+def _refresh(s: Store, a: dict[str, Any]) -> dict[str, str] | None:
+    return s.refresh(a["refreshToken"])
+
+
+def _sign_out(s: Store, a: dict[str, Any]) -> None:
+    s.end_session(a["sessionId"])
+
+
+def _email_account(s: Store, a: dict[str, Any]) -> dict[str, Any] | None:
+    account = s.account(a["provider"], a["email"])
+    if account is None and a.get("create"):
+        account = s.create_account(a["provider"], a["email"], {"email": a["email"]})
+    return None if account is None else {"accountId": account["_id"]}
+
+
+def _create_code(s: Store, a: dict[str, Any]) -> None:
+    s.create_code(
+        a["accountId"],
+        a["provider"],
+        a["code"],
+        a["lifetimeS"],
+        verifier=a.get("verifier"),
+        email_verified=a.get("emailVerified"),
+    )
+
+
+def _sign_in_with_code(s: Store, a: dict[str, Any]) -> dict[str, str] | None:
+    """Spend a code; a session for its account, or None (recorded as a failure)."""
+    rate_keys = a.get("rateKeys", [])
+    if any(s.is_blocked(key) for key in rate_keys):
+        return None
+    doc = s.take_code(a["code"], provider=a.get("provider"), verifier=a.get("verifier"))
+    account = None if doc is None else s.db.get(doc["accountId"])
+    if doc is None or account is None:
+        for key in rate_keys:
+            s.record_failure(key)
+        return None
+    if a.get("email") is not None and account["providerAccountId"] != a["email"]:
+        return None
+    if doc.get("emailVerified") is not None:
+        s.mark_email_verified(account, doc["emailVerified"])
+    if a.get("secret") is not None:
+        s.set_secret(account["_id"], a["secret"])
+    for key in rate_keys:
+        s.clear_failures(key)
+    return s.create_session(account["userId"])
+
+
+def _create_verifier(s: Store, a: dict[str, Any]) -> str:
+    return s.create_verifier()
+
+
+def _complete_oauth(s: Store, a: dict[str, Any]) -> bool:
+    if not s.take_verifier(a["verifier"]):
+        return False
+    account = s.upsert_oauth_account(a["provider"], a["providerAccountId"], a["profile"])
+    s.create_code(
+        account["_id"], a["provider"], a["code"], a["lifetimeS"], verifier=a["verifier"]
+    )
+    return True
+
+
+OPERATIONS: dict[str, Callable[[Store, dict[str, Any]], Any]] = {
+    "signUpPassword": _sign_up_password,
+    "readAccount": _read_account,
+    "failure": _failure,
+    "session": _session,
+    "refresh": _refresh,
+    "signOut": _sign_out,
+    "emailAccount": _email_account,
+    "createCode": _create_code,
+    "signInWithCode": _sign_in_with_code,
+    "createVerifier": _create_verifier,
+    "completeOAuth": _complete_oauth,
+}
+
+
+def run_operation(store: Store, op: str, args: dict[str, Any]) -> Any:
+    operation = OPERATIONS.get(op)
+    if operation is None:
+        raise InvalidRequest(
+            f"Unknown auth store operation {op!r}; expected one of {', '.join(sorted(OPERATIONS))}"
+        )
+    return operation(store, args)

@@ -1,0 +1,111 @@
+"""The tables built-in authentication keeps, named and shaped as Convex Auth's.
+
+An app adds them to its schema::
+
+    from syncline import define_schema
+    from syncline.accounts import auth_tables
+
+    schema = define_schema({**auth_tables, "messages": ...})
+
+``users`` may be replaced by the app's own definition (more fields), as long
+as it keeps the optional fields below and the ``email`` index.
+
+| table | one document per | fields |
+|---|---|---|
+| users | user | name, image, email, emailVerificationTime, phone, phoneVerificationTime, isAnonymous |
+| authAccounts | sign-in method of a user | userId, provider, providerAccountId, secret (password hash), emailVerified |
+| authSessions | signed-in device | userId, expirationTime |
+| authRefreshTokens | refresh token | sessionId, expirationTime, firstUsedTime, parentRefreshToken, tokenHash |
+| authVerificationCodes | pending code (email, OAuth) | accountId, provider, code (SHA-256), expirationTime, verifier, emailVerified |
+| authVerifiers | OAuth sign-in in progress | sessionId, signature |
+| authRateLimits | account or address with failures | identifier, lastAttemptTime, attemptsLeft |
+"""
+
+from __future__ import annotations
+
+from syncline.schema import TableDefinition, define_table
+from syncline.values.validators import v
+
+__all__ = [
+    "ACCOUNTS",
+    "RATE_LIMITS",
+    "REFRESH_TOKENS",
+    "SESSIONS",
+    "USERS",
+    "VERIFICATION_CODES",
+    "VERIFIERS",
+    "auth_tables",
+]
+
+USERS = "users"
+ACCOUNTS = "authAccounts"
+SESSIONS = "authSessions"
+REFRESH_TOKENS = "authRefreshTokens"
+VERIFICATION_CODES = "authVerificationCodes"
+VERIFIERS = "authVerifiers"
+RATE_LIMITS = "authRateLimits"
+
+
+def _tables() -> dict[str, TableDefinition]:
+    return {
+        USERS: define_table(
+            {
+                "name": v.optional(v.string()),
+                "image": v.optional(v.string()),
+                "email": v.optional(v.string()),
+                "emailVerificationTime": v.optional(v.number()),
+                "phone": v.optional(v.string()),
+                "phoneVerificationTime": v.optional(v.number()),
+                "isAnonymous": v.optional(v.boolean()),
+            }
+        )
+        .index("email", ["email"])
+        .index("phone", ["phone"]),
+        ACCOUNTS: define_table(
+            {
+                "userId": v.id(USERS),
+                "provider": v.string(),
+                "providerAccountId": v.string(),
+                "secret": v.optional(v.string()),
+                "emailVerified": v.optional(v.string()),
+                "phoneVerified": v.optional(v.string()),
+            }
+        )
+        .index("userIdAndProvider", ["userId", "provider"])
+        .index("providerAndAccountId", ["provider", "providerAccountId"]),
+        SESSIONS: define_table(
+            {"userId": v.id(USERS), "expirationTime": v.number()}
+        ).index("userId", ["userId"]),
+        REFRESH_TOKENS: define_table(
+            {
+                "sessionId": v.id(SESSIONS),
+                "expirationTime": v.number(),
+                "firstUsedTime": v.optional(v.number()),
+                "parentRefreshToken": v.optional(v.id(REFRESH_TOKENS)),
+                "tokenHash": v.string(),
+            }
+        ).index("sessionId", ["sessionId"]),
+        VERIFICATION_CODES: define_table(
+            {
+                "accountId": v.id(ACCOUNTS),
+                "provider": v.string(),
+                "code": v.string(),
+                "expirationTime": v.number(),
+                "verifier": v.optional(v.string()),
+                "emailVerified": v.optional(v.string()),
+                "phoneVerified": v.optional(v.string()),
+            }
+        )
+        .index("accountId", ["accountId"])
+        .index("code", ["code"]),
+        VERIFIERS: define_table(
+            {"sessionId": v.optional(v.id(SESSIONS)), "signature": v.optional(v.string())}
+        ).index("signature", ["signature"]),
+        RATE_LIMITS: define_table(
+            {"identifier": v.string(), "lastAttemptTime": v.number(), "attemptsLeft": v.number()}
+        ).index("identifier", ["identifier"]),
+    }
+
+
+#: the auth tables, to spread into ``define_schema({**auth_tables, ...})``
+auth_tables: dict[str, TableDefinition] = _tables()

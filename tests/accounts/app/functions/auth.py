@@ -1,0 +1,8 @@
+from syncline.accounts import Email, Password, convex_auth
+
+auth = convex_auth(
+    providers=[Password(reset=True), Password(id="verified", verify=True), Email(), Email(id="otp", magic_link=False)],
+    access_token_ttl_s=600,
+    max_failed_attempts=3,
+)
+signIn, signOut, store, isAuthenticated = auth
