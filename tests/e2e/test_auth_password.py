@@ -1,0 +1,175 @@
+"""Built-in auth in a real browser: a React page using @convex-dev/auth/react unchanged.
+
+tests/e2e/auth_app is a Convex Auth page (ConvexAuthProvider, useAuthActions,
+Authenticated/Unauthenticated) and the Syncline functions behind it. The test
+bundles the page with esbuild, serves it from the deployment's HTTP actions
+(``/http/`` on the API port, so the page's origin is the API) and drives it in
+headless Chromium: sign up, see the name from a query reading the identity,
+reload and stay signed in, sign out, sign in again; a wrong password shows an
+error and creates no session.
+
+Needs ``npm ci`` in tests/e2e/auth_app, Playwright and Chromium (``.ci/run``
+installs all three).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from harness import require_module, require_node_package, require_or_skip
+
+from .test_chat_example import CHROMIUM_ARGS, chromium_path
+
+pytestmark = pytest.mark.slow
+
+APP = Path(__file__).resolve().parent / "auth_app"
+STEP_TIMEOUT_MS = 15_000
+
+
+def build_app(dest: Path) -> Path:
+    """A project in ``dest``: the app's functions and page, with the page's bundle built."""
+    require_node_package(APP, "@convex-dev/auth")
+    require_node_package(APP, "esbuild")
+    shutil.copytree(APP / "functions", dest / "functions")
+    shutil.copy(APP / "index.html", dest / "index.html")
+    subprocess.run(
+        [
+            str(APP / "node_modules" / ".bin" / "esbuild"),
+            str(APP / "src" / "main.jsx"),
+            "--bundle",
+            f"--outfile={dest / 'dist' / 'app.js'}",
+            '--define:process.env.NODE_ENV="production"',
+            "--log-level=warning",
+        ],
+        check=True,
+        cwd=APP,
+        timeout=120,
+    )
+    return dest
+
+
+def call(server: Any, kind: str, path: str, args: dict[str, Any] | None = None) -> Any:
+    """A function call with the admin key (internal functions too)."""
+    response = httpx.post(
+        f"{server.url}/api/{kind}",
+        json={"path": path, "args": args or {}, "format": "json"},
+        headers={"Authorization": f"Convex {server.admin_key}"},
+        timeout=10,
+    )
+    body = response.json()
+    assert body["status"] == "success", body
+    return body["value"]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    sync_api = require_module("playwright.sync_api", "pip install -e '.[dev]' (.ci/run does)")
+    executable = chromium_path()
+    if executable is None:
+        require_or_skip("no Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+class Page:
+    """One browser tab on the app, collecting page errors."""
+
+    def __init__(self, context: Any, url: str) -> None:
+        self.tab = context.new_page()
+        self.url = url
+        self.problems: list[str] = []
+        self.tab.on("pageerror", lambda exc: self.problems.append(str(exc)))
+
+    def open(self) -> None:
+        self.tab.goto(self.url)
+
+    def submit(self, email: str, password: str, name: str | None = None) -> None:
+        if name is not None:
+            self.tab.fill("#name", name)
+        self.tab.fill("#email", email)
+        self.tab.fill("#password", password)
+        self.tab.click("#submit")
+
+    def signed_in_as(self) -> str:
+        me = self.tab.locator("#me")
+        me.wait_for()
+        self.tab.wait_for_function(
+            "() => { const t = document.querySelector('#me')?.textContent; return t && t !== '…'; }"
+        )
+        return str(me.inner_text())
+
+    def local_storage(self) -> dict[str, str]:
+        return dict(self.tab.evaluate("() => Object.assign({}, window.localStorage)"))
+
+
+@pytest.fixture
+def app_server(start_server: Any, tmp_path: Path) -> Iterator[Any]:
+    project = build_app(tmp_path / "auth_app")
+    yield start_server(project, mode="dev")
+
+
+def test_password_sign_up_reload_sign_out_and_in(browser: Any, app_server: Any) -> None:
+    server = app_server
+    context = browser.new_context()
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = Page(context, f"{server.url}/http/")
+    try:
+        page.open()
+        page.tab.locator("#password-form").wait_for()
+
+        # Sign up: the profile shows the name read by a query from the token's identity.
+        page.tab.click("#toggle")
+        page.submit("ada@example.com", "correct horse", name="Ada Lovelace")
+        assert page.signed_in_as() == "Ada Lovelace"
+        stored = page.local_storage()
+        namespace = "".join(c for c in server.url if c.isalnum())
+        assert stored[f"__convexAuthJWT_{namespace}"].count(".") == 2
+        assert "|" in stored[f"__convexAuthRefreshToken_{namespace}"]
+        assert call(server, "query", "users:session_count") == 1
+
+        # Reload: still signed in (the tokens are in localStorage).
+        page.tab.reload()
+        assert page.signed_in_as() == "Ada Lovelace"
+
+        # Sign out: back to the form, the session is gone on the server.
+        page.tab.click("#signout")
+        page.tab.locator("#password-form").wait_for()
+        assert f"__convexAuthJWT_{namespace}" not in page.local_storage()
+        assert call(server, "query", "users:session_count") == 0
+
+        # A wrong password: an error on the page and no session.
+        page.submit("ada@example.com", "wrong horse")
+        page.tab.locator("#error", has_text="The email or password is incorrect").wait_for()
+        assert call(server, "query", "users:session_count") == 0
+        assert page.tab.locator("#profile").count() == 0
+
+        # The right one: signed in again.
+        page.submit("ada@example.com", "correct horse")
+        assert page.signed_in_as() == "Ada Lovelace"
+        assert call(server, "query", "users:session_count") == 1
+        assert not page.problems, page.problems
+    except BaseException as exc:
+        shot = server.project / "auth-page.png"
+        try:
+            page.tab.screenshot(path=str(shot), full_page=True)
+            exc.add_note(f"Screenshot: {shot}")
+        except Exception as shot_error:
+            exc.add_note(f"(no screenshot: {shot_error})")
+        if page.problems:
+            exc.add_note("Page errors:\n" + "\n".join(page.problems))
+        raise
+    finally:
+        context.close()
