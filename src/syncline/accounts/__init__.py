@@ -16,13 +16,18 @@ keys in the data folder: :mod:`syncline.accounts.keys`), so
 
 from syncline.accounts.email import Email
 from syncline.accounts.helpers import get_auth_session_id, get_auth_user_id
+from syncline.accounts.oauth import OIDC, GitHub, Google, OAuthProvider
 from syncline.accounts.password import Password
 from syncline.accounts.setup import ConvexAuth, convex_auth
 from syncline.accounts.tables import auth_tables
 
 __all__ = [
+    "OIDC",
     "ConvexAuth",
     "Email",
+    "GitHub",
+    "Google",
+    "OAuthProvider",
     "Password",
     "auth_tables",
     "convex_auth",

@@ -98,7 +98,18 @@ def _sign_in_with_code(s: Store, a: dict[str, Any]) -> dict[str, str] | None:
 
 
 def _create_verifier(s: Store, a: dict[str, Any]) -> str:
-    return s.create_verifier()
+    return s.create_verifier(a["provider"], a["redirectTo"], a["lifetimeS"])
+
+
+def _start_oauth(s: Store, a: dict[str, Any]) -> bool:
+    return s.start_oauth(a["verifier"], a["provider"], a["state"], a["codeVerifier"])
+
+
+def _take_oauth_state(s: Store, a: dict[str, Any]) -> dict[str, Any] | None:
+    doc = s.take_oauth_state(a["verifier"], a["provider"], a["state"])
+    if doc is None:
+        return None
+    return {"codeVerifier": doc["codeVerifier"], "redirectTo": doc["redirectTo"]}
 
 
 def _complete_oauth(s: Store, a: dict[str, Any]) -> bool:
@@ -122,6 +133,8 @@ OPERATIONS: dict[str, Callable[[Store, dict[str, Any]], Any]] = {
     "createCode": _create_code,
     "signInWithCode": _sign_in_with_code,
     "createVerifier": _create_verifier,
+    "startOAuth": _start_oauth,
+    "takeOAuthState": _take_oauth_state,
     "completeOAuth": _complete_oauth,
 }
 

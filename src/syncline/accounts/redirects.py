@@ -20,7 +20,8 @@ __all__ = ["redirect_target", "with_query_param"]
 
 def redirect_target(env: Mapping[str, str], redirect_to: Any) -> str:
     """The absolute URL to send the browser to after sign-in."""
-    site = (env.get("SITE_URL") or "").rstrip("/")
+    configured = env.get("SITE_URL") or ""
+    site = configured.rstrip("/")
     if not site:
         raise auth_error(
             "SiteUrlNotSet",
@@ -28,7 +29,7 @@ def redirect_target(env: Mapping[str, str], redirect_to: Any) -> str:
             "https://app.example.com): sign-in links and OAuth redirects go back to it",
         )
     if redirect_to is None or redirect_to == "":
-        return site
+        return configured
     if not isinstance(redirect_to, str):
         raise auth_error("InvalidRedirect", "params.redirectTo must be a string")
     if redirect_to.startswith("/") and not redirect_to.startswith("//"):

@@ -37,3 +37,8 @@ async def _jwks(ctx: Any, request: HttpRequest) -> HttpResponse:
 def add_routes(auth: ConvexAuth, http: HttpRouter) -> None:
     http.route(path="/.well-known/openid-configuration", method="GET", handler=_openid_configuration)
     http.route(path="/.well-known/jwks.json", method="GET", handler=_jwks)
+    from syncline.accounts.oauth import OAuthProvider, add_oauth_routes
+
+    for provider in auth.providers.values():
+        if isinstance(provider, OAuthProvider):
+            add_oauth_routes(auth, provider, http)

@@ -253,16 +253,48 @@ class Store:
             return None
         return doc
 
-    # -- OAuth verifiers ---------------------------------------------------
+    # -- OAuth sign-ins in progress ---------------------------------------
 
-    def create_verifier(self) -> str:
-        return str(self.db.insert(VERIFIERS, {}))
+    def create_verifier(self, provider: str, redirect_to: str, lifetime_s: float) -> str:
+        """An OAuth sign-in started by ``auth:signIn``; its id is the client's ``verifier``."""
+        doc = {
+            "provider": provider,
+            "redirectTo": redirect_to,
+            "expirationTime": self.now + lifetime_s * 1000,
+        }
+        return str(self.db.insert(VERIFIERS, doc))
+
+    def _verifier(self, verifier_id: str) -> dict[str, Any] | None:
+        if self.db.normalize_id(VERIFIERS, verifier_id) is None:
+            return None
+        doc = self.db.get(verifier_id)
+        if doc is None or doc.get("expirationTime", 0) <= self.now:
+            return None
+        return doc
+
+    def start_oauth(self, verifier_id: str, provider: str, state: str, code_verifier: str) -> bool:
+        """Bind the provider's ``state`` (and the PKCE verifier) to a sign-in; only once."""
+        doc = self._verifier(verifier_id)
+        if doc is None or doc.get("provider") != provider or "codeVerifier" in doc:
+            return False
+        self.db.patch(verifier_id, {"signature": digest(state), "codeVerifier": code_verifier})
+        return True
+
+    def take_oauth_state(self, verifier_id: str, provider: str, state: str) -> dict[str, Any] | None:
+        """The sign-in whose ``state`` the provider sent back, which can then not be used again."""
+        doc = self._verifier(verifier_id)
+        signature = None if doc is None else doc.get("signature")
+        if doc is None or signature is None or not _same(signature, digest(state)):
+            return None
+        if doc.get("provider") != provider:
+            return None
+        fields = {k: val for k, val in doc.items() if not k.startswith("_") and k != "signature"}
+        self.db.replace(verifier_id, fields)
+        return doc
 
     def take_verifier(self, verifier_id: str) -> bool:
-        """Consume an OAuth sign-in started by ``auth:signIn`` (single use)."""
-        if self.db.normalize_id(VERIFIERS, verifier_id) is None:
-            return False
-        if self.db.get(verifier_id) is None:
+        """Consume an OAuth sign-in (single use)."""
+        if self._verifier(verifier_id) is None:
             return False
         self.db.delete(verifier_id)
         return True

@@ -17,7 +17,7 @@ as it keeps the optional fields below and the ``email`` index.
 | authSessions | signed-in device | userId, expirationTime |
 | authRefreshTokens | refresh token | sessionId, expirationTime, firstUsedTime, parentRefreshToken, tokenHash |
 | authVerificationCodes | pending code (email, OAuth) | accountId, provider, code (SHA-256), expirationTime, verifier, emailVerified |
-| authVerifiers | OAuth sign-in in progress | sessionId, signature |
+| authVerifiers | OAuth sign-in in progress | signature (SHA-256 of the state), provider, codeVerifier (PKCE), redirectTo, expirationTime |
 | authRateLimits | account or address with failures | identifier, lastAttemptTime, attemptsLeft |
 """
 
@@ -99,7 +99,14 @@ def _tables() -> dict[str, TableDefinition]:
         .index("accountId", ["accountId"])
         .index("code", ["code"]),
         VERIFIERS: define_table(
-            {"sessionId": v.optional(v.id(SESSIONS)), "signature": v.optional(v.string())}
+            {
+                "sessionId": v.optional(v.id(SESSIONS)),
+                "signature": v.optional(v.string()),
+                "provider": v.optional(v.string()),
+                "codeVerifier": v.optional(v.string()),
+                "redirectTo": v.optional(v.string()),
+                "expirationTime": v.optional(v.number()),
+            }
         ).index("signature", ["signature"]),
         RATE_LIMITS: define_table(
             {"identifier": v.string(), "lastAttemptTime": v.number(), "attemptsLeft": v.number()}

@@ -1,4 +1,5 @@
-from syncline.accounts import Password, convex_auth
+from syncline.accounts import OIDC, Password, convex_auth
 
-auth = convex_auth(providers=[Password()], max_failed_attempts=5)
+# "fake": the test's OpenID Connect provider (AUTH_FAKE_ISSUER, AUTH_FAKE_ID, AUTH_FAKE_SECRET).
+auth = convex_auth(providers=[Password(), OIDC(id="fake")], max_failed_attempts=5)
 signIn, signOut, store, isAuthenticated = auth
