@@ -6,6 +6,7 @@ import click
 
 from syncline.__about__ import __version__
 from syncline.commands.admin_key import admin_key
+from syncline.commands.auth_keys import rotate_auth_keys
 from syncline.commands.codegen import codegen
 from syncline.commands.data import data
 from syncline.commands.env import env
@@ -30,6 +31,7 @@ for _command in (
     logs,
     env,
     admin_key,
+    rotate_auth_keys,
     codegen,
     init,
     export_command,
