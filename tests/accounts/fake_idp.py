@@ -83,9 +83,13 @@ class FakeIdP:
             self.refusals.append("authorize: bad client or PKCE method")
             return 400, {}, {"error": "invalid_request"}
         code = secrets.token_urlsafe(16)
-        self.grants[code] = _Grant(query["redirect_uri"], query["code_challenge"], query.get("nonce"))
-        target = query["redirect_uri"] + "?" + urllib.parse.urlencode(
-            {"code": code, "state": query["state"]}
+        self.grants[code] = _Grant(
+            query["redirect_uri"], query["code_challenge"], query.get("nonce")
+        )
+        target = (
+            query["redirect_uri"]
+            + "?"
+            + urllib.parse.urlencode({"code": code, "state": query["state"]})
         )
         return 302, {"Location": target}, None
 
@@ -118,7 +122,15 @@ class FakeIdP:
             "nonce": grant.nonce,
         }
         id_token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": "fake-1"})
-        return 200, {}, {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "id_token": id_token}
+        return (
+            200,
+            {},
+            {
+                "access_token": secrets.token_urlsafe(16),
+                "token_type": "Bearer",
+                "id_token": id_token,
+            },
+        )
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         idp = self

@@ -48,7 +48,10 @@ def opened(project: Path, clock: ManualClock) -> Iterator[list[Application]]:
 
 
 def _sign_up(app: Application, email: str) -> str:
-    args = {"provider": "password", "params": {"flow": "signUp", "email": email, "password": "correct horse"}}
+    args = {
+        "provider": "password",
+        "params": {"flow": "signUp", "email": email, "password": "correct horse"},
+    }
     outcome = asyncio.run(app.executor.action("auth:signIn", args))
     token: str = outcome.unwrap()["tokens"]["token"]
     return token
@@ -83,7 +86,9 @@ def test_tokens_survive_a_restart(project: Path, clock: ManualClock) -> None:
         app.close()
 
 
-def test_rotation_keeps_old_tokens_valid_until_they_expire(project: Path, clock: ManualClock) -> None:
+def test_rotation_keeps_old_tokens_valid_until_they_expire(
+    project: Path, clock: ManualClock
+) -> None:
     app = _open(project, clock)
     try:
         old_token = _sign_up(app, "ada@example.com")
@@ -144,7 +149,13 @@ def test_discovery_documents_are_served(project: Path, clock: ManualClock) -> No
         jwks = get("/.well-known/jwks.json")
         token = _sign_up(app, "ada@example.com")
         key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]  # type: ignore[arg-type]
-        claims = jwt.decode(token, key.key, algorithms=["RS256"], audience="convex", options={"verify_exp": False, "verify_iat": False})
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=["RS256"],
+            audience="convex",
+            options={"verify_exp": False, "verify_iat": False},
+        )
         assert claims["iss"] == app.site_url
     finally:
         app.close()

@@ -100,7 +100,7 @@ def test_replayed_callback_and_replayed_code_are_refused(auth: AuthBackend, idp:
 def test_code_needs_the_verifier_of_the_browser_that_started(
     auth: AuthBackend, idp: FakeIdP
 ) -> None:
-    verifier, callback = _start(auth)
+    _verifier, callback = _start(auth)
     code = _finish(auth, callback)
     assert auth.sign_in(params={"code": code}, verifier="someone-else") == {"tokens": None}
     assert auth.sign_in(params={"code": code}) == {"tokens": None}
@@ -115,7 +115,7 @@ def test_sign_in_link_works_once(auth: AuthBackend, idp: FakeIdP) -> None:
 
 
 def test_provider_refusal_and_unknown_code(auth: AuthBackend, idp: FakeIdP) -> None:
-    verifier, callback = _start(auth)
+    _verifier, callback = _start(auth)
     idp.grants.clear()  # the provider forgot the code (expired, or used elsewhere)
     response = auth.t.fetch(_path(callback))
     assert response.status == 400

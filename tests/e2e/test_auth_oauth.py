@@ -48,7 +48,9 @@ def test_oauth_sign_in_in_the_browser(browser: Any, app_server: Any, idp: FakeId
     callbacks: list[str] = []
     page.tab.on(
         "request",
-        lambda request: callbacks.append(request.url) if "/api/auth/callback/" in request.url else None,
+        lambda request: (
+            callbacks.append(request.url) if "/api/auth/callback/" in request.url else None
+        ),
     )
     try:
         page.open()

@@ -150,7 +150,7 @@ class KeyStore:
         """
         if self.folder is None:
             new = SigningKeyPair(_new_kid(), now_ms, None, _new_private_key())
-            self._keys = _retire(self._keys, now_ms, keep_ms) + [new]
+            self._keys = [*_retire(self._keys, now_ms, keep_ms), new]
             return new
         with _locked(self.folder):
             keys = _retire(_read(self.folder), now_ms, keep_ms)
@@ -228,8 +228,6 @@ def _create(folder: Path, now_ms: float) -> SigningKeyPair:
 
 def _write_index(folder: Path, keys: list[SigningKeyPair]) -> None:
     doc = {
-        "keys": [
-            {"kid": k.kid, "createdMs": k.created_ms, "retiredMs": k.retired_ms} for k in keys
-        ]
+        "keys": [{"kid": k.kid, "createdMs": k.created_ms, "retiredMs": k.retired_ms} for k in keys]
     }
     _write_private(folder / _INDEX, json.dumps(doc, indent=2).encode())

@@ -111,7 +111,12 @@ class OAuthProvider(abc.ABC):
 
     @abc.abstractmethod
     async def profile(
-        self, client: Any, endpoints: Endpoints, tokens: dict[str, Any], code_verifier: str, env: Any
+        self,
+        client: Any,
+        endpoints: Endpoints,
+        tokens: dict[str, Any],
+        code_verifier: str,
+        env: Any,
     ) -> tuple[str, dict[str, Any]]:
         """The provider's account id and the ``users`` fields (name, email, image)."""
 
@@ -312,7 +317,12 @@ class OIDC(OAuthProvider):
             raise OAuthError(f"{url} lacks {e}") from None
 
     async def profile(
-        self, client: Any, endpoints: Endpoints, tokens: dict[str, Any], code_verifier: str, env: Any
+        self,
+        client: Any,
+        endpoints: Endpoints,
+        tokens: dict[str, Any],
+        code_verifier: str,
+        env: Any,
     ) -> tuple[str, dict[str, Any]]:
         import jwt
 
@@ -348,7 +358,7 @@ class OIDC(OAuthProvider):
         }
 
 
-def Google(id: str = "google") -> OIDC:  # noqa: N802 - reads as a provider, like the others
+def Google(id: str = "google") -> OIDC:
     """Google accounts (OIDC at https://accounts.google.com)."""
     return OIDC(id=id, issuer="https://accounts.google.com")
 
@@ -368,7 +378,12 @@ class GitHub(OAuthProvider):
         )
 
     async def profile(
-        self, client: Any, endpoints: Endpoints, tokens: dict[str, Any], code_verifier: str, env: Any
+        self,
+        client: Any,
+        endpoints: Endpoints,
+        tokens: dict[str, Any],
+        code_verifier: str,
+        env: Any,
     ) -> tuple[str, dict[str, Any]]:
         access = _access_token(tokens)
         assert endpoints.userinfo is not None

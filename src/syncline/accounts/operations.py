@@ -116,9 +116,7 @@ def _complete_oauth(s: Store, a: dict[str, Any]) -> bool:
     if not s.take_verifier(a["verifier"]):
         return False
     account = s.upsert_oauth_account(a["provider"], a["providerAccountId"], a["profile"])
-    s.create_code(
-        account["_id"], a["provider"], a["code"], a["lifetimeS"], verifier=a["verifier"]
-    )
+    s.create_code(account["_id"], a["provider"], a["code"], a["lifetimeS"], verifier=a["verifier"])
     return True
 
 

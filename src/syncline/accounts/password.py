@@ -20,7 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from syncline.accounts.errors import INVALID_CODE, INVALID_CREDENTIALS, TOO_MANY_ATTEMPTS, auth_error
+from syncline.accounts.errors import (
+    INVALID_CODE,
+    INVALID_CREDENTIALS,
+    TOO_MANY_ATTEMPTS,
+    auth_error,
+)
 from syncline.accounts.mail import Message, numeric_code, send_message
 from syncline.accounts.passwords import (
     MAX_PASSWORD_BYTES,
@@ -101,7 +106,9 @@ class Password:
             )
         return password
 
-    async def _sign_up(self, flow: SignInFlow, email: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _sign_up(
+        self, flow: SignInFlow, email: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         secret = await hash_password_async(self._new_password(params, "password"))
         name = params.get("name")
         profile = {"email": email, "name": name if isinstance(name, str) and name else None}
@@ -115,7 +122,9 @@ class Password:
             return {"started": True}
         return flow.tokens(await flow.store("session", userId=created["userId"]))
 
-    async def _sign_in(self, flow: SignInFlow, email: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _sign_in(
+        self, flow: SignInFlow, email: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         password = string_param(params, "password", max_length=MAX_PASSWORD_BYTES)
         rate_keys = [f"{self.id}:{email}"]
         account = await flow.store("readAccount", provider=self.id, email=email, rateKeys=rate_keys)
@@ -127,7 +136,9 @@ class Password:
         if self.verify and not account["emailVerified"]:
             await self._send_code(flow, account["accountId"], email, "Verify your email")
             return {"started": True}
-        return flow.tokens(await flow.store("session", userId=account["userId"], clearKeys=rate_keys))
+        return flow.tokens(
+            await flow.store("session", userId=account["userId"], clearKeys=rate_keys)
+        )
 
     async def _send_reset(self, flow: SignInFlow, email: str) -> dict[str, Any]:
         account = await flow.store("emailAccount", provider=self.id, email=email, create=False)

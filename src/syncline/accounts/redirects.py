@@ -34,7 +34,11 @@ def redirect_target(env: Mapping[str, str], redirect_to: Any) -> str:
         raise auth_error("InvalidRedirect", "params.redirectTo must be a string")
     if redirect_to.startswith("/") and not redirect_to.startswith("//"):
         return site + redirect_to
-    if redirect_to == site or redirect_to.startswith(site + "/") or redirect_to.startswith(site + "?"):
+    if (
+        redirect_to == site
+        or redirect_to.startswith(site + "/")
+        or redirect_to.startswith(site + "?")
+    ):
         return redirect_to
     raise auth_error(
         "InvalidRedirect",
@@ -44,6 +48,8 @@ def redirect_target(env: Mapping[str, str], redirect_to: Any) -> str:
 
 def with_query_param(url: str, name: str, value: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != name]
+    query = [
+        (k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != name
+    ]
     query.append((name, value))
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))

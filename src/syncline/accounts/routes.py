@@ -35,7 +35,9 @@ async def _jwks(ctx: Any, request: HttpRequest) -> HttpResponse:
 
 
 def add_routes(auth: ConvexAuth, http: HttpRouter) -> None:
-    http.route(path="/.well-known/openid-configuration", method="GET", handler=_openid_configuration)
+    http.route(
+        path="/.well-known/openid-configuration", method="GET", handler=_openid_configuration
+    )
     http.route(path="/.well-known/jwks.json", method="GET", handler=_jwks)
     from syncline.accounts.oauth import OAuthProvider, add_oauth_routes
 

@@ -126,7 +126,9 @@ class ConvexAuth:
     ) -> None:
         ids = [p.id for p in providers]
         if not providers:
-            raise FunctionDefinitionError("convex_auth(providers=[...]) needs at least one provider")
+            raise FunctionDefinitionError(
+                "convex_auth(providers=[...]) needs at least one provider"
+            )
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise FunctionDefinitionError(
@@ -175,8 +177,8 @@ class ConvexAuth:
         provider: str | None = None,
         params: Any = None,
         verifier: str | None = None,
-        refreshToken: str | None = None,  # noqa: N803 - the wire name
-        calledBy: str | None = None,  # noqa: N803 - the wire name
+        refreshToken: str | None = None,
+        calledBy: str | None = None,
     ) -> dict[str, Any]:
         flow = SignInFlow(ctx, self)
         params = params if isinstance(params, dict) else {}
@@ -247,7 +249,9 @@ def convex_auth(
         ("failed_attempts_window_s", failed_attempts_window_s),
     ):
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise FunctionDefinitionError(f"convex_auth: {name} must be a positive number, got {value!r}")
+            raise FunctionDefinitionError(
+                f"convex_auth: {name} must be a positive number, got {value!r}"
+            )
     if not isinstance(max_failed_attempts, int) or max_failed_attempts < 1:
         raise FunctionDefinitionError(
             f"convex_auth: max_failed_attempts must be a positive integer, got {max_failed_attempts!r}"

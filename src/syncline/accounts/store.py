@@ -140,7 +140,8 @@ class Store:
     def create_session(self, user_id: str) -> dict[str, str]:
         """A new session of ``user_id`` and its first refresh token."""
         session_id = self.db.insert(
-            SESSIONS, {"userId": user_id, "expirationTime": self.now + self.lifetimes.session_s * 1000}
+            SESSIONS,
+            {"userId": user_id, "expirationTime": self.now + self.lifetimes.session_s * 1000},
         )
         return {
             "userId": user_id,
@@ -280,7 +281,9 @@ class Store:
         self.db.patch(verifier_id, {"signature": digest(state), "codeVerifier": code_verifier})
         return True
 
-    def take_oauth_state(self, verifier_id: str, provider: str, state: str) -> dict[str, Any] | None:
+    def take_oauth_state(
+        self, verifier_id: str, provider: str, state: str
+    ) -> dict[str, Any] | None:
         """The sign-in whose ``state`` the provider sent back, which can then not be used again."""
         doc = self._verifier(verifier_id)
         signature = None if doc is None else doc.get("signature")

@@ -73,9 +73,9 @@ def _tables() -> dict[str, TableDefinition]:
         )
         .index("userIdAndProvider", ["userId", "provider"])
         .index("providerAndAccountId", ["provider", "providerAccountId"]),
-        SESSIONS: define_table(
-            {"userId": v.id(USERS), "expirationTime": v.number()}
-        ).index("userId", ["userId"]),
+        SESSIONS: define_table({"userId": v.id(USERS), "expirationTime": v.number()}).index(
+            "userId", ["userId"]
+        ),
         REFRESH_TOKENS: define_table(
             {
                 "sessionId": v.id(SESSIONS),

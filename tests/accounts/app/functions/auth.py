@@ -1,7 +1,13 @@
 from syncline.accounts import OIDC, Email, Password, convex_auth
 
 auth = convex_auth(
-    providers=[Password(reset=True), Password(id="verified", verify=True), Email(), Email(id="otp", magic_link=False), OIDC(id="fake")],
+    providers=[
+        Password(reset=True),
+        Password(id="verified", verify=True),
+        Email(),
+        Email(id="otp", magic_link=False),
+        OIDC(id="fake"),
+    ],
     access_token_ttl_s=600,
     max_failed_attempts=3,
 )

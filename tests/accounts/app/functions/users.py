@@ -9,4 +9,9 @@ def me(ctx):
         return None
     user = ctx.db.get(user_id)
     identity = ctx.auth.get_user_identity()
-    return {"id": user_id, "name": user.get("name"), "email": user.get("email"), "subject": identity.subject}
+    return {
+        "id": user_id,
+        "name": user.get("name"),
+        "email": user.get("email"),
+        "subject": identity.subject,
+    }
