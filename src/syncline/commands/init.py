@@ -79,16 +79,24 @@ def write_project(directory: Path, *, force: bool = False, template: str = TEMPL
     "directory", default=".", type=click.Path(file_okay=False, path_type=Path), required=False
 )
 @click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
-def init(directory: Path, force: bool) -> None:
+@click.option(
+    "--template",
+    type=click.Choice(["default", "auth"]),
+    default=TEMPLATE,
+    show_default=True,
+    help="default: a task list; auth: built-in sign-in and a React page using @convex-dev/auth.",
+)
+def init(directory: Path, force: bool, template: str) -> None:
     """Create a new project in DIRECTORY (default: the current folder).
 
     The project runs as is: `syncline dev` serves it and `pytest` tests it.
 
     \b
-    Example:
+    Examples:
       syncline init myapp && cd myapp && syncline dev
+      syncline init myapp --template auth
     """
-    written = write_project(directory, force=force)
+    written = write_project(directory, force=force, template=template)
     where = "the current folder" if directory == Path(".") else str(directory)
     click.echo(f"Created a Syncline project in {where}:")
     for path in sorted(written):

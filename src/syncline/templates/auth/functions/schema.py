@@ -1,0 +1,13 @@
+"""The tables: built-in auth's (users, authAccounts, authSessions, ...) and the app's."""
+
+from syncline import define_schema, define_table, v
+from syncline.accounts import auth_tables
+
+schema = define_schema(
+    {
+        **auth_tables,
+        "notes": define_table({"userId": v.id("users"), "text": v.string()}).index(
+            "by_user", ["userId"]
+        ),
+    }
+)
