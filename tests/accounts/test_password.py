@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 from syncline.errors import AuthError, ConvexError
+from syncline.functions.caller import client_address
 
 from .conftest import AuthBackend, error_code
 
@@ -105,3 +109,46 @@ def test_tampered_token_is_rejected(auth: AuthBackend) -> None:
     header, claims, signature = token.split(".")
     with pytest.raises(AuthError):
         auth.as_token(f"{header}.{claims}.{signature[:-4]}AAAA")
+
+
+@contextlib.contextmanager
+def _from_address(address: str) -> Iterator[None]:
+    token = client_address.set(address)
+    try:
+        yield
+    finally:
+        client_address.reset(token)
+
+
+def test_failed_attempts_are_rate_limited_per_client_address(auth: AuthBackend) -> None:
+    """One address trying one password against many accounts is stopped (test app: 6 per hour)."""
+    auth.password("signUp", "victim@example.com", "correct horse")
+    with _from_address("203.0.113.7"):
+        for i in range(6):
+            with pytest.raises(ConvexError) as excinfo:
+                auth.password("signIn", f"user{i}@example.com", "password123")
+            assert error_code(excinfo) == "InvalidCredentials"
+        with pytest.raises(ConvexError) as blocked:
+            auth.password("signIn", "victim@example.com", "correct horse")
+        assert error_code(blocked) == "TooManyFailedAttempts"
+    # Another address is not affected, and its success does not refill the first one's bucket.
+    with _from_address("198.51.100.2"):
+        assert auth.password("signIn", "victim@example.com", "correct horse")["tokens"]
+    with _from_address("203.0.113.7"), pytest.raises(ConvexError):
+        auth.password("signIn", "victim@example.com", "correct horse")
+    [address] = [r for r in auth.table("authRateLimits") if r["identifier"].startswith("address:")]
+    assert address["identifier"] == "address:203.0.113.7"
+
+
+def test_a_success_does_not_clear_the_address_failures(auth: AuthBackend) -> None:
+    auth.password("signUp", "mine@example.com", "correct horse")
+    with _from_address("203.0.113.7"):
+        for i in range(5):
+            with pytest.raises(ConvexError):
+                auth.password("signIn", f"user{i}@example.com", "password123")
+        auth.password("signIn", "mine@example.com", "correct horse")  # the attacker's own account
+        with pytest.raises(ConvexError):
+            auth.password("signIn", "user9@example.com", "password123")
+        with pytest.raises(ConvexError) as blocked:
+            auth.password("signIn", "mine@example.com", "correct horse")
+        assert error_code(blocked) == "TooManyFailedAttempts"

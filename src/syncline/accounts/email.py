@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from syncline.accounts.errors import INVALID_CODE, auth_error
 from syncline.accounts.mail import Message, numeric_code, random_code, send_message
-from syncline.accounts.providers import email_param, string_param
+from syncline.accounts.providers import email_param, rate_keys, string_param
 from syncline.accounts.redirects import redirect_target, with_query_param
 from syncline.errors import FunctionDefinitionError
 
@@ -87,7 +87,7 @@ class Email:
             code=code,
             provider=self.id,
             email=email,
-            rateKeys=[] if email is None else [f"{self.id}-code:{email}"],
+            rateKeys=[] if email is None else rate_keys(f"{self.id}-code:{email}"),
         )
         if session is None:
             raise auth_error(*INVALID_CODE)

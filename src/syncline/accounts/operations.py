@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from syncline.accounts.store import Store
+from syncline.accounts.store import ADDRESS_PREFIX, Store
 from syncline.errors import InvalidRequest
 
 __all__ = ["OPERATIONS", "run_operation"]
@@ -82,18 +82,22 @@ def _sign_in_with_code(s: Store, a: dict[str, Any]) -> dict[str, str] | None:
         return None
     doc = s.take_code(a["code"], provider=a.get("provider"), verifier=a.get("verifier"))
     account = None if doc is None else s.db.get(doc["accountId"])
-    if doc is None or account is None:
+    email = a.get("email")
+    if (
+        doc is None
+        or account is None
+        or (email is not None and account["providerAccountId"] != email)
+    ):
         for key in rate_keys:
             s.record_failure(key)
-        return None
-    if a.get("email") is not None and account["providerAccountId"] != a["email"]:
         return None
     if doc.get("emailVerified") is not None:
         s.mark_email_verified(account, doc["emailVerified"])
     if a.get("secret") is not None:
         s.set_secret(account["_id"], a["secret"])
     for key in rate_keys:
-        s.clear_failures(key)
+        if not key.startswith(ADDRESS_PREFIX):
+            s.clear_failures(key)
     return s.create_session(account["userId"])
 
 

@@ -32,7 +32,7 @@ from syncline.accounts.passwords import (
     hash_password_async,
     verify_password_async,
 )
-from syncline.accounts.providers import email_param, string_param
+from syncline.accounts.providers import email_param, rate_keys, string_param
 from syncline.errors import FunctionDefinitionError
 
 if TYPE_CHECKING:
@@ -126,18 +126,19 @@ class Password:
         self, flow: SignInFlow, email: str, params: dict[str, Any]
     ) -> dict[str, Any]:
         password = string_param(params, "password", max_length=MAX_PASSWORD_BYTES)
-        rate_keys = [f"{self.id}:{email}"]
-        account = await flow.store("readAccount", provider=self.id, email=email, rateKeys=rate_keys)
+        account_key = f"{self.id}:{email}"
+        keys = rate_keys(account_key)
+        account = await flow.store("readAccount", provider=self.id, email=email, rateKeys=keys)
         if account["blocked"]:
             raise auth_error(*TOO_MANY_ATTEMPTS)
         if not await verify_password_async(password, account["secret"]):
-            await flow.store("failure", rateKeys=rate_keys)
+            await flow.store("failure", rateKeys=keys)
             raise auth_error(*INVALID_CREDENTIALS)
         if self.verify and not account["emailVerified"]:
             await self._send_code(flow, account["accountId"], email, "Verify your email")
             return {"started": True}
         return flow.tokens(
-            await flow.store("session", userId=account["userId"], clearKeys=rate_keys)
+            await flow.store("session", userId=account["userId"], clearKeys=[account_key])
         )
 
     async def _send_reset(self, flow: SignInFlow, email: str) -> dict[str, Any]:
@@ -169,7 +170,7 @@ class Password:
             provider=self.id,
             email=email,
             secret=secret,
-            rateKeys=[f"{self.id}-code:{email}"],
+            rateKeys=rate_keys(f"{self.id}-code:{email}"),
         )
         if session is None:
             raise auth_error(*INVALID_CODE)

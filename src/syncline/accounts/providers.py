@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from syncline.accounts.errors import auth_error
+from syncline.accounts.store import ADDRESS_PREFIX
+from syncline.functions.caller import client_address
 
 if TYPE_CHECKING:
     from syncline.accounts.setup import SignInFlow
 
-__all__ = ["MAX_EMAIL_LENGTH", "Provider", "email_param", "string_param"]
+__all__ = ["MAX_EMAIL_LENGTH", "Provider", "email_param", "rate_keys", "string_param"]
 
 MAX_EMAIL_LENGTH = 254
 _MAX_PARAM_LENGTH = 1024
@@ -52,3 +54,9 @@ def email_param(params: dict[str, Any]) -> str:
     if not at or not local or not domain or " " in email:
         raise auth_error("InvalidParams", "params.email must be an email address")
     return email
+
+
+def rate_keys(account_key: str) -> list[str]:
+    """The rate-limit identifiers of an attempt: the account's, and the client address's."""
+    address = client_address.get()
+    return [account_key] if address is None else [account_key, ADDRESS_PREFIX + address]

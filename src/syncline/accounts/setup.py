@@ -232,15 +232,17 @@ def convex_auth(
     session_ttl_s: float = SessionLifetimes.session_s,
     session_inactive_ttl_s: float = SessionLifetimes.session_inactive_s,
     max_failed_attempts: int = RateLimit.max_attempts,
+    max_failed_attempts_per_address: int = RateLimit.max_attempts_per_address,
     failed_attempts_window_s: float = RateLimit.window_s,
 ) -> ConvexAuth:
     """Built-in authentication with ``providers`` (see the module docstring).
 
     ``access_token_ttl_s``: lifetime of access tokens (JWTs); ``session_ttl_s``:
     a session ends this long after sign-in; ``session_inactive_ttl_s``: a
-    refresh token unused this long expires. ``max_failed_attempts`` per
-    ``failed_attempts_window_s``: failed sign-ins allowed per account and per
-    client address before further attempts are refused.
+    refresh token unused this long expires. ``max_failed_attempts`` (per
+    account or email) and ``max_failed_attempts_per_address`` (per client
+    address) per ``failed_attempts_window_s``: failed sign-ins allowed before
+    further attempts are refused.
     """
     for name, value in (
         ("access_token_ttl_s", access_token_ttl_s),
@@ -252,15 +254,21 @@ def convex_auth(
             raise FunctionDefinitionError(
                 f"convex_auth: {name} must be a positive number, got {value!r}"
             )
-    if not isinstance(max_failed_attempts, int) or max_failed_attempts < 1:
-        raise FunctionDefinitionError(
-            f"convex_auth: max_failed_attempts must be a positive integer, got {max_failed_attempts!r}"
-        )
+    for name, count in (
+        ("max_failed_attempts", max_failed_attempts),
+        ("max_failed_attempts_per_address", max_failed_attempts_per_address),
+    ):
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise FunctionDefinitionError(
+                f"convex_auth: {name} must be a positive integer, got {count!r}"
+            )
     caller = sys._getframe(1).f_globals.get("__name__", __name__)
     return ConvexAuth(
         providers,
         lifetimes=SessionLifetimes(access_token_ttl_s, session_ttl_s, session_inactive_ttl_s),
-        rate_limit=RateLimit(max_failed_attempts, failed_attempts_window_s),
+        rate_limit=RateLimit(
+            max_failed_attempts, failed_attempts_window_s, max_failed_attempts_per_address
+        ),
         module=caller,
     )
 

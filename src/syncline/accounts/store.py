@@ -34,7 +34,7 @@ from syncline.accounts.tables import (
     VERIFIERS,
 )
 
-__all__ = ["RateLimit", "SessionLifetimes", "Store", "digest"]
+__all__ = ["ADDRESS_PREFIX", "RateLimit", "SessionLifetimes", "Store", "digest"]
 
 
 def digest(secret: str) -> str:
@@ -57,14 +57,27 @@ class SessionLifetimes:
 
 @dataclass(frozen=True)
 class RateLimit:
-    """Failed attempts allowed per identifier (an account or an address) per window.
+    """Failed attempts allowed per identifier per window.
 
-    A token bucket: ``max_attempts`` to start with, refilled at
-    ``max_attempts`` per ``window_s``. A success clears the identifier's record.
+    A token bucket: ``max_attempts`` (per account or email) or
+    ``max_attempts_per_address`` (per client address, identifiers starting
+    with :data:`ADDRESS_PREFIX`) to start with, refilled at that many per
+    ``window_s``. A success clears the account's record, never the address's
+    (an attacker signing in to an account of their own must not refill it).
     """
 
     max_attempts: int = 10
     window_s: float = 60 * 60
+    max_attempts_per_address: int = 100
+
+    def max_for(self, identifier: str) -> int:
+        if identifier.startswith(ADDRESS_PREFIX):
+            return self.max_attempts_per_address
+        return self.max_attempts
+
+
+#: the prefix of rate-limit identifiers that are client addresses
+ADDRESS_PREFIX = "address:"
 
 
 class Store:
@@ -310,11 +323,11 @@ class Store:
             .with_index("identifier", lambda q: q.eq("identifier", identifier))
             .unique()
         )
-        limit = self.rate_limit
+        most = float(self.rate_limit.max_for(identifier))
         if doc is None:
-            return None, float(limit.max_attempts)
-        refill = (self.now - doc["lastAttemptTime"]) / (limit.window_s * 1000) * limit.max_attempts
-        return doc, min(float(limit.max_attempts), doc["attemptsLeft"] + refill)
+            return None, most
+        refill = (self.now - doc["lastAttemptTime"]) / (self.rate_limit.window_s * 1000) * most
+        return doc, min(most, doc["attemptsLeft"] + refill)
 
     def is_blocked(self, identifier: str) -> bool:
         """Whether ``identifier`` used up its failed attempts (no attempt is spent by asking)."""

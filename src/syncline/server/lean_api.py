@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from syncline.errors import SynclineError
+from syncline.functions.caller import client_address
 from syncline.functions.registration import FunctionKind
 from syncline.server.api import HttpApi, error_answer
 from syncline.server.request_limits import MAX_API_BODY_BYTES, read_asgi_body
@@ -73,6 +74,7 @@ class LeanApi:
         # uvicorn types the middleware with its own (narrower) ASGI types.
         proxied: Any = ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=_trusted_proxies())
         self.app: ASGIApp = proxied
+        self._trusted = proxied.trusted_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -87,7 +89,7 @@ class LeanApi:
 
     async def serve(self, kind: FunctionKind, scope: Scope, receive: Receive, send: Send) -> None:
         # The first of each header counts, as in Starlette's ``Headers.get``.
-        authorization = origin = length = None
+        authorization = origin = length = forwarded = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = length or value
@@ -95,6 +97,9 @@ class LeanApi:
                 authorization = authorization or value
             elif name == b"origin":
                 origin = origin or value
+            elif name == b"x-forwarded-for":
+                forwarded = forwarded or value
+        client_address.set(self._client_host(scope, forwarded))
         try:
             body = await read_asgi_body(
                 receive, None if length is None else length.decode("latin-1"), MAX_API_BODY_BYTES
@@ -128,6 +133,17 @@ class LeanApi:
             ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
+
+    def _client_host(self, scope: Scope, forwarded: bytes | None) -> str | None:
+        """The caller's address for abuse limits, as ``ProxyHeadersMiddleware`` would give it."""
+        peer = scope.get("client")
+        host = peer[0] if peer else None
+        if forwarded is not None and host is not None and host in self._trusted:
+            forwarded_host, _port = self._trusted.get_trusted_client_address(
+                forwarded.decode("latin-1")
+            )
+            return str(forwarded_host)
+        return host
 
 
 def _admin_key(query_string: bytes) -> str | None:

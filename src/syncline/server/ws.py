@@ -26,6 +26,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from syncline.functions.caller import client_address
 from syncline.sync.limits import ConnectionLimits
 from syncline.sync.session import SyncSession
 from syncline.sync.waiting import Mailbox, Signal
@@ -80,6 +81,8 @@ class SyncEndpoint:
         if first["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
+        peer = scope.get("client")
+        client_address.set(peer[0] if peer else None)  # for abuse limits (functions/caller.py)
         trace = log.isEnabledFor(logging.DEBUG)
 
         async def incoming() -> AsyncIterator[str | bytes]:

@@ -10,5 +10,6 @@ auth = convex_auth(
     ],
     access_token_ttl_s=600,
     max_failed_attempts=3,
+    max_failed_attempts_per_address=6,
 )
 signIn, signOut, store, isAuthenticated = auth
