@@ -52,7 +52,9 @@ def test_failures_count_per_client_address(start_server: Any, tmp_path: Path) ->
     blocked = sign_in(server, "ada@example.com", "correct horse", "203.0.113.7")
     assert error_code(blocked) == "TooManyFailedAttempts", blocked
     # Others are not affected.
-    assert sign_in(server, "ada@example.com", "correct horse", "198.51.100.2")["status"] == "success"
+    assert (
+        sign_in(server, "ada@example.com", "correct horse", "198.51.100.2")["status"] == "success"
+    )
 
     # The sync WebSocket counts against the socket's address (127.0.0.1 here).
     with Client(server.url) as client:
@@ -66,4 +68,6 @@ def test_failures_count_per_client_address(start_server: Any, tmp_path: Path) ->
             client.action("auth:signIn", {"provider": "password", "params": params})
         assert blocked_ws.value.data["code"] == "TooManyFailedAttempts"
     # An HTTP call from that same address (no proxy header) is blocked too.
-    assert error_code(sign_in(server, "ada@example.com", "correct horse")) == "TooManyFailedAttempts"
+    assert (
+        error_code(sign_in(server, "ada@example.com", "correct horse")) == "TooManyFailedAttempts"
+    )

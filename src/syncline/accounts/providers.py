@@ -25,7 +25,8 @@ _MAX_PARAM_LENGTH = 1024
 
 
 class Provider(Protocol):
-    id: str
+    @property
+    def id(self) -> str: ...
 
     async def sign_in(
         self, flow: SignInFlow, params: dict[str, Any], verifier: str | None
