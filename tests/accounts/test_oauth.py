@@ -128,3 +128,14 @@ def test_missing_client_credentials_are_named(auth: AuthBackend) -> None:
         auth.sign_in("fake", params={})
     assert error_code(excinfo) == "OAuthNotConfigured"
     assert "AUTH_FAKE_ID" in str(excinfo.value.data)
+
+
+def test_unreachable_provider_is_a_clear_error(auth: AuthBackend, idp: FakeIdP) -> None:
+    from syncline._devtools import free_ports
+
+    [port] = free_ports(1)
+    auth.t.set_env("AUTH_FAKE_ISSUER", f"http://127.0.0.1:{port}")
+    answer = auth.sign_in("fake", params={})
+    response = auth.t.fetch(_path(answer["redirect"]))
+    assert response.status == 502
+    assert b"Could not start the sign-in with fake" in response.body

@@ -162,7 +162,10 @@ class OAuthProvider(abc.ABC):
         )
         if not started:
             return _refuse("This sign-in link is invalid, expired or was already used")
-        endpoints = await self.endpoints(env)
+        try:
+            endpoints = await self.endpoints(env)
+        except OAuthError as e:
+            return _refuse(f"Could not start the sign-in with {self.id}: {e}", status=502)
         query = {
             "response_type": "code",
             "client_id": client_id,
@@ -233,8 +236,8 @@ class OAuthProvider(abc.ABC):
         return HttpResponse.redirect(with_query_param(taken["redirectTo"], "code", one_time))
 
 
-def _refuse(message: str) -> HttpResponse:
-    return HttpResponse(message, status=400, headers={"Cache-Control": "no-store"})
+def _refuse(message: str, *, status: int = 400) -> HttpResponse:
+    return HttpResponse(message, status=status, headers={"Cache-Control": "no-store"})
 
 
 async def _post_json(client: Any, url: str, form: dict[str, str]) -> dict[str, Any]:
@@ -330,9 +333,10 @@ class OIDC(OAuthProvider):
         if not isinstance(id_token, str):
             raise OAuthError("the token endpoint's answer has no id_token")
         assert endpoints.jwks is not None
-        keys = jwt.PyJWKSet.from_dict(await _get_json(client, endpoints.jwks))
+        jwks = await _get_json(client, endpoints.jwks)
         client_id, _ = self.credentials(env)
         try:
+            keys = jwt.PyJWKSet.from_dict(jwks)
             kid = jwt.get_unverified_header(id_token).get("kid")
             key = next(k for k in keys.keys if kid is None or k.key_id == kid)
             claims = jwt.decode(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -76,12 +77,14 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, want)
 
 
-_DUMMY = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def dummy_verify(password: str) -> bool:
     """As long as :func:`verify_password` takes; always False (no such account)."""
-    verify_password(password, _DUMMY)
+    verify_password(password, _dummy_hash())
     return False
 
 
