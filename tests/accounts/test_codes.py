@@ -8,6 +8,8 @@ import urllib.parse
 
 import pytest
 
+from syncline.accounts import codes
+from syncline.accounts.mail import Message
 from syncline.errors import ConvexError
 
 from .conftest import AuthBackend, error_code
@@ -132,23 +134,19 @@ def test_password_reset_by_code(auth: AuthBackend, caplog: pytest.LogCaptureFixt
     assert auth.password("signIn", "ada@example.com", "battery staple")["tokens"] is not None
 
 
-def test_magic_link_points_at_site_url(auth: AuthBackend, caplog: pytest.LogCaptureFixture) -> None:
-    sent: list[str] = []
+def test_magic_link_points_at_site_url(auth: AuthBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Message] = []
 
-    async def capture(env: object, message: object) -> None:
-        sent.append(message.text)  # type: ignore[attr-defined]
+    async def capture(env: object, message: Message) -> None:
+        sent.append(message)
 
-    import syncline.accounts.email as email_module
-
-    original = email_module.send_message
-    email_module.send_message = capture  # type: ignore[assignment]
-    try:
-        auth.sign_in("email", params={"email": "ada@example.com", "redirectTo": "/inbox?x=1"})
-    finally:
-        email_module.send_message = original
-    link = re.search(r"http://\S+", sent[0])
+    monkeypatch.setattr(codes, "send_message", capture)
+    auth.sign_in("email", params={"email": "ada@example.com", "redirectTo": "/inbox?x=1"})
+    [message] = sent
+    assert message.to == "ada@example.com"
+    link = re.search(r"http://\S+", message.text)
     assert link
     url = urllib.parse.urlsplit(link.group(0))
     assert (url.scheme, url.netloc, url.path) == ("http", "app.test", "/inbox")
     query = urllib.parse.parse_qs(url.query)
-    assert query["x"] == ["1"] and len(query["code"][0]) == 32
+    assert query["x"] == ["1"] and query["code"] == [message.code]

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from syncline.accounts.errors import INVALID_CODE, auth_error
-from syncline.accounts.mail import Message, numeric_code, random_code, send_message
-from syncline.accounts.providers import email_param, rate_keys, string_param
+from syncline.accounts.codes import mail_code, sign_in_with_code
+from syncline.accounts.mail import numeric_code, random_code
+from syncline.accounts.providers import email_param
 from syncline.accounts.redirects import redirect_target, with_query_param
 from syncline.errors import FunctionDefinitionError
 
@@ -62,33 +62,18 @@ class Email:
         target = redirect_target(env, params.get("redirectTo")) if self.magic_link else None
         account = await flow.store("emailAccount", provider=self.id, email=email, create=True)
         code = random_code(LINK_CODE_LENGTH) if self.magic_link else numeric_code(self.code_length)
-        await flow.store(
-            "createCode",
-            accountId=account["accountId"],
-            provider=self.id,
-            code=code,
-            lifetimeS=self.max_age_s,
-            emailVerified=email,
-        )
         minutes = max(1, round(self.max_age_s / 60))
         if target is not None:
             link = with_query_param(target, "code", code)
             text = f"Sign in by opening this link (valid {minutes} minutes):\n\n{link}\n"
         else:
             text = f"Your sign-in code is {code}. It expires in {minutes} minutes."
-        await send_message(env, Message(email, "Sign in", text, code))
+        await mail_code(
+            flow, self.id, account["accountId"], email, code, self.max_age_s, ("Sign in", text)
+        )
         return {"started": True}
 
     async def _verify(self, flow: SignInFlow, params: dict[str, Any]) -> dict[str, Any]:
-        code = string_param(params, "code", max_length=64)
+        # A link's 32-character code alone is enough; a typed code needs its email.
         email = None if self.magic_link and params.get("email") is None else email_param(params)
-        session = await flow.store(
-            "signInWithCode",
-            code=code,
-            provider=self.id,
-            email=email,
-            rateKeys=[] if email is None else rate_keys(f"{self.id}-code:{email}"),
-        )
-        if session is None:
-            raise auth_error(*INVALID_CODE)
-        return flow.tokens(session)
+        return await sign_in_with_code(flow, self.id, params, email)

@@ -20,13 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from syncline.accounts.codes import mail_code, sign_in_with_code
 from syncline.accounts.errors import (
-    INVALID_CODE,
     INVALID_CREDENTIALS,
     TOO_MANY_ATTEMPTS,
     auth_error,
 )
-from syncline.accounts.mail import Message, numeric_code, send_message
+from syncline.accounts.mail import numeric_code
 from syncline.accounts.passwords import (
     MAX_PASSWORD_BYTES,
     hash_password_async,
@@ -82,9 +82,9 @@ class Password:
             return await self._send_reset(flow, email)
         if kind == "reset-verification" and self.reset:
             secret = await hash_password_async(self._new_password(params, "newPassword"))
-            return await self._with_code(flow, email, params, secret=secret)
+            return await sign_in_with_code(flow, self.id, params, email, secret=secret)
         if kind == "email-verification" and self.verify:
-            return await self._with_code(flow, email, params, secret=None)
+            return await sign_in_with_code(flow, self.id, params, email)
         enabled = [f for f in _FLOWS if self._enabled(f)]
         raise auth_error(
             "InvalidFlow",
@@ -149,29 +149,5 @@ class Password:
 
     async def _send_code(self, flow: SignInFlow, account_id: str, email: str, subject: str) -> None:
         code = numeric_code(self.code_length)
-        await flow.store(
-            "createCode",
-            accountId=account_id,
-            provider=self.id,
-            code=code,
-            lifetimeS=_CODE_LIFETIME_S,
-            emailVerified=email,
-        )
         text = f"Your code is {code}. It expires in {_CODE_LIFETIME_S // 60} minutes."
-        await send_message(flow.ctx.env, Message(email, subject, text, code))
-
-    async def _with_code(
-        self, flow: SignInFlow, email: str, params: dict[str, Any], *, secret: str | None
-    ) -> dict[str, Any]:
-        code = string_param(params, "code", max_length=64)
-        session = await flow.store(
-            "signInWithCode",
-            code=code,
-            provider=self.id,
-            email=email,
-            secret=secret,
-            rateKeys=rate_keys(f"{self.id}-code:{email}"),
-        )
-        if session is None:
-            raise auth_error(*INVALID_CODE)
-        return flow.tokens(session)
+        await mail_code(flow, self.id, account_id, email, code, _CODE_LIFETIME_S, (subject, text))
