@@ -307,7 +307,7 @@ class LiveQueryManager:
                 self._recent_keys = 0
                 self._recent_floor = commit.ts
             else:
-                touched = self._index.matches(commit.writes.keys)
+                touched = self._index.matches_writes(commit.writes)
                 self._recent.append(commit)
                 self._recent_keys += _weight(commit)
             reruns = 0
@@ -360,7 +360,7 @@ class LiveQueryManager:
                 break
             newer.append(commit)
         for commit in reversed(newer):
-            if read_set.overlaps(commit.writes.keys):
+            if read_set.overlaps_writes(commit.writes):
                 return commit.ts
         return None
 

@@ -35,9 +35,11 @@ from typing import Any
 
 from syncline.database.catalog import BY_ID, FIRST_USER_TABLE_NUMBER, IndexInfo, TableInfo
 from syncline.database.database import SCAN_BATCH, Database
+from syncline.database.search_index import SearchIndexSpec, search_specs
+from syncline.database.search_reads import SearchWrite
 from syncline.database.transaction import Transaction
 from syncline.errors import InvalidId, InvalidValue
-from syncline.persistence.base import LogEntry, WriteConnection
+from syncline.persistence.base import LogEntry, SearchEntry, WriteConnection
 from syncline.values.ids import MAX_TABLE_NUMBER, new_id, table_number_of, table_number_of_once
 from syncline.values.json import document_from_json_bytes, object_from_python, to_json_bytes
 from syncline.values.keys import encode_key, encode_value, get_field_path
@@ -67,6 +69,8 @@ class BulkWriter:
         self.batch_size = batch_size
         self._docs: list[tuple[str, int, int, bytes]] = []
         self._entries: list[tuple[int, bytes, str]] = []
+        #: (table number, search index) -> queued entries and their revisions
+        self._search: dict[tuple[int, SearchIndexSpec], list[tuple[SearchEntry, SearchWrite]]] = {}
         #: ids imported by this writer (to refuse duplicates without a lookup)
         self._seen: set[str] = set()
         self._plans: dict[str, _TablePlan] = {}
@@ -88,6 +92,7 @@ class BulkWriter:
         self.flush()
         self._plans.pop(info.name, None)
         indexes = list(info.indexes.values())
+        searches = search_specs(self.tx.schema, info.name)
         writes = self.tx.writes
         ts = self.tx.ts
         deleted = 0
@@ -96,6 +101,10 @@ class BulkWriter:
             doc = document_from_json_bytes(raw)
             for index in indexes:
                 writes.add_key(index.full_name, index.key_of(doc))
+            for spec in searches:
+                made = spec.entry(doc)
+                if made is not None:
+                    writes.add_search(spec.full_name, made[1])
             writes.doc_ids.add(doc_id)
             log.append(LogEntry(ts, doc_id, info.number, None))
             if len(log) >= SCAN_BATCH:
@@ -210,6 +219,7 @@ class BulkWriter:
                 info,
                 may_have_documents=self.count(info) > 0,
                 validator=schema.validator_for(info.name) if schema is not None else None,
+                search=search_specs(schema, info.name),
             )
             self._plans[info.name] = plan
         return plan
@@ -284,6 +294,10 @@ class BulkWriter:
                 key = encode_key([get_field_path(new, f) for f in fields]) + tail
             keys.append(key)
             entries.append((index_id, key, doc_id))
+        for spec in plan.search:
+            made = spec.entry(new)
+            if made is not None:
+                self._search.setdefault((number, spec), []).append(made)
         self._docs.append((doc_id, number, tx.ts, raw))
         self._seen.add(doc_id)
         plan.written += 1
@@ -300,6 +314,11 @@ class BulkWriter:
             return
         self.conn.insert_bulk(self._docs, self._entries)
         writes = self.tx.writes
+        for (number, spec), made in self._search.items():
+            self.conn.put_search_entries(number, spec.name, [entry for entry, _ in made])
+            for _, revision in made:
+                writes.add_search(spec.full_name, revision)
+        self._search = {}
         for plan in self._plans.values():
             if plan.written:
                 for full_name, (_id, _kind, _fields, keys) in zip(
@@ -318,10 +337,23 @@ class BulkWriter:
 class _TablePlan:
     """Per-table state of a bulk import: its indexes, pre-digested for the hot loop."""
 
-    __slots__ = ("full_names", "indexes", "info", "may_have_documents", "validator", "written")
+    __slots__ = (
+        "full_names",
+        "indexes",
+        "info",
+        "may_have_documents",
+        "search",
+        "validator",
+        "written",
+    )
 
     def __init__(
-        self, info: TableInfo, *, may_have_documents: bool, validator: Validator | None
+        self,
+        info: TableInfo,
+        *,
+        may_have_documents: bool,
+        validator: Validator | None,
+        search: list[SearchIndexSpec],
     ) -> None:
         self.info = info
         #: a table empty when the import began needs no storage lookup per id
@@ -333,6 +365,8 @@ class _TablePlan:
             (index.id, _index_kind(index), index.fields, []) for index in info.indexes.values()
         ]
         self.full_names = [index.full_name for index in info.indexes.values()]
+        #: the table's text search indexes
+        self.search = search
         self.written = 0
 
 

@@ -606,7 +606,7 @@ class Committer:
         if job.catalog_version != batch.state.version or batch.catalog_changed:
             return "(the catalog)"
         read_set = tx.read_set
-        if not read_set.interval_count():
+        if read_set.is_empty():
             return None
         index = self._publisher.conflict(read_set, tx.ts) or batch.written.conflict(read_set, tx.ts)
         return None if index is None else repr(index.rpartition(".")[0])

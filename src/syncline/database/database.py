@@ -57,6 +57,7 @@ from syncline.database.committer import (
 from syncline.database.publisher import CommitListener, CommitPublisher
 from syncline.database.read_threads import ReadThreads
 from syncline.database.reads import ReadSet
+from syncline.database.search_schema import sync_search_indexes
 from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
 from syncline.errors import (
     InternalError,
@@ -360,6 +361,9 @@ class Database:
                 if tx.table(table_name) is None:
                     tx.ensure_table(table_name)
                     change.created_tables.append(table_name)
+            added_search, removed_search = sync_search_indexes(tx, schema)
+            change.added_indexes.extend(added_search)
+            change.removed_indexes.extend(removed_search)
             conn = tx._require_writable()
             payload = orjson.dumps(schema.to_json(), option=orjson.OPT_SORT_KEYS) if schema else b""
             conn.set_global(SCHEMA_KEY, payload)

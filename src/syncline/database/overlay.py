@@ -12,6 +12,12 @@ table or an index, setting a global, savepoints, ...) raises
 :class:`NeedsLock`: the engine then runs the whole function again on the
 writer, under the lock.
 
+Text search entries are buffered per index and replayed at commit. A search
+over an index this transaction has written raises :class:`NeedsLock` too:
+relevance ranks the transaction's own documents among the stored ones, which
+only the store can do, so the function runs again on the writer, where its
+writes are in the store's open transaction and its search sees them.
+
 Index entries follow the discipline of ``Transaction``: an entry is deleted
 only if it exists, and a key it inserts is new (index keys end with the
 document's id, and a document's new key differs from its old one), so the
@@ -31,6 +37,9 @@ from syncline.persistence.base import (
     LogEntry,
     MutationRecord,
     ReadConnection,
+    SearchEntry,
+    SearchIndexRow,
+    SearchRequest,
     TableRow,
     WriteConnection,
 )
@@ -73,6 +82,8 @@ class BufferedWrites(WriteConnection):
         self._count_delta: dict[int, int] = {}
         self._requests: list[MutationRecord] = []
         self._tokens: list[tuple[bytes, str]] = []
+        #: (table number, search index) -> document id -> its entry, or None (removed)
+        self._search: dict[tuple[int, str], dict[str, SearchEntry | None]] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -101,6 +112,13 @@ class BufferedWrites(WriteConnection):
         ]
         if added:
             conn.insert_index_entries(added)
+        for (table_number, index), changes in self._search.items():
+            removed = [doc_id for doc_id, entry in changes.items() if entry is None]
+            if removed:
+                conn.delete_search_entries(table_number, index, removed)
+            put = [entry for entry in changes.values() if entry is not None]
+            if put:
+                conn.put_search_entries(table_number, index, put)
         for nonce, storage_id in self._tokens:
             conn.put_used_upload_token(nonce, ts, storage_id)
         return [
@@ -220,6 +238,16 @@ class BufferedWrites(WriteConnection):
                 return storage_id
         return self.base.get_used_upload_token(nonce)
 
+    def search_indexes(self) -> list[SearchIndexRow]:
+        return self.base.search_indexes()
+
+    def search(
+        self, table_number: int, index: str, request: SearchRequest
+    ) -> list[tuple[str, bytes]]:
+        if (table_number, index) in self._search:
+            self._locked("search over this transaction's own writes")
+        return self.base.search(table_number, index, request)
+
     # ------------------------------------------------------------------ buffered writes
 
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None:
@@ -248,6 +276,18 @@ class BufferedWrites(WriteConnection):
 
     def put_used_upload_token(self, nonce: bytes, ts: int, storage_id: str) -> None:
         self._tokens.append((nonce, storage_id))
+
+    def put_search_entries(
+        self, table_number: int, index: str, entries: Sequence[SearchEntry]
+    ) -> None:
+        changes = self._search.setdefault((table_number, index), {})
+        for entry in entries:
+            changes[entry.doc_id] = entry
+
+    def delete_search_entries(self, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
+        changes = self._search.setdefault((table_number, index), {})
+        for doc_id in doc_ids:
+            changes[doc_id] = None
 
     # ------------------------------------------------------------------ under the lock only
 
@@ -283,6 +323,12 @@ class BufferedWrites(WriteConnection):
 
     def drop_index(self, index_id: int) -> None:
         self._locked("drop_index")
+
+    def create_search_index(self, row: SearchIndexRow) -> None:
+        self._locked("create_search_index")
+
+    def drop_search_index(self, table_number: int, index: str) -> None:
+        self._locked("drop_search_index")
 
     def delete_table_documents(self, table_number: int) -> None:
         self._locked("delete_table_documents")

@@ -13,6 +13,10 @@ declared fields plus ``_creationTime`` and ``_id``; a range is equalities on a
 prefix of the key fields followed by at most one lower and one upper bound on
 the next field; comparisons use the total order of values; filters are
 expressions evaluated per scanned row and never narrow what counts as read.
+
+``with_search_index`` makes it a text search instead (``search_query.py``):
+relevance order, the search recorded as read, ``.filter()`` applied to the
+results as they are scanned.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from syncline.database.catalog import BY_CREATION_TIME
+from syncline.database.search_query import MAX_SEARCH_RESULTS, SearchPlan, too_many_results
 from syncline.errors import InvalidCursor, InvalidQuery, InvalidValue, LimitExceeded
 from syncline.values.json import from_python, to_json
 from syncline.values.keys import compare, encode_key, encode_value, get_field_path
@@ -463,6 +468,9 @@ class Query:
         self._filters: list[Expression] = []
         self._indexed = False
         self._consumed = False
+        self._search: SearchPlan | None = None
+        #: how many results the consumer takes (a search fetches no more)
+        self._wanted: int | None = None
 
     # -- building
 
@@ -486,10 +494,25 @@ class Query:
             self._range = builder
         return self
 
+    def with_search_index(self, index_name: str, search_fn: Callable[[Any], Any]) -> Query:
+        """Search the index's text: ``lambda q: q.search(field, text).eq(filter_field, v)``."""
+        if self._indexed:
+            raise InvalidQuery("with_search_index cannot follow with_index or with_search_index")
+        if self._filters or self._order:
+            raise InvalidQuery("with_search_index must come before order() and filter()")
+        self._indexed = True
+        self._search = SearchPlan.build(self._tx, self._table, index_name, search_fn)
+        return self
+
     def full_table_scan(self) -> Query:
         return self
 
     def order(self, direction: str) -> Query:
+        if self._search is not None:
+            raise InvalidQuery(
+                "Search queries must always be in relevance order: order() cannot follow "
+                "with_search_index"
+            )
         if self._order is not None:
             raise InvalidQuery("order() can only be called once per query")
         if direction not in ("asc", "desc"):
@@ -535,6 +558,12 @@ class Query:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self._start()
+        if self._search is not None:
+            wanted = None if self._filters else self._wanted
+            for doc in self._search.scan(self._tx, wanted):
+                if self._matches(doc):
+                    yield doc
+            return
         start, end = self._interval()
         for _key, doc in self._rows(start, end):
             yield doc
@@ -550,6 +579,7 @@ class Query:
         if n == 0:
             self._start()
             return out
+        self._wanted = n
         for doc in self:
             out.append(doc)
             if len(out) >= n:
@@ -573,6 +603,10 @@ class Query:
 
     def fingerprint(self) -> bytes:
         """Identifies the query's shape; cursors are only valid for the same shape."""
+        if self._search is not None:
+            shape: list[Any] = ["search", self._table, self._search.describe()]
+            shape.append([f.to_json() for f in self._filters])
+            return hashlib.sha256(orjson.dumps(shape)).digest()[:16]
         key_fields = self._tx.index_fields(self._table, self._index)
         shape = [
             self._table,
@@ -611,6 +645,8 @@ class Query:
             max_rows = _page_size(max_rows)
         self._start()
         fingerprint = self.fingerprint()
+        if self._search is not None:
+            return self._paginate_search(fingerprint, num_items, cursor, end_cursor)
         start, end = self._interval()
         reverse = self._order == "desc"
         if cursor is not None:
@@ -693,3 +729,55 @@ class Query:
                 result["splitCursor"] = _encode_cursor(fingerprint, keys[len(keys) // 2 - 1])
         self._tx.journal_out = continue_cursor
         return result
+
+    def _paginate_search(
+        self, fingerprint: bytes, num_items: int, cursor: Any, end_cursor: Any
+    ) -> dict[str, Any]:
+        """A page of search results; a cursor is a position in the relevance order."""
+        assert self._search is not None
+        start = 0
+        if cursor is not None:
+            if not isinstance(cursor, str):
+                raise InvalidCursor(
+                    f"InvalidCursor: cursor must be a string or None, got {cursor!r}"
+                )
+            after = _decode_cursor(cursor, fingerprint)
+            if after is None:
+                return {"page": [], "isDone": True, "continueCursor": cursor}
+            start = _search_position(after)
+        until: int | None = None
+        bounded = end_cursor is not None
+        if bounded:
+            if not isinstance(end_cursor, str):
+                raise InvalidCursor("InvalidCursor: endCursor must be a string")
+            end_key = _decode_cursor(end_cursor, fingerprint)
+            until = None if end_key is None else _search_position(end_key)
+        candidates = self._search.candidates(self._tx, MAX_SEARCH_RESULTS + 1)
+        page: list[dict[str, Any]] = []
+        position = start
+        while position < len(candidates) and (until is None or position < until):
+            if position >= MAX_SEARCH_RESULTS:
+                raise too_many_results()
+            doc = candidates[position]
+            position += 1
+            if self._matches(doc):
+                page.append(doc)
+            if not bounded and len(page) >= num_items:
+                break
+        if bounded:
+            continue_cursor = end_cursor
+            is_done = until is None
+        elif position >= len(candidates):
+            continue_cursor = _encode_cursor(fingerprint, None)
+            is_done = True
+        else:
+            continue_cursor = _encode_cursor(fingerprint, position.to_bytes(4, "big"))
+            is_done = False
+        self._tx.journal_out = continue_cursor
+        return {"page": page, "isDone": is_done, "continueCursor": continue_cursor}
+
+
+def _search_position(key: bytes) -> int:
+    if len(key) != 4:
+        raise InvalidCursor("InvalidCursor: this cursor is not a search query's cursor")
+    return int.from_bytes(key, "big")

@@ -11,11 +11,18 @@ from an index's full name (``"table.index"``) to half-open byte intervals
 
 Index names, not ids, are used so that reading a table that does not exist
 yet still conflicts with the insert that creates it.
+
+Text searches are recorded apart, as what they asked for
+(:class:`~syncline.database.search_reads.SearchRead`), and matched against
+the search index entries of written revisions (``search_reads.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+
+from syncline.database.search_reads import SearchRead, any_match
+from syncline.database.writes import WriteSet
 
 
 class Interval:
@@ -49,20 +56,26 @@ def point(key: bytes) -> Interval:
 
 
 class ReadSet:
-    __slots__ = ("_intervals", "reads_auth")
+    __slots__ = ("_intervals", "reads_auth", "searches")
 
     def __init__(self) -> None:
         self._intervals: dict[str, list[Interval]] = {}
         #: the function asked who the caller is (its result depends on identity)
         self.reads_auth = False
+        #: the text searches run
+        self.searches: list[SearchRead] = []
 
     def add(self, index_name: str, interval: Interval) -> Interval:
         self._intervals.setdefault(index_name, []).append(interval)
         return interval
 
+    def add_search(self, read: SearchRead) -> None:
+        self.searches.append(read)
+
     def merge(self, other: ReadSet) -> None:
         for name, intervals in other._intervals.items():
             self._intervals.setdefault(name, []).extend(intervals)
+        self.searches.extend(other.searches)
         self.reads_auth = self.reads_auth or other.reads_auth
 
     def items(self) -> Iterator[tuple[str, list[Interval]]]:
@@ -70,6 +83,16 @@ class ReadSet:
 
     def interval_count(self) -> int:
         return sum(len(v) for v in self._intervals.values())
+
+    def is_empty(self) -> bool:
+        """Nothing was read (no interval and no search): no write can conflict."""
+        return not self._intervals and not self.searches
+
+    def overlaps_writes(self, writes: WriteSet) -> bool:
+        """Could ``writes`` change what was read (a key in an interval, or a search match)?"""
+        if self.overlapping_index(writes.keys) is not None:
+            return True
+        return bool(self.searches) and any_match(self.searches, writes.search) is not None
 
     def overlaps(self, writes: Mapping[str, Iterable[bytes]]) -> bool:
         """Does any written key (old or new, of any index) fall in an interval read?"""
@@ -88,4 +111,6 @@ class ReadSet:
         return None
 
     def __repr__(self) -> str:
+        if self.searches:
+            return f"ReadSet({self._intervals!r}, searches={self.searches!r})"
         return f"ReadSet({self._intervals!r})"

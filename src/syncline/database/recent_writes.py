@@ -8,6 +8,9 @@ is one dictionary lookup. Range reads walk only the commits after the snapshot.
 
 Keys are indexed lazily, at the first check after new commits: a workload
 whose transactions read nothing (inserts) never pays for the index.
+
+Text search reads are checked against the search revisions of the commits
+after the snapshot (``search_reads.read_matches``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 
 from syncline.database.reads import ReadSet
+from syncline.database.search_reads import any_match
 from syncline.database.writes import Commit
 
 __all__ = ["RecentWrites"]
@@ -91,4 +95,12 @@ class RecentWrites:
                     for key in commit.writes.keys.get(name, ()):
                         if start <= key < end:
                             return name
+        if read_set.searches:
+            for commit in reversed(self._commits):
+                if commit.ts <= after:
+                    break
+                if commit.writes.search:
+                    index = any_match(read_set.searches, commit.writes.search)
+                    if index is not None:
+                        return index
         return None

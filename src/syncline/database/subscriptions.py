@@ -12,6 +12,10 @@ prefixes of the key, and only for the prefix lengths that occur in the index
 fields, a point ``get``, a full scan...). Queries on different ``eq`` values
 land in different buckets, so a write touches the few queries that read near
 it, not every subscription.
+
+Text search reads are filed alongside, in a
+:class:`~syncline.database.search_reads.SearchReadIndex` (by filter values,
+then by term): a commit re-runs only the searches its revisions match.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 from syncline.database.reads import ReadSet
+from syncline.database.search_reads import SearchReadIndex
+from syncline.database.writes import WriteSet
 
 T = TypeVar("T", bound=Hashable)
 
@@ -83,6 +89,7 @@ class IntervalIndex(Generic[T]):
     def __init__(self) -> None:
         self._indexes: dict[str, _PerIndex[T]] = {}
         self._registered: dict[T, list[tuple[str, bytes, bytes]]] = {}
+        self._searches: SearchReadIndex[T] = SearchReadIndex()
 
     def __len__(self) -> int:
         return len(self._registered)
@@ -109,8 +116,10 @@ class IntervalIndex(Generic[T]):
                 per_index.add(interval.start, interval.end, token)
                 entries.append((index_name, interval.start, interval.end))
         self._registered[token] = entries
+        self._searches.register(token, read_set.searches)
 
     def unregister(self, token: T) -> None:
+        self._searches.unregister(token)
         entries = self._registered.pop(token, None)
         if not entries:
             return
@@ -131,4 +140,11 @@ class IntervalIndex(Generic[T]):
                 continue
             for key in keys:
                 per_index.stab(key, out)
+        return out
+
+    def matches_writes(self, writes: WriteSet) -> set[T]:
+        """Tokens whose reads ``writes`` may change: keys in intervals, or search matches."""
+        out = self.matches(writes.keys)
+        if writes.search:
+            self._searches.matches(writes.search, out)
         return out

@@ -36,6 +36,8 @@ from syncline.database.catalog import (
     TableInfo,
 )
 from syncline.database.reads import Interval, ReadSet, point
+from syncline.database.search_index import search_specs, write_search_entries
+from syncline.database.search_reads import SearchRead
 from syncline.database.writes import WriteSet
 from syncline.errors import (
     InvalidId,
@@ -46,7 +48,13 @@ from syncline.errors import (
     NonexistentDocument,
     SystemTableError,
 )
-from syncline.persistence.base import LogEntry, MutationRecord, ReadConnection, WriteConnection
+from syncline.persistence.base import (
+    LogEntry,
+    MutationRecord,
+    ReadConnection,
+    SearchRequest,
+    WriteConnection,
+)
 from syncline.values.ids import new_id, table_number_of
 from syncline.values.json import (
     document_from_json_bytes,
@@ -226,13 +234,17 @@ class Transaction:
 
     # ------------------------------------------------------------------ reads
 
-    def _record(self, index_name: str, interval: Interval) -> Interval:
-        if self.read_set.interval_count() >= self.limits.max_read_intervals:
+    def _check_read_count(self) -> None:
+        read_set = self.read_set
+        if read_set.interval_count() + len(read_set.searches) >= self.limits.max_read_intervals:
             raise LimitExceeded(
                 f"Too many reads in a single function execution (limit: "
-                f"{self.limits.max_read_intervals} index ranges or gets).",
+                f"{self.limits.max_read_intervals} index ranges, gets or searches).",
                 code="TooManyReads",
             )
+
+    def _record(self, index_name: str, interval: Interval) -> Interval:
+        self._check_read_count()
         return self.read_set.add(index_name, interval)
 
     def _count_read(self, raw: bytes) -> None:
@@ -318,6 +330,27 @@ class Transaction:
                 lo = rows[-1][0] + b"\x00"
             batch = min(batch * 4, 512)
         interval.start, interval.end = start, end
+
+    def search(
+        self, table: str, index_name: str, read: SearchRead, request: SearchRequest
+    ) -> list[tuple[bytes, dict[str, Any]]]:
+        """(encoded document, document) of the best matches of a text search, best first.
+
+        Records ``read`` (the search as asked, not its results: see
+        ``search_reads.py``); each document returned counts as read.
+        """
+        self._check_read_count()
+        self.read_set.add_search(read)
+        info = self.catalog.table(table)
+        if info is None:
+            return []
+        with self.storage_guard:
+            rows = self._conn.search(info.number, index_name, request)
+        out = []
+        for _doc_id, raw in rows:
+            self._count_read(raw)
+            out.append((raw, document_from_json_bytes(raw)))
+        return out
 
     def count(self, table: str) -> int:
         """Number of documents in a table (reads the whole table's range)."""
@@ -586,6 +619,9 @@ class Transaction:
             conn.put_document(doc_id, info.number, self.ts, raw)
         if added:
             conn.insert_index_entries(added)
+        specs = search_specs(self.schema, info.name)
+        if specs:
+            write_search_entries(conn, self.writes, specs, info.number, old, new)
         self._log[doc_id] = LogEntry(self.ts, doc_id, info.number, raw)
         self.writes.doc_ids.add(doc_id)
         self.writes.tables.add(info.name)

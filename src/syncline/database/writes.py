@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from syncline.database.search_reads import SearchWrite
 from syncline.errors import InternalError
 
 #: commit flags stored with each commit in the commit log
@@ -36,9 +37,14 @@ class WriteSet:
     doc_ids: set[str] = field(default_factory=set)
     #: tables written
     tables: set[str] = field(default_factory=set)
+    #: text search index full name -> written revisions (old and new) as it sees them
+    search: dict[str, list[SearchWrite]] = field(default_factory=dict)
 
     def add_key(self, index_name: str, key: bytes) -> None:
         self.keys.setdefault(index_name, []).append(key)
+
+    def add_search(self, index_name: str, revision: SearchWrite) -> None:
+        self.search.setdefault(index_name, []).append(revision)
 
     def is_empty(self) -> bool:
         return not self.doc_ids
@@ -66,13 +72,14 @@ class Commit:
 
 def encode_write_set(writes: WriteSet) -> bytes:
     """The commit log's form of a write set: JSON, keys in hex (see :func:`decode_write_set`)."""
-    return orjson.dumps(
-        {
-            "k": {name: [key.hex() for key in keys] for name, keys in writes.keys.items()},
-            "d": list(writes.doc_ids),
-            "t": list(writes.tables),
-        }
-    )
+    data: dict[str, object] = {
+        "k": {name: [key.hex() for key in keys] for name, keys in writes.keys.items()},
+        "d": list(writes.doc_ids),
+        "t": list(writes.tables),
+    }
+    if writes.search:
+        data["s"] = {name: [r.to_json() for r in revs] for name, revs in writes.search.items()}
+    return orjson.dumps(data)
 
 
 def decode_write_set(raw: bytes) -> WriteSet:
@@ -83,6 +90,10 @@ def decode_write_set(raw: bytes) -> WriteSet:
             {name: [bytes.fromhex(key) for key in keys] for name, keys in data["k"].items()},
             set(data["d"]),
             set(data["t"]),
+            {
+                name: [SearchWrite.from_json(r) for r in revisions]
+                for name, revisions in data.get("s", {}).items()
+            },
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InternalError(f"Commit log entry is not an encoded write set: {exc}") from None

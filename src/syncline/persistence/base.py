@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from syncline.errors import InternalError
+
 #: how hard a commit is made to survive a crash (SQLite's ``synchronous``: ``full``
 #: fsyncs every commit, ``normal`` survives a process crash only, ``off`` is for tests)
 Durability = Literal["full", "normal", "off"]
@@ -79,6 +81,50 @@ class CommitRow:
     ts: int
     flags: int
     writes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SearchIndexRow:
+    """A text search index as stored: its table, name and indexed fields."""
+
+    table_number: int
+    name: str
+    search_field: str
+    filter_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchEntry:
+    """What a text search index holds for one document.
+
+    ``tokens`` are the search field's terms in order (repeats kept: they weigh
+    in relevance); ``filters`` one opaque token per filter field, equal
+    exactly when the field's values are equal.
+    """
+
+    doc_id: str
+    creation_time: float
+    tokens: tuple[str, ...]
+    filters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """A text search: documents holding any of ``terms`` (``prefix``: any term starting
+    with it) and every one of the ``filters`` tokens, most relevant first (ties: the
+    newest creation time first), at most ``limit``."""
+
+    terms: tuple[str, ...]
+    prefix: str | None
+    filters: tuple[str, ...]
+    limit: int
+
+
+def _search_unsupported(what: str) -> InternalError:
+    return InternalError(
+        f"Text search is not supported on this storage backend yet ({what})",
+        code="SearchNotSupported",
+    )
 
 
 class ReadConnection(ABC):
@@ -134,6 +180,19 @@ class ReadConnection(ABC):
     @abstractmethod
     def get_used_upload_token(self, nonce: bytes) -> str | None:
         """The storage id of the upload that used the token with ``nonce``, if it was used."""
+
+    # Text search is an optional capability: a backend without it holds no search
+    # index, and creating or querying one raises InternalError (SearchNotSupported).
+
+    def search_indexes(self) -> list[SearchIndexRow]:
+        """The text search indexes stored (none on a backend without search)."""
+        return []
+
+    def search(
+        self, table_number: int, index: str, request: SearchRequest
+    ) -> list[tuple[str, bytes]]:
+        """(document id, encoded document) of the best matches of ``request``, best first."""
+        raise _search_unsupported("search")
 
 
 class WriteConnection(ReadConnection):
@@ -256,6 +315,24 @@ class WriteConnection(ReadConnection):
     @abstractmethod
     def prune_request_records(self, before_ts: int) -> int:
         """Forget mutation records and used upload tokens older than ``before_ts``."""
+
+    def create_search_index(self, row: SearchIndexRow) -> None:
+        """Register an empty text search index (entries are added separately)."""
+        raise _search_unsupported("create_search_index")
+
+    def drop_search_index(self, table_number: int, index: str) -> None:
+        """Remove a text search index and all of its entries."""
+        raise _search_unsupported("drop_search_index")
+
+    def put_search_entries(
+        self, table_number: int, index: str, entries: Sequence[SearchEntry]
+    ) -> None:
+        """Index documents (an entry replaces the document's previous one)."""
+        raise _search_unsupported("put_search_entries")
+
+    def delete_search_entries(self, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
+        """Remove documents' entries (a document without one is skipped)."""
+        raise _search_unsupported("delete_search_entries")
 
 
 class Persistence(ABC):

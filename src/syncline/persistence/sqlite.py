@@ -22,6 +22,7 @@ from pathlib import Path
 import orjson
 
 from syncline.errors import InternalError
+from syncline.persistence import sqlite_search
 from syncline.persistence.base import (
     BY_ID_INDEX,
     CATALOG_VERSION_GLOBAL,
@@ -34,6 +35,9 @@ from syncline.persistence.base import (
     MutationRecord,
     Persistence,
     ReadConnection,
+    SearchEntry,
+    SearchIndexRow,
+    SearchRequest,
     TableRow,
     WriteConnection,
 )
@@ -379,6 +383,14 @@ class _SqliteReader(ReadConnection):
         ).fetchone()
         return str(row[0]) if row else None
 
+    def search_indexes(self) -> list[SearchIndexRow]:
+        return sqlite_search.stored_indexes(self.conn)
+
+    def search(
+        self, table_number: int, index: str, request: SearchRequest
+    ) -> list[tuple[str, bytes]]:
+        return sqlite_search.search(self.conn, table_number, index, request)
+
 
 class _SqliteWriter(_SqliteReader, WriteConnection):
     #: the page cache is enlarged for the current transaction's bulk inserts
@@ -492,6 +504,7 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         for index_id in index_ids:
             self.conn.execute("DELETE FROM index_entries WHERE index_id = ?", (index_id,))
         self.conn.execute("DELETE FROM documents WHERE table_number = ?", (table_number,))
+        sqlite_search.drop_table_entries(self.conn, table_number)
 
     def renumber_table(self, old_number: int, new_number: int) -> None:
         if self.conn.execute(
@@ -502,6 +515,7 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         self.conn.execute(
             "UPDATE indexes SET table_number = ? WHERE table_number = ?", (new_number, old_number)
         )
+        sqlite_search.rename_table_indexes(self.conn, old_number, new_number)
 
     def prune_log(self, before_ts: int) -> int:
         cur = self.conn.execute("DELETE FROM log WHERE ts < ?", (before_ts,))
@@ -528,6 +542,20 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         tokens = self.conn.execute("DELETE FROM used_upload_tokens WHERE ts < ?", (before_ts,))
         return removed.rowcount + tokens.rowcount
 
+    def create_search_index(self, row: SearchIndexRow) -> None:
+        sqlite_search.create_index(self.conn, row)
+
+    def drop_search_index(self, table_number: int, index: str) -> None:
+        sqlite_search.drop_index(self.conn, table_number, index)
+
+    def put_search_entries(
+        self, table_number: int, index: str, entries: Sequence[SearchEntry]
+    ) -> None:
+        sqlite_search.put_entries(self.conn, table_number, index, entries)
+
+    def delete_search_entries(self, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
+        sqlite_search.delete_entries(self.conn, table_number, index, doc_ids)
+
 
 class SqlitePersistence(Persistence):
     """SQLite in WAL mode at ``path``; up to ``max_readers`` pooled snapshot connections."""
@@ -548,7 +576,7 @@ class SqlitePersistence(Persistence):
         self._kinds = _IndexKinds()
         conn = _connect(self.path, readonly=False, durability=durability)
         self._writer = _SqliteWriter(conn, self._kinds)
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + sqlite_search.REGISTRY_SCHEMA)
         _migrate_session_requests(conn)
         _migrate_documents_by_table(conn)
         for index_id, name in conn.execute("SELECT id, name FROM indexes"):
