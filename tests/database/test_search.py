@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from syncline import v
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.search_query import MAX_SEARCH_RESULTS
+from syncline.database.search_terms import query_terms, tokenize
 from syncline.database.transaction import Transaction
 from syncline.errors import InvalidCursor, InvalidQuery, LimitExceeded
 from syncline.persistence.sqlite import SqlitePersistence
@@ -298,3 +302,41 @@ def test_a_search_counts_toward_the_reads_limit(tmp_path: Path) -> None:
         with pytest.raises(LimitExceeded) as info:
             small.run_read(searches)
         assert info.value.code == "TooManyReads"
+
+
+alphabet = st.sampled_from(["a", "e", "z", "é", "東", "9", "Z", "É"])
+word = st.text(alphabet, min_size=1, max_size=4)
+text = st.lists(word, max_size=5).map(" ".join)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(text, st.sampled_from(["a", "b"])), max_size=12),
+    st.one_of(word, text),
+    st.booleans(),
+)
+@example(docs=[("é", "a"), ("zz", "a")], query_text="z", filtered=False)
+@example(docs=[("東京", "a"), ("z東", "a")], query_text="東", filtered=False)
+def test_search_finds_exactly_what_the_matching_rule_says(
+    docs: list[tuple[str, str]], query_text: str, filtered: bool
+) -> None:
+    """FTS5 (with its token alphabet) agrees with the rule, on any script, prefix included."""
+    terms = query_terms(query_text)
+    with tempfile.TemporaryDirectory() as tmp:
+        persistence = SqlitePersistence(Path(tmp) / "model.sqlite3", durability="off")
+        with Database(persistence) as model_db:
+            model_db.apply_schema(_schema())
+            ids = _insert(model_db, *({"body": b, "channel": c} for b, c in docs))
+            eqs = {"channel": "a"} if filtered else {}
+            found = model_db.run_read(lambda tx: _query(tx, query_text, **eqs).collect()).value
+    expected = set()
+    for doc_id, (body, channel) in zip(ids, docs, strict=True):
+        tokens = tokenize(body)
+        if filtered and channel != "a":
+            continue
+        if terms.prefix is not None and any(
+            t.startswith(terms.prefix) or t in terms.exact for t in tokens
+        ):
+            expected.add(doc_id)
+    assert {d["_id"] for d in found} == expected
+    assert len(found) == len(expected)

@@ -60,13 +60,20 @@ def test_a_mutation_searches_its_own_earlier_writes(db: Database) -> None:
     db.write_sync(lambda tx: tx.insert("messages", {"body": "stored hello", "channel": "a"}))
     stored_id = db.run_read(lambda tx: _search(tx, "stored")).value[0]["_id"]
 
+    runs: list[int] = []
+
     def write_then_search(tx: Transaction) -> list[str]:
+        runs.append(tx.ts)
         tx.insert("messages", {"body": "fresh hello", "channel": "a"})
         tx.patch(stored_id, {"body": "stored goodbye"})
         return sorted(d["body"] for d in _search(tx, "hello"))
 
-    assert db.write_sync(write_then_search).value == ["fresh hello"]
+    result = db.write_sync(write_then_search)
+    assert result.value == ["fresh hello"]
+    # The optimistic run stopped at the search; the second ran under the lock, at its ts.
+    assert len(runs) == 2 and runs[1] == result.ts
     assert _found(db, "goodbye") == ["stored goodbye"]
+    assert _found(db, "hello") == ["fresh hello"]
 
 
 def test_a_mutation_that_wrote_another_index_searches_optimistically(db: Database) -> None:
