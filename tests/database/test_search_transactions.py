@@ -263,3 +263,21 @@ def test_a_backend_without_search_says_so() -> None:
         ReadConnection.search(None, 1, "s", request)  # type: ignore[arg-type]
     assert info.value.code == "SearchNotSupported"
     assert ReadConnection.search_indexes(None) == []  # type: ignore[arg-type]
+
+
+def test_on_a_backend_without_search_indexes_stay_declarations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from syncline.persistence import sqlite
+
+    monkeypatch.setattr(sqlite._SqliteReader, "supports_search", False)
+    with _open(tmp_path / "nosearch.sqlite3") as db:
+        with caplog.at_level(logging.WARNING, logger="syncline.database"):
+            change = db.apply_schema(_schema())
+        assert change.added_indexes == []
+        assert "does not support text search" in caplog.text
+        # Writes work (and keep no entries); a search says what is missing.
+        db.write_sync(lambda tx: tx.insert("messages", {"body": "hello", "channel": "a"}))
+        with pytest.raises(InternalError) as info:
+            db.run_read(lambda tx: _search(tx, "hello"))
+        assert info.value.code == "SearchNotSupported"

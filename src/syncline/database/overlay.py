@@ -70,6 +70,7 @@ class BufferedWrites(WriteConnection):
         self.base = base
         self.ts = base.ts
         self.catalog_version = base.catalog_version
+        self.supports_search = base.supports_search
         self._by_id_tables = by_id_tables
         #: document id -> (table number, encoded value, or None once deleted)
         self._docs: dict[str, tuple[int, bytes | None]] = {}
@@ -241,9 +242,7 @@ class BufferedWrites(WriteConnection):
     def search_indexes(self) -> list[SearchIndexRow]:
         return self.base.search_indexes()
 
-    def search(
-        self, table_number: int, index: str, request: SearchRequest
-    ) -> list[tuple[str, bytes]]:
+    def search(self, table_number: int, index: str, request: SearchRequest) -> list[str]:
         if (table_number, index) in self._search:
             self._locked("search over this transaction's own writes")
         return self.base.search(table_number, index, request)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from syncline.database.catalog import BY_CREATION_TIME
-from syncline.database.search_query import MAX_SEARCH_RESULTS, SearchPlan, too_many_results
+from syncline.database.search_query import MAX_SEARCH_RESULTS, SearchPlan
 from syncline.errors import InvalidCursor, InvalidQuery, InvalidValue, LimitExceeded
 from syncline.values.json import from_python, to_json
 from syncline.values.keys import compare, encode_key, encode_value, get_field_path
@@ -752,22 +752,21 @@ class Query:
                 raise InvalidCursor("InvalidCursor: endCursor must be a string")
             end_key = _decode_cursor(end_cursor, fingerprint)
             until = None if end_key is None else _search_position(end_key)
-        candidates = self._search.candidates(self._tx, MAX_SEARCH_RESULTS + 1)
+        ids = self._search.results(self._tx, MAX_SEARCH_RESULTS + 1)
+        if until is not None:
+            ids = ids[:until]
         page: list[dict[str, Any]] = []
-        position = start
-        while position < len(candidates) and (until is None or position < until):
-            if position >= MAX_SEARCH_RESULTS:
-                raise too_many_results()
-            doc = candidates[position]
-            position += 1
+        position = len(ids)  # just after the last result looked at
+        for at, doc in self._search.documents(self._tx, ids, start):
             if self._matches(doc):
                 page.append(doc)
             if not bounded and len(page) >= num_items:
+                position = at + 1
                 break
         if bounded:
             continue_cursor = end_cursor
             is_done = until is None
-        elif position >= len(candidates):
+        elif position >= len(ids):
             continue_cursor = _encode_cursor(fingerprint, None)
             is_done = True
         else:

@@ -159,29 +159,40 @@ class SearchPlan:
         # The storage matched digests of the values: confirm the values themselves.
         return all(compare(get_field_path(doc, f), v) == 0 for f, v in self.filters)
 
-    def candidates(self, tx: Transaction, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` matching documents, most relevant first (the search is recorded)."""
+    def results(self, tx: Transaction, limit: int) -> list[str]:
+        """The ids of up to ``limit`` results, most relevant first (the search is recorded)."""
         request = SearchRequest(
             self.terms.exact,
             self.terms.prefix,
             tuple(token for _, token in self.read.filters),
             limit,
         )
-        rows = tx.search(self.spec.table, self.spec.name, self.read, request)
-        return [doc for _raw, doc in rows if self._matches_filters(doc)]
+        return tx.search(self.spec.table, self.spec.name, self.read, request)
+
+    def documents(
+        self, tx: Transaction, ids: list[str], start: int = 0
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(position, document) of ``ids[start:]``, each loaded when it is consumed.
+
+        Past :data:`MAX_SEARCH_RESULTS` positions, LimitExceeded.
+        """
+        for position in range(start, len(ids)):
+            if position >= MAX_SEARCH_RESULTS:
+                raise too_many_results()
+            doc = tx.search_result(ids[position])
+            if doc is not None and self._matches_filters(doc):
+                yield position, doc
 
     def scan(self, tx: Transaction, wanted: int | None) -> Iterator[dict[str, Any]]:
-        """The results in order; past :data:`MAX_SEARCH_RESULTS` scanned, LimitExceeded.
+        """The results in order, loaded lazily; past :data:`MAX_SEARCH_RESULTS`, LimitExceeded.
 
         ``wanted``: how many the consumer will take if every result is kept
-        (None: unknown), to fetch no more than needed.
+        (None: unknown), to fetch no more ids than needed.
         """
         fetch = MAX_SEARCH_RESULTS + 1
         if wanted is not None and wanted <= MAX_SEARCH_RESULTS:
             fetch = wanted
-        for position, doc in enumerate(self.candidates(tx, fetch)):
-            if position >= MAX_SEARCH_RESULTS:
-                raise too_many_results()
+        for _position, doc in self.documents(tx, self.results(tx, fetch)):
             yield doc
 
 

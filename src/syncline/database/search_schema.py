@@ -7,6 +7,10 @@ apply. A declaration that changed (another search field or filter fields) is
 dropped and built again. A new index is backfilled from the table's documents
 in batches, inside the schema's transaction (so it is complete when the
 schema becomes active), with its progress logged for large tables.
+
+On a storage backend without text search (``supports_search`` false) the
+declarations stay declarations: nothing is built, writes keep no entries,
+and a search raises InternalError (code ``SearchNotSupported``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,14 @@ def sync_search_indexes(tx: Transaction, schema: Schema | None) -> tuple[list[st
                 info.number, declared.name, declared.search_field, tuple(declared.filter_fields)
             )
             wanted[info.number, declared.name] = row
+    if not conn.supports_search:
+        if wanted:
+            log.warning(
+                "the schema declares %d search index(es), but this storage backend does not "
+                "support text search: they are not built, and searching them fails",
+                len(wanted),
+            )
+        return [], []
     stored = {(row.table_number, row.name): row for row in conn.search_indexes()}
     added: list[str] = []
     removed: list[str] = []

@@ -54,6 +54,7 @@ from syncline.persistence.base import (
     ReadConnection,
     SearchRequest,
     WriteConnection,
+    search_unsupported,
 )
 from syncline.values.ids import new_id, table_number_of
 from syncline.values.json import (
@@ -333,24 +334,30 @@ class Transaction:
 
     def search(
         self, table: str, index_name: str, read: SearchRead, request: SearchRequest
-    ) -> list[tuple[bytes, dict[str, Any]]]:
-        """(encoded document, document) of the best matches of a text search, best first.
+    ) -> list[str]:
+        """The ids of the best matches of a text search, best first.
 
-        Records ``read`` (the search as asked, not its results: see
-        ``search_reads.py``); each document returned counts as read.
+        Records ``read``: the search as asked, not its results (see
+        ``search_reads.py``), which covers every document it can return.
         """
+        if not self._conn.supports_search:
+            raise search_unsupported(f"searching {table}.{index_name}")
         self._check_read_count()
         self.read_set.add_search(read)
         info = self.catalog.table(table)
         if info is None:
             return []
         with self.storage_guard:
-            rows = self._conn.search(info.number, index_name, request)
-        out = []
-        for _doc_id, raw in rows:
-            self._count_read(raw)
-            out.append((raw, document_from_json_bytes(raw)))
-        return out
+            return self._conn.search(info.number, index_name, request)
+
+    def search_result(self, doc_id: str) -> dict[str, Any] | None:
+        """A document :meth:`search` returned, counted as read (its read is the search's)."""
+        with self.storage_guard:
+            row = self._conn.get_document(doc_id)
+        if row is None:
+            return None
+        self._count_read(row[1])
+        return document_from_json_bytes(row[1])
 
     def count(self, table: str) -> int:
         """Number of documents in a table (reads the whole table's range)."""
@@ -619,7 +626,7 @@ class Transaction:
             conn.put_document(doc_id, info.number, self.ts, raw)
         if added:
             conn.insert_index_entries(added)
-        specs = search_specs(self.schema, info.name)
+        specs = search_specs(self.schema, info.name) if conn.supports_search else []
         if specs:
             write_search_entries(conn, self.writes, specs, info.number, old, new)
         self._log[doc_id] = LogEntry(self.ts, doc_id, info.number, raw)

@@ -120,7 +120,8 @@ class SearchRequest:
     limit: int
 
 
-def _search_unsupported(what: str) -> InternalError:
+def search_unsupported(what: str) -> InternalError:
+    """The error of a text search operation on a backend without text search."""
     return InternalError(
         f"Text search is not supported on this storage backend yet ({what})",
         code="SearchNotSupported",
@@ -137,6 +138,8 @@ class ReadConnection(ABC):
 
     ts: int
     catalog_version: int
+    #: whether this backend stores text search indexes (see :meth:`search`)
+    supports_search: bool = False
 
     @abstractmethod
     def get_document(self, doc_id: str) -> tuple[int, bytes] | None:
@@ -181,18 +184,17 @@ class ReadConnection(ABC):
     def get_used_upload_token(self, nonce: bytes) -> str | None:
         """The storage id of the upload that used the token with ``nonce``, if it was used."""
 
-    # Text search is an optional capability: a backend without it holds no search
-    # index, and creating or querying one raises InternalError (SearchNotSupported).
+    # Text search is an optional capability (``supports_search``): a backend without
+    # it holds no search index, and creating or querying one raises InternalError
+    # (code SearchNotSupported).
 
     def search_indexes(self) -> list[SearchIndexRow]:
         """The text search indexes stored (none on a backend without search)."""
         return []
 
-    def search(
-        self, table_number: int, index: str, request: SearchRequest
-    ) -> list[tuple[str, bytes]]:
-        """(document id, encoded document) of the best matches of ``request``, best first."""
-        raise _search_unsupported("search")
+    def search(self, table_number: int, index: str, request: SearchRequest) -> list[str]:
+        """The ids of the best matches of ``request``, best first (at most its limit)."""
+        raise search_unsupported("search")
 
 
 class WriteConnection(ReadConnection):
@@ -318,21 +320,21 @@ class WriteConnection(ReadConnection):
 
     def create_search_index(self, row: SearchIndexRow) -> None:
         """Register an empty text search index (entries are added separately)."""
-        raise _search_unsupported("create_search_index")
+        raise search_unsupported("create_search_index")
 
     def drop_search_index(self, table_number: int, index: str) -> None:
         """Remove a text search index and all of its entries."""
-        raise _search_unsupported("drop_search_index")
+        raise search_unsupported("drop_search_index")
 
     def put_search_entries(
         self, table_number: int, index: str, entries: Sequence[SearchEntry]
     ) -> None:
         """Index documents (an entry replaces the document's previous one)."""
-        raise _search_unsupported("put_search_entries")
+        raise search_unsupported("put_search_entries")
 
     def delete_search_entries(self, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
         """Remove documents' entries (a document without one is skipped)."""
-        raise _search_unsupported("delete_search_entries")
+        raise search_unsupported("delete_search_entries")
 
 
 class Persistence(ABC):

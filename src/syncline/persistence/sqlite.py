@@ -285,6 +285,8 @@ def _migrate_documents_by_table(conn: sqlite3.Connection) -> None:
 
 
 class _SqliteReader(ReadConnection):
+    supports_search = True
+
     def __init__(self, conn: sqlite3.Connection, kinds: _IndexKinds) -> None:
         self.conn = conn
         self.ts = 0
@@ -386,9 +388,7 @@ class _SqliteReader(ReadConnection):
     def search_indexes(self) -> list[SearchIndexRow]:
         return sqlite_search.stored_indexes(self.conn)
 
-    def search(
-        self, table_number: int, index: str, request: SearchRequest
-    ) -> list[tuple[str, bytes]]:
+    def search(self, table_number: int, index: str, request: SearchRequest) -> list[str]:
         return sqlite_search.search(self.conn, table_number, index, request)
 
 

@@ -4,7 +4,7 @@ Each index ``name`` of table number ``N`` is two tables, written in the same
 transaction as the documents (so every snapshot sees the documents and their
 search entries as of the same commit):
 
-* ``search_N_name``: an FTS5 table (``tokenize='ascii'``, ``detail=column``)
+* ``search_N_name``: an FTS5 table (``tokenize='ascii'``, ``detail=full``)
   with two columns, ``b`` (the document's search tokens, space-joined) and
   ``f`` (its filter tokens);
 * ``search_N_name_docs``: the FTS rowid of each document id, with the
@@ -19,6 +19,15 @@ so a prefix of a token is a prefix of its FTS form: prefix queries stay exact.
 Every query token is quoted, so no user text is read as FTS5 query syntax.
 
 Relevance is FTS5's ``bm25`` over the ``b`` column (the filter column weighs 0).
+
+Why this layout (measured on 50,000 documents of 5 to 40 words, a prefix
+query ranked by ``bm25`` with ``LIMIT 10``): ``detail=column`` has no
+positions, so ``bm25`` re-tokenises each matching row's content to count its
+terms, and queries took 1.8 to 1.9 ms against 0.5 ms with ``detail=full``, for
+the same size (14 MB) and load time. A contentless table (``content=''``) is
+half the size (7 MB) and as fast, but deleting a row from it needs the exact
+tokens it was given: a tokeniser change would silently corrupt the index, so
+the content is kept and rows are deleted by rowid.
 """
 
 from __future__ import annotations
@@ -88,7 +97,7 @@ def create_index(conn: sqlite3.Connection, row: SearchIndexRow) -> None:
     )
     conn.execute(
         f"CREATE VIRTUAL TABLE {_fts(row.table_number, row.name)} "
-        "USING fts5(b, f, tokenize='ascii', detail=column)"
+        "USING fts5(b, f, tokenize='ascii', detail=full)"
     )
     conn.execute(
         f"CREATE TABLE {_docs(row.table_number, row.name)} ("
@@ -169,15 +178,13 @@ def _match_expression(request: SearchRequest) -> str:
 
 def search(
     conn: sqlite3.Connection, table_number: int, index: str, request: SearchRequest
-) -> list[tuple[str, bytes]]:
+) -> list[str]:
     if (not request.terms and request.prefix is None) or request.limit <= 0:
         return []
     fts, docs = _fts(table_number, index), _docs(table_number, index)
     rows = conn.execute(
-        f"SELECT d.doc_id, v.value FROM {fts} "
-        f"JOIN {docs} d ON d.rowid = {fts}.rowid "
-        "JOIN documents v ON v.table_number = ? AND v.id = d.doc_id "
+        f"SELECT d.doc_id FROM {fts} JOIN {docs} d ON d.rowid = {fts}.rowid "
         f"WHERE {fts} MATCH ? ORDER BY bm25({fts}, 1.0, 0.0), d.creation_time DESC LIMIT ?",
-        (table_number, _match_expression(request), request.limit),
+        (_match_expression(request), request.limit),
     ).fetchall()
-    return [(doc_id, value) for doc_id, value in rows]
+    return [doc_id for (doc_id,) in rows]
