@@ -278,6 +278,13 @@ def test_on_a_backend_without_search_indexes_stay_declarations(
         assert "does not support text search" in caplog.text
         # Writes work (and keep no entries); a search says what is missing.
         db.write_sync(lambda tx: tx.insert("messages", {"body": "hello", "channel": "a"}))
+
+        def bulk(tx: Transaction) -> None:
+            writer = BulkWriter(tx)
+            writer.insert(tx.ensure_table("messages"), {"body": "imported", "channel": "a"})
+            writer.flush()
+
+        db.submit_write(bulk, exclusive=True).result()
         with pytest.raises(InternalError) as info:
             db.run_read(lambda tx: _search(tx, "hello"))
         assert info.value.code == "SearchNotSupported"

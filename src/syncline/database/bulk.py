@@ -79,6 +79,12 @@ class BulkWriter:
 
     # ------------------------------------------------------------------ tables
 
+    def _search_specs(self, info: TableInfo) -> list[SearchIndexSpec]:
+        """The table's text search indexes (none on a backend without text search)."""
+        if not self.conn.supports_search:
+            return []
+        return search_specs(self.tx.schema, info.name)
+
     def count(self, info: TableInfo) -> int:
         """Documents currently stored in the table (pending ones excluded)."""
         return self.conn.count(info.indexes[BY_ID].id)
@@ -92,7 +98,7 @@ class BulkWriter:
         self.flush()
         self._plans.pop(info.name, None)
         indexes = list(info.indexes.values())
-        searches = search_specs(self.tx.schema, info.name)
+        searches = self._search_specs(info)
         writes = self.tx.writes
         ts = self.tx.ts
         deleted = 0
@@ -219,7 +225,7 @@ class BulkWriter:
                 info,
                 may_have_documents=self.count(info) > 0,
                 validator=schema.validator_for(info.name) if schema is not None else None,
-                search=search_specs(schema, info.name),
+                search=self._search_specs(info),
             )
             self._plans[info.name] = plan
         return plan

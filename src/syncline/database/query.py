@@ -442,6 +442,12 @@ def _decode_cursor(cursor: str, fingerprint: bytes) -> bytes | None:
     return None if body[17:18] == _END else body[18:]
 
 
+def _cursor_string(cursor: object) -> str:
+    if not isinstance(cursor, str):
+        raise InvalidCursor(f"InvalidCursor: cursor must be a string or None, got {cursor!r}")
+    return cursor
+
+
 def _page_size(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
         raise InvalidValue(f"paginate: numItems must be a whole number, got {value!r}")
@@ -650,11 +656,7 @@ class Query:
         start, end = self._interval()
         reverse = self._order == "desc"
         if cursor is not None:
-            if not isinstance(cursor, str):
-                raise InvalidCursor(
-                    f"InvalidCursor: cursor must be a string or None, got {cursor!r}"
-                )
-            after = _decode_cursor(cursor, fingerprint)
+            after = _decode_cursor(_cursor_string(cursor), fingerprint)
             if after is None:
                 return {"page": [], "isDone": True, "continueCursor": cursor}
             if reverse:
@@ -737,11 +739,7 @@ class Query:
         assert self._search is not None
         start = 0
         if cursor is not None:
-            if not isinstance(cursor, str):
-                raise InvalidCursor(
-                    f"InvalidCursor: cursor must be a string or None, got {cursor!r}"
-                )
-            after = _decode_cursor(cursor, fingerprint)
+            after = _decode_cursor(_cursor_string(cursor), fingerprint)
             if after is None:
                 return {"page": [], "isDone": True, "continueCursor": cursor}
             start = _search_position(after)

@@ -287,6 +287,10 @@ class Transaction:
         if info is None:
             return None
         self._record(f"{info.name}.{BY_ID}", point(encode_key((doc_id,))))
+        return self._load(doc_id)
+
+    def _load(self, doc_id: str) -> dict[str, Any] | None:
+        """The stored document, counted as read (the caller records the read)."""
         with self.storage_guard:
             row = self._conn.get_document(doc_id)
         if row is None:
@@ -352,12 +356,7 @@ class Transaction:
 
     def search_result(self, doc_id: str) -> dict[str, Any] | None:
         """A document :meth:`search` returned, counted as read (its read is the search's)."""
-        with self.storage_guard:
-            row = self._conn.get_document(doc_id)
-        if row is None:
-            return None
-        self._count_read(row[1])
-        return document_from_json_bytes(row[1])
+        return self._load(doc_id)
 
     def count(self, table: str) -> int:
         """Number of documents in a table (reads the whole table's range)."""
