@@ -286,6 +286,16 @@ def test_query_limits_and_mistakes_are_clear_errors(db: Database) -> None:
         lambda tx: Query(tx, "wide").with_search_index("s", lambda q: None),
         "InvalidQuery",
     )
+    fails(
+        lambda tx: Query(tx, "wide").with_search_index("s", lambda q: q.eq("f1", 1)),
+        "InvalidQuery",
+    )
+    fails(
+        lambda tx: Query(tx, "wide").with_search_index(
+            "s", lambda q: q.search("b", "x").search("b", "y")
+        ),
+        "InvalidQuery",
+    )
 
 
 def test_a_search_counts_toward_the_reads_limit(tmp_path: Path) -> None:

@@ -73,6 +73,9 @@ class SearchFilter:
         self.eqs.append((field, UNDEFINED if value is UNDEFINED else from_python(value)))
         return self
 
+    def search(self, field: str, text: str) -> SearchFilter:
+        raise InvalidQuery("A search expression has exactly one q.search(field, text)")
+
 
 class SearchFilterBuilder:
     """The ``q`` handed to ``with_search_index(name, lambda q: ...)``."""
@@ -87,6 +90,12 @@ class SearchFilterBuilder:
                 f"q.search() takes the text to search for as a string, got {type(text).__name__}"
             )
         return SearchFilter(field, text)
+
+    def eq(self, field: str, value: Any) -> SearchFilter:
+        raise InvalidQuery(
+            "A search expression starts with q.search(field, text); .eq(field, value) "
+            "filters follow it"
+        )
 
 
 _Q = SearchFilterBuilder()
