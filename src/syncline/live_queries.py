@@ -63,8 +63,10 @@ RECENT_COMMITS_MAX_KEYS = 100_000
 
 
 def _weight(commit: Commit) -> int:
-    """What a kept commit costs, in index keys (at least 1)."""
-    return 1 + sum(len(keys) for keys in commit.writes.keys.values())
+    """What a kept commit costs, in index keys and search terms (at least 1)."""
+    writes = commit.writes
+    searched = sum(len(r.terms) for revisions in writes.search.values() for r in revisions)
+    return 1 + searched + sum(len(keys) for keys in writes.keys.values())
 
 
 @dataclass(frozen=True, slots=True)
