@@ -13,6 +13,11 @@ A backend stores four things (design §3.1):
 * a few globals (the last commit ts, the catalog version, the active schema,
   ...) and the catalog of tables and indexes.
 
+Optionally (``ReadConnection.supports_search``), text search indexes: per
+index, each document's terms and filter tokens (:class:`SearchEntry`),
+matched and ranked by :meth:`ReadConnection.search`. The engine tokenises;
+the backend stores, matches and ranks what it is given.
+
 Everything several processes must agree on lives here, not in a process:
 a snapshot names its last commit ts and its catalog version, and so does the
 writer's transaction when it begins (read under the store's write lock).
