@@ -61,6 +61,8 @@ NODE = shutil.which("node")
         (v.any(), "any"),
         (v.id("users"), 'Id<"users">'),
         (v.id("_storage"), 'Id<"_storage">'),
+        (v.doc("tasks"), 'Doc<"tasks">'),
+        (v.array(v.doc("tasks")), 'Array<Doc<"tasks">>'),
         (v.array(v.string()), "Array<string>"),
         (v.array(v.union(v.string(), v.null())), "Array<string | null>"),
         (v.record(v.string(), v.number()), "Record<string, number>"),
@@ -428,3 +430,85 @@ def test_generated_code_type_checks_with_tsc(tmp_path: Path) -> None:
     # Nothing else failed: App.tsx and the generated .d.ts files type-check.
     assert all(line.startswith("src/Wrong.tsx") for line in errors), wrong.stdout
     assert len(errors) == 2, wrong.stdout
+
+
+def test_doc_validators_import_doc_from_the_data_model() -> None:
+    @query(returns=v.array(v.doc("tasks")))
+    def listing(ctx: object) -> None: ...
+
+    listing.path = "tasks:list"
+    schema = define_schema({"tasks": define_table({"text": v.string()})})
+    api_dts = generate({"tasks:list": listing}, schema)[API_DTS]
+    assert 'import type { Doc } from "./dataModel";' in api_dts
+    assert 'FunctionReference<"query", "public", Record<string, never>, Array<Doc<"tasks">>>' in (
+        api_dts
+    )
+
+
+# ----------------------------------------------------------------------------- quickstart (TSX)
+
+QUICKSTART = Path(__file__).parent.parent / "docs" / "quickstart.md"
+
+
+def _quickstart_blocks() -> dict[str, str]:
+    """The quickstart's web app files (`web/src/X.tsx`:) and its syncline.toml."""
+    text = QUICKSTART.read_text()
+    files = dict(re.findall(r"`web/(src/\w+\.tsx)`:\n\n```tsx\n(.*?)```", text, re.S))
+    toml = re.search(r"```toml\n# syncline.toml\n(.*?)```", text, re.S)
+    assert toml is not None, "the quickstart shows no syncline.toml"
+    files["syncline.toml"] = toml.group(1)
+    return files
+
+
+@pytest.mark.slow
+def test_quickstart_typescript_app_builds_with_tsc_b(tmp_path: Path) -> None:
+    """The quickstart's React + TypeScript app, on the template, passes `tsc -b` (Vite's
+    build check), and its query results are typed: a wrong use of a task is an error."""
+    require_node_package(TS_DIR, "typescript")
+    require_node_package(TS_DIR, "convex")
+    require_node_package(TS_DIR, "@types/react-dom")
+    project = tmp_path / "myapp"
+    assert CliRunner().invoke(main, ["init", str(project)]).exit_code == 0
+    blocks = _quickstart_blocks()
+    assert set(blocks) == {"src/main.tsx", "src/App.tsx", "syncline.toml"}
+    (project / "syncline.toml").write_text(blocks.pop("syncline.toml"))
+    web = project / "web"
+    (web / "src").mkdir(parents=True)
+    for name, code in blocks.items():
+        (web / name).write_text(code)
+    for config in (TS_DIR / "quickstart").glob("tsconfig*.json"):
+        shutil.copy(config, web / config.name)
+    (web / "node_modules").symlink_to(TS_DIR / "node_modules", target_is_directory=True)
+    # The project file's codegen-out is `syncline codegen`'s --out.
+    result = CliRunner().invoke(main, ["codegen", "--dir", str(project)])
+    assert result.exit_code == 0, result.output
+    assert (web / "src" / "convex" / "_generated" / API_DTS).exists()
+    # Results are not `any`: each misuse below must be an error, else TS2578 (unused directive).
+    (web / "src" / "Typed.tsx").write_text(
+        textwrap.dedent(
+            """
+            import { useQuery } from "convex/react";
+            import { api } from "./convex/_generated/api";
+            import type { Doc, Id } from "./convex/_generated/dataModel";
+
+            export function Typed() {
+              const tasks = useQuery(api.tasks.list);
+              const first: Doc<"tasks"> | undefined = tasks?.[0];
+              const id: Id<"tasks"> | undefined = first?._id;
+              // @ts-expect-error tasks have no `title`
+              const title = first?.title;
+              // @ts-expect-error `done` is a boolean
+              const done: string | undefined = first?.done;
+              // @ts-expect-error the result may be undefined while loading
+              const count: number = tasks.length;
+              return [id, title, done, count];
+            }
+            """
+        ).lstrip()
+    )
+    tsc = TS_DIR / "node_modules" / "typescript" / "bin" / "tsc"
+    assert NODE is not None
+    built = subprocess.run(
+        [NODE, str(tsc), "-b"], cwd=web, capture_output=True, text=True, timeout=180
+    )
+    assert built.returncode == 0, built.stdout + built.stderr

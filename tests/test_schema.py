@@ -670,3 +670,13 @@ def test_repr() -> None:
     table = define_table({"a": v.string()}).index("by_a", ["a"])
     assert repr(table) == "define_table(v.object({\"a\": v.string()})).index('by_a', ['a'])"
     assert repr(define_schema({"t": table})).startswith("define_schema({'t': define_table(")
+
+
+def test_v_doc_binds_to_a_table_and_is_not_a_field_type() -> None:
+    schema = define_schema({"tasks": define_table({"text": v.string()})})
+    bound = schema.bind_documents(v.array(v.doc("tasks")))
+    assert bound.to_json() == {"type": "array", "value": schema.doc("tasks").to_json()}
+    with pytest.raises(SchemaDefinitionError, match=r'v.doc\("users"\) names a table'):
+        schema.bind_documents(v.doc("users"))
+    with pytest.raises(SchemaDefinitionError, match=r"Table `notes` uses v.doc"):
+        define_schema({"tasks": define_table({}), "notes": define_table({"t": v.doc("tasks")})})

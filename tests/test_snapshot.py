@@ -708,6 +708,26 @@ def test_cli_export_and_import(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 6
 
 
+def test_cli_export_path_ending_in_a_slash_is_a_new_folder(tmp_path: Path) -> None:
+    project = _project(tmp_path, "app", {"schema.py": TASKS_SCHEMA, "tasks.py": TASKS_FUNCTIONS})
+    runner = CliRunner()
+    data = tmp_path / "tasks.jsonl"
+    data.write_bytes(orjson.dumps({"title": "t", "done": False, "priority": 1, "maybe": None}))
+    result = runner.invoke(main, ["import", str(data), "--table", "tasks", "--dir", str(project)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "backups" / "daily"
+    result = runner.invoke(main, ["export", "--dir", str(project), "--path", f"{folder}/"])
+    assert result.exit_code == 0, result.output
+    assert folder.is_dir()
+    (written,) = folder.iterdir()
+    assert re.fullmatch(r"snapshot_\d{8}-\d{6}\.zip", written.name)
+    result = runner.invoke(
+        main, ["export", "--dir", str(project), "--table", "tasks", "--path", f"{folder}/"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (folder / "tasks.jsonl").is_file()
+
+
 def test_cli_reports_bad_rows(tmp_path: Path) -> None:
     project = _project(tmp_path, "p", {"schema.py": TASKS_SCHEMA})
     data = tmp_path / "tasks.csv"

@@ -12,15 +12,20 @@ from syncline.commands.data import data
 from syncline.commands.env import env
 from syncline.commands.init import init
 from syncline.commands.logs import logs
+from syncline.commands.project_file import ProjectGroup
 from syncline.commands.run import run
 from syncline.commands.serve import dev, serve
 from syncline.commands.snapshot import export_command, import_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="syncline")
 def main() -> None:
-    """Syncline: a self-hosted reactive backend for Python."""
+    """Syncline: a self-hosted reactive backend for Python.
+
+    Option defaults can live in the project folder's syncline.toml (or
+    [tool.syncline] in pyproject.toml): see the project file reference.
+    """
 
 
 for _command in (

@@ -34,6 +34,7 @@ Validator → TypeScript (:func:`ts_type`):
 ``v.union(a, b)``      ``A | B``
 ``v.literal(x)``       the literal type (``"a"``, ``3``, ``true``, ``5n``);
                        NaN, ±Infinity and -0 become ``number``
+``v.doc("t")``         ``Doc<"t">`` (from ``dataModel.d.ts``)
 ``v.any()``            ``any``
 =====================  ==========================================
 
@@ -67,6 +68,7 @@ from syncline.values.validators import (
     VArray,
     VBoolean,
     VBytes,
+    VDoc,
     VFloat64,
     VId,
     VInt64,
@@ -190,6 +192,9 @@ class _Renderer:
         if isinstance(validator, VId):
             self.used.add(self.id_type)
             return f"{self.id_type}<{_string(validator.table_name)}>"
+        if isinstance(validator, VDoc):
+            self.used.add("Doc")
+            return f"Doc<{_string(validator.table_name)}>"
         if isinstance(validator, VLiteral):
             return _literal(validator.value)
         if isinstance(validator, VArray):
@@ -382,6 +387,8 @@ def _api_dts(functions: Mapping[str, RegisteredFunction]) -> str:
         imports.append('import type { FunctionReference } from "convex/server";')
     if "Id" in renderer.used:
         imports.append('import type { GenericId as Id } from "convex/values";')
+    if "Doc" in renderer.used:
+        imports.append('import type { Doc } from "./dataModel";')
     head = _HEADER.format(what="Typed references to the functions: `api` (public) and `internal`.")
     body = [
         head.rstrip("\n"),

@@ -43,12 +43,14 @@ from syncline.values.validators import (
     ValidatorError,
     VAny,
     VArray,
+    VDoc,
     VFloat64,
     VId,
     VObject,
     VOptional,
     VUnion,
     as_validator,
+    substitute,
     v,
     validate_object,
     validator_from_json,
@@ -287,6 +289,11 @@ class _TableChecker:
                 f"Table `{table}`: documents are objects, so the table validator must be a "
                 f"v.object(...), a v.union(...) of objects or v.any(); got {validator!r}"
             )
+        if any(isinstance(node, VDoc) for node in walk(validator)):
+            raise self.fail(
+                f"Table `{table}` uses v.doc(...): it describes function args and results, "
+                "not stored fields; store the document's id (v.id(...)) instead"
+            )
         for obj in _object_members(validator) or ():
             for field in obj.fields:
                 if field.startswith("_"):
@@ -510,6 +517,24 @@ class Schema:
         if isinstance(validator, VObject):
             return validator.extend(system)
         return v.union(*(m.extend(system) for m in members))
+
+    def bind_documents(self, validator: Validator) -> Validator:
+        """``validator`` with every ``v.doc(table)`` in it bound to :meth:`doc` of ``table``.
+
+        Raises SchemaDefinitionError naming the table when the schema has none by that name.
+        """
+
+        def bind(node: Validator) -> Validator | None:
+            if not isinstance(node, VDoc):
+                return None
+            if node.table_name not in self.tables:
+                known = ", ".join(f"`{name}`" for name in sorted(self.tables)) or "none"
+                raise SchemaDefinitionError(
+                    f"{node!r} names a table the schema does not define (tables: {known})"
+                )
+            return node.bound(self.doc(node.table_name))
+
+        return substitute(validator, bind)
 
     def table_names_referenced_by_ids(self) -> dict[str, tuple[str, ...]]:
         """Referenced table -> sorted names of the tables whose validator has ``v.id`` of it."""

@@ -319,3 +319,71 @@ def test_resolve_checks_the_kind(registry: object) -> None:
     )
     with pytest.raises(FunctionNotFound, match="as Mutation, but it is defined as Query"):
         registry.resolve("tasks:list", kind=FunctionKind.MUTATION)  # type: ignore[attr-defined]
+
+
+def test_resolve_suggests_the_function_meant(registry: object) -> None:
+    for path, meant in (("tasks.add", "tasks:add"), ("tasks:lst", "tasks:list")):
+        with pytest.raises(FunctionNotFound) as info:
+            registry.resolve(path)  # type: ignore[attr-defined]
+        assert info.value.message.endswith(f". Did you mean `{meant}`?"), info.value.message
+    # Internal functions are suggested only to callers that may call them.
+    with pytest.raises(FunctionNotFound) as info:
+        registry.resolve("tasks:secre")  # type: ignore[attr-defined]
+    assert "Did you mean" not in info.value.message
+    with pytest.raises(FunctionNotFound, match="Did you mean `tasks:secret`"):
+        registry.resolve("tasks:secre", allow_internal=True)  # type: ignore[attr-defined]
+
+
+DOC_SCHEMA = """
+from syncline import define_schema, define_table, v
+schema = define_schema({"tasks": define_table({"text": v.string()})})
+"""
+
+
+def test_v_doc_is_bound_to_the_schema_at_load(tmp_path: Path) -> None:
+    write_functions(
+        tmp_path / "functions",
+        {
+            "schema.py": DOC_SCHEMA,
+            "tasks.py": """
+from syncline import query, v
+
+@query(returns=v.array(v.doc("tasks")))
+def list(ctx):
+    return ctx.db.query("tasks").collect()
+""",
+        },
+    )
+    registry = load_functions(tmp_path / "functions")
+    returns = registry.functions["tasks:list"].returns
+    assert returns is not None
+    assert returns.to_json() == {"type": "array", "value": registry.schema.doc("tasks").to_json()}
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        (
+            DOC_SCHEMA,
+            r'v.doc\("notes"\) names a table the schema does not define \(tables: `tasks`\)',
+        ),
+        (None, r'uses v.doc\("notes"\), which needs the table defined in functions/schema.py'),
+    ],
+)
+def test_v_doc_of_a_table_the_schema_lacks_fails_the_load(
+    tmp_path: Path, schema: str | None, message: str
+) -> None:
+    files = {
+        "notes.py": """
+from syncline import query, v
+
+@query(args={"note": v.doc("notes")})
+def show(ctx, note):
+    return note
+"""
+    }
+    if schema is not None:
+        files["schema.py"] = schema
+    write_functions(tmp_path / "functions", files)
+    with pytest.raises(FunctionDefinitionError, match=r"functions/notes.py: .*" + message):
+        load_functions(tmp_path / "functions")

@@ -132,3 +132,61 @@ def test_an_edit_saved_as_soon_as_the_server_answers_reloads(
             return float(await client.query("app:version", {}))
 
     assert asyncio.run(served()) == 1.0
+
+
+def test_dev_rewrites_the_typescript_types_on_every_reload(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    """`codegen-out` in the project file: types written at start and after each save."""
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    module = functions / "app.py"
+    module.write_text(_module(0))
+    (functions / "schema.py").write_text(SCHEMA_V1)
+    (tmp_path / "syncline.toml").write_text('codegen-out = "web/generated"\n')
+    server = start_server(tmp_path, mode="dev")
+    api_dts = tmp_path / "web" / "generated" / "api.d.ts"
+    assert "version: FunctionReference" in api_dts.read_text()
+    assert "renamed" not in api_dts.read_text()
+    _write(
+        module,
+        _module(1)
+        + '\n@query(returns=v.array(v.doc("notes")))\ndef renamed(ctx):\n    return []\n',
+    )
+    asyncio.run(_logged(server, "Reloaded"))
+    deadline = time.monotonic() + 30
+    expected = (
+        'renamed: FunctionReference<"query", "public", Record<string, never>, Array<Doc<"notes">>>'
+    )
+    while expected not in api_dts.read_text():
+        assert time.monotonic() < deadline, api_dts.read_text()
+        time.sleep(0.05)
+    assert server.log().count("Types updated") == 2
+
+
+def test_the_banner_shows_no_object_reprs(tmp_path: Path, start_server: StartServer) -> None:
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "app.py").write_text(_module(0))
+    for mode in ("dev", "serve"):
+        server = start_server(tmp_path, mode=mode)
+        banner = server.log()
+        assert "API and sync:" in banner and "Files:" in banner, banner
+        assert " object at 0x" not in banner and "<syncline." not in banner, banner
+        server.stop()
+
+
+def test_failed_calls_name_their_error_type_once(tmp_path: Path, start_server: StartServer) -> None:
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "app.py").write_text(_module(0))
+    server = start_server(tmp_path, mode="dev")
+
+    async def call() -> None:
+        async with AsyncClient(server.url) as client:
+            with pytest.raises(Exception, match="ArgumentValidationError"):
+                await client.mutation("app:add", {"title": 5})
+
+    asyncio.run(call())
+    asyncio.run(_logged(server, "ArgumentValidationError"))
+    assert "ArgumentValidationError: ArgumentValidationError" not in server.log()

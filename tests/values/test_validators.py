@@ -18,12 +18,14 @@ from syncline.values.types import UNDEFINED, Int64
 from syncline.values.validators import (
     Validator,
     ValidatorError,
+    VDoc,
     VObject,
     VOptional,
     VUnion,
     as_validator,
     format_value,
     is_identifier,
+    substitute,
     v,
     validator_from_json,
     walk,
@@ -899,3 +901,40 @@ def test_object_fields_are_coerced_as_by_their_validators(
         assert same(validator.validate(value, ctx), expected)
     else:
         assert rejects(validator, value, ctx).message == validator._explain(value, ctx, []).message
+
+
+# --------------------------------------------------------------------------- v.doc
+
+
+def test_unbound_v_doc_checks_the_system_fields() -> None:
+    doc = v.doc("tasks")
+    task = {"_id": TASK_ID, "_creationTime": 1.5, "text": "x", "n": 1}
+    assert doc.validate(task, CTX) == {**task, "n": 1.0}
+    assert "Path: ._id" in str(rejects(doc, {**task, "_id": USER_ID}, CTX))
+    assert "_creationTime" in str(rejects(doc, {"_id": TASK_ID, "text": "x"}, CTX))
+    rejects(doc, [task], CTX)
+    assert repr(doc) == 'v.doc("tasks")'
+    assert doc == v.doc("tasks") and doc != v.doc("users")
+    with pytest.raises(SchemaDefinitionError):
+        v.doc("not a table")
+
+
+def test_bound_v_doc_checks_the_whole_document() -> None:
+    document = v.object({"_id": v.id("tasks"), "_creationTime": v.number(), "text": v.string()})
+    doc = v.doc("tasks").bound(document)
+    task = {"_id": TASK_ID, "_creationTime": 1.5, "text": "x"}
+    assert doc.validate(task, CTX) == task
+    assert "extra field `n`" in str(rejects(doc, {**task, "n": 1}, CTX))
+    assert doc.to_json() == document.to_json()
+    assert document in list(walk(doc))
+
+
+def test_substitute_replaces_nested_validators_and_shares_the_rest() -> None:
+    inner = v.object({"a": v.string()})
+    tree = v.object({"x": v.optional(v.array(v.doc("t"))), "y": inner, "z": v.union(v.null())})
+    swapped = substitute(tree, lambda node: v.number() if isinstance(node, VDoc) else None)
+    assert swapped == v.object(
+        {"x": v.optional(v.array(v.number())), "y": inner, "z": v.union(v.null())}
+    )
+    assert swapped.fields["y"] is inner  # type: ignore[attr-defined]
+    assert substitute(inner, lambda node: None) is inner

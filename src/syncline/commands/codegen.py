@@ -12,7 +12,9 @@ watchers and bundlers see no change).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,10 +22,44 @@ from syncline.commands.console import fail
 from syncline.commands.options import combine, functions_option, project_option
 from syncline.errors import SynclineError
 
-__all__ = ["DEFAULT_OUT", "codegen", "write_generated"]
+if TYPE_CHECKING:
+    from syncline.application import Application
+    from syncline.functions.loader import FunctionRegistry
+
+__all__ = ["DEFAULT_OUT", "codegen", "regenerate", "types_writer", "write_generated"]
 
 #: the output folder, relative to the project folder
 DEFAULT_OUT = Path("convex") / "_generated"
+
+
+def regenerate(registry: FunctionRegistry, out: Path) -> list[Path]:
+    """Generate the TypeScript for a loaded registry into ``out``; the paths that changed.
+
+    Raises SynclineError (CodegenError) or OSError.
+    """
+    from syncline.codegen import generate
+
+    return write_generated(generate(registry.functions, registry.schema), out)
+
+
+def types_writer(app: Application, out: Path, echo: Callable[[str], None]) -> Callable[[], None]:
+    """For ``syncline dev --codegen-out``: a function writing the served code's types to ``out``.
+
+    It prints which files changed; a failure (names that collide in `api`, a
+    folder it cannot write) is printed and the dev server keeps serving.
+    """
+
+    def write() -> None:
+        try:
+            changed = regenerate(app.registry, out)
+        except (SynclineError, OSError) as exc:
+            echo(click.style(f"TypeScript types not updated in {out}: {exc}", fg="red"))
+            return
+        if changed:
+            names = ", ".join(path.name for path in changed)
+            echo(click.style("Types updated", fg="green") + f" in {out} ({names})")
+
+    return write
 
 
 def write_generated(files: dict[str, str], out: Path) -> list[Path]:
@@ -60,7 +96,8 @@ def codegen(project: Path, functions: Path | None, out: Path | None) -> None:
     `returns` validators) and dataModel.d.ts (Doc<"table">, Id<"table">,
     DataModel, from functions/schema.py). A React app then type-checks
     `useQuery(api.messages.list, {channel: "x"})`. Run it again after
-    changing functions or the schema.
+    changing functions or the schema, or let `syncline dev --codegen-out`
+    (or codegen-out in the project file) do it on every change.
 
     \b
     Examples:
@@ -69,18 +106,15 @@ def codegen(project: Path, functions: Path | None, out: Path | None) -> None:
       syncline codegen --dir myapp --out myapp/web/src/convex/_generated
     """
     from syncline.application import Paths
-    from syncline.codegen import generate
     from syncline.functions.loader import load_functions
 
     paths = Paths.for_project(project, functions)
     target = out if out is not None else paths.project / DEFAULT_OUT
     try:
         registry = load_functions(paths.functions)
-        files = generate(registry.functions, registry.schema)
+        changed = regenerate(registry, target)
     except SynclineError as exc:
         fail(str(exc))
-    try:
-        changed = write_generated(files, target)
     except OSError as exc:
         fail(f"Cannot write to {target}: {exc}")
     count = sum(1 for fn in registry.functions.values() if fn.kind.value != "httpAction")

@@ -72,7 +72,7 @@ def _run_local(
 ) -> None:
     from syncline.application import Application
     from syncline.errors import ConvexError
-    from syncline.functions.outcomes import convex_error_data
+    from syncline.functions.outcomes import convex_error_data, describe_error
     from syncline.functions.registration import FunctionKind
     from syncline.identity import Admin
     from syncline.values.json import from_json, to_json
@@ -95,7 +95,7 @@ def _run_local(
             if isinstance(outcome.error, ConvexError):
                 data = convex_error_data(outcome.error)
                 fail(f"ConvexError: {dumps(to_json(data), pretty=False)}")
-            fail(f"{type(outcome.error).__name__}: {outcome.error}")
+            fail(describe_error(outcome.error))
         click.echo(dumps(to_json(outcome.value), pretty=True))
     except SynclineError as exc:
         fail(str(exc))

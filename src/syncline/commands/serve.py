@@ -413,6 +413,9 @@ def _run_application(
     call_log.start()
     background = None
     if dev:
+        import asyncio
+        import functools
+
         from syncline.server import dev as devserver
 
         # Each worker watches the folder and reloads its own code (every process must
@@ -421,8 +424,12 @@ def _run_application(
         app.executor.observers.append(functools.partial(devserver.print_outcome, **echo))
         app.executor.log_failures = False  # the console shows every call, failures in full
 
+        write_types = _types_writer(app, options, worker, echo)
+
         async def background(watching: Callable[[], None]) -> None:
-            await devserver.watch(app, watching=watching, **echo)
+            if write_types is not None:
+                await asyncio.to_thread(write_types)
+            await devserver.watch(app, watching=watching, on_reload=write_types, **echo)
 
     try:
         _run_loop(
@@ -454,6 +461,19 @@ def _run_application(
         pass  # Ctrl-C or SIGTERM: the servers drained; the caller closes everything below
     finally:
         call_log.close()
+
+
+def _types_writer(
+    app: Application, options: dict[str, Any], worker: WorkerFds | None, echo: dict[str, Any]
+) -> Callable[[], None] | None:
+    """``dev --codegen-out``: what writes the TypeScript types (in one process of several)."""
+    from syncline.commands.codegen import types_writer
+    from syncline.server.dev import default_echo
+
+    out = options.get("codegen_out")
+    if out is None or (worker is not None and worker.index != 0):
+        return None
+    return types_writer(app, Path(out), echo.get("echo", default_echo))
 
 
 def _worker_echo(index: int) -> Callable[[str], None]:
@@ -564,6 +584,12 @@ def serve(**options: Any) -> None:
 
 @click.command()
 @_server_options
+@click.option(
+    "--codegen-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the TypeScript types of `syncline codegen` to this folder at start and "
+    "after every reload (project file: codegen-out).",
+)
 def dev(**options: Any) -> None:
     """Serve a project for development (full error messages to clients).
 
@@ -571,5 +597,6 @@ def dev(**options: Any) -> None:
     Examples:
       syncline dev
       syncline dev --dir myapp --port 4000
+      syncline dev --codegen-out web/src/convex/_generated
     """
     _serve(dev=True, **options)

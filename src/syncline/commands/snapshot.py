@@ -11,6 +11,7 @@ every bad row reported with its file and line) when nothing was changed.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -189,7 +190,8 @@ def _default_export_name(table: str | None, fmt: str) -> str:
 @click.option(
     "--path",
     "out_path",
-    help="Where to write: a file, or a folder to write the default name in "
+    help="Where to write: a file, or a folder (an existing one, or any path ending in /, "
+    "created if missing) to write the default name in "
     "(snapshot_<date>-<time>.zip, or <table>.<format> with --table). "
     "'-' writes a --table export to stdout.",
 )
@@ -241,9 +243,7 @@ def export_command(
         fail("--path - (stdout) works with --table only; a snapshot ZIP needs a file")
     target: Path | None = None
     if out_path != "-":
-        target = Path(out_path) if out_path else Path(_default_export_name(table, fmt))
-        if target.is_dir():
-            target = target / _default_export_name(table, fmt)
+        target = export_target(out_path, _default_export_name(table, fmt))
 
     with _open(project, db, files_dir, command="export", load=False) as app:
         blobs = app.storage.blobs if app.storage is not None else None
@@ -279,6 +279,21 @@ def export_command(
         f"Exported {documents:,} document(s) from {len(result.tables)} table(s){files} to {target}",
         err=True,
     )
+
+
+def export_target(out_path: str | None, default_name: str) -> Path:
+    """Where ``--path`` writes: a file, or ``default_name`` in a folder.
+
+    A path ending in ``/`` names a folder, created if missing (so
+    ``--path backups/`` never writes a file called ``backups``); so does an
+    existing folder.
+    """
+    if not out_path:
+        return Path(default_name)
+    target = Path(out_path)
+    if out_path.endswith(("/", os.sep)) or target.is_dir():
+        return target / default_name
+    return target
 
 
 def _format_from_suffix(path: str | None, *, default: str) -> str:

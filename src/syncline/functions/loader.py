@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syncline.errors import FunctionDefinitionError, FunctionNotFound
-from syncline.functions.paths import canonicalize_path
+from syncline.errors import FunctionDefinitionError, FunctionNotFound, SchemaDefinitionError
+from syncline.functions.paths import canonicalize_path, suggest_path
 from syncline.functions.registration import FunctionKind, RegisteredFunction, Visibility
+from syncline.values.validators import VDoc, VObject, walk
 
 SPECIAL_MODULES = ("schema", "crons", "http", "auth_config")
 
@@ -63,9 +64,10 @@ class FunctionRegistry:
         canonical = canonicalize_path(path)
         fn = self.functions.get(canonical)
         if fn is None or (fn.visibility is Visibility.INTERNAL and not allow_internal):
+            hint = self._did_you_mean(path, allow_internal=allow_internal)
             if allow_internal:
-                raise FunctionNotFound(f"Could not find function for '{canonical}'")
-            raise FunctionNotFound(f"Could not find public function for '{canonical}'")
+                raise FunctionNotFound(f"Could not find function for '{canonical}'{hint}")
+            raise FunctionNotFound(f"Could not find public function for '{canonical}'{hint}")
         if kind is not None and fn.kind is not kind:
             raise FunctionNotFound(
                 f"Trying to execute {canonical} as {kind.title}, but it is defined as "
@@ -73,6 +75,17 @@ class FunctionRegistry:
                 code="WrongFunctionKind",
             )
         return fn
+
+    def _did_you_mean(self, path: str, *, allow_internal: bool) -> str:
+        """`` Did you mean `tasks:add`?`` for a near miss among the functions the caller sees."""
+        visible = [
+            p
+            for p, fn in self.functions.items()
+            if fn.kind is not FunctionKind.HTTP_ACTION
+            and (allow_internal or fn.visibility is Visibility.PUBLIC)
+        ]
+        match = suggest_path(path, visible)
+        return "" if match is None else f". Did you mean `{match}`?"
 
 
 def _module_files(root: Path) -> Iterator[Path]:
@@ -180,10 +193,46 @@ def load_functions(root: str | Path, *, package: str | None = None) -> FunctionR
                 _collect_special(registry, module_path, module)
                 continue
             _collect_functions(registry, module_path, module)
+        _bind_documents(registry)
     except BaseException:
         _forget_package(package)
         raise
     return registry
+
+
+def _bind_documents(registry: FunctionRegistry) -> None:
+    """Bind every ``v.doc(table)`` in functions' args and returns to the schema's table.
+
+    A table the schema lacks (or no schema at all) fails the load, naming the function.
+    """
+    from syncline.schema import Schema
+
+    for path, fn in registry.functions.items():
+        uses = [
+            node
+            for validator in (fn.args, fn.returns)
+            if validator is not None
+            for node in walk(validator)
+            if isinstance(node, VDoc)
+        ]
+        if not uses:
+            continue
+        module = path.rpartition(":")[0]
+        schema = registry.schema
+        if not isinstance(schema, Schema):
+            raise FunctionDefinitionError(
+                f"Error in functions/{module}.py: {path} uses {uses[0]!r}, which needs the "
+                f"table defined in functions/schema.py"
+            )
+        try:
+            if fn.args is not None:
+                args = schema.bind_documents(fn.args)
+                assert isinstance(args, VObject)  # substitute keeps an object an object
+                fn.args = args
+            if fn.returns is not None:
+                fn.returns = schema.bind_documents(fn.returns)
+        except SchemaDefinitionError as exc:
+            raise FunctionDefinitionError(f"Error in functions/{module}.py: {path}: {exc}") from exc
 
 
 def _user_traceback(exc: BaseException) -> str:

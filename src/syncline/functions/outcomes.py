@@ -163,6 +163,17 @@ def error_traceback(exc: BaseException) -> str:
     return "".join(lines).rstrip("\n")
 
 
+def describe_error(exc: BaseException) -> str:
+    """``"<ErrorType>: <message>"`` for logs and consoles, the type named once.
+
+    Some messages start with their type already (``ArgumentValidationError: ...``
+    is the text Convex clients show), so the prefix is not added twice.
+    """
+    name = type(exc).__name__
+    text = str(exc)
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"
+
+
 def expected_failure(exc: BaseException) -> bool:
     """A failure the caller caused or the function meant (a ConvexError, a bad argument)."""
     if isinstance(exc, LimitExceeded):
@@ -177,6 +188,6 @@ def log_failure(outcome: Outcome) -> None:
     kind = outcome.kind.value if outcome.kind is not None else "function"
     head = f"[Request ID: {outcome.request_id}] {kind} {outcome.path} failed"
     if expected_failure(exc):
-        log.info("%s: %s: %s", head, type(exc).__name__, exc)
+        log.info("%s: %s", head, describe_error(exc))
     else:
         log.error("%s\n%s", head, error_traceback(exc))

@@ -13,7 +13,9 @@ References, interchangeable wherever a function is named:
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection
 from functools import lru_cache
 from typing import Any
 
@@ -59,6 +61,30 @@ def canonicalize_path(path: str) -> str:
     if not isinstance(path, str) or not path:
         raise InvalidRequest(f"Invalid function path {path!r}", code="InvalidFunctionPath")
     return _canonical(path)
+
+
+def _dotted_guess(path: str) -> str | None:
+    """``tasks.add`` -> ``tasks:add``, ``admin.users.get`` -> ``admin/users:get``."""
+    if ":" in path or "." not in path:
+        return None
+    *modules, name = path.removesuffix(".js").removesuffix(".py").split(".")
+    if not modules or not all(modules) or not name:
+        return None
+    return f"{'/'.join(modules)}:{name}"
+
+
+def suggest_path(path: str, known: Collection[str]) -> str | None:
+    """The function in ``known`` (canonical paths) a caller of ``path`` most likely meant.
+
+    A dotted path (``tasks.add``, the JavaScript spelling) maps to ``tasks:add``;
+    otherwise the closest path by spelling, if it is close. None when nothing is.
+    """
+    guess = _dotted_guess(path.strip("/"))
+    if guess is not None and guess in known:
+        return guess
+    target = guess or path
+    matches = difflib.get_close_matches(target, list(known), n=1, cutoff=0.75)
+    return matches[0] if matches else None
 
 
 class FunctionReference:

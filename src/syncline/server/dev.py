@@ -20,23 +20,24 @@ import click
 
 from syncline.application import Application
 from syncline.errors import SynclineError
-from syncline.functions.outcomes import Outcome, user_frames
+from syncline.functions.outcomes import Outcome, describe_error, user_frames
 
 Echo = Callable[[str], None]
 
 
-def _default_echo(line: str) -> None:
+def default_echo(line: str) -> None:
+    """Print a console line to stderr."""
     click.echo(line, err=True)
 
 
-def print_outcome(outcome: Outcome, echo: Echo = _default_echo) -> None:
+def print_outcome(outcome: Outcome, echo: Echo = default_echo) -> None:
     """One line per call: time, kind, path, duration, outcome; then its log lines."""
     kind = outcome.kind.value if outcome.kind else "function"
     stamp = time.strftime("%H:%M:%S")
     if outcome.error is None:
         status = click.style("ok", fg="green")
     else:
-        status = click.style(f"{type(outcome.error).__name__}: {outcome.error}", fg="red")
+        status = click.style(describe_error(outcome.error), fg="red")
     echo(f"{stamp} {kind:<8} {outcome.path} {outcome.duration_ms:7.1f} ms  {status}")
     if outcome.error is not None:
         echo(click.style(f"    [Request ID: {outcome.request_id}]", dim=True))
@@ -47,7 +48,7 @@ def print_outcome(outcome: Outcome, echo: Echo = _default_echo) -> None:
         echo(click.style(f"    {line}", dim=True))
 
 
-def reload(app: Application, echo: Echo = _default_echo) -> bool:
+def reload(app: Application, echo: Echo = default_echo) -> bool:
     """Load the functions folder again; True if the new code now serves."""
     started = time.perf_counter()
     try:
@@ -77,15 +78,18 @@ def reload(app: Application, echo: Echo = _default_echo) -> bool:
 
 async def watch(
     app: Application,
-    echo: Echo = _default_echo,
+    echo: Echo = default_echo,
     *,
     debounce_ms: int = 100,
     watching: Callable[[], None] = lambda: None,
+    on_reload: Callable[[], None] | None = None,
 ) -> None:
     """Reload on every change under the functions folder until cancelled.
 
     ``watching()`` is called once changes are being recorded: a file saved
     after that call reloads. (Without a functions folder it is never called.)
+    ``on_reload()`` runs in a worker thread after each reload that succeeded
+    (``syncline dev --codegen-out`` writes the TypeScript types there).
     """
     import watchfiles
 
@@ -114,6 +118,8 @@ async def watch(
             loaded = await asyncio.to_thread(reload, app, echo)
             if loaded:
                 app.live.rerun_all()
+                if on_reload is not None:
+                    await asyncio.to_thread(on_reload)
             pending = asyncio.ensure_future(anext(changes))
     finally:
         pending.cancel()

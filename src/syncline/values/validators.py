@@ -58,6 +58,7 @@ __all__ = [
     "VArray",
     "VBoolean",
     "VBytes",
+    "VDoc",
     "VFloat64",
     "VId",
     "VInt64",
@@ -74,6 +75,7 @@ __all__ = [
     "as_validator",
     "format_value",
     "is_identifier",
+    "substitute",
     "v",
     "validate_object",
     "validator_from_json",
@@ -971,6 +973,72 @@ class VUnion(Validator):
         return f"v.union({', '.join(repr(m) for m in self.members)})"
 
 
+class VDoc(Validator):
+    """``v.doc(table)``: a document of ``table`` as the schema defines it, system fields included.
+
+    For function ``args`` and ``returns`` (``returns=v.array(v.doc("tasks"))``).
+    When the code is pushed the loader binds every ``v.doc`` to the schema
+    (:meth:`syncline.schema.Schema.bind_documents`), which fails for a table
+    the schema lacks; bound, it checks exactly what ``Schema.doc(table)``
+    checks and its JSON is that validator's. Unbound (no schema to bind to
+    yet) it accepts any object whose ``_id`` is an id of ``table`` and whose
+    ``_creationTime`` is a number.
+    """
+
+    __slots__ = ("document", "table_name")
+    kind = "doc"
+    table_name: str
+    document: Validator | None
+
+    def __init__(self, table_name: str, document: Validator | None = None) -> None:
+        _init(self, table_name=VId(table_name).table_name, document=document)
+
+    def bound(self, document: Validator) -> VDoc:
+        """This validator checking ``document`` (the table's full-document validator)."""
+        return VDoc(self.table_name, document)
+
+    def _system(self) -> VObject:
+        return VObject({"_id": VId(self.table_name), "_creationTime": _FLOAT64})
+
+    def _coerce(self, value: Any, ctx: ValidationContext | None) -> Any:
+        if self.document is not None:
+            return self.document._coerce(value, ctx)
+        if not isinstance(value, dict):
+            return _INVALID
+        system = {k: value.get(k, UNDEFINED) for k in ("_id", "_creationTime")}
+        if self._system()._coerce(system, ctx) is _INVALID:
+            return _INVALID
+        return _ANY._coerce(value, ctx)
+
+    def _explain(
+        self, value: Any, ctx: ValidationContext | None, path: list[str]
+    ) -> ValidatorError:
+        if self.document is not None:
+            return self.document._explain(value, ctx, path)
+        if isinstance(value, dict):
+            system = {k: value.get(k, UNDEFINED) for k in ("_id", "_creationTime")}
+            if self._system()._coerce(system, ctx) is _INVALID:
+                return self._system()._explain(system, ctx, path)
+            return _ANY._explain(value, ctx, path)
+        return _mismatch(self, value, path)
+
+    def _children(self) -> tuple[Validator, ...]:
+        return () if self.document is None else (self.document,)
+
+    def _key(self) -> str:
+        inner = "" if self.document is None else self.document._key()
+        return f"doc:{self.table_name}:{inner}"
+
+    def to_json(self) -> dict[str, Any]:
+        # Convex's validator JSON has no document type: the bound form is the full object.
+        if self.document is not None:
+            return self.document.to_json()
+        return {"type": "any"}
+
+    def __repr__(self) -> str:
+        return f"v.doc({_quote(self.table_name)})"
+
+
 _NULL: Final = VNull()
 _FLOAT64: Final = VFloat64()
 _INT64: Final = VInt64()
@@ -1010,6 +1078,36 @@ def walk(validator: Validator) -> Iterator[Validator]:
         stack.extend(reversed(current._children()))
 
 
+def substitute(validator: Validator, replace: Callable[[Validator], Validator | None]) -> Validator:
+    """``validator`` with each nested validator ``replace`` maps to a new one swapped in.
+
+    ``replace`` sees the outermost validators first; what it returns is used
+    as is, and ``None`` keeps the validator and descends into its children.
+    Unchanged subtrees are shared, not copied.
+    """
+    new = replace(validator)
+    if new is not None:
+        return new
+    if isinstance(validator, VOptional):
+        inner = substitute(validator.inner, replace)
+        return validator if inner is validator.inner else VOptional(inner)
+    if isinstance(validator, VArray):
+        element = substitute(validator.element, replace)
+        return validator if element is validator.element else VArray(element)
+    if isinstance(validator, VRecord):
+        values = substitute(validator.values, replace)
+        return validator if values is validator.values else VRecord(validator.keys, values)
+    if isinstance(validator, VUnion):
+        members = tuple(substitute(m, replace) for m in validator.members)
+        same = all(a is b for a, b in zip(members, validator.members, strict=True))
+        return validator if same else VUnion(*members)
+    if isinstance(validator, VObject):
+        fields = {name: substitute(f, replace) for name, f in validator.fields.items()}
+        same = all(fields[name] is f for name, f in validator.fields.items())
+        return validator if same else VObject(fields)
+    return validator
+
+
 class _ValidatorBuilders:
     """The ``v`` namespace. Builders return immutable :class:`Validator` objects."""
 
@@ -1018,6 +1116,11 @@ class _ValidatorBuilders:
     @staticmethod
     def id(table_name: str) -> VId:
         return VId(table_name)
+
+    @staticmethod
+    def doc(table_name: str) -> VDoc:
+        """A document of ``table_name``, system fields included (function args and returns)."""
+        return VDoc(table_name)
 
     @staticmethod
     def null() -> VNull:

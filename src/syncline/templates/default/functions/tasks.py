@@ -7,19 +7,23 @@ command line: `syncline run tasks:add '{"text": "Try Syncline"}'`.
 from syncline import ConvexError, action, api, internal_mutation, mutation, query, v
 
 
-@query
+@query(returns=v.array(v.doc("tasks")))
 def list(ctx):
-    """The 100 newest tasks. Clients subscribed to it get every change pushed."""
+    """The 100 newest tasks. Clients subscribed to it get every change pushed.
+
+    `returns` checks the result and types it for TypeScript front ends
+    (`syncline codegen`): `v.doc("tasks")` is a document of the tasks table.
+    """
     return ctx.db.query("tasks").order("desc").take(100)
 
 
-@query(args={"done": v.boolean()})
+@query(args={"done": v.boolean()}, returns=v.array(v.doc("tasks")))
 def by_status(ctx, done):
     """Tasks that are (or are not) done, read through the `by_done` index."""
     return ctx.db.query("tasks").with_index("by_done", lambda q: q.eq("done", done)).collect()
 
 
-@mutation(args={"text": v.string()})
+@mutation(args={"text": v.string()}, returns=v.id("tasks"))
 def add(ctx, text):
     """Add a task; returns its id."""
     text = text.strip()
@@ -28,7 +32,7 @@ def add(ctx, text):
     return ctx.db.insert("tasks", {"text": text, "done": False})
 
 
-@mutation(args={"id": v.id("tasks"), "done": v.boolean()})
+@mutation(args={"id": v.id("tasks"), "done": v.boolean()}, returns=v.null())
 def set_done(ctx, id, done):
     """Mark a task done (or not done)."""
     if ctx.db.get(id) is None:
@@ -36,7 +40,7 @@ def set_done(ctx, id, done):
     ctx.db.patch(id, {"done": done})
 
 
-@mutation(args={"id": v.id("tasks")})
+@mutation(args={"id": v.id("tasks")}, returns=v.null())
 def remove(ctx, id):
     """Delete a task."""
     if ctx.db.get(id) is not None:
@@ -58,7 +62,7 @@ def clear_done(ctx, older_than_ms):
     return removed
 
 
-@action(args={"text": v.string()})
+@action(args={"text": v.string()}, returns=v.array(v.id("tasks")))
 async def add_lines(ctx, text):
     """Add one task per non-empty line of `text`; returns their ids.
 
