@@ -18,10 +18,10 @@ stderr saying what to do.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import orjson
 
@@ -173,6 +173,68 @@ class Remote:
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                 self._unreachable(exc)
             fail(f"Lost the connection to the server at {self.url} (did it stop?)")
+
+    def download(
+        self,
+        path: str,
+        out: IO[bytes],
+        *,
+        params: dict[str, str] | None = None,
+        on_chunk: Callable[[int], None] = lambda n: None,
+    ) -> dict[str, str]:
+        """Stream ``GET path`` into ``out``; the response headers. Fails on an error answer."""
+        import httpx
+
+        try:
+            with httpx.stream(
+                "GET",
+                self._endpoint(path),
+                params=params,
+                headers=self._headers(),
+                timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None),
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    self._http_error(path, response.status_code, response.text)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    on_chunk(len(chunk))
+                return dict(response.headers)
+        except httpx.TransportError as exc:
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                self._unreachable(exc)
+            fail(f"Lost the connection to the server at {self.url} (did it stop?)")
+
+    def upload(
+        self,
+        path: str,
+        source: IO[bytes],
+        *,
+        params: dict[str, str] | None = None,
+        on_chunk: Callable[[int], None] = lambda n: None,
+        chunk_size: int = 256 * 1024,
+    ) -> Any:
+        """Stream ``source`` as the body of ``POST path``; the decoded JSON answer, or :func:`fail`."""
+        import httpx
+
+        def body() -> Iterator[bytes]:
+            while chunk := source.read(chunk_size):
+                on_chunk(len(chunk))
+                yield chunk
+
+        try:
+            response = httpx.post(
+                self._endpoint(path),
+                params=params,
+                content=body(),
+                headers={**self._headers(), "Content-Type": "application/zip"},
+                timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None, write=None),
+            )
+        except httpx.TransportError as exc:
+            self._unreachable(exc)
+        if not response.is_success:
+            self._http_error(path, response.status_code, response.text)
+        return orjson.loads(response.content)
 
     def _unreachable(self, exc: Exception) -> NoReturn:
         fail(

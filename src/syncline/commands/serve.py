@@ -20,6 +20,7 @@ from syncline.commands.operations import (
     stop_metrics,
 )
 from syncline.commands.options import (
+    combine,
     db_option,
     durability_option,
     functions_option,
@@ -221,6 +222,54 @@ def _server_options(fn: Any) -> Any:
     return operations_options(fn)
 
 
+def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from syncline.snapshot.backups import parse_interval
+
+    if value is None:
+        return None
+    try:
+        return parse_interval(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_backup_options = combine(
+    click.option(
+        "--backup-every",
+        callback=_interval,
+        help="Write a snapshot ZIP of the data into --backup-dir at this interval "
+        "(e.g. 6h, 30m, 1d) while serving; off by default.",
+    ),
+    click.option(
+        "--backup-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder for scheduled backups (default: DATA_FOLDER/backups).",
+    ),
+    click.option(
+        "--backup-keep",
+        default=7,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Scheduled backups to keep; older ones are deleted.",
+    ),
+)
+
+
+def _backups(app: Application, options: dict[str, Any]) -> Any:
+    """``--backup-every``: the coroutine function writing scheduled backups, or None."""
+    from syncline.snapshot.backups import BackupSchedule, run_backups
+
+    every = options.get("backup_every")
+    if every is None:
+        return None
+    assert app.paths is not None  # Application.open sets them
+    folder = options.get("backup_dir") or app.paths.database_dir / "backups"
+    schedule = BackupSchedule(every, Path(folder), options["backup_keep"])
+    schedule.folder.mkdir(parents=True, exist_ok=True)
+    blobs = app.storage.blobs if app.storage is not None else None
+    return lambda: run_backups(app.database, schedule, blobs)
+
+
 def _run_loop(main: Any) -> None:
     """Run a coroutine on uvloop when it is installed (it is, with uvicorn[standard])."""
     import asyncio
@@ -412,6 +461,13 @@ def _run_application(
     app.executor.observers.append(call_log.observe)
     call_log.start()
     background = None
+    backups = _backups(app, options) if worker is None or worker.index == 0 else None
+    if backups is not None:
+
+        async def background(watching: Callable[[], None]) -> None:
+            watching()
+            await backups()
+
     if dev:
         import asyncio
         import functools
@@ -429,7 +485,12 @@ def _run_application(
         async def background(watching: Callable[[], None]) -> None:
             if write_types is not None:
                 await asyncio.to_thread(write_types)
-            await devserver.watch(app, watching=watching, on_reload=write_types, **echo)
+            async with asyncio.TaskGroup() as tasks:
+                if backups is not None:
+                    tasks.create_task(backups())
+                tasks.create_task(
+                    devserver.watch(app, watching=watching, on_reload=write_types, **echo)
+                )
 
     try:
         _run_loop(
@@ -571,6 +632,7 @@ def _close_all(sockets: list[socket.socket]) -> None:
 
 @click.command()
 @_server_options
+@_backup_options
 def serve(**options: Any) -> None:
     """Serve a project in production mode (errors to clients are redacted).
 
@@ -578,12 +640,14 @@ def serve(**options: Any) -> None:
     Examples:
       syncline serve --dir myapp
       syncline serve --dir myapp --db sqlite:////var/lib/myapp/data.sqlite3 --port 8000
+      syncline serve --backup-every 6h --backup-dir /var/backups/myapp --backup-keep 7
     """
     _serve(dev=False, **options)
 
 
 @click.command()
 @_server_options
+@_backup_options
 @click.option(
     "--codegen-out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -1,9 +1,11 @@
 """``syncline export`` and ``syncline import``: a project's data to and from files.
 
-Both work on the project's data folder directly, so the project's server must
-be stopped first: a running ``syncline dev|serve`` holds the folder's lock,
-and the command says so. Formats and import semantics are described in
-:mod:`syncline.snapshot`.
+With ``--url`` (or the project file's ``url``), or when a ``syncline
+dev|serve`` runs on the project's data folder, a snapshot ZIP is exported
+from, or imported into, that running server (``/api/admin/export|import``,
+:mod:`syncline.server.snapshot_api`) while it keeps serving. Otherwise both
+work on the data folder directly. Formats and import semantics are described
+in :mod:`syncline.snapshot`.
 
 Exit status 0 on success; 1 with an ``error:`` message (for a failed import,
 every bad row reported with its file and line) when nothing was changed.
@@ -22,8 +24,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from syncline.commands.console import fail, warn
-from syncline.commands.deployment import data_dir_for, database_file_for
-from syncline.commands.options import combine, db_option, project_option
+from syncline.commands.deployment import Remote, data_dir_for, database_file_for, find_server
+from syncline.commands.options import (
+    admin_key_option,
+    combine,
+    db_option,
+    project_option,
+    url_option,
+)
 from syncline.errors import SynclineError
 
 if TYPE_CHECKING:
@@ -35,11 +43,17 @@ if TYPE_CHECKING:
 __all__ = ["export_command", "import_command"]
 
 _FORMATS = ("zip", "jsonl", "csv")
+#: the running server's snapshot endpoints (syncline.server.snapshot_api)
+EXPORT_PATH = "/api/admin/export"
+IMPORT_PATH = "/api/admin/import"
+TS_HEADER = "x-syncline-snapshot-ts"
 
 
 _project_options = combine(
     project_option,
     db_option,
+    url_option,
+    admin_key_option,
     click.option(
         "--files",
         "files_dir",
@@ -216,18 +230,24 @@ def export_command(
     include_file_storage: bool,
     project: Path,
     db: str | None,
+    url: str | None,
+    admin_key: str | None,
     files_dir: str | None,
 ) -> None:
     """Export the project's data: a snapshot ZIP, or one table as JSONL or CSV.
 
     The snapshot has Convex's layout (<table>/documents.jsonl, _tables,
-    _storage) and restores exactly with `syncline import`. Stop the
-    project's server first.
+    _storage) and restores exactly with `syncline import`. From a running
+    server (--url, or the one serving the project) the snapshot is the
+    database at one commit, taken while writes go on; without a server the
+    data folder is read directly. Single tables (--table) need the server
+    stopped.
 
     \b
     Examples:
       syncline export                            # snapshot_<date>-<time>.zip
       syncline export --path backups/            # into a folder
+      syncline export --url https://api.example.com --admin-key "$KEY"
       syncline export --table tasks --format csv --path tasks.csv
       syncline export --table tasks --path - | head
     """
@@ -245,6 +265,15 @@ def export_command(
     if out_path != "-":
         target = export_target(out_path, _default_export_name(table, fmt))
 
+    remote = find_server(project, db, url, admin_key)
+    if remote is not None:
+        if target is None or table is not None:
+            fail(
+                "--table exports read the data folder: stop the server, or export a "
+                "snapshot ZIP (without --table) from the running server"
+            )
+        _export_remote(remote, target, include_file_storage)
+        return
     with _open(project, db, files_dir, command="export", load=False) as app:
         blobs = app.storage.blobs if app.storage is not None else None
         try:
@@ -277,6 +306,33 @@ def export_command(
     files = f" and {result.files:,} file(s)" if result.files else ""
     click.echo(
         f"Exported {documents:,} document(s) from {len(result.tables)} table(s){files} to {target}",
+        err=True,
+    )
+
+
+def _export_remote(remote: Remote, target: Path, include_files: bool) -> None:
+    """Stream the running server's snapshot into ``target`` (renamed into place when whole)."""
+    import os
+    import zipfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    params = {} if include_files else {"includeFiles": "false"}
+    try:
+        with _progress() as progress, partial.open("wb") as out:
+            progress.start("downloading", None, "bytes")
+            headers = remote.download(EXPORT_PATH, out, params=params, on_chunk=progress.advance)
+        with zipfile.ZipFile(partial) as archive:
+            names = archive.namelist()
+        os.replace(partial, target)
+    except zipfile.BadZipFile:
+        fail(f"The export from {remote.url} ended before the snapshot was complete; try again")
+    finally:
+        partial.unlink(missing_ok=True)
+    tables = sum(1 for n in names if n.endswith("/documents.jsonl") and not n.startswith("_"))
+    click.echo(
+        f"Exported a snapshot of {tables} table(s) from {remote.url} at ts "
+        f"{headers.get(TS_HEADER, '?')} to {target}",
         err=True,
     )
 
@@ -334,6 +390,8 @@ def import_command(
     functions: Path | None,
     project: Path,
     db: str | None,
+    url: str | None,
+    admin_key: str | None,
     files_dir: str | None,
 ) -> None:
     """Import a snapshot ZIP, or a JSONL or CSV file into one table.
@@ -342,12 +400,16 @@ def import_command(
     and if any row is bad each bad row is reported (file and line) and
     nothing is imported. By default the imported tables must be empty; pass
     --replace or --append otherwise. A snapshot restores ids, _creationTime
-    and stored files exactly. Stop the project's server first.
+    and stored files exactly. Into a running server (--url, or the one
+    serving the project) a snapshot ZIP is applied as one commit that
+    subscribed clients see at once; JSONL and CSV files need the server
+    stopped.
 
     \b
     Examples:
       syncline import snapshot_20250101-120000.zip
       syncline import --replace backup.zip
+      syncline import --replace backup.zip --url https://api.example.com --admin-key "$KEY"
       syncline import --table tasks tasks.jsonl
       syncline import --table tasks --append more_tasks.csv
     """
@@ -372,6 +434,15 @@ def import_command(
         else snapshot.ImportMode.EMPTY
     )
 
+    remote = find_server(project, db, url, admin_key)
+    if remote is not None:
+        if fmt != "zip":
+            fail(
+                f"Importing a {fmt.upper()} file reads the data folder: stop the server, or "
+                "import a snapshot ZIP into the running server"
+            )
+        _import_remote(remote, path, mode)
+        return
     with _open(project, db, files_dir, command="import", load=True, functions=functions) as app:
         try:
             with _progress() as progress:
@@ -395,3 +466,21 @@ def import_command(
         click.echo(f"Imported {count:,} document(s) into {name}{replaced}")
     if result.files:
         click.echo(f"Restored {result.files:,} stored file(s)")
+
+
+def _import_remote(remote: Remote, path: Path, mode: Any) -> None:
+    """Upload a snapshot ZIP to the running server, which applies it in one commit."""
+    with _progress() as progress, path.open("rb") as source:
+        progress.start("uploading", path.stat().st_size, "bytes")
+        answer = remote.upload(
+            IMPORT_PATH, source, params={"mode": mode.value}, on_chunk=progress.advance
+        )
+    for warning in answer.get("warnings", []):
+        warn(warning)
+    deleted = answer.get("deleted", {})
+    for name, count in sorted(answer.get("tables", {}).items()):
+        replaced = f" (replacing {deleted[name]:,})" if deleted.get(name) else ""
+        click.echo(f"Imported {count:,} document(s) into {name}{replaced}")
+    if answer.get("files"):
+        click.echo(f"Restored {answer['files']:,} stored file(s)")
+    click.echo(f"Committed at ts {answer.get('ts')} on {remote.url}", err=True)

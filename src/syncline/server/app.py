@@ -12,6 +12,8 @@ Routes (API port, 3210 by default):
 * ``GET /api/admin/tables|data|functions|logs`` — data and logs, admin only (``admin.py``);
 * ``GET /metrics``, ``GET /api/admin/log_history`` — metrics and the log history, admin
   only (``observability.py``);
+* ``GET /api/admin/export``, ``POST /api/admin/import`` — online backup and restore,
+  admin only (``snapshot_api.py``);
 * ``/http/{path}`` — HTTP actions, as on the site port (``http_actions.py``).
 
 Paths with doubled slashes (``//api/query``: the JS client appends ``/api``
@@ -36,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncline.__about__ import __version__
 from syncline.functions.registration import FunctionKind
-from syncline.server import admin, env_api, observability
+from syncline.server import admin, env_api, observability, snapshot_api
 from syncline.server.api import HttpApi
 from syncline.server.http_actions import HttpActionsMount, SiteApp
 from syncline.server.lean_api import LeanApi
@@ -111,6 +113,7 @@ def create_app(
         *env_api.routes(application),
         *admin.routes(application),
         *observability.routes(application),
+        *snapshot_api.routes(application),
     ]
     middleware = [
         Middleware(CollapseSlashes),

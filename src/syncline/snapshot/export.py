@@ -12,7 +12,7 @@ import mimetypes
 import os
 import time
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -96,29 +96,51 @@ def _zip_entry(name: str) -> zipfile.ZipInfo:
 
 def export_snapshot(
     database: Database,
-    path: str | Path,
+    out: str | Path | IO[bytes],
     *,
     blobs: BlobStore | None = None,
     include_files: bool = True,
     progress: Progress | None = None,
+    on_snapshot: Callable[[int], None] | None = None,
 ) -> ExportResult:
-    """Write a snapshot ZIP of every user table (and ``_storage``) to ``path``.
+    """Write a snapshot ZIP of every user table (and ``_storage``) to a path or binary stream.
 
     Reads one consistent snapshot in batches and streams each table into its
-    ZIP entry, so memory use does not grow with the data. The file appears at
-    ``path`` only once complete. Stored files' bytes are read from ``blobs``
-    (the deployment's file store) unless ``include_files`` is False; without
-    them only the ``_storage`` metadata is written (with a warning). Call it
-    from a thread without a running event loop (file reads use their own).
+    ZIP entry, so memory use does not grow with the data; writes that commit
+    meanwhile are not in it. ``on_snapshot(ts)`` is called once the snapshot
+    is open, with the ts of the last commit it holds (also in the result's
+    ``ts``). A path is written under a temporary name and appears only once
+    complete; a stream need not be seekable. Stored files' bytes are read
+    from ``blobs`` (the deployment's file store) unless ``include_files`` is
+    False; without them only the ``_storage`` metadata is written (with a
+    warning). Call it from a thread without a running event loop (file reads
+    use their own).
     """
     progress = progress or NoProgress()
-    path = Path(path)
-    result = ExportResult(path, "zip")
-    with (
-        database.storage_snapshot() as (conn, catalog),
-        _AtomicOutput(path) as partial,
-        zipfile.ZipFile(partial, "w", allowZip64=True) as archive,
-    ):
+    with database.storage_snapshot() as (conn, catalog):
+        if on_snapshot is not None:
+            on_snapshot(conn.ts)
+        if isinstance(out, str | Path):
+            result = ExportResult(Path(out), "zip", ts=conn.ts)
+            with _AtomicOutput(Path(out)) as partial:
+                _write_zip(
+                    partial, conn, catalog, blobs if include_files else None, progress, result
+                )
+        else:
+            result = ExportResult(None, "zip", ts=conn.ts)
+            _write_zip(out, conn, catalog, blobs if include_files else None, progress, result)
+    return result
+
+
+def _write_zip(
+    out: Path | IO[bytes],
+    conn: ReadConnection,
+    catalog: Catalog,
+    blobs: BlobStore | None,
+    progress: Progress,
+    result: ExportResult,
+) -> None:
+    with zipfile.ZipFile(out, "w", allowZip64=True) as archive:
         archive.writestr(_zip_entry("README.md"), README)
         tables = _user_tables(catalog)
         lines = b"".join(orjson.dumps({"name": t.name, "id": t.number}) + b"\n" for t in tables)
@@ -126,9 +148,9 @@ def export_snapshot(
         for info in tables:
             progress.start(info.name, _count(conn, info), "documents")
             entry = _zip_entry(f"{info.name}/documents.jsonl")
-            with archive.open(entry, "w", force_zip64=True) as out:
+            with archive.open(entry, "w", force_zip64=True) as stream:
                 written = _write_lines(
-                    out,
+                    stream,
                     (
                         orjson.dumps(to_export_json(from_json_bytes(raw)))
                         for _id, raw in Database.scan_table(conn, info, BY_CREATION_TIME)
@@ -142,10 +164,7 @@ def export_snapshot(
             result.tables[info.name] = written
         storage = catalog.table(STORAGE_TABLE)
         if storage is not None and _count(conn, storage):
-            _export_storage(
-                archive, conn, storage, blobs if include_files else None, progress, result
-            )
-    return result
+            _export_storage(archive, conn, storage, blobs, progress, result)
 
 
 def _export_storage(

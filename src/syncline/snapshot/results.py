@@ -107,6 +107,8 @@ class ExportResult:
     #: stored files written (their bytes; ``_storage`` rows are in ``tables``)
     files: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: the ts of the snapshot read: the data is the database as of this commit
+    ts: int | None = None
 
 
 @dataclass
