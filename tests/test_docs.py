@@ -73,6 +73,7 @@ REFERENCE_PAGES = [
     "python-client",
     "http-api",
     "cli",
+    "project-file",
 ]
 
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
