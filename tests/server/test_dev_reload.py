@@ -186,6 +186,9 @@ def test_failed_calls_name_their_error_type_once(tmp_path: Path, start_server: S
         async with AsyncClient(server.url) as client:
             with pytest.raises(Exception, match="ArgumentValidationError"):
                 await client.mutation("app:add", {"title": 5})
+            # The error a client gets for a near-miss path names the function meant.
+            with pytest.raises(Exception, match=r"Did you mean `app:add`\?"):
+                await client.mutation("app.add", {"title": "x"})
 
     asyncio.run(call())
     asyncio.run(_logged(server, "ArgumentValidationError"))

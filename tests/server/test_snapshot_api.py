@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,19 @@ def test_import_refuses_a_body_over_the_limit(tmp_path: Path, start_server: Star
         answer = sock.recv(65536).decode()
     assert answer.startswith("HTTP/1.1 400"), answer
     assert "ImportTooLarge" in answer
+    server.stop()
+    # A body that passes the limit as it streams (no declared length) is refused too.
+    server = start_server(tmp_path, args=["--max-import-size", "1KiB"])
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 512
+
+    streamed = httpx.post(
+        f"{server.url}/api/admin/import", headers=_admin(server), content=chunks()
+    )
+    assert streamed.status_code == 400 and streamed.json()["code"] == "ImportTooLarge"
+    assert "1024 bytes" in streamed.json()["message"]
     no_key = httpx.get(f"{server.url}/api/admin/export")
     assert no_key.status_code == 403
 

@@ -76,6 +76,7 @@ KEYS: Mapping[str, Key] = {
     "backup-every": Key(str),
     "backup-dir": Key(str, path=True),
     "backup-keep": Key(int),
+    "max-import-size": Key(str),
 }
 
 

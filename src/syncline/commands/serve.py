@@ -233,6 +233,7 @@ def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
+#: scheduled backups and online restore (serve and dev)
 _backup_options = combine(
     click.option(
         "--backup-every",
@@ -251,6 +252,14 @@ _backup_options = combine(
         show_default=True,
         type=click.IntRange(min=1),
         help="Scheduled backups to keep; older ones are deleted.",
+    ),
+    click.option(
+        "--max-import-size",
+        default="16GiB",
+        show_default=True,
+        callback=_byte_size,
+        help="Largest snapshot ZIP `syncline import --url` may upload to this server "
+        "(bytes, or e.g. 500MB, 2GiB).",
     ),
 )
 
@@ -516,6 +525,7 @@ def _run_application(
                 api_sockets=api_sockets,
                 site_sockets=site_sockets,
                 wakeups=None if worker is None else worker.wakeups(),
+                max_import_bytes=options["max_import_size"],
             )
         )
     except (KeyboardInterrupt, ShutdownRequested):

@@ -79,7 +79,8 @@ def suggest_path(path: str, known: Collection[str]) -> str | None:
     A dotted path (``tasks.add``, the JavaScript spelling) maps to ``tasks:add``;
     otherwise the closest path by spelling, if it is close. None when nothing is.
     """
-    guess = _dotted_guess(path.strip("/"))
+    # `tasks.add` reaches here as written, or canonical: `tasks.add:default`.
+    guess = _dotted_guess(path.strip("/").removesuffix(":default"))
     if guess is not None and guess in known:
         return guess
     target = guess or path

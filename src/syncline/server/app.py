@@ -72,12 +72,14 @@ def create_app(
     *,
     manage_lifecycle: bool = True,
     sync_limits: ConnectionLimits | None = None,
+    max_import_bytes: int = snapshot_api.DEFAULT_MAX_IMPORT_BYTES,
 ) -> ASGIApp:
     """The API-port ASGI app for ``application``.
 
     With ``manage_lifecycle`` the app's lifespan starts and stops the
     application's background work; pass False when the caller does that.
-    ``sync_limits`` bound each sync connection (default: ``ConnectionLimits()``).
+    ``sync_limits`` bound each sync connection (default: ``ConnectionLimits()``);
+    ``max_import_bytes`` the snapshot a ``POST /api/admin/import`` may upload.
     """
     api = HttpApi(application)
     storage = StorageApi(application)
@@ -113,7 +115,7 @@ def create_app(
         *env_api.routes(application),
         *admin.routes(application),
         *observability.routes(application),
-        *snapshot_api.routes(application),
+        *snapshot_api.routes(application, max_import_bytes=max_import_bytes),
     ]
     middleware = [
         Middleware(CollapseSlashes),

@@ -28,6 +28,7 @@ from syncline.server.app import create_app
 from syncline.server.listen import PortUnavailable, listen
 from syncline.server.protocols import guarded_http_protocol
 from syncline.server.request_limits import DEFAULT_REQUEST_LIMITS, BodyGuard, RequestLimits
+from syncline.server.snapshot_api import DEFAULT_MAX_IMPORT_BYTES
 from syncline.server.wakeup import CommitFollower, WakeupChannel
 from syncline.server.ws import SyncWebSocketProtocol
 from syncline.sync.limits import ConnectionLimits
@@ -75,6 +76,7 @@ async def serve(
     api_sockets: list[socket.socket] | None = None,
     site_sockets: list[socket.socket] | None = None,
     wakeups: WakeupChannel | None = None,
+    max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES,
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
 
@@ -101,7 +103,12 @@ async def serve(
             raise
     config = uvicorn.Config(
         BodyGuard(
-            create_app(application, manage_lifecycle=False, sync_limits=sync_limits),
+            create_app(
+                application,
+                manage_lifecycle=False,
+                sync_limits=sync_limits,
+                max_import_bytes=max_import_bytes,
+            ),
             body_timeout_s=limits.body_timeout_s,
         ),
         host=host,

@@ -50,7 +50,7 @@ __all__ = ["DEFAULT_MAX_IMPORT_BYTES", "EXPORT_PATH", "IMPORT_PATH", "TS_HEADER"
 EXPORT_PATH = "/api/admin/export"
 IMPORT_PATH = "/api/admin/import"
 TS_HEADER = "X-Syncline-Snapshot-Ts"
-#: the largest snapshot ZIP ``POST /api/admin/import`` accepts
+#: the largest snapshot ZIP ``POST /api/admin/import`` accepts (``serve --max-import-size``)
 DEFAULT_MAX_IMPORT_BYTES = 16 * 1024**3
 #: bytes per streamed chunk of an export, and chunks buffered ahead of a slow reader
 _CHUNK = 256 * 1024
@@ -229,7 +229,8 @@ class SnapshotApi:
 
 def _too_large(size: int, limit: int) -> LimitExceeded:
     return LimitExceeded(
-        f"The snapshot ({size} bytes or more) is larger than the import limit of {limit} bytes",
+        f"The snapshot ({size} bytes or more) is larger than the import limit of {limit} bytes "
+        "(serve --max-import-size)",
         code="ImportTooLarge",
     )
 
