@@ -134,15 +134,21 @@ def test_an_edit_saved_as_soon_as_the_server_answers_reloads(
     assert asyncio.run(served()) == 1.0
 
 
+def _app_project(root: Path) -> Path:
+    """``root/functions/app.py`` at version 0; the module's path."""
+    functions = root / "functions"
+    functions.mkdir()
+    module = functions / "app.py"
+    module.write_text(_module(0))
+    return module
+
+
 def test_dev_rewrites_the_typescript_types_on_every_reload(
     tmp_path: Path, start_server: StartServer
 ) -> None:
     """`codegen-out` in the project file: types written at start and after each save."""
-    functions = tmp_path / "functions"
-    functions.mkdir()
-    module = functions / "app.py"
-    module.write_text(_module(0))
-    (functions / "schema.py").write_text(SCHEMA_V1)
+    module = _app_project(tmp_path)
+    (tmp_path / "functions" / "schema.py").write_text(SCHEMA_V1)
     (tmp_path / "syncline.toml").write_text('codegen-out = "web/generated"\n')
     server = start_server(tmp_path, mode="dev")
     api_dts = tmp_path / "web" / "generated" / "api.d.ts"
@@ -165,9 +171,7 @@ def test_dev_rewrites_the_typescript_types_on_every_reload(
 
 
 def test_the_banner_shows_no_object_reprs(tmp_path: Path, start_server: StartServer) -> None:
-    functions = tmp_path / "functions"
-    functions.mkdir()
-    (functions / "app.py").write_text(_module(0))
+    _app_project(tmp_path)
     for mode in ("dev", "serve"):
         server = start_server(tmp_path, mode=mode)
         banner = server.log()
@@ -177,9 +181,7 @@ def test_the_banner_shows_no_object_reprs(tmp_path: Path, start_server: StartSer
 
 
 def test_failed_calls_name_their_error_type_once(tmp_path: Path, start_server: StartServer) -> None:
-    functions = tmp_path / "functions"
-    functions.mkdir()
-    (functions / "app.py").write_text(_module(0))
+    _app_project(tmp_path)
     server = start_server(tmp_path, mode="dev")
 
     async def call() -> None:

@@ -19,6 +19,7 @@ stderr saying what to do.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -152,37 +153,9 @@ class Remote:
         except orjson.JSONDecodeError:
             fail(f"{self.url}{path} answered something that is not JSON: {response.text[:200]!r}")
 
-    def stream_lines(self, path: str) -> Iterator[str]:
-        """The non-empty lines of a streamed ``GET path`` answer, until the server ends it."""
-        import httpx
-
-        try:
-            with httpx.stream(
-                "GET",
-                self._endpoint(path),
-                headers=self._headers(),
-                timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None),
-            ) as response:
-                if not response.is_success:
-                    response.read()
-                    self._http_error(path, response.status_code, response.text)
-                for line in response.iter_lines():
-                    if line.strip():
-                        yield line
-        except httpx.TransportError as exc:
-            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                self._unreachable(exc)
-            fail(f"Lost the connection to the server at {self.url} (did it stop?)")
-
-    def download(
-        self,
-        path: str,
-        out: IO[bytes],
-        *,
-        params: dict[str, str] | None = None,
-        on_chunk: Callable[[int], None] = lambda n: None,
-    ) -> dict[str, str]:
-        """Stream ``GET path`` into ``out``; the response headers. Fails on an error answer."""
+    @contextmanager
+    def _streamed_get(self, path: str, params: dict[str, str] | None = None) -> Iterator[Any]:
+        """The streamed answer of ``GET path`` (a success), or :func:`fail`."""
         import httpx
 
         try:
@@ -196,14 +169,33 @@ class Remote:
                 if not response.is_success:
                     response.read()
                     self._http_error(path, response.status_code, response.text)
-                for chunk in response.iter_bytes():
-                    out.write(chunk)
-                    on_chunk(len(chunk))
-                return dict(response.headers)
+                yield response
         except httpx.TransportError as exc:
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                 self._unreachable(exc)
             fail(f"Lost the connection to the server at {self.url} (did it stop?)")
+
+    def stream_lines(self, path: str) -> Iterator[str]:
+        """The non-empty lines of a streamed ``GET path`` answer, until the server ends it."""
+        with self._streamed_get(path) as response:
+            for line in response.iter_lines():
+                if line.strip():
+                    yield line
+
+    def download(
+        self,
+        path: str,
+        out: IO[bytes],
+        *,
+        params: dict[str, str] | None = None,
+        on_chunk: Callable[[int], None] = lambda n: None,
+    ) -> dict[str, str]:
+        """Stream ``GET path`` into ``out``; the response headers. Fails on an error answer."""
+        with self._streamed_get(path, params) as response:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                on_chunk(len(chunk))
+            return dict(response.headers)
 
     def upload(
         self,
