@@ -158,10 +158,10 @@ def client_mutation(t: TestBackend, path: str, args: Any = None) -> Outcome:
 
 def test_internal_functions_look_missing_to_clients(t: TestBackend) -> None:
     internal_outcome = client_query(t, "tasks:secret")
-    missing = client_query(t, "tasks:nothing")
+    missing = client_query(t, "tasks:qqqqqq")
     assert isinstance(internal_outcome.error, FunctionNotFound)
     assert str(internal_outcome.error) == "Could not find public function for 'tasks:secret'"
-    assert str(missing.error) == "Could not find public function for 'tasks:nothing'"
+    assert str(missing.error) == "Could not find public function for 'tasks:qqqqqq'"
     assert type(internal_outcome.error) is type(missing.error)
     assert internal_outcome.error.code == missing.error.code
     mutation_outcome = client_mutation(t, "tasks:secret_write")
