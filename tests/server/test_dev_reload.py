@@ -174,6 +174,7 @@ def test_the_banner_shows_no_object_reprs(tmp_path: Path, start_server: StartSer
     _app_project(tmp_path)
     for mode in ("dev", "serve"):
         server = start_server(tmp_path, mode=mode)
+        asyncio.run(_logged(server, "Files:"))  # the banner is printed as the ports open
         banner = server.log()
         assert "API and sync:" in banner and "Files:" in banner, banner
         assert " object at 0x" not in banner and "<syncline." not in banner, banner
