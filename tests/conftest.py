@@ -24,12 +24,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from s3_moto import MotoS3, moto_session, s3_env
+from stores import ENGINE_DATABASE, drop_test_databases, open_store
 from syncline._devtools import ServerProcess, launch, running
 from syncline.blobs import BlobStore
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.files.service import open_file_storage
-from syncline.persistence.sqlite import SqlitePersistence
 from syncline.testing import TestBackend
 
 FIXTURE_PROJECTS = Path(__file__).parent / "fixtures" / "projects"
@@ -42,13 +42,19 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def db(tmp_path: Path, clock: ManualClock) -> Iterator[Database]:
-    database = Database(
-        SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"), clock=clock
-    )
+    """An empty database on SQLite, or PostgreSQL with ``SYNCLINE_TEST_DATABASE=postgres``."""
+    database = Database(open_store(tmp_path / "db.sqlite3"), clock=clock)
     try:
         yield database
     finally:
         database.close()
+
+
+@pytest.fixture(autouse=ENGINE_DATABASE == "postgres")
+def _drop_test_databases() -> Iterator[None]:
+    """Drop the PostgreSQL databases a test's stores were made in (``stores.py``)."""
+    yield
+    drop_test_databases()
 
 
 def write_functions(root: Path, files: Mapping[str, str]) -> Path:

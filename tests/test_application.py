@@ -35,7 +35,7 @@ def test_a_db_url_moves_the_database_and_its_folder(
 
 def test_unsupported_database_urls_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="Unsupported database URL") as info:
-        open_persistence("postgres://db/app", base=tmp_path)
+        open_persistence("mysql://db/app", base=tmp_path)
     assert info.value.code == "InvalidDatabaseUrl"
     with pytest.raises(InvalidRequest, match="names no file"):
         Paths.for_project(tmp_path, db="sqlite:///")

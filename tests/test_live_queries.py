@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from stores import open_store
 from syncline._devtools import connect_frame
 from syncline.application import Application
 from syncline.clock import SystemClock
@@ -18,7 +19,6 @@ from syncline.database.database import Database
 from syncline.database.reads import ReadSet
 from syncline.database.writes import EVERYTHING_CHANGED, Commit, WriteSet
 from syncline.live_queries import RECENT_COMMITS_MAX_KEYS, RECENT_COMMITS_WINDOW_NS
-from syncline.persistence.sqlite import SqlitePersistence
 from syncline.sync.protocol import ServerMessage, Transition, server_message_to_json
 from syncline.sync.session import SyncSession
 
@@ -95,7 +95,7 @@ def app(tmp_path: Path) -> Any:
     (functions / "app.py").write_text(FUNCTIONS)
     (functions / "auth_config.py").write_text(AUTH_CONFIG)
     database = Database(
-        SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"), clock=SystemClock()
+        open_store(str(tmp_path / "db.sqlite3"), durability="off"), clock=SystemClock()
     )
     application = Application(database, functions, admin_key="test-admin-key")
     application.load()

@@ -19,11 +19,11 @@ import orjson
 import pytest
 
 from conftest import MakeBackend
+from stores import open_store, sqlite_only
 from syncline.errors import InvalidRequest
 from syncline.files.errors import UploadTokenRejected
 from syncline.functions.outcomes import Outcome
 from syncline.identity import ANONYMOUS, Identity, User, UserIdentity
-from syncline.persistence.sqlite import SqlitePersistence
 from syncline.testing import TestBackend
 
 T = TypeVar("T")
@@ -162,10 +162,11 @@ def test_a_session_named_like_a_token_record_cannot_burn_a_token(t: TestBackend)
         run(storage.upload(token, one_chunk(b"twice")))
 
 
+@sqlite_only
 def test_a_data_folder_with_the_old_shared_table_opens(tmp_path: Path) -> None:
     """Old records: used upload tokens stay used; mutation records are dropped."""
     path = tmp_path / "data.sqlite3"
-    SqlitePersistence(path, durability="off").close()
+    open_store(path, durability="off").close()
     nonce = bytes(range(16))
     conn = sqlite3.connect(path)
     with conn:
@@ -184,7 +185,7 @@ def test_a_data_folder_with_the_old_shared_table_opens(tmp_path: Path) -> None:
         )
     conn.close()
 
-    persistence = SqlitePersistence(path, durability="off")
+    persistence = open_store(path, durability="off")
     try:
         reader = persistence.reader()
         try:

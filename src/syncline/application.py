@@ -43,8 +43,8 @@ from syncline.functions.loader import FunctionRegistry, load_functions
 from syncline.functions.outcomes import Outcome
 from syncline.identity import ANONYMOUS, Admin, Identity, User
 from syncline.live_queries import LiveQueryManager
-from syncline.persistence import open_persistence, sqlite_path_from_url
-from syncline.persistence.base import Durability
+from syncline.persistence import is_postgres_url, open_persistence, sqlite_path_from_url
+from syncline.persistence.base import Durability, Persistence
 from syncline.private_paths import private_dir
 from syncline.scheduling.cron_runner import CronRunner
 from syncline.scheduling.job_runner import ScheduledJobExecutor
@@ -135,7 +135,8 @@ class Paths:
     data: Path
     #: the database URL: ``--db``, else the SQLite file in ``data``
     database_url: str
-    database_file: Path
+    #: the SQLite file (None: the database is a PostgreSQL server's)
+    database_file: Path | None
 
     @classmethod
     def for_project(
@@ -150,17 +151,41 @@ class Paths:
         project = Path(project).resolve()
         functions_path = Path(functions) if functions else project / "functions"
         data_path = (Path(data) if data else project / DATA_DIR_NAME).resolve()
+        database_file: Path | None
         if db is None:
             database_file = data_path / DEFAULT_DB_FILE
             db = f"sqlite:///{database_file}"
+        elif is_postgres_url(db):
+            database_file = None
         else:
             database_file = sqlite_path_from_url(db, base=Path.cwd()).resolve()
         return cls(project, functions_path.resolve(), data_path, db, database_file)
 
     @property
     def database_dir(self) -> Path:
-        """The folder of the database: its lock, admin key and server record."""
-        return self.database_file.parent
+        """The folder of the database: its lock, admin key and server record (the data
+        folder when the database is PostgreSQL's)."""
+        return self.data if self.database_file is None else self.database_file.parent
+
+
+def _deployment_admin_key(persistence: Persistence, data_dir: Path) -> str:
+    """The admin key: the data folder's, or (on a store several nodes share) the store's.
+
+    On a shared store the first node's key is stored there and every other node
+    writes it to its own data folder (for the CLI); a folder holding another key
+    is refused rather than silently serving two keys.
+    """
+    shared = persistence.shared_secret("admin_key", lambda: load_or_create_admin_key(data_dir))
+    if shared is None:
+        return load_or_create_admin_key(data_dir)
+    local = load_or_create_admin_key(data_dir, new_key=shared)
+    if local != shared:
+        raise InternalError(
+            f"The admin key in {data_dir} is not the deployment's (the one stored in the "
+            "database, shared by every node): delete that admin_key file to have the "
+            "deployment's written there"
+        )
+    return shared
 
 
 class Application:
@@ -260,7 +285,7 @@ class Application:
                 lock.release()
             raise
         try:
-            admin_key = load_or_create_admin_key(paths.database_dir)
+            admin_key = _deployment_admin_key(persistence, paths.database_dir)
         except BaseException:
             database.close()
             if lock is not None:
@@ -277,12 +302,14 @@ class Application:
         )
         app.paths = paths
         app._lock = lock
-        if worker is not None:
+        # Several processes on one store (workers, or nodes on PostgreSQL): one scheduler.
+        node_lease = persistence.exclusive_lease("scheduler")
+        if worker is not None or node_lease is not None:
             app.leadership = SchedulerLeadership(
                 app.scheduler,
-                FileLease(paths.database_dir / SCHEDULER_LOCK_FILE),
+                node_lease or FileLease(paths.database_dir / SCHEDULER_LOCK_FILE),
                 clock=app.clock,
-                name=worker,
+                name=worker or "",
             )
         try:
             app.use_storage(

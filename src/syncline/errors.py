@@ -30,6 +30,7 @@ freely; codes may not.
      +-- Forbidden                     (403): admin-only operation without the admin key
      +-- FunctionDefinitionError       a user module defines something invalid (load time)
      +-- OptimisticConcurrencyControlFailure  a mutation kept conflicting with other commits
+     +-- DatabaseUnavailable           (503): the database server cannot be reached (or timed out)
 """
 
 from __future__ import annotations
@@ -207,6 +208,17 @@ class OptimisticConcurrencyControlFailure(SynclineError):
     """A mutation conflicted with concurrent commits on every attempt; the message names the table."""
 
     code = "OptimisticConcurrencyControlFailure"
+    http_status = 503
+
+
+class DatabaseUnavailable(SynclineError):
+    """The database server cannot be reached, or it cancelled a statement that ran too long.
+
+    Codes: ``DatabaseUnavailable`` (connection lost or refused) and
+    ``DatabaseTimeout`` (a statement or lock wait exceeded its timeout).
+    """
+
+    code = "DatabaseUnavailable"
     http_status = 503
 
 

@@ -15,9 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from stores import sqlite_only
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.persistence.sqlite import SqlitePersistence
+
+pytestmark = sqlite_only
 
 CHILD = r"""
 import sys

@@ -21,10 +21,13 @@ from typing import Any, cast
 
 import pytest
 
+from stores import sqlite_only
 from syncline.database.database import Database, WriteResult
 from syncline.database.transaction import Transaction
 from syncline.persistence.base import Durability
 from syncline.persistence.sqlite import SqlitePersistence
+
+pytestmark = sqlite_only
 
 #: ``PRAGMA synchronous`` values: 0 = OFF, 1 = NORMAL, 2 = FULL
 SYNC_LEVEL = {"off": 0, "normal": 1, "full": 2}

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from conftest import write_functions
+from stores import open_store
 from syncline.application import Application
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Limits, Transaction
 from syncline.errors import LimitExceeded
-from syncline.persistence.sqlite import SqlitePersistence
 
 MakeDb = Callable[..., Database]
 
@@ -26,7 +26,7 @@ def make_db(tmp_path: Path, clock: ManualClock) -> Iterator[MakeDb]:
 
     def make(**limits: int) -> Database:
         database = Database(
-            SqlitePersistence(str(tmp_path / f"limits{len(made)}.sqlite3"), durability="off"),
+            open_store(str(tmp_path / f"limits{len(made)}.sqlite3"), durability="off"),
             clock=clock,
             limits=Limits(**limits),
         )
@@ -263,7 +263,7 @@ def test_limit_errors_reach_the_caller_of_a_function(tmp_path: Path, clock: Manu
         },
     )
     database = Database(
-        SqlitePersistence(str(tmp_path / "app.sqlite3"), durability="off"),
+        open_store(str(tmp_path / "app.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_docs_written=4, max_docs_read=6),
     )

@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 from blocked_writer import wait_for_committer
 
+from stores import open_store
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import RequestKey, Transaction
 from syncline.database.writes import Commit
 from syncline.errors import OptimisticConcurrencyControlFailure
-from syncline.persistence.sqlite import SqlitePersistence
 from syncline.testing import TestBackend
 
 
 def _open(path: Path, **options: Any) -> Database:
-    return Database(SqlitePersistence(path, durability="off"), mutation_threads=4, **options)
+    return Database(open_store(path, durability="off"), mutation_threads=4, **options)
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_threads_times_increments_of_one_counter_are_all_kept(
     tmp_path: Path, mutation_threads: int
 ) -> None:
     with Database(
-        SqlitePersistence(tmp_path / "counter.sqlite3", durability="off"),
+        open_store(tmp_path / "counter.sqlite3", durability="off"),
         mutation_threads=mutation_threads,
     ) as pdb:
         _increment_concurrently(pdb)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stores import open_store
 from syncline import define_schema, define_table, v
 from syncline.database.catalog import Catalog
 from syncline.database.database import Database
@@ -27,7 +28,6 @@ from syncline.database.transaction import Transaction
 from syncline.errors import SynclineError
 from syncline.persistence.base import ReadConnection
 from syncline.persistence.by_id import key_of_id
-from syncline.persistence.sqlite import SqlitePersistence
 from syncline.values.ids import new_id
 from syncline.values.keys import encode_key
 
@@ -119,7 +119,7 @@ def _one(tx: Transaction, op: tuple[Any, ...], known: list[str], bounds: list[by
 
 @pytest.fixture
 def seeded(tmp_path: Path) -> Any:
-    db = Database(SqlitePersistence(tmp_path / "overlay.sqlite3", durability="off"))
+    db = Database(open_store(tmp_path / "overlay.sqlite3", durability="off"))
     db.apply_schema(
         define_schema(
             {

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from conftest import MakeBackend
+from stores import open_store
 from syncline import define_schema, define_table, v
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Limits, Transaction
 from syncline.errors import InvalidCursor, InvalidQuery, InvalidValue, LimitExceeded
-from syncline.persistence.sqlite import SqlitePersistence
 
 SCHEMA = define_schema(
     {
@@ -351,7 +351,7 @@ def test_read_limit_inside_paginate_splits_instead_of_failing(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     with Database(
-        SqlitePersistence(str(tmp_path / "small.sqlite3"), durability="off"),
+        open_store(str(tmp_path / "small.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_docs_read=10),
     ) as small:
@@ -376,7 +376,7 @@ def test_read_limit_inside_paginate_splits_instead_of_failing(
 
 def test_split_recommended_gives_a_split_cursor(tmp_path: Path, clock: ManualClock) -> None:
     with Database(
-        SqlitePersistence(str(tmp_path / "split.sqlite3"), durability="off"),
+        open_store(str(tmp_path / "split.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_docs_read=100),
     ) as small:
@@ -396,7 +396,7 @@ def test_bytes_read_limit_inside_paginate_splits_instead_of_failing(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     with Database(
-        SqlitePersistence(str(tmp_path / "bytes.sqlite3"), durability="off"),
+        open_store(str(tmp_path / "bytes.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_bytes_read=2_000),
     ) as small:
@@ -426,7 +426,7 @@ def test_a_single_row_over_the_read_limit_is_still_an_error(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     with Database(
-        SqlitePersistence(str(tmp_path / "one.sqlite3"), durability="off"),
+        open_store(str(tmp_path / "one.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_bytes_read=100),
     ) as small:

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from conftest import MakeBackend, write_functions
+from stores import open_store
 from syncline import define_schema, define_table, v
 from syncline.clock import ManualClock
 from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import Limits
 from syncline.errors import InvalidQuery, SchemaDefinitionError, SchemaValidationError
-from syncline.persistence.sqlite import SqlitePersistence
 from syncline.schema import Schema
 
 
@@ -185,7 +185,7 @@ def test_validating_existing_data_is_not_bound_by_read_limits(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     with Database(
-        SqlitePersistence(str(tmp_path / "limits.sqlite3"), durability="off"),
+        open_store(str(tmp_path / "limits.sqlite3"), durability="off"),
         clock=clock,
         limits=Limits(max_docs_read=5, max_bytes_read=2000),
     ) as small:
@@ -277,10 +277,10 @@ def test_schema_validation_off(db: Database) -> None:
 def test_schema_persists_across_reopen(tmp_path: Path, clock: ManualClock) -> None:
     path = str(tmp_path / "persist.sqlite3")
     schema = items_schema(("by_n", ["n"]))
-    with Database(SqlitePersistence(path, durability="off"), clock=clock) as first:
+    with Database(open_store(path, durability="off"), clock=clock) as first:
         first.apply_schema(schema)
         insert(first, "items", [{"n": 2.0}, {"n": 1.0}])
-    with Database(SqlitePersistence(path, durability="off"), clock=clock) as again:
+    with Database(open_store(path, durability="off"), clock=clock) as again:
         assert again.schema == schema
         assert by_index(again, "items", "by_n") == [1.0, 2.0]
         with pytest.raises(SchemaValidationError):

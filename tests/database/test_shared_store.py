@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from stores import open_store
 from syncline import define_schema, define_table, v
 from syncline.database import committer
 from syncline.database.database import Database
@@ -22,11 +23,10 @@ from syncline.database.query import Query
 from syncline.database.transaction import RequestKey, Transaction
 from syncline.database.writes import Commit
 from syncline.errors import SchemaValidationError
-from syncline.persistence.sqlite import SqlitePersistence
 
 
 def _open(path: Path) -> Database:
-    return Database(SqlitePersistence(path, durability="off"))
+    return Database(open_store(path, durability="off"))
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def test_a_process_behind_the_log_retention_gets_one_commit_that_changes_everyth
 ) -> None:
     path = tmp_path / "shared.sqlite3"
     # Pruning keeps only the newest commit.
-    a = Database(SqlitePersistence(path, durability="off"), log_retention_ns=1)
+    a = Database(open_store(path, durability="off"), log_retention_ns=1)
     b, c = _open(path), _open(path)
     try:
         seen_b: list[Commit] = []

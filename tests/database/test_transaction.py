@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from blocked_writer import wait_for_committer
 
+from stores import open_store
 from syncline import UNDEFINED, ConvexError, Int64
 from syncline.clock import ManualClock
 from syncline.database.catalog import FIRST_USER_TABLE_NUMBER
@@ -24,7 +25,6 @@ from syncline.errors import (
     NonexistentDocument,
     SystemTableError,
 )
-from syncline.persistence.sqlite import SqlitePersistence
 from syncline.values.ids import is_id, new_id, table_number_of
 
 
@@ -87,10 +87,10 @@ def test_creation_time_strictly_increases_across_mutations(db: Database) -> None
 def test_creation_time_keeps_increasing_after_reopen(tmp_path: Any) -> None:
     clock = ManualClock()
     path = str(tmp_path / "reopen.sqlite3")
-    with Database(SqlitePersistence(path, durability="off"), clock=clock) as db:
+    with Database(open_store(path, durability="off"), clock=clock) as db:
         first = write(db, lambda tx: [tx.insert("t", {}) for _ in range(3)])
         last_time = read(db, lambda tx: tx.get(first[-1]))["_creationTime"]
-    with Database(SqlitePersistence(path, durability="off"), clock=clock) as db:
+    with Database(open_store(path, durability="off"), clock=clock) as db:
         again = write(db, lambda tx: tx.insert("t", {}))
         assert read(db, lambda tx: tx.get(again))["_creationTime"] > last_time
 
@@ -470,7 +470,7 @@ def test_commit_timestamps_strictly_increase_and_are_reported(db: Database) -> N
 
 
 def test_a_closed_database_refuses_writes(tmp_path: Any) -> None:
-    database = Database(SqlitePersistence(str(tmp_path / "x.sqlite3"), durability="off"))
+    database = Database(open_store(str(tmp_path / "x.sqlite3"), durability="off"))
     database.close()
     with pytest.raises(InternalError, match="closed"):
         database.submit_write(lambda tx: None)

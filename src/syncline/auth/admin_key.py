@@ -52,8 +52,10 @@ def _read_admin_key(path: Path) -> str | None:
     return key
 
 
-def load_or_create_admin_key(data_dir: Path) -> str:
+def load_or_create_admin_key(data_dir: Path, *, new_key: str | None = None) -> str:
     """The deployment's admin key, read from ``data_dir/admin_key`` or created there.
+
+    A new file holds ``new_key`` (default: a newly generated key).
 
     A new key is written to a private temporary file (mode 0600), flushed, and
     then hard-linked into place, so readers never see a partial file and two
@@ -64,7 +66,7 @@ def load_or_create_admin_key(data_dir: Path) -> str:
     if existing is not None:
         return existing
     private_dir(data_dir)
-    key = generate_admin_key()
+    key = new_key or generate_admin_key()
     tmp = data_dir / f".{ADMIN_KEY_FILE}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

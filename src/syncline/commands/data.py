@@ -25,7 +25,7 @@ def _read_local(project: Path, db: str | None, read: Callable[[Any], Any]) -> An
     from syncline.application import Application
 
     db_file = database_file_for(project, db)
-    if not db_file.exists():
+    if db_file is not None and not db_file.exists():
         fail(
             f"{project} has no data yet ({db_file} does not exist). Start it with "
             f"`syncline dev --dir {project}`, or pass --url to read a running server."

@@ -100,8 +100,9 @@ def _recorded_url(data_dir: Path) -> str | None:
     return None if record is None else str(record["url"])
 
 
-def database_file_for(project: Path, db: str | None) -> Path:
-    """The database file ``syncline serve --dir project [--db db]`` would open."""
+def database_file_for(project: Path, db: str | None) -> Path | None:
+    """The database file ``syncline serve --dir project [--db db]`` would open (None: a
+    PostgreSQL database)."""
     from syncline.application import Paths
 
     try:

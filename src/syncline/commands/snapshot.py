@@ -93,7 +93,7 @@ def _open(
 
     if not load:
         db_file = database_file_for(project, db)
-        if not db_file.exists():
+        if db_file is not None and not db_file.exists():
             fail(f"No Syncline data at {db_file}: is --dir the project's folder?")
     try:
         app = Application.open(project, functions=functions, db=db, files=files_dir, load=load)

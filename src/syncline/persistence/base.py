@@ -31,9 +31,9 @@ engine owns the encoding.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from syncline.errors import InternalError
 
@@ -131,6 +131,37 @@ def search_unsupported(what: str) -> InternalError:
         f"Text search is not supported on this storage backend yet ({what})",
         code="SearchNotSupported",
     )
+
+
+class CommitWakeups(Protocol):
+    """Wakes a process when another process sharing the store commits.
+
+    A hint only (the commit log says what changed): :meth:`receive` may miss
+    or repeat commits, and its caller also polls.
+    """
+
+    def notify(self, ts: int) -> None:
+        """Announce this process's commits up to ``ts`` (a no-op where the store announces)."""
+
+    def receive(self, timeout_s: float) -> int | None:
+        """Wait up to ``timeout_s``; the highest ts announced meanwhile, or None."""
+
+    def interrupt(self) -> None:
+        """End the current (or next) :meth:`receive` now."""
+
+    def close(self) -> None: ...
+
+
+class Lease(Protocol):
+    """An exclusive claim among processes that ends when its holder dies."""
+
+    @property
+    def held(self) -> bool: ...
+
+    def try_acquire(self) -> bool:
+        """True if the lease is ours now (it may already have been)."""
+
+    def release(self) -> None: ...
 
 
 class ReadConnection(ABC):
@@ -365,6 +396,24 @@ class Persistence(ABC):
 
     @abstractmethod
     def abort_write(self, conn: WriteConnection) -> None: ...
+
+    def commit_wakeups(self) -> CommitWakeups | None:
+        """Wake-ups the store itself delivers across processes (None: it has none)."""
+        return None
+
+    def exclusive_lease(self, name: str) -> Lease | None:
+        """A lease named ``name`` held in the store (None: use one in the file system)."""
+        return None
+
+    def shared_secret(self, name: str, make: Callable[[], str]) -> str | None:
+        """The secret ``name`` every process on the store shares (``make()`` gives the first).
+
+        None: the store keeps no secrets (they live in the data folder's files).
+        """
+        return None
+
+    def ping(self) -> None:  # noqa: B027 (optional: a local file needs no check)
+        """Raise :class:`~syncline.errors.DatabaseUnavailable` if the store cannot be reached."""
 
     @abstractmethod
     def close(self) -> None: ...

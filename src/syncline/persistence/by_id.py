@@ -14,10 +14,12 @@ same documents (:func:`id_bound`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+from syncline.persistence.base import BY_ID_INDEX
 from syncline.values.keys import TAG_STRING
 
-__all__ = ["id_bound", "key_of_id"]
+__all__ = ["IndexKinds", "id_bound", "key_of_id"]
 
 _TAG = bytes([TAG_STRING])
 #: sorts after every id: ids are ASCII, and SQLite compares text as UTF-8 bytes
@@ -53,3 +55,28 @@ def id_bound(key: bytes) -> str:
         return prefix if at + 1 == len(body) else prefix + "\x00"
     # A byte no id holds: ids extending prefix sort below it, the others as prefix does.
     return prefix + _PAST_IDS
+
+
+class IndexKinds:
+    """Which index ids are ``by_id`` indexes (served from the documents table).
+
+    Shared by every connection of a database. Index ids are never reused and an
+    index never changes its name, so an answer read once stays true.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, bool] = {}
+
+    def note(self, index_id: int, name: str) -> None:
+        self._by_id[index_id] = name == BY_ID_INDEX
+
+    def is_by_id(self, index_id: int, name_of: Callable[[int], str | None]) -> bool:
+        """Whether ``index_id`` is a ``by_id`` index; ``name_of`` reads its name if unknown."""
+        known = self._by_id.get(index_id)
+        if known is not None:
+            return known
+        name = name_of(index_id)
+        if name is None:
+            return False  # not (yet) visible here: nothing to read either way
+        self.note(index_id, name)
+        return name == BY_ID_INDEX

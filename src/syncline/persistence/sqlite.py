@@ -41,7 +41,7 @@ from syncline.persistence.base import (
     TableRow,
     WriteConnection,
 )
-from syncline.persistence.by_id import id_bound, key_of_id
+from syncline.persistence.by_id import IndexKinds, id_bound, key_of_id
 from syncline.private_paths import private_dir, private_file, tighten
 from syncline.values.ids import table_number_of
 
@@ -224,30 +224,6 @@ def _old_token_records(conn: sqlite3.Connection) -> list[tuple[bytes, int, str]]
     return tokens
 
 
-class _IndexKinds:
-    """Which index ids are ``by_id`` indexes (served from the documents table).
-
-    Shared by every connection of a database. Index ids are never reused and an
-    index never changes its name, so an answer read once stays true.
-    """
-
-    def __init__(self) -> None:
-        self._by_id: dict[int, bool] = {}
-
-    def note(self, index_id: int, name: str) -> None:
-        self._by_id[index_id] = name == BY_ID_INDEX
-
-    def is_by_id(self, conn: sqlite3.Connection, index_id: int) -> bool:
-        known = self._by_id.get(index_id)
-        if known is not None:
-            return known
-        row = conn.execute("SELECT name FROM indexes WHERE id = ?", (index_id,)).fetchone()
-        if row is None:
-            return False  # not (yet) visible here: nothing to read either way
-        self.note(index_id, row[0])
-        return bool(row[0] == BY_ID_INDEX)
-
-
 def _migrate_documents_by_table(conn: sqlite3.Connection) -> None:
     """Re-key a data folder's documents by (table number, id) and drop its by_id entries.
 
@@ -287,11 +263,15 @@ def _migrate_documents_by_table(conn: sqlite3.Connection) -> None:
 class _SqliteReader(ReadConnection):
     supports_search = True
 
-    def __init__(self, conn: sqlite3.Connection, kinds: _IndexKinds) -> None:
+    def __init__(self, conn: sqlite3.Connection, kinds: IndexKinds) -> None:
         self.conn = conn
         self.ts = 0
         self.catalog_version = 0
         self._kinds = kinds
+
+    def _index_name(self, index_id: int) -> str | None:
+        row = self.conn.execute("SELECT name FROM indexes WHERE id = ?", (index_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def _begin(self) -> None:
         self.conn.execute("BEGIN")
@@ -319,7 +299,7 @@ class _SqliteReader(ReadConnection):
     ) -> list[tuple[bytes, str, bytes]]:
         if start >= end:
             return []
-        if self._kinds.is_by_id(self.conn, index_id):
+        if self._kinds.is_by_id(index_id, self._index_name):
             lo, hi = id_bound(start), id_bound(end)
             if lo >= hi:
                 return []
@@ -330,7 +310,7 @@ class _SqliteReader(ReadConnection):
         return self.conn.execute(sql, (index_id, start, end, limit)).fetchall()
 
     def count(self, index_id: int) -> int:
-        if self._kinds.is_by_id(self.conn, index_id):
+        if self._kinds.is_by_id(index_id, self._index_name):
             row = self.conn.execute(_COUNT_IDS, (index_id,)).fetchone()
         else:
             row = self.conn.execute(
@@ -573,7 +553,7 @@ class SqlitePersistence(Persistence):
                 tighten(companion)
         else:
             raise InternalError("SQLite persistence needs a file: readers and writer share it")
-        self._kinds = _IndexKinds()
+        self._kinds = IndexKinds()
         conn = _connect(self.path, readonly=False, durability=durability)
         self._writer = _SqliteWriter(conn, self._kinds)
         conn.executescript(_SCHEMA + sqlite_search.REGISTRY_SCHEMA)

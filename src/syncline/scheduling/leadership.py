@@ -9,6 +9,12 @@ a dead leader never blocks the others; each of them tries again every
 marks the actions the previous leader left ``inProgress`` as failed (they
 were cut off with it), exactly as after a restart.
 
+Nodes on one PostgreSQL database (on several machines) share no file
+system: there the lease is the store's (a session-level advisory lock, see
+:meth:`Persistence.exclusive_lease`), freed when the holder's connection
+ends. The leader checks its lease every ``retry_s``; one that lost it (its
+connection broke) stops its scheduler and campaigns again.
+
 Job-level guarantees do not depend on the lock (a scheduled mutation checks
 and completes its row in its own transaction); the lock keeps the dispatch
 loops, crons and retention from running N times over.
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncline.clock import Clock
+from syncline.persistence.base import Lease
 
 if TYPE_CHECKING:
     from syncline.scheduling.job_runner import ScheduledJobExecutor
@@ -79,7 +86,7 @@ class SchedulerLeadership:
     def __init__(
         self,
         scheduler: ScheduledJobExecutor,
-        lease: FileLease,
+        lease: Lease,
         *,
         clock: Clock,
         retry_s: float = DEFAULT_RETRY_S,
@@ -101,14 +108,15 @@ class SchedulerLeadership:
 
     async def start(self) -> None:
         """Lead now if the lease is free; otherwise keep trying in the background."""
+        loop = asyncio.get_running_loop()
         if await self._try_lead():
+            self._task = loop.create_task(self._hold(), name="syncline-scheduler-lease")
             return
-        self._task = asyncio.get_running_loop().create_task(
-            self._campaign(), name="syncline-scheduler-leadership"
-        )
+        self._task = loop.create_task(self._campaign(), name="syncline-scheduler-leadership")
 
     async def _try_lead(self) -> bool:
-        if not self.lease.try_acquire():
+        # In a thread: a lease in the database may wait on the network.
+        if not await asyncio.to_thread(self.lease.try_acquire):
             return False
         try:
             await self.scheduler.start()
@@ -124,9 +132,26 @@ class SchedulerLeadership:
             await self.clock.sleep(self.retry_s)
             try:
                 if await self._try_lead():
+                    self._task = asyncio.get_running_loop().create_task(
+                        self._hold(), name="syncline-scheduler-lease"
+                    )
                     return
             except Exception:
                 log.exception("could not start the scheduler; trying again")
+
+    async def _hold(self) -> None:
+        """While leading: check the lease every ``retry_s``; if lost, stop and campaign again."""
+        while await asyncio.to_thread(self.lease.try_acquire):
+            await self.clock.sleep(self.retry_s)
+        log.warning("%s lost the scheduler lease: it stops running the scheduler", self.name)
+        self._leading = False
+        try:
+            await self.scheduler.stop()
+        finally:
+            self.lease.release()
+        self._task = asyncio.get_running_loop().create_task(
+            self._campaign(), name="syncline-scheduler-leadership"
+        )
 
     async def stop(self) -> None:
         """Stop trying; if leading, stop the scheduler, then free the lease for another."""

@@ -22,6 +22,7 @@ to a deployment URL that ends in ``/``) are served as if single.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -37,6 +38,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncline.__about__ import __version__
+from syncline.errors import DatabaseUnavailable
 from syncline.functions.registration import FunctionKind
 from syncline.server import admin, env_api, observability, snapshot_api
 from syncline.server.api import HttpApi
@@ -85,6 +87,12 @@ def create_app(
     storage = StorageApi(application)
 
     async def version(request: Request) -> Response:
+        # A health check: 503 while the database cannot be reached (a load balancer
+        # then sends clients to another node).
+        try:
+            await asyncio.to_thread(application.database.persistence.ping)
+        except DatabaseUnavailable as exc:
+            return PlainTextResponse(str(exc), status_code=503)
         return PlainTextResponse(__version__)
 
     @contextlib.asynccontextmanager

@@ -91,7 +91,8 @@ async def serve(
     :func:`~syncline.server.listen.listen` to bind them earlier still.
     ``wakeups`` makes this process one worker of several: it wakes the
     others after its commits and publishes theirs (a
-    :class:`~syncline.server.wakeup.CommitFollower`).
+    :class:`~syncline.server.wakeup.CommitFollower`). A store that delivers
+    wake-ups itself (PostgreSQL: LISTEN/NOTIFY) is followed the same way.
     """
     if api_sockets is None:
         api_sockets = listen(host, port)
@@ -138,8 +139,10 @@ async def serve(
         _stop_together(server, site)
     await application.start()
     follower = None
-    if wakeups is not None:
-        follower = CommitFollower(application.database, wakeups)
+    # Nodes sharing a PostgreSQL database hear of each other's commits from it.
+    channel = application.database.persistence.commit_wakeups() or wakeups
+    if channel is not None:
+        follower = CommitFollower(application.database, channel)
         follower.start()
     # Long-lived objects (code, schema, catalog) need no cyclic GC passes; and a
     # larger young generation keeps collections off the hot path of fan-outs.

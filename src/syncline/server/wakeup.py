@@ -1,5 +1,9 @@
 """Commit wake-ups between worker processes, and the tail that follows the commit log.
 
+(Nodes on one PostgreSQL database are followed by the same tail, woken by
+LISTEN/NOTIFY instead of datagrams: any
+:class:`~syncline.persistence.base.CommitWakeups` drives it.)
+
 Every worker of ``syncline serve --workers N`` keeps its live queries (and
 its scheduler, if it leads) current by publishing, in ts order, the commits
 that other workers made. The commit log in the store is the source of truth
@@ -47,9 +51,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from syncline.errors import DatabaseUnavailable
+
 if TYPE_CHECKING:
     from syncline.database.database import Database
     from syncline.database.writes import Commit
+    from syncline.persistence.base import CommitWakeups
 
 log = logging.getLogger("syncline.server")
 
@@ -139,7 +146,7 @@ class CommitTail:
 
     def __init__(
         self,
-        channel: WakeupChannel,
+        channel: CommitWakeups,
         *,
         catch_up: Callable[[], int],
         published_ts: Callable[[], int],
@@ -167,13 +174,25 @@ class CommitTail:
             self._thread = None
 
     def _run(self) -> None:
+        unreachable = False
         while not self._stop.is_set():
             try:
                 self.step()
+            except DatabaseUnavailable as exc:
+                # Said once, not every poll: the store is down and the poll keeps trying.
+                if not unreachable:
+                    log.warning("cannot follow other processes' commits (retrying): %s", exc)
+                    unreachable = True
+                self._stop.wait(self.poll_interval_s)
+                continue
             except Exception:
                 # The store may be busy or briefly unreadable: the next poll tries again.
                 log.exception("following other workers' commits failed; retrying")
                 self._stop.wait(self.poll_interval_s)
+                continue
+            if unreachable:
+                log.info("following other processes' commits again")
+                unreachable = False
 
     def step(self) -> int:
         """Wait for one wake-up (or the poll interval); publish what is new. Returns how many."""
@@ -199,7 +218,7 @@ class CommitFollower:
     def __init__(
         self,
         database: Database,
-        channel: WakeupChannel,
+        channel: CommitWakeups,
         *,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from postgres_databases import PostgresUnavailable, fresh_database
+from syncline.persistence import open_persistence
 from syncline.persistence.base import Durability, Persistence
 from syncline.persistence.sqlite import SqlitePersistence
 
@@ -46,7 +48,26 @@ def _sqlite(folder: Path) -> Iterator[Opener]:
     yield open_store
 
 
+@contextlib.contextmanager
+def _postgres(folder: Path) -> Iterator[Opener]:
+    """A fresh database on the test server (see tests/postgres_databases.py), dropped after."""
+    try:
+        database = fresh_database("syncline_contract")
+        url = database.__enter__()
+    except PostgresUnavailable as exc:
+        raise BackendUnavailable(str(exc)) from exc
+    try:
+
+        def open_store(*, durability: Durability = "off") -> Persistence:
+            return open_persistence(url, base=folder, durability=durability)
+
+        yield open_store
+    finally:
+        database.__exit__(None, None, None)
+
+
 #: name -> factory; the suite is parametrised over these (see conftest.py)
 BACKENDS: dict[str, BackendFactory] = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
