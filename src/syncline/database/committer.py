@@ -56,7 +56,11 @@ from syncline.database.writes import (
     decode_write_set,
     encode_write_set,
 )
-from syncline.errors import InternalError, OptimisticConcurrencyControlFailure
+from syncline.errors import (
+    DatabaseUnavailable,
+    InternalError,
+    OptimisticConcurrencyControlFailure,
+)
 from syncline.persistence.base import (
     CATALOG_VERSION_GLOBAL,
     LOG_PRUNED_GLOBAL,
@@ -355,11 +359,20 @@ class Committer:
                         conn = self.persistence.reader()
                     self._execute(job, conn)
                 except BaseException as exc:  # storage failed before the function could run
-                    error = InternalError(f"Mutation could not start: {exc}")
-                    error.__cause__ = exc
+                    if conn is not None:
+                        self.persistence.release_reader(conn)
+                        conn = None
+                    error = exc
+                    if not isinstance(exc, DatabaseUnavailable):
+                        error = InternalError(f"Mutation could not start: {exc}")
+                        error.__cause__ = exc
                     self._resolve([(job, error)])
                     self._executed(None)
                     continue
+                if job.failed and isinstance(job.outcome, DatabaseUnavailable):
+                    # The snapshot's connection broke: the next attempt needs another.
+                    self.persistence.release_reader(conn)
+                    conn = None
                 if self._mutation_jobs.empty():
                     # Idle next: hold no snapshot (an open one keeps the WAL from being
                     # reset).
@@ -510,8 +523,10 @@ class Committer:
                 publisher.committing_from = None
             self.persistence.abort_write(conn)
             self._last_ts = max(ts_before, self._last_ts)
-            error = InternalError(f"Commit failed: {exc}")
-            error.__cause__ = exc
+            error: BaseException = exc
+            if not isinstance(exc, DatabaseUnavailable):
+                error = InternalError(f"Commit failed: {exc}")
+                error.__cause__ = exc
             self._resolve([(job, error) for job in live])
             return
         if batch_state.catalog_changed or batch_state.schema is not state.schema:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from syncline.errors import ConvexError, LimitExceeded, SynclineError
+from syncline.errors import ConvexError, DatabaseUnavailable, LimitExceeded, SynclineError
 from syncline.values.json import from_python
 
 if TYPE_CHECKING:
@@ -108,6 +108,14 @@ def format_error(exc: BaseException, *, request_id: str, dev: bool) -> tuple[str
     if isinstance(exc, SynclineError) and exc.http_status < 500:
         # Errors of the caller's own making, and limits: safe and useful to show in full.
         return f"[Request ID: {request_id}] Server Error\n{exc.message}", None, False
+    if isinstance(exc, DatabaseUnavailable) and not dev:
+        # Say what happened (a caller may retry, or go to another node), not where.
+        return (
+            f"[Request ID: {request_id}] Server Error\n{exc.code}: the database cannot be "
+            "reached or did not answer in time; try again",
+            None,
+            False,
+        )
     if not dev:
         return f"[Request ID: {request_id}] Server Error", None, False
     name = type(exc).__name__

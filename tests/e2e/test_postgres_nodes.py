@@ -1,0 +1,269 @@
+"""Several ``syncline serve --db postgresql://...`` nodes on one database.
+
+Each node is its own process with its own project folder (its data folder lock
+and files), as on separate machines; they share only the database. Clients
+are the official Python client (``convex``):
+
+* a subscriber on one node receives a mutation committed on another;
+* a counter incremented by clients spread over three nodes ends at exactly
+  the number of increments, and every node committed some;
+* a node cut off from PostgreSQL (through a TCP proxy the test breaks)
+  answers 503 on ``/version`` and fails calls with ``DatabaseUnavailable``,
+  then serves again by itself once the database is back;
+* the scheduler runs on one node; SIGKILL it mid-run and another node takes
+  over, with every scheduled mutation run exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import StartServer
+from harness import require_module, require_or_skip
+from postgres_databases import PostgresUnavailable, fresh_database
+from syncline._devtools import ServerProcess
+
+from .conftest import MakeProject
+from .test_workers import WORKER_FILES, call, finish_clients, start_clients
+
+pytestmark = pytest.mark.slow
+
+StartNode = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    require_module("psycopg", "pip install -e '.[postgres]'")
+    try:
+        with fresh_database("syncline_nodes") as url:
+            yield url
+    except PostgresUnavailable as exc:
+        require_or_skip(str(exc))
+
+
+@pytest.fixture
+def start_node(
+    project: MakeProject, start_server: StartServer, database_url: str, tmp_path: Path
+) -> StartNode:
+    """``start_node(db=None)``: one more node (a copy of the project) on the test's database."""
+    source = project(WORKER_FILES, auth=False)
+    nodes: list[ServerProcess] = []
+
+    def start(db: str | None = None) -> ServerProcess:
+        folder = tmp_path / f"node{len(nodes)}"
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".syncline"))
+        node = start_server(folder, args=["--db", db or database_url])
+        nodes.append(node)
+        return node
+
+    return start
+
+
+def _job_runs(node: ServerProcess, at_least: int, timeout: float = 60) -> list[list[float]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs: list[list[float]] = call(node, "query", "workers:job_runs")
+        if len(runs) >= at_least:
+            return runs
+        assert time.monotonic() < deadline, f"{len(runs)} of {at_least} jobs ran"
+        time.sleep(0.05)
+
+
+def test_a_subscriber_on_one_node_sees_a_mutation_made_on_another(start_node: StartNode) -> None:
+    convex = require_module("convex", "pip install convex")
+    a, b = start_node(), start_node()
+    seen: list[float] = []
+
+    async def watch() -> None:
+        client = convex.ConvexClient(a.url)
+        subscription = client.subscribe("workers:counter", {"name": "x"})
+        while True:
+            value = await asyncio.wait_for(subscription.__anext__(), 20)
+            seen.append(value)
+            if value == 0.0 and len(seen) == 1:
+                # Subscribed on node A: now commit on node B.
+                result = await asyncio.to_thread(
+                    call, b, "mutation", "workers:increment", {"name": "x"}
+                )
+                assert int(result["pid"]) == b.pid
+            if value == 1.0:
+                return
+
+    asyncio.run(watch())
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+
+
+def test_a_counter_counts_every_increment_made_through_three_nodes(
+    start_node: StartNode,
+) -> None:
+    require_module("convex", "pip install convex")
+    nodes = [start_node() for _ in range(3)]
+    procs = [p for node in nodes for p in start_clients(node.url, "count", "hot", 1, 4, 50)]
+    outs = finish_clients(procs)
+    errors = [e for out in outs for e in out["errors"]]
+    assert not errors, errors[:10]
+    for node in nodes:
+        assert call(node, "query", "workers:counter", {"name": "hot"}) == 600.0
+    served = collections.Counter(
+        pid for out in outs for pids in out["acked"].values() for pid in pids
+    )
+    assert sum(served.values()) == 600
+    assert set(served) == {node.pid for node in nodes}, served
+
+
+class _Proxy:
+    """A TCP proxy to PostgreSQL that the test can cut (connections reset, new ones refused)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def cut(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def _wait_for_status(node: ServerProcess, status: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(f"{node.url}/version", timeout=10)
+        if response.status_code == status:
+            return
+        assert time.monotonic() < deadline, (response.status_code, response.text)
+        time.sleep(0.1)
+
+
+# The proxy's sockets of connections still open when the test ends are closed by
+# their threads as the node stops, after the test's own check for unclosed sockets.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_node_cut_off_from_postgres_answers_503_and_recovers_by_itself(
+    start_node: StartNode, database_url: str
+) -> None:
+    proxy = _Proxy(("127.0.0.1", 5432))
+    via_proxy = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    assert via_proxy != database_url
+    try:
+        node = start_node(via_proxy)
+        other = start_node()
+        call(node, "mutation", "workers:increment", {"name": "cut"})
+        proxy.cut()
+        _wait_for_status(node, 503)
+        response = httpx.post(
+            f"{node.url}/api/mutation",
+            json={"path": "workers:increment", "args": {"name": "cut"}, "format": "json"},
+            timeout=30,
+        )
+        body: dict[str, Any] = response.json()
+        assert body["status"] == "error" and "DatabaseUnavailable" in body["errorMessage"], body
+        # The other node carries on meanwhile.
+        assert call(other, "mutation", "workers:increment", {"name": "cut"})["value"] == 2.0
+        proxy.restore()
+        _wait_for_status(node, 200)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                result = call(node, "mutation", "workers:increment", {"name": "cut"})
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert result["value"] == 3.0
+        assert call(other, "query", "workers:counter", {"name": "cut"}) == 3.0
+    finally:
+        proxy.cut()
+
+
+def test_the_scheduler_moves_to_another_node_when_its_node_is_killed(
+    start_node: StartNode,
+) -> None:
+    jobs, every_ms = 100, 20.0
+    nodes = [start_node() for _ in range(3)]
+    call(nodes[0], "mutation", "workers:schedule", {"n": 1.0, "every_ms": 0.0, "first": -1.0})
+    leader_pid = int(_job_runs(nodes[0], 1)[0][1])
+    leader = next(node for node in nodes if node.pid == leader_pid)
+    survivor = next(node for node in nodes if node is not leader)
+    call(
+        survivor,
+        "mutation",
+        "workers:schedule",
+        {"n": float(jobs), "every_ms": every_ms, "first": 0.0},
+    )
+    _job_runs(survivor, 1 + 20)
+    assert leader.pid is not None
+    os.kill(leader.pid, signal.SIGKILL)
+    runs = _job_runs(survivor, 1 + jobs, timeout=120)
+    time.sleep(1.0)  # a job run twice would show up now
+    runs = [run for run in call(survivor, "query", "workers:job_runs") if run[0] >= 0]
+    assert sorted(int(i) for i, _ in runs) == list(range(jobs))
+    order = [int(pid) for _, pid in runs]
+    switch = order.index(next(pid for pid in order if pid != leader_pid))
+    assert switch >= 20 and set(order[:switch]) == {leader_pid}
+    assert len(set(order[switch:])) == 1 and order[switch] in {n.pid for n in nodes}
