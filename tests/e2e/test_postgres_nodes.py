@@ -33,7 +33,7 @@ import pytest
 
 from conftest import StartServer
 from harness import require_module, require_or_skip
-from postgres_databases import PostgresUnavailable, fresh_database
+from postgres_databases import PostgresUnavailable, fresh_database, make_conninfo_url
 from syncline._devtools import ServerProcess
 
 from .conftest import MakeProject
@@ -207,9 +207,13 @@ def _wait_for_status(node: ServerProcess, status: int, timeout: float = 30) -> N
 def test_a_node_cut_off_from_postgres_answers_503_and_recovers_by_itself(
     start_node: StartNode, database_url: str
 ) -> None:
-    proxy = _Proxy(("127.0.0.1", 5432))
-    via_proxy = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    assert via_proxy != database_url
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(database_url)
+    proxy = _Proxy((str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)))
+    via_proxy = make_conninfo_url(
+        make_conninfo("", **{**params, "host": "127.0.0.1", "port": proxy.port})
+    )
     try:
         node = start_node(via_proxy)
         other = start_node()

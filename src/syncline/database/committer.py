@@ -369,13 +369,10 @@ class Committer:
                     self._resolve([(job, error)])
                     self._executed(None)
                     continue
-                if job.failed and isinstance(job.outcome, DatabaseUnavailable):
-                    # The snapshot's connection broke: the next attempt needs another.
-                    self.persistence.release_reader(conn)
-                    conn = None
-                if self._mutation_jobs.empty():
+                broken = job.failed and isinstance(job.outcome, DatabaseUnavailable)
+                if self._mutation_jobs.empty() or broken:
                     # Idle next: hold no snapshot (an open one keeps the WAL from being
-                    # reset).
+                    # reset). Broken: the next attempt needs another connection.
                     self.persistence.release_reader(conn)
                     conn = None
                 self._executed(job)
