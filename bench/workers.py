@@ -165,6 +165,17 @@ async def propagation(server: ServerProcess, samples: int) -> list[float]:
     if len(by_pid) < 2:
         raise RuntimeError("every connection reached the same worker")
     (writer, *_), (subscriber, *_) = list(by_pid.values())[:2]
+    try:
+        return await commit_to_subscriber(writer, subscriber, samples)
+    finally:
+        for conn in opened:
+            conn.close()
+
+
+async def commit_to_subscriber(
+    writer: WsMutator, subscriber: WsMutator, samples: int
+) -> list[float]:
+    """Commit (on ``writer``'s process) -> Transition at ``subscriber`` latencies, in ms."""
     arrived: dict[str, int] = {}
     wanted: dict[str, asyncio.Future[None]] = {}
 
@@ -190,8 +201,6 @@ async def propagation(server: ServerProcess, samples: int) -> list[float]:
         del wanted[marker]
         latencies.append((arrived.pop(marker) - decode_ts(answer["ts"])) / 1e6)
         await asyncio.sleep(0.005)  # one commit at a time: latency, not queueing
-    for conn in opened:
-        conn.close()
     return latencies
 
 
