@@ -349,3 +349,18 @@ def test_a_server_that_cannot_be_reached_raises_database_unavailable() -> None:
     with pytest.raises(DatabaseUnavailable, match="unavailable") as info:
         open_persistence("postgresql://127.0.0.1:1/none?connect_timeout=1", base=None)  # type: ignore[arg-type]
     assert info.value.code == "DatabaseUnavailable"
+
+
+def test_the_listener_watches_the_notification_queue(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from syncline.persistence import postgres_notify
+
+    monkeypatch.setattr(postgres_notify, "QUEUE_WARN_AT", 0.0)
+    wakeups = open_store().commit_wakeups()
+    try:
+        wakeups.receive(0.01)
+        assert wakeups.queue_use is not None and 0.0 <= wakeups.queue_use < 0.5  # type: ignore[attr-defined]
+        assert "notification queue is 0% full" in caplog.text
+    finally:
+        wakeups.close()

@@ -31,6 +31,9 @@ log = logging.getLogger("syncline.persistence")
 
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
+#: how often the notification queue's use is checked, and the share that is warned about
+QUEUE_CHECK_S = 10.0
+QUEUE_WARN_AT = 0.5
 
 
 class PostgresCommitWakeups:
@@ -45,6 +48,9 @@ class PostgresCommitWakeups:
         self._session: Session | None = None
         self._backoff_s = 0.0
         self._next_attempt = 0.0
+        self._next_queue_check = 0.0
+        #: the share of PostgreSQL's notification queue in use when last checked
+        self.queue_use: float | None = None
         #: times the listening connection was (re)opened
         self.connections = 0
         self._interrupt_r, self._interrupt_w = socket.socketpair()
@@ -82,6 +88,8 @@ class PostgresCommitWakeups:
         return session
 
     def receive(self, timeout_s: float) -> int | None:
+        if time.monotonic() >= self._next_queue_check:
+            self._check_queue()
         session = self._listening()
         waiting: list[int | socket.socket] = [self._interrupt_r]
         if session is not None:
@@ -123,6 +131,17 @@ class PostgresCommitWakeups:
             self._drop()
             return None
         return None if row is None else float(row[0])
+
+    def _check_queue(self) -> None:
+        self._next_queue_check = time.monotonic() + QUEUE_CHECK_S
+        self.queue_use = self.queue_usage()
+        if self.queue_use is not None and self.queue_use >= QUEUE_WARN_AT:
+            log.warning(
+                "PostgreSQL's notification queue is %.0f%% full: a session that LISTENs "
+                "without reading holds it up, and once it is full every commit fails "
+                "(find it in pg_stat_activity)",
+                self.queue_use * 100,
+            )
 
     def interrupt(self) -> None:
         with contextlib.suppress(OSError):
