@@ -33,7 +33,6 @@ on first open under an advisory lock, so nodes starting together do not race.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -57,6 +56,7 @@ from syncline.persistence.base import (
     WriteConnection,
 )
 from syncline.persistence.by_id import IndexKinds, id_bound, key_of_id
+from syncline.persistence.pool import ReaderPool
 from syncline.persistence.postgres_session import Role, Session
 from syncline.persistence.postgres_settings import PostgresSettings
 from syncline.values.ids import table_number_of
@@ -578,11 +578,8 @@ class PostgresPersistence(Persistence):
             self._writer.session.close()
             raise
         self._writer_busy = threading.Lock()
-        #: idle readers; up to ``max_readers`` are opened, each when none is idle
-        self._idle: queue.SimpleQueue[_PgReader] = queue.SimpleQueue()
-        self._unopened = self.settings.max_readers
-        self._made_lock = threading.Lock()
-        self._open_readers: set[_PgReader] = set()
+        #: up to ``max_readers`` readers, each opened when none is idle
+        self._readers = ReaderPool(self._open_reader, self.settings.max_readers)
         self._closed = False
 
     def session(self, role: Role) -> Session:
@@ -609,44 +606,24 @@ class PostgresPersistence(Persistence):
 
     # ------------------------------------------------------------------ readers
 
+    def _open_reader(self) -> _PgReader:
+        return _PgReader(self.session("reader"), self._kinds)
+
     def reader(self) -> ReadConnection:
-        try:
-            reader = self._idle.get_nowait()
-        except queue.Empty:
-            reader = self._new_reader()
+        reader = self._readers.take()
         try:
             reader._read_head(_BEGIN_READ, "starting a snapshot")
         except BaseException:
-            self._discard_or_keep(reader)
+            self._give_back(reader)
             raise
         return reader
 
-    def _new_reader(self) -> _PgReader:
-        """A new reader while fewer than ``max_readers`` exist; else wait for an idle one."""
-        with self._made_lock:
-            opening = self._unopened > 0
-            if opening:
-                self._unopened -= 1
-        if not opening:
-            return self._idle.get()
-        try:
-            reader = _PgReader(self.session("reader"), self._kinds)
-        except BaseException:
-            with self._made_lock:
-                self._unopened += 1
-            raise
-        with self._made_lock:
-            self._open_readers.add(reader)
-        return reader
-
-    def _discard_or_keep(self, reader: _PgReader) -> None:
+    def _give_back(self, reader: _PgReader) -> None:
         if reader.session.broken or self._closed:
             reader.session.close()
-            with self._made_lock:
-                self._open_readers.discard(reader)
-                self._unopened += 1
-            return
-        self._idle.put(reader)
+            self._readers.forget(reader)
+        else:
+            self._readers.give(reader)
 
     def release_reader(self, conn: ReadConnection) -> None:
         assert isinstance(conn, _PgReader)
@@ -654,7 +631,7 @@ class PostgresPersistence(Persistence):
             if not conn.session.broken:
                 conn.session.run("COMMIT", what="ending a snapshot")
         finally:
-            self._discard_or_keep(conn)
+            self._give_back(conn)
 
     # ------------------------------------------------------------------ writer
 
@@ -755,9 +732,6 @@ class PostgresPersistence(Persistence):
         if self._closed:
             return
         self._closed = True
-        with self._made_lock:
-            readers = list(self._open_readers)
-            self._open_readers.clear()
-        for reader in readers:
+        for reader in self._readers.opened():
             reader.session.close()
         self._writer.session.close()

@@ -13,7 +13,6 @@ tests.
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,6 +41,7 @@ from syncline.persistence.base import (
     WriteConnection,
 )
 from syncline.persistence.by_id import IndexKinds, id_bound, key_of_id
+from syncline.persistence.pool import ReaderPool
 from syncline.private_paths import private_dir, private_file, tighten
 from syncline.values.ids import table_number_of
 
@@ -562,51 +562,28 @@ class SqlitePersistence(Persistence):
         for index_id, name in conn.execute("SELECT id, name FROM indexes"):
             self._kinds.note(index_id, name)
         self._writer_busy = threading.Lock()
-        #: idle readers; up to ``max_readers`` are opened, each when none is idle
-        self._idle: queue.SimpleQueue[_SqliteReader] = queue.SimpleQueue()
-        self._unopened = max_readers
-        self._made_lock = threading.Lock()
-        self._all_readers: list[_SqliteReader] = []
+        #: up to ``max_readers`` readers, each opened when none is idle
+        self._readers = ReaderPool(self._open_reader, max_readers)
         self._closed = False
 
     def reader(self) -> ReadConnection:
-        try:
-            reader = self._idle.get_nowait()
-        except queue.Empty:
-            reader = self._open_reader()
+        reader = self._readers.take()
         try:
             reader._begin()
         except BaseException:
-            self._idle.put(reader)
+            self._readers.give(reader)
             raise
         return reader
 
     def _open_reader(self) -> _SqliteReader:
-        """A new reader while fewer than ``max_readers`` exist; else wait for an idle one."""
-        with self._made_lock:
-            opening = self._unopened > 0
-            if opening:
-                self._unopened -= 1
-        if not opening:
-            return self._idle.get()
-        try:
-            reader = _SqliteReader(
-                _connect(self.path, readonly=True, durability="off"), self._kinds
-            )
-        except BaseException:
-            with self._made_lock:
-                self._unopened += 1
-            raise
-        with self._made_lock:
-            self._all_readers.append(reader)
-        return reader
+        return _SqliteReader(_connect(self.path, readonly=True, durability="off"), self._kinds)
 
     def release_reader(self, conn: ReadConnection) -> None:
         assert isinstance(conn, _SqliteReader)
         try:
             conn._end()
         finally:
-            self._idle.put(conn)
+            self._readers.give(conn)
 
     def begin_write(self) -> WriteConnection:
         self._writer_busy.acquire()
@@ -646,6 +623,6 @@ class SqlitePersistence(Persistence):
         if self._closed:
             return
         self._closed = True
-        for reader in self._all_readers:
+        for reader in self._readers.opened():
             reader.conn.close()
         self._writer.conn.close()
