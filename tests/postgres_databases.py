@@ -13,7 +13,12 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["PostgresUnavailable", "fresh_database", "maintenance_url"]
+__all__ = [
+    "PostgresUnavailable",
+    "database_for_test",
+    "fresh_database",
+    "maintenance_url",
+]
 
 DEFAULT_MAINTENANCE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -58,6 +63,22 @@ def fresh_database(prefix: str = "syncline_test") -> Iterator[str]:
     finally:
         with _connect(url) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def database_for_test(prefix: str) -> Iterator[str]:
+    """:func:`fresh_database`, or skip the test (fail it under CI) without a server."""
+    from harness import require_or_skip
+
+    database = fresh_database(prefix)
+    try:
+        url = database.__enter__()
+    except PostgresUnavailable as exc:
+        require_or_skip(str(exc))
+    try:
+        yield url
+    finally:
+        database.__exit__(None, None, None)
 
 
 def make_conninfo_url(conninfo: str) -> str:

@@ -32,8 +32,8 @@ import httpx
 import pytest
 
 from conftest import StartServer
-from harness import require_module, require_or_skip
-from postgres_databases import PostgresUnavailable, fresh_database, make_conninfo_url
+from harness import require_module
+from postgres_databases import database_for_test, make_conninfo_url
 from syncline._devtools import ServerProcess
 
 from .conftest import MakeProject
@@ -47,11 +47,8 @@ StartNode = Callable[..., ServerProcess]
 @pytest.fixture
 def database_url() -> Iterator[str]:
     require_module("psycopg", "pip install -e '.[postgres]'")
-    try:
-        with fresh_database("syncline_nodes") as url:
-            yield url
-    except PostgresUnavailable as exc:
-        require_or_skip(str(exc))
+    with database_for_test("syncline_nodes") as url:
+        yield url
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import require_or_skip
-from postgres_databases import PostgresUnavailable, fresh_database, maintenance_url
+from postgres_databases import database_for_test, maintenance_url
 from syncline.errors import DatabaseUnavailable, InvalidRequest
 from syncline.persistence import open_persistence
 from syncline.persistence.base import BY_ID_INDEX, CommitRow, Persistence
@@ -33,11 +32,8 @@ OpenStore = Callable[..., PostgresPersistence]
 
 @pytest.fixture
 def database_url() -> Iterator[str]:
-    try:
-        with fresh_database("syncline_pg") as url:
-            yield url
-    except PostgresUnavailable as exc:
-        require_or_skip(str(exc))
+    with database_for_test("syncline_pg") as url:
+        yield url
 
 
 @pytest.fixture
