@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ def open_store(database_url: str) -> Iterator[OpenStore]:
     opened: list[Persistence] = []
 
     def open_one(query: str = "", *, durability: Any = "off") -> PostgresPersistence:
-        store = open_persistence(database_url + query, base=None, durability=durability)  # type: ignore[arg-type]
+        store = open_persistence(database_url + query, base=Path.cwd(), durability=durability)
         assert isinstance(store, PostgresPersistence)
         opened.append(store)
         return store
@@ -343,7 +344,7 @@ def test_the_first_node_s_secret_is_every_node_s(open_store: OpenStore) -> None:
 
 def test_a_server_that_cannot_be_reached_raises_database_unavailable() -> None:
     with pytest.raises(DatabaseUnavailable, match="unavailable") as info:
-        open_persistence("postgresql://127.0.0.1:1/none?connect_timeout=1", base=None)  # type: ignore[arg-type]
+        open_persistence("postgresql://127.0.0.1:1/none?connect_timeout=1", base=Path.cwd())
     assert info.value.code == "DatabaseUnavailable"
 
 
