@@ -16,7 +16,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from syncline.functions.outcomes import Outcome, error_traceback, expected_failure, user_frames
+from syncline.functions.outcomes import (
+    Outcome,
+    describe_error,
+    error_traceback,
+    expected_failure,
+    user_frames,
+)
 from syncline.identity import Admin, Anonymous, Identity, System, User
 
 __all__ = ["STATUSES", "call_record", "caller_name", "parse_duration_ms"]
@@ -63,7 +69,7 @@ def call_record(outcome: Outcome, *, timestamp_ms: float) -> dict[str, Any]:
         "requestId": outcome.request_id,
         "caller": caller_name(outcome.caller),
         "logLines": list(outcome.log_lines),
-        "error": None if error is None else f"{type(error).__name__}: {error}",
+        "error": None if error is None else describe_error(error),
         "traceback": None if error is None else _traceback(error),
     }
 
