@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import require_module, require_node_package, require_or_skip
+from harness import require_node_package
 
-from .test_chat_example import CHROMIUM_ARGS, chromium_path
+from .test_chat_example import launch_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -70,18 +70,8 @@ def call(server: Any, kind: str, path: str, args: dict[str, Any] | None = None) 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    sync_api = require_module("playwright.sync_api", "pip install -e '.[dev]' (.ci/run does)")
-    executable = chromium_path()
-    if executable is None:
-        require_or_skip("no Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)")
-    with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with launch_chromium() as instance:
+        yield instance
 
 
 class Page:

@@ -14,6 +14,7 @@ temporary project and named in the error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -65,13 +66,13 @@ def copy_example(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+@contextlib.contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """Headless Chromium driven by Playwright (skips, or fails under CI, when either is missing)."""
     sync_api = require_module("playwright.sync_api", "pip install -e '.[dev]' (.ci/run does)")
     executable = chromium_path()
     if executable is None:
         require_or_skip("no Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)")
-    require_file(BUNDLE, "run `npm ci` in examples/chat (.ci/run does)")
     with sync_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=30_000
@@ -80,6 +81,13 @@ def browser() -> Iterator[Any]:
             yield instance
         finally:
             instance.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    require_file(BUNDLE, "run `npm ci` in examples/chat (.ci/run does)")
+    with launch_chromium() as instance:
+        yield instance
 
 
 def test_two_tabs_chat_live(browser: Any, start_server: Any, tmp_path: Path) -> None:
