@@ -21,4 +21,9 @@ TOO_MANY_ATTEMPTS = (
     "TooManyFailedAttempts",
     "Too many failed sign-in attempts; wait a while and try again",
 )
+SIGN_UP_REFUSED = (
+    "SignUpRefused",
+    "Cannot sign up with this email and password; if you have an account, sign in "
+    "or reset your password",
+)
 INVALID_CODE = ("InvalidCode", "The code is wrong, expired or already used")

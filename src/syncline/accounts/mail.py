@@ -52,7 +52,7 @@ class Message:
     to: str
     subject: str
     text: str
-    #: the secret part, for the dev log line
+    #: the secret part, for the dev log line ("" for a mail that carries none)
     code: str
 
 
@@ -116,6 +116,13 @@ def _send_blocking(settings: SmtpSettings, message: Message) -> None:
 async def send_message(env: Mapping[str, str], message: Message) -> None:
     """Send ``message`` as the deployment's SMTP settings say (or log it, without SMTP_HOST)."""
     settings = SmtpSettings.from_env(env)
+    if settings is None and not message.code:
+        log.warning(
+            "Mail to %s: %s (SMTP_HOST is not set, so it is logged instead of sent)",
+            message.to,
+            message.subject,
+        )
+        return
     if settings is None:
         log.warning(
             "Sign-in code for %s: %s (SMTP_HOST is not set, so it is logged instead of sent)",

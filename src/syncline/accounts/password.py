@@ -12,7 +12,11 @@
 
 Failed sign-ins count against the email and are refused past the rate limit
 (:class:`~syncline.accounts.store.RateLimit`); an unknown email and a wrong
-password give the same error after the same work (a dummy scrypt run).
+password give the same error after the same work (a dummy scrypt run). A
+sign-up with a taken email never says so: with ``verify`` it answers as a
+fresh sign-up does (and mails the owner a notice), without it it answers
+``SignUpRefused``, which names no account (see docs/built-in-auth.md,
+security notes).
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ from typing import TYPE_CHECKING, Any
 from syncline.accounts.codes import mail_code, sign_in_with_code
 from syncline.accounts.errors import (
     INVALID_CREDENTIALS,
+    SIGN_UP_REFUSED,
     TOO_MANY_ATTEMPTS,
     auth_error,
 )
-from syncline.accounts.mail import numeric_code
+from syncline.accounts.mail import Message, numeric_code, send_message
 from syncline.accounts.passwords import (
     MAX_PASSWORD_BYTES,
     hash_password_async,
     verify_password_async,
 )
 from syncline.accounts.providers import email_param, rate_keys, string_param
+from syncline.accounts.store import ADDRESS_PREFIX
 from syncline.errors import FunctionDefinitionError
 
 if TYPE_CHECKING:
@@ -116,11 +122,32 @@ class Password:
             "signUpPassword", provider=self.id, email=email, secret=secret, profile=profile
         )
         if created is None:
-            raise auth_error("AccountExists", "An account with this email already exists")
+            return await self._sign_up_taken(flow, email)
         if self.verify:
             await self._send_code(flow, created["accountId"], email, "Verify your email")
             return {"started": True}
         return flow.tokens(await flow.store("session", userId=created["userId"]))
+
+    async def _sign_up_taken(self, flow: SignInFlow, email: str) -> dict[str, Any]:
+        """A sign-up with an email that has an account: say nothing the owner's answer would not.
+
+        With ``verify`` the answer is the fresh sign-up's (``started``) and the
+        owner gets a notice instead of a code. Without it a fresh sign-up gets
+        a session, so the answer cannot be the same: it is a refusal that names
+        no account, and it counts against the client address's rate limit so
+        that addresses cannot be probed in bulk.
+        """
+        if self.verify:
+            text = (
+                "Someone tried to create an account with this email address, which already "
+                "has one. If it was you, sign in, or reset your password. If not, ignore this mail."
+            )
+            await send_message(flow.ctx.env, Message(email, "Sign-up attempt", text, code=""))
+            return {"started": True}
+        address_keys = [k for k in rate_keys(f"{self.id}:{email}") if k.startswith(ADDRESS_PREFIX)]
+        if address_keys:
+            await flow.store("failure", rateKeys=address_keys)
+        raise auth_error(*SIGN_UP_REFUSED)
 
     async def _sign_in(
         self, flow: SignInFlow, email: str, params: dict[str, Any]
