@@ -14,6 +14,7 @@ keys in the data folder: :mod:`syncline.accounts.keys`), so
 ``auth_config.py``. The tables are :data:`auth_tables`. See docs/auth.md.
 """
 
+from syncline.accounts.anonymous import Anonymous
 from syncline.accounts.email import Email
 from syncline.accounts.helpers import get_auth_session_id, get_auth_user_id
 from syncline.accounts.oauth import OIDC, GitHub, Google, OAuthProvider
@@ -23,6 +24,7 @@ from syncline.accounts.tables import auth_tables
 
 __all__ = [
     "OIDC",
+    "Anonymous",
     "ConvexAuth",
     "Email",
     "GitHub",

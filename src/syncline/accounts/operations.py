@@ -8,6 +8,7 @@ one transaction. The operations are composed from :class:`Store`'s methods.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -101,6 +102,18 @@ def _sign_in_with_code(s: Store, a: dict[str, Any]) -> dict[str, str] | None:
     return s.create_session(account["userId"])
 
 
+def _sign_in_anonymous(s: Store, a: dict[str, Any]) -> dict[str, str] | None:
+    """A new anonymous user and its session; None past the per-address limit."""
+    if a.get("address") is not None and not s.spend(
+        f"{a['provider']}:{ADDRESS_PREFIX}{a['address']}", a["most"]
+    ):
+        return None
+    account = s.create_account(
+        a["provider"], secrets.token_hex(16), {"isAnonymous": True}
+    )
+    return s.create_session(account["userId"])
+
+
 def _create_verifier(s: Store, a: dict[str, Any]) -> str:
     return s.create_verifier(a["provider"], a["redirectTo"], a["lifetimeS"])
 
@@ -134,6 +147,7 @@ OPERATIONS: dict[str, Callable[[Store, dict[str, Any]], Any]] = {
     "emailAccount": _email_account,
     "createCode": _create_code,
     "signInWithCode": _sign_in_with_code,
+    "signInAnonymous": _sign_in_anonymous,
     "createVerifier": _create_verifier,
     "startOAuth": _start_oauth,
     "takeOAuthState": _take_oauth_state,

@@ -317,13 +317,17 @@ class Store:
 
     # -- rate limits -------------------------------------------------------
 
-    def _bucket(self, identifier: str) -> tuple[dict[str, Any] | None, float]:
+    def _bucket(
+        self, identifier: str, most_attempts: int | None = None
+    ) -> tuple[dict[str, Any] | None, float]:
         doc = (
             self.db.query(RATE_LIMITS)
             .with_index("identifier", lambda q: q.eq("identifier", identifier))
             .unique()
         )
-        most = float(self.rate_limit.max_for(identifier))
+        most = float(
+            self.rate_limit.max_for(identifier) if most_attempts is None else most_attempts
+        )
         if doc is None:
             return None, most
         refill = (self.now - doc["lastAttemptTime"]) / (self.rate_limit.window_s * 1000) * most
@@ -332,6 +336,18 @@ class Store:
     def is_blocked(self, identifier: str) -> bool:
         """Whether ``identifier`` used up its failed attempts (no attempt is spent by asking)."""
         return self._bucket(identifier)[1] < 1
+
+    def spend(self, identifier: str, most_attempts: int) -> bool:
+        """Take one attempt from ``identifier``'s bucket of ``most_attempts``; False when empty."""
+        doc, left = self._bucket(identifier, most_attempts)
+        if left < 1:
+            return False
+        fields = {"lastAttemptTime": self.now, "attemptsLeft": left - 1}
+        if doc is None:
+            self.db.insert(RATE_LIMITS, {"identifier": identifier, **fields})
+        else:
+            self.db.patch(doc["_id"], fields)
+        return True
 
     def record_failure(self, identifier: str) -> None:
         doc, left = self._bucket(identifier)

@@ -1,4 +1,4 @@
-from syncline.accounts import OIDC, Email, Password, convex_auth
+from syncline.accounts import OIDC, Anonymous, Email, Password, convex_auth
 
 auth = convex_auth(
     providers=[
@@ -7,6 +7,7 @@ auth = convex_auth(
         Email(),
         Email(id="otp", magic_link=False),
         OIDC(id="fake"),
+        Anonymous(max_per_address=2),
     ],
     access_token_ttl_s=600,
     max_failed_attempts=3,
