@@ -1,19 +1,22 @@
-"""Built-in auth in a real browser: a React page using @convex-dev/auth/react unchanged.
+"""Built-in auth in a real browser: React pages using @convex-dev/auth/react unchanged.
 
-tests/e2e/auth_app is a Convex Auth page (ConvexAuthProvider, useAuthActions,
-Authenticated/Unauthenticated) and the Syncline functions behind it. The test
+tests/e2e/auth_app is a Convex Auth 0.0.x page (ConvexAuthProvider, useAuthActions,
+Authenticated/Unauthenticated) and the Syncline functions behind it;
+tests/e2e/auth_app_v2 is the same page written for Convex Auth 2.x (the
+provider's ``api`` prop, the username-password method's hooks). The test
 bundles the page with esbuild, serves it from the deployment's HTTP actions
 (``/http/`` on the API port, so the page's origin is the API) and drives it in
 headless Chromium: sign up, see the name from a query reading the identity,
 reload and stay signed in, sign out, sign in again; a wrong password shows an
 error and creates no session.
 
-Needs ``npm ci`` in tests/e2e/auth_app, Playwright and Chromium (``.ci/run``
-installs all three).
+Needs ``npm ci`` in tests/e2e/auth_app and tests/e2e/auth_app_v2, Playwright and
+Chromium (``.ci/run`` installs them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -30,26 +33,27 @@ from .test_chat_example import launch_chromium
 pytestmark = pytest.mark.slow
 
 APP = Path(__file__).resolve().parent / "auth_app"
+APP_V2 = Path(__file__).resolve().parent / "auth_app_v2"
 STEP_TIMEOUT_MS = 15_000
 
 
-def build_app(dest: Path) -> Path:
+def build_app(dest: Path, app: Path = APP) -> Path:
     """A project in ``dest``: the app's functions and page, with the page's bundle built."""
-    require_node_package(APP, "@convex-dev/auth")
-    require_node_package(APP, "esbuild")
-    shutil.copytree(APP / "functions", dest / "functions")
-    shutil.copy(APP / "index.html", dest / "index.html")
+    require_node_package(app, "@convex-dev/auth")
+    require_node_package(app, "esbuild")
+    shutil.copytree(app / "functions", dest / "functions")
+    shutil.copy(app / "index.html", dest / "index.html")
     subprocess.run(
         [
-            str(APP / "node_modules" / ".bin" / "esbuild"),
-            str(APP / "src" / "main.jsx"),
+            str(app / "node_modules" / ".bin" / "esbuild"),
+            str(app / "src" / "main.jsx"),
             "--bundle",
             f"--outfile={dest / 'dist' / 'app.js'}",
             '--define:process.env.NODE_ENV="production"',
             "--log-level=warning",
         ],
         check=True,
-        cwd=APP,
+        cwd=app,
         timeout=120,
     )
     return dest
@@ -111,12 +115,35 @@ def app_server(start_server: Any, tmp_path: Path) -> Iterator[Any]:
     yield start_server(project, mode="dev")
 
 
+@pytest.fixture
+def app_server_v2(start_server: Any, tmp_path: Path) -> Iterator[Any]:
+    project = build_app(tmp_path / "auth_app_v2", APP_V2)
+    yield start_server(project, mode="dev")
+
+
+@contextlib.contextmanager
+def _evidence(server: Any, page: Page) -> Iterator[None]:
+    """On failure, a screenshot and the page's errors in the report."""
+    try:
+        yield
+    except BaseException as exc:
+        shot = server.project / "auth-page.png"
+        try:
+            page.tab.screenshot(path=str(shot), full_page=True)
+            exc.add_note(f"Screenshot: {shot}")
+        except Exception as shot_error:
+            exc.add_note(f"(no screenshot: {shot_error})")
+        if page.problems:
+            exc.add_note("Page errors:\n" + "\n".join(page.problems))
+        raise
+
+
 def test_password_sign_up_reload_sign_out_and_in(browser: Any, app_server: Any) -> None:
     server = app_server
     context = browser.new_context()
     context.set_default_timeout(STEP_TIMEOUT_MS)
     page = Page(context, f"{server.url}/http/")
-    try:
+    with _evidence(server, page):
         page.open()
         page.tab.locator("#password-form").wait_for()
 
@@ -151,15 +178,46 @@ def test_password_sign_up_reload_sign_out_and_in(browser: Any, app_server: Any) 
         assert page.signed_in_as() == "Ada Lovelace"
         assert call(server, "query", "users:session_count") == 1
         assert not page.problems, page.problems
-    except BaseException as exc:
-        shot = server.project / "auth-page.png"
-        try:
-            page.tab.screenshot(path=str(shot), full_page=True)
-            exc.add_note(f"Screenshot: {shot}")
-        except Exception as shot_error:
-            exc.add_note(f"(no screenshot: {shot_error})")
-        if page.problems:
-            exc.add_note("Page errors:\n" + "\n".join(page.problems))
-        raise
-    finally:
-        context.close()
+    context.close()
+
+
+def test_v2_username_password_sign_up_reload_sign_out_and_in(
+    browser: Any, app_server_v2: Any
+) -> None:
+    """The same story with @convex-dev/auth 2.x: its hooks call mutations, not auth:signIn."""
+    server = app_server_v2
+    context = browser.new_context()
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = Page(context, f"{server.url}/http/")
+    with _evidence(server, page):
+        page.open()
+        page.tab.locator("#password-form").wait_for()
+
+        page.tab.click("#toggle")
+        page.submit("ada", "correct horse")
+        assert page.signed_in_as() == "ada"
+        namespace = "".join(c for c in server.url if c.isalnum())
+        stored = page.local_storage()
+        assert stored[f"__convexAuthJWT_{namespace}"].count(".") == 2
+        refresh_token = stored[f"__convexAuthRefreshToken_{namespace}"]
+        assert "|" in refresh_token
+        assert call(server, "query", "users:session_count") == 1
+
+        page.tab.reload()
+        assert page.signed_in_as() == "ada"
+
+        # Sign out calls auth:signOut (a mutation) with the refresh token: the session ends.
+        page.tab.click("#signout")
+        page.tab.locator("#password-form").wait_for()
+        assert f"__convexAuthRefreshToken_{namespace}" not in page.local_storage()
+        assert call(server, "query", "users:session_count") == 0
+
+        page.submit("ada", "wrong horse")
+        page.tab.locator("#error", has_text="INVALID_CREDENTIALS").wait_for()
+        assert call(server, "query", "users:session_count") == 0
+
+        page.submit("ada", "correct horse")
+        assert page.signed_in_as() == "ada"
+        assert call(server, "query", "users:session_count") == 1
+        assert not page.problems, page.problems
+    context.close()

@@ -11,7 +11,7 @@ so ``/.well-known/openid-configuration`` and ``/.well-known/jwks.json``).
 :meth:`TokenIssuer.provider` is the implicit ``auth_config`` entry that makes
 the verifier accept these tokens without any configuration.
 
-Actions reach the issuer as ``ctx.auth_issuer`` (installed by the application
+Actions and mutations reach the issuer as ``ctx.auth_issuer`` (installed by the application
 when the functions use :func:`syncline.accounts.convex_auth`).
 """
 
@@ -90,9 +90,10 @@ class TokenIssuer:
 
 
 def install_issuer(executor: Executor, issuer: TokenIssuer) -> None:
-    """Give actions (and HTTP actions) ``ctx.auth_issuer``."""
+    """Give actions (and HTTP actions) and mutations ``ctx.auth_issuer``."""
 
     def ctx_member(kind: str, tx: Transaction | None, identity: Identity) -> Any:
-        return issuer if kind == "action" else None
+        # Mutations too: @convex-dev/auth 2.x signs in with mutations (accounts/v2.py).
+        return issuer if kind in ("action", "mutation") else None
 
     executor.register_ctx_member(CTX_MEMBER, ctx_member)

@@ -36,6 +36,7 @@ from syncline.accounts.helpers import get_auth_session_id, get_auth_user_id
 from syncline.accounts.issuer import CTX_MEMBER, TokenIssuer
 from syncline.accounts.operations import run_operation
 from syncline.accounts.store import RateLimit, SessionLifetimes, Store
+from syncline.accounts.v2 import ConvexAuthV2
 from syncline.errors import FunctionDefinitionError, InternalError
 from syncline.functions.registration import (
     FunctionKind,
@@ -151,6 +152,8 @@ class ConvexAuth:
             self._is_authenticated, FunctionKind.QUERY, {}, module
         )
         setattr(self.sign_in, MARKER, self)
+        #: the functions ``@convex-dev/auth`` 2.x calls (see :mod:`syncline.accounts.v2`)
+        self.v2 = ConvexAuthV2(self, module)
 
     @staticmethod
     def _function(

@@ -174,14 +174,22 @@ class Store:
         token_id = self.db.insert(REFRESH_TOKENS, doc)
         return f"{token_id}|{secret}"
 
-    def refresh(self, refresh_token: str) -> dict[str, str] | None:
-        """Spend ``refresh_token``: the session and a new token, or None (sign the client out)."""
+    def refresh_token(self, refresh_token: str) -> dict[str, Any] | None:
+        """The record of ``refresh_token`` (spent or not), or None when it is not one of ours."""
         token_id, sep, secret = refresh_token.partition("|")
         if not sep or self.db.normalize_id(REFRESH_TOKENS, token_id) is None:
             return None
         doc = self.db.get(token_id)
         if doc is None or not _same(doc["tokenHash"], digest(secret)):
             return None
+        return dict(doc)
+
+    def refresh(self, refresh_token: str) -> dict[str, str] | None:
+        """Spend ``refresh_token``: the session and a new token, or None (sign the client out)."""
+        doc = self.refresh_token(refresh_token)
+        if doc is None:
+            return None
+        token_id = doc["_id"]
         session = self.db.get(doc["sessionId"])
         if session is None or session["expirationTime"] <= self.now:
             self.end_session(doc["sessionId"])

@@ -1,0 +1,209 @@
+"""The functions ``@convex-dev/auth`` 2.x calls: session mutations and username + password.
+
+Convex Auth 2 changed the wire contract of 0.0.x (``auth:signIn`` and
+``auth:signOut`` actions): its ``ConvexAuthProvider`` takes
+``api={{refreshSession, signOut, isAuthenticated}}`` references and each
+sign-in method's hooks call mutations of their own. In ``functions/auth.py``
+of an app whose page uses 2.x::
+
+    from syncline.accounts import Password, convex_auth
+
+    auth = convex_auth(providers=[Password()])
+    refreshSession, signOut, isAuthenticated = auth.v2.session()
+    signUpWithUsernamePassword, signInWithUsernamePassword = auth.v2.username_password()
+
+| function | kind, args | answer |
+|---|---|---|
+| ``refreshSession`` | mutation ``{refreshToken}`` | ``{kind: "rotated", tokens}`` or ``{kind: "noSession"}`` |
+| ``signOut`` | mutation ``{refreshToken}`` | null; the token's session ends |
+| ``isAuthenticated`` | query ``{}`` | whether the caller's session is live |
+| ``signUpWithUsernamePassword`` | mutation ``{username, password}`` | ``{status: "complete", tokens}`` or ``{status: "error", userError}`` |
+| ``signInWithUsernamePassword`` | mutation ``{username, password}`` | the same |
+
+``tokens`` is ``{accessToken, refreshToken, refreshTokenExpiresAt, userId}``.
+The tables, the token format, rotation and the rate limits are 0.0.x's, so
+one deployment's users can move from one client major to the other. The
+names ``signOut`` (an action in 0.0.x, a mutation in 2.x) collide, so an app
+binds one set or the other.
+
+Sign-in failures answer ``INVALID_CREDENTIALS`` for an unknown username and
+a wrong password alike, after the same scrypt work (2.x's own backend answers
+``USER_NOT_FOUND``; the client accepts either). Hashing runs inside the
+mutation, as it does in Convex: each sign-in holds the database writer for
+one scrypt run (about 50-100 ms).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+from syncline.accounts.helpers import get_auth_user_id
+from syncline.accounts.issuer import CTX_MEMBER, TokenIssuer
+from syncline.accounts.passwords import (
+    MAX_PASSWORD_BYTES,
+    dummy_verify,
+    hash_password,
+    verify_password,
+)
+from syncline.accounts.providers import rate_keys
+from syncline.accounts.store import Store
+from syncline.errors import FunctionDefinitionError, InternalError
+from syncline.functions.registration import FunctionKind, RegisteredFunction
+from syncline.values.validators import v
+
+if TYPE_CHECKING:
+    from syncline.accounts.setup import ConvexAuth
+
+__all__ = ["ConvexAuthV2"]
+
+MAX_USERNAME_LENGTH = 100
+
+
+def _invalid_username(username: str) -> dict[str, Any] | None:
+    if not username:
+        return {"error": "USERNAME_TOO_SHORT", "minimumLength": 1}
+    if len(username) > MAX_USERNAME_LENGTH:
+        return {"error": "USERNAME_TOO_LONG", "maximumLength": MAX_USERNAME_LENGTH}
+    if username != username.strip():
+        return {"error": "USERNAME_HAS_SURROUNDING_WHITESPACE"}
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in username):
+        return {"error": "USERNAME_HAS_INVALID_CHARACTERS"}
+    return None
+
+
+def _invalid_password(password: str, min_length: int) -> dict[str, Any] | None:
+    if len(password) < min_length:
+        return {"error": "PASSWORD_TOO_SHORT", "minimumLength": min_length}
+    if len(password) > MAX_PASSWORD_BYTES:
+        return {"error": "PASSWORD_TOO_LONG", "maximumLength": MAX_PASSWORD_BYTES}
+    if password != password.strip():
+        return {"error": "PASSWORD_HAS_SURROUNDING_WHITESPACE"}
+    return None
+
+
+def _error(user_error: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "error", "userError": user_error}
+
+
+class ConvexAuthV2:
+    """Builds the 2.x functions of one :class:`~syncline.accounts.ConvexAuth` (``auth.v2``)."""
+
+    def __init__(self, auth: ConvexAuth, module: str) -> None:
+        self.auth = auth
+        self.module = module
+
+    def _function(
+        self, handler: Any, kind: FunctionKind, args: dict[str, Any]
+    ) -> RegisteredFunction:
+        from syncline.accounts.setup import MARKER
+
+        fn = self.auth._function(handler, kind, args, self.module)
+        # The application installs the issuer when it finds this marker.
+        setattr(fn, MARKER, self.auth)
+        return fn
+
+    def _store(self, ctx: Any) -> Store:
+        return Store(ctx, self.auth.lifetimes, self.auth.rate_limit)
+
+    def _bundle(self, ctx: Any, session: dict[str, str]) -> dict[str, Any]:
+        issuer = getattr(ctx, CTX_MEMBER, None)
+        if not isinstance(issuer, TokenIssuer):
+            raise InternalError(
+                "Built-in auth has no token issuer in this mutation", code="AuthNotConfigured"
+            )
+        lifetimes = self.auth.lifetimes
+        return {
+            "accessToken": issuer.sign(
+                session["userId"], session["sessionId"], lifetimes.access_token_s
+            ),
+            "refreshToken": session["refreshToken"],
+            "refreshTokenExpiresAt": float(ctx.now) + lifetimes.session_inactive_s * 1000,
+            "userId": session["userId"],
+        }
+
+    # -- the session functions --------------------------------------------
+
+    def session(self) -> tuple[RegisteredFunction, RegisteredFunction, RegisteredFunction]:
+        """``refreshSession, signOut, isAuthenticated`` (``ConvexAuthProvider``'s ``api``)."""
+
+        def refresh_session(ctx: Any, refreshToken: str) -> dict[str, Any]:
+            session = self._store(ctx).refresh(refreshToken)
+            if session is None:
+                return {"kind": "noSession"}
+            return {"kind": "rotated", "tokens": self._bundle(ctx, session)}
+
+        def sign_out(ctx: Any, refreshToken: str) -> None:
+            store = self._store(ctx)
+            doc = store.refresh_token(refreshToken)
+            if doc is not None:
+                store.end_session(doc["sessionId"])
+
+        def is_authenticated(ctx: Any) -> bool:
+            return get_auth_user_id(ctx) is not None
+
+        token_args = {"refreshToken": v.string()}
+        return (
+            self._function(refresh_session, FunctionKind.MUTATION, token_args),
+            self._function(sign_out, FunctionKind.MUTATION, token_args),
+            self._function(is_authenticated, FunctionKind.QUERY, {}),
+        )
+
+    # -- username + password --------------------------------------------
+
+    def username_password(
+        self, *, id: str = "usernamePassword", min_length: int = 8
+    ) -> tuple[RegisteredFunction, RegisteredFunction]:
+        """``signUpWithUsernamePassword, signInWithUsernamePassword``.
+
+        Accounts have provider ``id`` and the username as ``providerAccountId``;
+        the user's ``name`` is the username.
+        """
+        if not isinstance(min_length, int) or not 1 <= min_length <= 256:
+            raise FunctionDefinitionError(
+                f"username_password(min_length=...) must be an integer from 1 to 256, "
+                f"got {min_length!r}"
+            )
+
+        def sign_up(ctx: Any, username: str, password: str) -> dict[str, Any]:
+            problem = _invalid_username(username) or _invalid_password(password, min_length)
+            if problem is not None:
+                return _error(problem)
+            store = self._store(ctx)
+            if store.account(id, username) is not None:
+                return _error({"error": "USERNAME_TAKEN"})
+            account = store.create_account(
+                id, username, {"name": username}, secret=hash_password(password)
+            )
+            return {
+                "status": "complete",
+                "tokens": self._bundle(ctx, store.create_session(account["userId"])),
+            }
+
+        def sign_in(ctx: Any, username: str, password: str) -> dict[str, Any]:
+            store = self._store(ctx)
+            account_key = f"{id}:{username[:MAX_USERNAME_LENGTH]}"
+            keys = rate_keys(account_key)
+            if any(store.is_blocked(key) for key in keys):
+                window_ms = self.auth.rate_limit.window_s * 1000
+                retry_ms = window_ms / self.auth.rate_limit.max_attempts
+                return _error({"error": "RATE_LIMITED", "retryAfterMs": retry_ms})
+            account = None if len(password) > MAX_PASSWORD_BYTES else store.account(id, username)
+            secret = None if account is None else account.get("secret")
+            # An unknown username costs the same scrypt run as a wrong password.
+            ok = dummy_verify(password) if secret is None else verify_password(password, secret)
+            if not ok or account is None:
+                for key in keys:
+                    store.record_failure(key)
+                return _error({"error": "INVALID_CREDENTIALS"})
+            store.clear_failures(account_key)
+            return {
+                "status": "complete",
+                "tokens": self._bundle(ctx, store.create_session(account["userId"])),
+            }
+
+        credentials = {"username": v.string(), "password": v.string()}
+        return (
+            self._function(sign_up, FunctionKind.MUTATION, credentials),
+            self._function(sign_in, FunctionKind.MUTATION, credentials),
+        )

@@ -1,0 +1,96 @@
+"""The functions @convex-dev/auth 2.x calls (syncline.accounts.v2), through the test kit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncline.testing import TestBackend
+
+from .conftest import AuthBackend
+
+APP_V2 = Path(__file__).parent / "app_v2" / "functions"
+
+
+@pytest.fixture
+def auth2(tmp_path: Path) -> Iterator[AuthBackend]:
+    backend = TestBackend(APP_V2, data_dir=tmp_path)
+    try:
+        backend.set_env("SITE_URL", "http://app.test")
+        yield AuthBackend(backend)
+    finally:
+        backend.close()
+
+
+def _up(auth: AuthBackend, username: str, password: str) -> Any:
+    args = {"username": username, "password": password}
+    return auth.t.mutation("auth:signUpWithUsernamePassword", args)
+
+
+def _in(auth: AuthBackend, username: str, password: str) -> Any:
+    args = {"username": username, "password": password}
+    return auth.t.mutation("auth:signInWithUsernamePassword", args)
+
+
+def test_sign_up_answers_a_token_bundle_for_the_new_user(auth2: AuthBackend) -> None:
+    answer = _up(auth2, "ada", "correct horse")
+    assert answer["status"] == "complete"
+    tokens = answer["tokens"]
+    assert set(tokens) == {"accessToken", "refreshToken", "refreshTokenExpiresAt", "userId"}
+    me = auth2.me(tokens["accessToken"])
+    assert me["name"] == "ada" and me["id"] == tokens["userId"]
+    assert auth2.as_token(tokens["accessToken"]).query("auth:isAuthenticated") is True
+    assert tokens["refreshTokenExpiresAt"] > auth2.t.clock.now_ms()
+
+
+def test_sign_up_errors_are_user_errors(auth2: AuthBackend) -> None:
+    _up(auth2, "ada", "correct horse")
+    assert _up(auth2, "ada", "another horse")["userError"] == {"error": "USERNAME_TAKEN"}
+    short = _up(auth2, "bob", "short")["userError"]
+    assert short == {"error": "PASSWORD_TOO_SHORT", "minimumLength": 8}
+    assert _up(auth2, " bob", "correct horse")["userError"] == {
+        "error": "USERNAME_HAS_SURROUNDING_WHITESPACE"
+    }
+    assert len(auth2.table("users")) == 1
+
+
+def test_sign_in_fails_alike_for_unknown_users_and_wrong_passwords(auth2: AuthBackend) -> None:
+    _up(auth2, "ada", "correct horse")
+    wrong = _in(auth2, "ada", "wrong horse")
+    unknown = _in(auth2, "bob", "wrong horse")
+    assert wrong == unknown == {"status": "error", "userError": {"error": "INVALID_CREDENTIALS"}}
+    assert len(auth2.table("authSessions")) == 1
+    # The failures counted: a third one blocks the account (max_failed_attempts=3).
+    for _ in range(2):
+        _in(auth2, "ada", "wrong horse")
+    blocked = _in(auth2, "ada", "correct horse")["userError"]
+    assert blocked["error"] == "RATE_LIMITED" and blocked["retryAfterMs"] > 0
+
+
+def test_refresh_session_rotates_and_reuse_ends_the_session(auth2: AuthBackend) -> None:
+    first = _up(auth2, "ada", "correct horse")["tokens"]
+    rotated = auth2.t.mutation("auth:refreshSession", {"refreshToken": first["refreshToken"]})
+    assert rotated["kind"] == "rotated"
+    assert rotated["tokens"]["refreshToken"] != first["refreshToken"]
+    assert auth2.me(rotated["tokens"]["accessToken"])["name"] == "ada"
+    again = auth2.t.mutation("auth:refreshSession", {"refreshToken": first["refreshToken"]})
+    assert again == {"kind": "noSession"}
+    assert auth2.table("authSessions") == []
+    assert auth2.as_token(first["accessToken"]).query("auth:isAuthenticated") is False
+
+
+def test_sign_out_ends_the_session_of_the_refresh_token(auth2: AuthBackend) -> None:
+    tokens = _up(auth2, "ada", "correct horse")["tokens"]
+    other = _in(auth2, "ada", "correct horse")["tokens"]
+    assert auth2.t.mutation("auth:signOut", {"refreshToken": tokens["refreshToken"]}) is None
+    assert auth2.me(tokens["accessToken"]) is None
+    assert auth2.me(other["accessToken"])["name"] == "ada"  # the other session lives on
+    refreshed = auth2.t.mutation("auth:refreshSession", {"refreshToken": tokens["refreshToken"]})
+    assert refreshed == {"kind": "noSession"}
+    # Garbage and a wrong secret are ignored.
+    for token in ("nope", other["refreshToken"].split("|")[0] + "|wrong"):
+        assert auth2.t.mutation("auth:signOut", {"refreshToken": token}) is None
+    assert auth2.me(other["accessToken"])["name"] == "ada"

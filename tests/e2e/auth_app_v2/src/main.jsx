@@ -1,0 +1,101 @@
+// A sign-in page written for Convex Auth 2.x: @convex-dev/auth/react, the username-password
+// method's hooks and convex/react, unchanged.
+import { ConvexAuthProvider, useAuthActions } from "@convex-dev/auth/react";
+import {
+  useSignInWithUsernamePassword,
+  useSignUpWithUsernamePassword,
+} from "@convex-dev/auth/methods/username-password/react";
+import {
+  Authenticated,
+  AuthLoading,
+  ConvexReactClient,
+  Unauthenticated,
+  useQuery,
+} from "convex/react";
+import { anyApi } from "convex/server";
+import React, { useState } from "react";
+import { createRoot } from "react-dom/client";
+
+// The page is served by the deployment's HTTP actions under /http/ on the API port.
+const convex = new ConvexReactClient(window.location.origin);
+const api = anyApi;
+
+function PasswordForm() {
+  const { signIn } = useSignInWithUsernamePassword(api.auth);
+  const { signUp } = useSignUpWithUsernamePassword(api.auth);
+  const [flow, setFlow] = useState("signIn");
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget);
+    const credentials = { username: form.get("email"), password: form.get("password") };
+    setError(null);
+    setBusy(true);
+    const result = await (flow === "signIn" ? signIn : signUp)(credentials);
+    setBusy(false);
+    if (result.status === "error") setError(result.userError.error);
+  };
+  return (
+    <form id="password-form" onSubmit={submit}>
+      <h1 id="flow">{flow === "signIn" ? "Sign in" : "Sign up"}</h1>
+      <input id="email" name="email" placeholder="Username" />
+      <input id="password" name="password" type="password" placeholder="Password" />
+      <button id="submit" type="submit" disabled={busy}>
+        {flow === "signIn" ? "Sign in" : "Sign up"}
+      </button>
+      <button
+        id="toggle"
+        type="button"
+        onClick={() => setFlow(flow === "signIn" ? "signUp" : "signIn")}
+      >
+        {flow === "signIn" ? "I need an account" : "I have an account"}
+      </button>
+      {error !== null && <p id="error">{error}</p>}
+    </form>
+  );
+}
+
+function Profile() {
+  const { signOut } = useAuthActions();
+  const me = useQuery(api.users.me);
+  return (
+    <div id="profile">
+      <p>
+        Signed in as <span id="me">{me === undefined ? "…" : me === null ? "nobody" : me.name}</span>
+      </p>
+      <button id="signout" type="button" onClick={() => void signOut()}>
+        Sign out
+      </button>
+    </div>
+  );
+}
+
+function App() {
+  return (
+    <>
+      <AuthLoading>
+        <p id="loading">Loading…</p>
+      </AuthLoading>
+      <Unauthenticated>
+        <PasswordForm />
+      </Unauthenticated>
+      <Authenticated>
+        <Profile />
+      </Authenticated>
+    </>
+  );
+}
+
+createRoot(document.getElementById("root")).render(
+  <ConvexAuthProvider
+    client={convex}
+    api={{
+      refreshSession: api.auth.refreshSession,
+      signOut: api.auth.signOut,
+      isAuthenticated: api.auth.isAuthenticated,
+    }}
+  >
+    <App />
+  </ConvexAuthProvider>,
+);
