@@ -361,7 +361,10 @@ class Application:
         self._registry = registry
         self.crons.sync(crons)
         self._configured_providers = configured
-        providers = self._all_providers()
+        self._use_providers(self._all_providers())
+        return change
+
+    def _use_providers(self, providers: tuple[Any, ...]) -> None:
         if providers != self._providers:
             self._providers = providers
             if self._verifier is not None:
@@ -369,19 +372,17 @@ class Application:
                 # closed by stop(), on the loop it belongs to.
                 self._retired_verifiers.append(self._verifier)
                 self._verifier = AuthVerifier(providers, clock=self.clock)
-        return change
 
     def _all_providers(self) -> tuple[Any, ...]:
         """``auth_config.py``'s providers, plus built-in auth's issuer when the app uses it."""
         if find_convex_auth(self._registry.functions.values()) is None:
             return self._configured_providers
         if self.issuer is None:
-            now = self.clock.now_ms()
-            keys = (
-                KeyStore.in_memory(now)
-                if self.paths is None
-                else KeyStore.open(self.paths.database_dir / KEY_DIR_NAME, now)
-            )
+            # The keys are in the database, shared by every node; a rotation by any of
+            # them reaches this one through follow(). The data folder's copy is read once.
+            legacy = None if self.paths is None else self.paths.database_dir / KEY_DIR_NAME
+            keys = KeyStore.open(self.database, self.clock.now_ms(), legacy)
+            keys.follow(lambda: self._use_providers(self._all_providers()))
             self.issuer = TokenIssuer(keys, lambda: self.site_url, self.clock)
             install_issuer(self.executor, self.issuer)
         return (*self._configured_providers, self.issuer.provider())
@@ -400,6 +401,8 @@ class Application:
             await self.storage.start()
         self._providers = self._all_providers()  # site_url is known by now
         self._verifier = AuthVerifier(self._providers, clock=self.clock)
+        if self.issuer is not None:
+            self.issuer.keys.start()
         await self.vectors.start()
 
     async def stop(self) -> None:
@@ -415,6 +418,8 @@ class Application:
         await self.env.stop()
         if self.storage is not None:
             await self.storage.stop()
+        if self.issuer is not None:
+            await self.issuer.keys.stop()
         for verifier in [*self._retired_verifiers, self._verifier]:
             if verifier is not None:
                 await verifier.aclose()

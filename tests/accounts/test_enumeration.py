@@ -28,9 +28,8 @@ def test_sign_up_with_a_taken_email_names_no_account_and_counts_against_the_addr
     auth: AuthBackend,
 ) -> None:
     auth.password("signUp", "ada@example.com", "correct horse")
-    with _from_address("203.0.113.7"):
-        with pytest.raises(ConvexError) as excinfo:
-            auth.password("signUp", "ada@example.com", "another horse")
+    with _from_address("203.0.113.7"), pytest.raises(ConvexError) as excinfo:
+        auth.password("signUp", "ada@example.com", "another horse")
     assert error_code(excinfo) == "SignUpRefused"
     message = excinfo.value.data["message"].lower()
     assert "exist" not in message and "taken" not in message

@@ -1,19 +1,22 @@
-"""The signing keys in the data folder, and rotating them."""
+"""The signing keys in the database, moving them from the data folder, and rotating them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
-import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 
-from syncline.accounts.keys import KEY_DIR_NAME, KeyStore
+from syncline.accounts.issuer import TokenIssuer
+from syncline.accounts.keys import KEY_DIR_NAME, TABLE, KeyStore, rotate_keys
 from syncline.application import Application
 from syncline.clock import ManualClock
+from syncline.database.query import Query
 from syncline.errors import AuthError, InternalError
 from syncline.identity import User
 
@@ -63,14 +66,49 @@ def _verify(app: Application, token: str) -> User:
     return identity
 
 
-def test_the_first_key_is_created_private_and_kept(project: Path, clock: ManualClock) -> None:
-    folder = project / ".syncline" / KEY_DIR_NAME
-    first = KeyStore.open(folder, clock.now_ms())
-    again = KeyStore.open(folder, clock.now_ms())
-    assert first.signing_key.kid == again.signing_key.kid
-    for path in folder.iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+def _keys(project: Path, clock: ManualClock) -> KeyStore:
+    """The keys in the project's database, opened as ``syncline rotate-auth-keys`` does."""
+    app = Application.open(project, clock=clock, durability="off", load=False)
+    try:
+        return KeyStore.open(app.database, clock.now_ms())
+    finally:
+        app.close()
+
+
+def _rotate(project: Path, clock: ManualClock, keep_ms: float) -> str:
+    app = Application.open(project, clock=clock, durability="off", load=False)
+    try:
+        return rotate_keys(app.database, clock.now_ms(), keep_ms).kid
+    finally:
+        app.close()
+
+
+def _write_legacy_folder(folder: Path, key: KeyStore) -> None:
+    """The data-folder layout of keys from before they moved to the database."""
+    from cryptography.hazmat.primitives import serialization
+
+    folder.mkdir(parents=True)
+    signing = key.signing_key
+    pem = signing.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (folder / f"{signing.kid}.pem").write_bytes(pem)
+    index = {"keys": [{"kid": signing.kid, "createdMs": signing.created_ms, "retiredMs": None}]}
+    (folder / "keys.json").write_text(json.dumps(index))
+
+
+def test_the_first_key_is_created_once_in_the_database(project: Path, clock: ManualClock) -> None:
+    app = _open(project, clock)
+    try:
+        assert app.issuer is not None
+        kid = app.issuer.keys.signing_key.kid
+    finally:
+        app.close()
+    assert _keys(project, clock).signing_key.kid == kid
+    assert [k.kid for k in _keys(project, clock).keys] == [kid]
+    assert not (project / ".syncline" / KEY_DIR_NAME).exists()
 
 
 def test_tokens_survive_a_restart(project: Path, clock: ManualClock) -> None:
@@ -86,6 +124,27 @@ def test_tokens_survive_a_restart(project: Path, clock: ManualClock) -> None:
         app.close()
 
 
+def test_keys_of_the_data_folder_move_into_the_database_once(
+    project: Path, clock: ManualClock
+) -> None:
+    """A deployment from before the database kept its keys: its tokens stay valid."""
+    legacy = KeyStore.in_memory(clock.now_ms())
+    folder = project / ".syncline" / KEY_DIR_NAME
+    _write_legacy_folder(folder, legacy)
+    app = _open(project, clock)
+    try:
+        assert app.issuer is not None
+        assert app.issuer.keys.signing_key.kid == legacy.signing_key.kid
+        # A token the old key signed before the upgrade verifies.
+        old_token = TokenIssuer(legacy, lambda: app.site_url, clock).sign("u", "s", 600)
+        assert _verify(app, old_token).user.subject == "u|s"
+    finally:
+        app.close()
+    # Copied once: the folder is no longer needed.
+    shutil.rmtree(folder)
+    assert [k.kid for k in _keys(project, clock).keys] == [legacy.signing_key.kid]
+
+
 def test_rotation_keeps_old_tokens_valid_until_they_expire(
     project: Path, clock: ManualClock
 ) -> None:
@@ -95,25 +154,24 @@ def test_rotation_keeps_old_tokens_valid_until_they_expire(
         old_kid = jwt.get_unverified_header(old_token)["kid"]
     finally:
         app.close()
-    folder = project / ".syncline" / KEY_DIR_NAME
-    new_key = KeyStore.open(folder, clock.now_ms()).rotate(clock.now_ms(), keep_ms=HOUR_MS)
-    assert new_key.kid != old_kid
+    new_kid = _rotate(project, clock, keep_ms=HOUR_MS)
+    assert new_kid != old_kid
 
     app = _open(project, clock)
     try:
         assert app.issuer is not None
-        assert {k["kid"] for k in app.issuer.jwks()["keys"]} == {old_kid, new_key.kid}
+        assert {k["kid"] for k in app.issuer.jwks()["keys"]} == {old_kid, new_kid}
         _verify(app, old_token)  # signed by the retired key: still valid
         new_token = _sign_up(app, "bob@example.com")
-        assert jwt.get_unverified_header(new_token)["kid"] == new_key.kid
+        assert jwt.get_unverified_header(new_token)["kid"] == new_kid
         _verify(app, new_token)
     finally:
         app.close()
 
-    # The next rotation, past the keep window, drops the retired key and its file.
+    # The next rotation, past the keep window, drops the retired key.
     clock.advance(2 * HOUR_MS)
-    KeyStore.open(folder, clock.now_ms()).rotate(clock.now_ms(), keep_ms=HOUR_MS)
-    assert not (folder / f"{old_kid}.pem").exists()
+    _rotate(project, clock, keep_ms=HOUR_MS)
+    assert old_kid not in {k.kid for k in _keys(project, clock).keys}
     app = _open(project, clock)
     try:
         assert old_kid not in {k["kid"] for k in app.issuer.jwks()["keys"]}  # type: ignore[union-attr]
@@ -123,12 +181,63 @@ def test_rotation_keeps_old_tokens_valid_until_they_expire(
         app.close()
 
 
+def test_a_running_server_follows_a_rotation_without_restarting(
+    project: Path, clock: ManualClock
+) -> None:
+    app = _open(project, clock)
+
+    async def scenario() -> tuple[str, str]:
+        await app.start()
+        try:
+            before = _kid_of(await _asign_up(app, "ada@example.com"))
+            # Another process (here: another store object) rotates in the database.
+            await asyncio.to_thread(rotate_keys, app.database, clock.now_ms(), HOUR_MS)
+            for attempt in range(200):
+                after = _kid_of(await _asign_up(app, f"u{attempt}@example.com"))
+                if after != before:
+                    break
+                await asyncio.sleep(0.01)
+            token = await _asign_up(app, "bob@example.com")
+            await app.identity_from_header(f"Bearer {token}")  # the verifier has the new key
+            return before, after
+        finally:
+            await app.stop()
+
+    try:
+        before, after = asyncio.run(scenario())
+    finally:
+        app.close()
+    assert before != after
+
+
+async def _asign_up(app: Application, email: str) -> str:
+    args = {
+        "provider": "password",
+        "params": {"flow": "signUp", "email": email, "password": "correct horse"},
+    }
+    outcome = await app.executor.action("auth:signIn", args)
+    token: str = outcome.unwrap()["tokens"]["token"]
+    return token
+
+
+def _kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
 def test_unreadable_keys_are_a_clear_error(project: Path, clock: ManualClock) -> None:
-    folder = project / ".syncline" / KEY_DIR_NAME
-    store = KeyStore.open(folder, clock.now_ms())
-    (folder / f"{store.signing_key.kid}.pem").write_text("not a key")
-    with pytest.raises(InternalError, match="unreadable"):
-        KeyStore.open(folder, clock.now_ms())
+    app = Application.open(project, clock=clock, durability="off", load=False)
+    try:
+        KeyStore.open(app.database, clock.now_ms())
+
+        def corrupt(tx: Any) -> None:
+            for doc in Query(tx, TABLE).collect():
+                tx.patch(doc["_id"], {"privateKey": "not a key"})
+
+        app.database.write_sync(corrupt)
+        with pytest.raises(InternalError, match="not a PEM private key"):
+            KeyStore.open(app.database, clock.now_ms())
+    finally:
+        app.close()
 
 
 def test_discovery_documents_are_served(project: Path, clock: ManualClock) -> None:

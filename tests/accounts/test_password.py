@@ -47,8 +47,6 @@ def test_wrong_password_and_unknown_email_fail_alike_and_create_no_session(
     assert len(auth.table("authSessions")) == 1  # the sign-up's only
 
 
-
-
 def test_short_password_is_refused_at_sign_up(auth: AuthBackend) -> None:
     with pytest.raises(ConvexError) as excinfo:
         auth.password("signUp", "ada@example.com", "short")

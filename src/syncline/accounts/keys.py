@@ -1,20 +1,26 @@
-"""The deployment's signing keys: RS256 key pairs kept in the data folder.
+"""The deployment's signing keys: RS256 key pairs kept in the database.
 
-Layout of the key folder (``<database folder>/auth_keys``, mode 0700)::
-
-    keys.json        {"keys": [{"kid", "createdMs", "retiredMs"}...]}, newest last
-    <kid>.pem        the private key (PKCS#8 PEM, mode 0600)
+They live in the private system table ``_auth_signing_keys`` (one document
+per key: ``kid``, ``createdMs``, ``retiredMs`` or null, ``privateKey`` as a
+PKCS#8 PEM), so every node and worker process of a deployment signs and
+verifies with the same keys, and a rotation reaches all of them: each
+process reloads the keys when a commit touches the table (its own, or
+another process's, as for environment variables). The keys are not
+encrypted at rest: whoever can read the database (or its backups) can sign
+tokens, so protect it as you protect the data.
 
 The newest key that is not retired signs new access tokens. Rotation
 (:meth:`KeyStore.rotate`) retires the current key and creates a new one; a
 retired key stays in the JWKS (so tokens it signed still verify) until
-``retiredMs + keep_ms``, after which rotation removes its files. ``keep_ms``
-must be at least the access-token lifetime.
+``retiredMs + keep_ms``, after which rotation removes it. ``keep_ms`` must be
+at least the access-token lifetime.
 
-The first process to need a key creates it; creation and rotation hold an
-exclusive ``flock`` on ``lock`` in the folder, so worker processes starting
-together agree on one key. A running server reads the folder when it opens:
-after a rotation, restart it.
+The first process to need a key creates it, in a write transaction that
+checks again that there is none (processes starting together agree on one).
+A deployment from before the keys moved to the database has them in the data
+folder (``<database folder>/auth_keys``: ``keys.json`` and ``<kid>.pem``):
+they are copied into the table once, when it is empty, so tokens issued
+before the upgrade stay valid; the folder is then no longer read or written.
 
 RS256 (RSA 2048) rather than ES256: every JWT library and every Convex client
 tool verifies it, and verification (the hot path: every connection) is faster.
@@ -22,23 +28,38 @@ tool verifies it, and verification (the hot path: every connection) is faster.
 
 from __future__ import annotations
 
-import fcntl
+import asyncio
 import json
-import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from syncline.database.query import Query
 from syncline.errors import InternalError
-from syncline.private_paths import PRIVATE_FILE_MODE, private_dir
 
-__all__ = ["ALGORITHM", "KEY_DIR_NAME", "KeyStore", "SigningKeyPair"]
+if TYPE_CHECKING:
+    from syncline.database.database import Database
+    from syncline.database.transaction import Transaction
+    from syncline.database.writes import Commit
+
+__all__ = [
+    "ALGORITHM",
+    "KEY_DIR_NAME",
+    "TABLE",
+    "KeyStore",
+    "SigningKeyPair",
+    "read_folder",
+    "rotate_keys",
+]
 
 ALGORITHM = "RS256"
+#: the data-folder directory of keys from before they moved to the database
 KEY_DIR_NAME = "auth_keys"
+TABLE = "_auth_signing_keys"
+_BY_KID = "by_kid"
 _INDEX = "keys.json"
 _RSA_BITS = 2048
 
@@ -74,7 +95,7 @@ def _pem(private_key: Any) -> bytes:
     return pem
 
 
-def _load_pem(data: bytes, path: Path) -> Any:
+def _load_pem(data: bytes, path: Path | str) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -90,40 +111,52 @@ def _load_pem(data: bytes, path: Path) -> Any:
     return key
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 class KeyStore:
-    """The signing keys of one deployment: a folder, or memory only (``folder=None``, tests)."""
+    """The signing keys of one deployment, as last read from its database.
 
-    def __init__(self, folder: Path | None, keys: list[SigningKeyPair]) -> None:
-        self.folder = folder
+    ``database=None``: keys that live and die with the object (rotation
+    included), for code that has no database.
+    """
+
+    def __init__(self, keys: list[SigningKeyPair], database: Database | None = None) -> None:
+        self.database = database
         self._keys = keys
+        self._lock = threading.Lock()
+        self._on_change: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self._stale = False
 
     # -- opening ----------------------------------------------------------
 
     @classmethod
     def in_memory(cls, now_ms: float) -> KeyStore:
-        """A store that lives and dies with the process (the test kit)."""
-        return cls(None, [SigningKeyPair(_new_kid(), now_ms, None, _new_private_key())])
+        return cls([SigningKeyPair(_new_kid(), now_ms, None, _new_private_key())])
 
     @classmethod
-    def open(cls, folder: Path, now_ms: float) -> KeyStore:
-        """The keys in ``folder``; the first key is created when there is none."""
-        with _locked(folder):
-            keys = _read(folder)
-            if not any(k.retired_ms is None for k in keys):
-                keys.append(_create(folder, now_ms))
-                _write_index(folder, keys)
-            return cls(folder, keys)
+    def open(cls, database: Database, now_ms: float, legacy_folder: Path | None = None) -> KeyStore:
+        """The keys in ``database``: copied from ``legacy_folder`` when the table is empty,
+        and the first key created when there is no key to sign with (blocking)."""
+        keys = database.run_read(_read_table).value
+        if any(k.retired_ms is None for k in keys):
+            return cls(keys, database)
+        legacy = [] if legacy_folder is None else read_folder(legacy_folder)
+        fresh = None
+        if not any(k.retired_ms is None for k in legacy):
+            fresh = SigningKeyPair(_new_kid(), now_ms, None, _new_private_key())
+
+        def settle(tx: Transaction) -> list[SigningKeyPair]:
+            current = _read_table(tx)
+            if not current:
+                for key in legacy:
+                    _insert(tx, key)
+                current = list(legacy)
+            if fresh is not None and not any(k.retired_ms is None for k in current):
+                _insert(tx, fresh)
+                current.append(fresh)
+            return current
+
+        return cls(database.write_sync(settle).value, database)
 
     # -- use --------------------------------------------------------------
 
@@ -140,29 +173,131 @@ class KeyStore:
         """The public JWKS: every key kept (current and retired ones not yet removed)."""
         return {"keys": [k.public_jwk() for k in self._keys]}
 
-    # -- rotation ---------------------------------------------------------
+    # -- changes ----------------------------------------------------------
+
+    def follow(self, on_change: Callable[[], None]) -> None:
+        """Reload the keys whenever a commit touches the table, from :meth:`start` on.
+
+        ``on_change()`` runs on the event loop after a reload that changed them.
+        """
+        if self.database is None or self._on_change is not None:
+            return
+        self._on_change = on_change
+        self.database.add_commit_listener(self._on_commits)
+
+    def start(self) -> None:
+        """Do the reloads :meth:`follow` asks for on the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        if self._stale:
+            self._schedule_reload()
+
+    async def stop(self) -> None:
+        self._loop = None
+        task, self._reloading = self._reloading, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _on_commits(self, commits: list[Commit]) -> None:
+        # On the publishing thread: note the change and hand the reload to the loop.
+        if not any(TABLE in c.writes.tables for c in commits):
+            return
+        self._stale = True
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._schedule_reload)
+            except RuntimeError:
+                pass  # the loop is closed
+
+    def _schedule_reload(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.ensure_future(self._reload_while_stale())
+
+    async def _reload_while_stale(self) -> None:
+        changed = False
+        while self._stale:
+            self._stale = False
+            changed = await self.reload() or changed
+        if changed and self._on_change is not None:
+            self._on_change()
+
+    async def reload(self) -> bool:
+        """Read the keys again (after a commit touched the table); whether they changed."""
+        if self.database is None:
+            return False
+        keys = (await self.database.read(_read_table)).value
+        return self._install(keys)
+
+    def _install(self, keys: list[SigningKeyPair]) -> bool:
+        if not any(k.retired_ms is None for k in keys):
+            return False  # never drop the signing key: keep the last good set
+        with self._lock:
+            changed = [(k.kid, k.retired_ms) for k in keys] != [
+                (k.kid, k.retired_ms) for k in self._keys
+            ]
+            self._keys = keys
+        return changed
 
     def rotate(self, now_ms: float, keep_ms: float) -> SigningKeyPair:
         """Retire the signing key, create a new one, and drop keys retired before ``now - keep``.
 
-        Returns the new key. On a folder store the change is written before
-        this returns; running servers see it when they restart.
+        Returns the new key. In a database the change is one commit; every
+        process serving the deployment picks it up when it sees the commit.
         """
-        if self.folder is None:
-            new = SigningKeyPair(_new_kid(), now_ms, None, _new_private_key())
+        new = SigningKeyPair(_new_kid(), now_ms, None, _new_private_key())
+        if self.database is None:
             self._keys = [*_retire(self._keys, now_ms, keep_ms), new]
             return new
-        with _locked(self.folder):
-            keys = _retire(_read(self.folder), now_ms, keep_ms)
-            new = _create(self.folder, now_ms)
-            keys.append(new)
-            _write_index(self.folder, keys)
-            kept = {k.kid for k in keys}
-            for pem in self.folder.glob("*.pem"):
-                if pem.stem not in kept:
-                    pem.unlink()
-            self._keys = keys
-            return new
+
+        def rotate(tx: Transaction) -> list[SigningKeyPair]:
+            docs = list(Query(tx, TABLE).with_index(_BY_KID))
+            kept = {k.kid for k in _retire(_read_table(tx), now_ms, keep_ms)}
+            for doc in docs:
+                if doc["kid"] not in kept:
+                    tx.delete(doc["_id"])
+                elif doc.get("retiredMs") is None:
+                    tx.patch(doc["_id"], {"retiredMs": now_ms})
+            _insert(tx, new)
+            return _read_table(tx)
+
+        self._install(self.database.write_sync(rotate).value)
+        return new
+
+
+def rotate_keys(
+    database: Database, now_ms: float, keep_ms: float, legacy_folder: Path | None = None
+) -> SigningKeyPair:
+    """Rotate the deployment's keys in ``database`` (blocking); the new signing key."""
+    return KeyStore.open(database, now_ms, legacy_folder).rotate(now_ms, keep_ms)
+
+
+def _insert(tx: Transaction, key: SigningKeyPair) -> None:
+    tx.insert(
+        TABLE,
+        {
+            "kid": key.kid,
+            "createdMs": key.created_ms,
+            "retiredMs": key.retired_ms,
+            "privateKey": _pem(key.private_key).decode(),
+        },
+    )
+
+
+def _read_table(tx: Transaction) -> list[SigningKeyPair]:
+    """The keys in the table, oldest first."""
+    keys = []
+    for doc in Query(tx, TABLE).with_index(_BY_KID):
+        retired = doc.get("retiredMs")
+        keys.append(
+            SigningKeyPair(
+                str(doc["kid"]),
+                float(doc["createdMs"]),
+                None if retired is None else float(retired),
+                _load_pem(str(doc["privateKey"]).encode(), f"{TABLE} key {doc['kid']}"),
+            )
+        )
+    return sorted(keys, key=lambda k: (k.created_ms, k.kid))
 
 
 def _new_kid() -> str:
@@ -180,18 +315,8 @@ def _retire(keys: list[SigningKeyPair], now_ms: float, keep_ms: float) -> list[S
     return kept
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    private_dir(folder)
-    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _read(folder: Path) -> list[SigningKeyPair]:
+def read_folder(folder: Path) -> list[SigningKeyPair]:
+    """The keys a deployment kept in its data folder before they moved to the database."""
     index = folder / _INDEX
     if not index.exists():
         return []
@@ -218,16 +343,3 @@ def _read(folder: Path) -> list[SigningKeyPair]:
             code="BadSigningKey",
         ) from e
     return keys
-
-
-def _create(folder: Path, now_ms: float) -> SigningKeyPair:
-    key = SigningKeyPair(_new_kid(), now_ms, None, _new_private_key())
-    _write_private(folder / f"{key.kid}.pem", _pem(key.private_key))
-    return key
-
-
-def _write_index(folder: Path, keys: list[SigningKeyPair]) -> None:
-    doc = {
-        "keys": [{"kid": k.kid, "createdMs": k.created_ms, "retiredMs": k.retired_ms} for k in keys]
-    }
-    _write_private(folder / _INDEX, json.dumps(doc, indent=2).encode())

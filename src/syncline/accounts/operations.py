@@ -108,9 +108,7 @@ def _sign_in_anonymous(s: Store, a: dict[str, Any]) -> dict[str, str] | None:
         f"{a['provider']}:{ADDRESS_PREFIX}{a['address']}", a["most"]
     ):
         return None
-    account = s.create_account(
-        a["provider"], secrets.token_hex(16), {"isAnonymous": True}
-    )
+    account = s.create_account(a["provider"], secrets.token_hex(16), {"isAnonymous": True})
     return s.create_session(account["userId"])
 
 

@@ -108,7 +108,8 @@ def _server_options(fn: Any) -> Any:
         click.option(
             "--public-url",
             callback=_http_url,
-            help="Base URL clients reach this server at, used in file URLs "
+            help="Base URL clients reach this server at, used in file URLs and as the "
+            "site URL (PUBLIC_URL/http; the issuer of built-in auth's tokens) "
             "(default: http://HOST:PORT; set it when clients are on other machines).",
         ),
         click.option(
@@ -358,10 +359,15 @@ def _public_url(options: dict[str, Any]) -> str:
 
 
 def _site_url(options: dict[str, Any]) -> str:
-    """Where HTTP actions are reached: the site port, else ``/http`` on the API port."""
+    """Where HTTP actions are reached: the site port, else ``/http`` on the API port.
+
+    With ``--public-url`` it is ``<public URL>/http`` (the API port serves HTTP
+    actions there too): every node behind one address then names one site
+    URL, which is also the issuer of built-in auth's tokens.
+    """
     from syncline.server import discovery
 
-    if options["site_port"] is None:
+    if options["site_port"] is None or options["public_url"] is not None:
         return f"{_public_url(options)}/http"
     return f"http://{discovery.connect_host(options['host'])}:{options['site_port']}"
 

@@ -59,6 +59,8 @@ SYSTEM_TABLES: tuple[SystemTableSpec, ...] = (
     SystemTableSpec(
         "_environment_variables", 4, user_visible=False, indexes={"by_name": ("name",)}
     ),
+    # built-in auth's signing keys (accounts/keys.py), shared by every node
+    SystemTableSpec("_auth_signing_keys", 5, user_visible=False, indexes={"by_kid": ("kid",)}),
 )
 SYSTEM_TABLES_BY_NAME = {spec.name: spec for spec in SYSTEM_TABLES}
 

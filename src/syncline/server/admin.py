@@ -37,6 +37,11 @@ int64, ``{"$bytes": ...}`` for bytes), as on the wire.
     as keepalives), or as Server-Sent Events (``data: <json>`` events,
     ``: keepalive`` comments) when the request accepts ``text/event-stream``.
     The stream ends when the client disconnects.
+
+``POST /api/admin/auth_keys/rotate`` with ``{"keepS": seconds}``
+    ``{"kid"}`` — rotates built-in auth's signing keys in the database
+    (``syncline rotate-auth-keys`` through a running server); every process
+    of the deployment picks the new key up.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from syncline.call_log.records import call_record
 from syncline.database.browse import Order, TableNotFound, read_documents, table_counts
 from syncline.errors import InvalidRequest, SynclineError
 from syncline.functions.outcomes import Outcome
-from syncline.server.api import error_response, require_admin_request
+from syncline.server.api import _json_body, error_response, require_admin_request
 
 if TYPE_CHECKING:
     from syncline.application import Application
@@ -277,6 +282,27 @@ class AdminApi:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    async def rotate_auth_keys(self, request: Request) -> Response:
+        """``POST /api/admin/auth_keys/rotate`` ``{"keepS"}``: ``syncline rotate-auth-keys --url``."""
+        from syncline.accounts.keys import KEY_DIR_NAME, rotate_keys
+
+        try:
+            await self._require_admin(request, "POST /api/admin/auth_keys/rotate")
+            keep_s = (await _json_body(request)).get("keepS")
+            if not isinstance(keep_s, int | float) or isinstance(keep_s, bool) or keep_s < 0:
+                raise InvalidRequest(
+                    f'Body must be {{"keepS": <seconds, 0 or more>}}, got keepS={keep_s!r}',
+                    code="BadRotateRequest",
+                )
+            legacy = None if self.app.paths is None else self.app.paths.database_dir / KEY_DIR_NAME
+            now_ms = self.app.clock.now_ms()
+            key = await asyncio.to_thread(
+                rotate_keys, self.app.database, now_ms, keep_s * 1000, legacy
+            )
+        except SynclineError as exc:
+            return error_response(exc)
+        return _Json({"kid": key.kid})
+
 
 def routes(application: Application) -> list[Route]:
     """The ``/api/admin/*`` routes for ``application`` (see the module docstring)."""
@@ -286,4 +312,5 @@ def routes(application: Application) -> list[Route]:
         Route("/api/admin/data", admin.data, methods=["GET"]),
         Route("/api/admin/functions", admin.functions, methods=["GET"]),
         Route("/api/admin/logs", admin.logs, methods=["GET"]),
+        Route("/api/admin/auth_keys/rotate", admin.rotate_auth_keys, methods=["POST"]),
     ]
