@@ -92,6 +92,14 @@ def test_tokens_and_key_rotation_reach_every_node(
     assert _kid(token_b) == _kid(old_token)  # one key for both
     assert _me(a, token_b)["email"] == "ada@example.com"
 
+    # The rotation route is admin only, and checks its body.
+    route = f"{a.url}/api/admin/auth_keys/rotate"
+    assert httpx.post(route, json={"keepS": 60}, timeout=10).status_code == 403
+    bad = httpx.post(
+        route, json={"keepS": -1}, headers={"Authorization": f"Convex {a.admin_key}"}, timeout=10
+    )
+    assert bad.status_code == 400 and bad.json()["code"] == "BadRotateRequest"
+
     # Rotate through node A (the CLI finds it running on its folder).
     result = CliRunner().invoke(
         main, ["rotate-auth-keys", "--dir", str(a.project), "--db", database_url]
