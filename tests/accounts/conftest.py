@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from syncline.errors import ConvexError
+from syncline.functions.caller import client_address
 from syncline.testing import TestBackend
 
 APP = Path(__file__).parent / "app" / "functions"
@@ -51,11 +53,27 @@ def error_code(excinfo: pytest.ExceptionInfo[ConvexError]) -> str:
     return str(data["code"])
 
 
-@pytest.fixture
-def auth(tmp_path: Path) -> Iterator[AuthBackend]:
-    backend = TestBackend(APP, data_dir=tmp_path)
+@contextlib.contextmanager
+def from_address(address: str) -> Iterator[None]:
+    """Calls made inside come from client ``address`` (as the server sets it)."""
+    token = client_address.set(address)
+    try:
+        yield
+    finally:
+        client_address.reset(token)
+
+
+@contextlib.contextmanager
+def open_auth_backend(functions: Path, data_dir: Path) -> Iterator[AuthBackend]:
+    backend = TestBackend(functions, data_dir=data_dir)
     try:
         backend.set_env("SITE_URL", "http://app.test")
         yield AuthBackend(backend)
     finally:
         backend.close()
+
+
+@pytest.fixture
+def auth(tmp_path: Path) -> Iterator[AuthBackend]:
+    with open_auth_backend(APP, tmp_path) as backend:
+        yield backend

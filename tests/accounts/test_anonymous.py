@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from syncline.errors import ConvexError
-from syncline.functions.caller import client_address
 
-from .conftest import AuthBackend, error_code
+from .conftest import AuthBackend, error_code, from_address
 
 
 def test_anonymous_sign_in_creates_a_user_each_time(auth: AuthBackend) -> None:
@@ -23,18 +22,12 @@ def test_anonymous_sign_in_creates_a_user_each_time(auth: AuthBackend) -> None:
 
 
 def test_anonymous_sign_ins_are_limited_per_client_address(auth: AuthBackend) -> None:
-    reset = client_address.set("203.0.113.7")
-    try:
+    with from_address("203.0.113.7"):
         for _ in range(2):  # Anonymous(max_per_address=2) in the test app
             auth.sign_in("anonymous")
         with pytest.raises(ConvexError) as blocked:
             auth.sign_in("anonymous")
         assert error_code(blocked) == "TooManyFailedAttempts"
         assert len(auth.table("users")) == 2
-    finally:
-        client_address.reset(reset)
-    other = client_address.set("198.51.100.2")
-    try:
+    with from_address("198.51.100.2"):
         assert auth.sign_in("anonymous")["tokens"] is not None
-    finally:
-        client_address.reset(other)

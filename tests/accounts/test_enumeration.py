@@ -5,30 +5,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from syncline.errors import ConvexError
-from syncline.functions.caller import client_address
 
-from .conftest import AuthBackend, error_code
-
-
-@contextlib.contextmanager
-def _from_address(address: str) -> Iterator[None]:
-    token = client_address.set(address)
-    try:
-        yield
-    finally:
-        client_address.reset(token)
+from .conftest import AuthBackend, error_code, from_address
 
 
 def test_sign_up_with_a_taken_email_names_no_account_and_counts_against_the_address(
     auth: AuthBackend,
 ) -> None:
     auth.password("signUp", "ada@example.com", "correct horse")
-    with _from_address("203.0.113.7"), pytest.raises(ConvexError) as excinfo:
+    with from_address("203.0.113.7"), pytest.raises(ConvexError) as excinfo:
         auth.password("signUp", "ada@example.com", "another horse")
     assert error_code(excinfo) == "SignUpRefused"
     message = excinfo.value.data["message"].lower()

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 
 from syncline.errors import AuthError, ConvexError
-from syncline.functions.caller import client_address
 
-from .conftest import AuthBackend, error_code
+from .conftest import AuthBackend, error_code, from_address
 
 
 def test_sign_up_returns_tokens_whose_identity_is_the_new_user(auth: AuthBackend) -> None:
@@ -103,19 +99,10 @@ def test_tampered_token_is_rejected(auth: AuthBackend) -> None:
         auth.as_token(f"{header}.{claims}.{signature[:-4]}AAAA")
 
 
-@contextlib.contextmanager
-def _from_address(address: str) -> Iterator[None]:
-    token = client_address.set(address)
-    try:
-        yield
-    finally:
-        client_address.reset(token)
-
-
 def test_failed_attempts_are_rate_limited_per_client_address(auth: AuthBackend) -> None:
     """One address trying one password against many accounts is stopped (test app: 6 per hour)."""
     auth.password("signUp", "victim@example.com", "correct horse")
-    with _from_address("203.0.113.7"):
+    with from_address("203.0.113.7"):
         for i in range(6):
             with pytest.raises(ConvexError) as excinfo:
                 auth.password("signIn", f"user{i}@example.com", "password123")
@@ -124,9 +111,9 @@ def test_failed_attempts_are_rate_limited_per_client_address(auth: AuthBackend) 
             auth.password("signIn", "victim@example.com", "correct horse")
         assert error_code(blocked) == "TooManyFailedAttempts"
     # Another address is not affected, and its success does not refill the first one's bucket.
-    with _from_address("198.51.100.2"):
+    with from_address("198.51.100.2"):
         assert auth.password("signIn", "victim@example.com", "correct horse")["tokens"]
-    with _from_address("203.0.113.7"), pytest.raises(ConvexError):
+    with from_address("203.0.113.7"), pytest.raises(ConvexError):
         auth.password("signIn", "victim@example.com", "correct horse")
     [address] = [r for r in auth.table("authRateLimits") if r["identifier"].startswith("address:")]
     assert address["identifier"] == "address:203.0.113.7"
@@ -134,7 +121,7 @@ def test_failed_attempts_are_rate_limited_per_client_address(auth: AuthBackend) 
 
 def test_a_success_does_not_clear_the_address_failures(auth: AuthBackend) -> None:
     auth.password("signUp", "mine@example.com", "correct horse")
-    with _from_address("203.0.113.7"):
+    with from_address("203.0.113.7"):
         for i in range(5):
             with pytest.raises(ConvexError):
                 auth.password("signIn", f"user{i}@example.com", "password123")

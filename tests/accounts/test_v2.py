@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from syncline.testing import TestBackend
+from .conftest import APP, AuthBackend, open_auth_backend
 
-from .conftest import AuthBackend
+#: the test app's tables and users:me, with the 2.x functions in place of 0.0.x's
+AUTH_V2 = """
+from syncline.accounts import Password, convex_auth
 
-APP_V2 = Path(__file__).parent / "app_v2" / "functions"
+auth = convex_auth(providers=[Password()], access_token_ttl_s=600, max_failed_attempts=3)
+refreshSession, signOut, isAuthenticated = auth.v2.session()
+signUpWithUsernamePassword, signInWithUsernamePassword = auth.v2.username_password()
+"""
 
 
 @pytest.fixture
 def auth2(tmp_path: Path) -> Iterator[AuthBackend]:
-    backend = TestBackend(APP_V2, data_dir=tmp_path)
-    try:
-        backend.set_env("SITE_URL", "http://app.test")
-        yield AuthBackend(backend)
-    finally:
-        backend.close()
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    for name in ("schema.py", "users.py"):
+        shutil.copy(APP / name, functions / name)
+    (functions / "auth.py").write_text(AUTH_V2)
+    with open_auth_backend(functions, tmp_path / "data") as backend:
+        yield backend
 
 
 def _up(auth: AuthBackend, username: str, password: str) -> Any:

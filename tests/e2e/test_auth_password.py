@@ -38,11 +38,16 @@ STEP_TIMEOUT_MS = 15_000
 
 
 def build_app(dest: Path, app: Path = APP) -> Path:
-    """A project in ``dest``: the app's functions and page, with the page's bundle built."""
+    """A project in ``dest``: the app's functions and page, with the page's bundle built.
+
+    ``auth_app_v2`` holds only what differs from ``auth_app`` (its ``auth.py``,
+    its page's source and packages): the rest is ``auth_app``'s.
+    """
     require_node_package(app, "@convex-dev/auth")
     require_node_package(app, "esbuild")
-    shutil.copytree(app / "functions", dest / "functions")
-    shutil.copy(app / "index.html", dest / "index.html")
+    shutil.copytree(APP / "functions", dest / "functions")
+    shutil.copytree(app / "functions", dest / "functions", dirs_exist_ok=True)
+    shutil.copy(APP / "index.html", dest / "index.html")
     subprocess.run(
         [
             str(app / "node_modules" / ".bin" / "esbuild"),
@@ -138,8 +143,10 @@ def _evidence(server: Any, page: Page) -> Iterator[None]:
         raise
 
 
-def test_password_sign_up_reload_sign_out_and_in(browser: Any, app_server: Any) -> None:
-    server = app_server
+def _sign_up_reload_sign_out_and_in(
+    browser: Any, server: Any, *, login: str, name: str | None, shown: str, wrong_error: str
+) -> None:
+    """Sign up, reload, sign out, fail with a wrong password, sign in again."""
     context = browser.new_context()
     context.set_default_timeout(STEP_TIMEOUT_MS)
     page = Page(context, f"{server.url}/http/")
@@ -149,8 +156,8 @@ def test_password_sign_up_reload_sign_out_and_in(browser: Any, app_server: Any) 
 
         # Sign up: the profile shows the name read by a query from the token's identity.
         page.tab.click("#toggle")
-        page.submit("ada@example.com", "correct horse", name="Ada Lovelace")
-        assert page.signed_in_as() == "Ada Lovelace"
+        page.submit(login, "correct horse", name=name)
+        assert page.signed_in_as() == shown
         stored = page.local_storage()
         namespace = "".join(c for c in server.url if c.isalnum())
         assert stored[f"__convexAuthJWT_{namespace}"].count(".") == 2
@@ -159,65 +166,50 @@ def test_password_sign_up_reload_sign_out_and_in(browser: Any, app_server: Any) 
 
         # Reload: still signed in (the tokens are in localStorage).
         page.tab.reload()
-        assert page.signed_in_as() == "Ada Lovelace"
+        assert page.signed_in_as() == shown
 
         # Sign out: back to the form, the session is gone on the server.
         page.tab.click("#signout")
         page.tab.locator("#password-form").wait_for()
         assert f"__convexAuthJWT_{namespace}" not in page.local_storage()
+        assert f"__convexAuthRefreshToken_{namespace}" not in page.local_storage()
         assert call(server, "query", "users:session_count") == 0
 
         # A wrong password: an error on the page and no session.
-        page.submit("ada@example.com", "wrong horse")
-        page.tab.locator("#error", has_text="The email or password is incorrect").wait_for()
+        page.submit(login, "wrong horse")
+        page.tab.locator("#error", has_text=wrong_error).wait_for()
         assert call(server, "query", "users:session_count") == 0
         assert page.tab.locator("#profile").count() == 0
 
         # The right one: signed in again.
-        page.submit("ada@example.com", "correct horse")
-        assert page.signed_in_as() == "Ada Lovelace"
+        page.submit(login, "correct horse")
+        assert page.signed_in_as() == shown
         assert call(server, "query", "users:session_count") == 1
         assert not page.problems, page.problems
     context.close()
+
+
+def test_password_sign_up_reload_sign_out_and_in(browser: Any, app_server: Any) -> None:
+    _sign_up_reload_sign_out_and_in(
+        browser,
+        app_server,
+        login="ada@example.com",
+        name="Ada Lovelace",
+        shown="Ada Lovelace",
+        wrong_error="The email or password is incorrect",
+    )
 
 
 def test_v2_username_password_sign_up_reload_sign_out_and_in(
     browser: Any, app_server_v2: Any
 ) -> None:
-    """The same story with @convex-dev/auth 2.x: its hooks call mutations, not auth:signIn."""
-    server = app_server_v2
-    context = browser.new_context()
-    context.set_default_timeout(STEP_TIMEOUT_MS)
-    page = Page(context, f"{server.url}/http/")
-    with _evidence(server, page):
-        page.open()
-        page.tab.locator("#password-form").wait_for()
-
-        page.tab.click("#toggle")
-        page.submit("ada", "correct horse")
-        assert page.signed_in_as() == "ada"
-        namespace = "".join(c for c in server.url if c.isalnum())
-        stored = page.local_storage()
-        assert stored[f"__convexAuthJWT_{namespace}"].count(".") == 2
-        refresh_token = stored[f"__convexAuthRefreshToken_{namespace}"]
-        assert "|" in refresh_token
-        assert call(server, "query", "users:session_count") == 1
-
-        page.tab.reload()
-        assert page.signed_in_as() == "ada"
-
-        # Sign out calls auth:signOut (a mutation) with the refresh token: the session ends.
-        page.tab.click("#signout")
-        page.tab.locator("#password-form").wait_for()
-        assert f"__convexAuthRefreshToken_{namespace}" not in page.local_storage()
-        assert call(server, "query", "users:session_count") == 0
-
-        page.submit("ada", "wrong horse")
-        page.tab.locator("#error", has_text="INVALID_CREDENTIALS").wait_for()
-        assert call(server, "query", "users:session_count") == 0
-
-        page.submit("ada", "correct horse")
-        assert page.signed_in_as() == "ada"
-        assert call(server, "query", "users:session_count") == 1
-        assert not page.problems, page.problems
-    context.close()
+    """The same story with @convex-dev/auth 2.x: its hooks call mutations, not auth:signIn,
+    and sign-out is the auth:signOut mutation with the refresh token."""
+    _sign_up_reload_sign_out_and_in(
+        browser,
+        app_server_v2,
+        login="ada",
+        name=None,
+        shown="ada",
+        wrong_error="INVALID_CREDENTIALS",
+    )
