@@ -50,7 +50,8 @@ def test_sign_up_answers_a_token_bundle_for_the_new_user(auth2: AuthBackend) -> 
     me = auth2.me(tokens["accessToken"])
     assert me["name"] == "ada" and me["id"] == tokens["userId"]
     assert auth2.as_token(tokens["accessToken"]).query("auth:isAuthenticated") is True
-    assert tokens["refreshTokenExpiresAt"] > auth2.t.clock.now_ms()
+    [session] = auth2.table("authSessions")
+    assert auth2.t.clock.now_ms() < tokens["refreshTokenExpiresAt"] <= session["expirationTime"]
 
 
 def test_sign_up_errors_are_user_errors(auth2: AuthBackend) -> None:

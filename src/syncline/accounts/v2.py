@@ -38,7 +38,6 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
-from syncline.accounts.helpers import get_auth_user_id
 from syncline.accounts.issuer import CTX_MEMBER, TokenIssuer
 from syncline.accounts.passwords import (
     MAX_PASSWORD_BYTES,
@@ -113,12 +112,17 @@ class ConvexAuthV2:
                 "Built-in auth has no token issuer in this mutation", code="AuthNotConfigured"
             )
         lifetimes = self.auth.lifetimes
+        # The refresh token dies when unused for session_inactive_s, or with its session.
+        expires = float(ctx.now) + lifetimes.session_inactive_s * 1000
+        doc = ctx.db.get(session["sessionId"])
+        if doc is not None:
+            expires = min(expires, float(doc["expirationTime"]))
         return {
             "accessToken": issuer.sign(
                 session["userId"], session["sessionId"], lifetimes.access_token_s
             ),
             "refreshToken": session["refreshToken"],
-            "refreshTokenExpiresAt": float(ctx.now) + lifetimes.session_inactive_s * 1000,
+            "refreshTokenExpiresAt": expires,
             "userId": session["userId"],
         }
 
@@ -139,14 +143,11 @@ class ConvexAuthV2:
             if doc is not None:
                 store.end_session(doc["sessionId"])
 
-        def is_authenticated(ctx: Any) -> bool:
-            return get_auth_user_id(ctx) is not None
-
         token_args = {"refreshToken": v.string()}
         return (
             self._function(refresh_session, FunctionKind.MUTATION, token_args),
             self._function(sign_out, FunctionKind.MUTATION, token_args),
-            self._function(is_authenticated, FunctionKind.QUERY, {}),
+            self.auth.is_authenticated,  # the same query as 0.0.x's
         )
 
     # -- username + password --------------------------------------------
