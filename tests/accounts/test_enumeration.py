@@ -61,5 +61,6 @@ def test_unknown_email_takes_as_long_as_a_wrong_password(auth: AuthBackend) -> N
     wrong = _median_s(lambda: auth.password("signIn", "ada@example.com", "wrong horse"))
     auth.t.clock.advance(2 * 60 * 60 * 1000)  # refill the rate limit (3 per hour in the app)
     unknown = _median_s(lambda: auth.password("signIn", "nobody@example.com", "wrong horse"))
-    assert unknown > 0.5 * wrong, (unknown, wrong)
-    assert unknown < 2.0 * wrong, (unknown, wrong)
+    # Loose bounds (a loaded machine varies); without the dummy run the ratio is below 0.05.
+    assert unknown > 0.25 * wrong, (unknown, wrong)
+    assert unknown < 4.0 * wrong, (unknown, wrong)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,10 @@ def auth2(tmp_path: Path) -> Iterator[AuthBackend]:
         shutil.copy(APP / name, functions / name)
     (functions / "auth.py").write_text(AUTH_V2)
     with open_auth_backend(functions, tmp_path / "data") as backend:
+        # These mutations run scrypt (about 60 ms alone); on a loaded machine that can near
+        # the 1 s mutation limit, which is not what these tests are about.
+        executor = backend.t.app.executor
+        executor.limits = dataclasses.replace(executor.limits, function_timeout_s=20.0)
         yield backend
 
 

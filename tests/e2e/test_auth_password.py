@@ -123,7 +123,8 @@ def app_server(start_server: Any, tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def app_server_v2(start_server: Any, tmp_path: Path) -> Iterator[Any]:
     project = build_app(tmp_path / "auth_app_v2", APP_V2)
-    yield start_server(project, mode="dev")
+    # Its sign-in mutations run scrypt (about 60 ms alone): room for a loaded machine.
+    yield start_server(project, mode="dev", args=["--function-timeout", "20"])
 
 
 @contextlib.contextmanager
