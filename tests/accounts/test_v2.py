@@ -67,7 +67,12 @@ def test_sign_up_errors_are_user_errors(auth2: AuthBackend) -> None:
     assert _up(auth2, " bob", "correct horse")["userError"] == {
         "error": "USERNAME_HAS_SURROUNDING_WHITESPACE"
     }
-    assert len(auth2.table("users")) == 1
+    assert _up(auth2, "b" * 101, "correct horse")["userError"] == {
+        "error": "USERNAME_TOO_LONG",
+        "maximumLength": 100,
+    }
+    assert _up(auth2, "b" * 100, "correct horse")["status"] == "complete"
+    assert len(auth2.table("users")) == 2
 
 
 def test_sign_in_fails_alike_for_unknown_users_and_wrong_passwords(auth2: AuthBackend) -> None:
