@@ -224,6 +224,8 @@ class Application:
         self._configured_providers: tuple[Any, ...] = ()
         #: built-in auth's token issuer (created when the functions use convex_auth)
         self.issuer: TokenIssuer | None = None
+        #: the event loop of a started application (None before start() and after stop())
+        self._running_loop: asyncio.AbstractEventLoop | None = None
         self._verifier: AuthVerifier | None = None
         self._retired_verifiers: list[AuthVerifier] = []
         self._lock: DataDirLock | None = None
@@ -383,6 +385,8 @@ class Application:
             legacy = None if self.paths is None else self.paths.database_dir / KEY_DIR_NAME
             keys = KeyStore.open(self.database, self.clock.now_ms(), legacy)
             keys.follow(lambda: self._use_providers(self._all_providers()))
+            if self._running_loop is not None:  # auth added by a reload of a running server
+                keys.start(self._running_loop)
             self.issuer = TokenIssuer(keys, lambda: self.site_url, self.clock)
             install_issuer(self.executor, self.issuer)
         return (*self._configured_providers, self.issuer.provider())
@@ -401,8 +405,9 @@ class Application:
             await self.storage.start()
         self._providers = self._all_providers()  # site_url is known by now
         self._verifier = AuthVerifier(self._providers, clock=self.clock)
+        self._running_loop = asyncio.get_running_loop()
         if self.issuer is not None:
-            self.issuer.keys.start()
+            self.issuer.keys.start(self._running_loop)
         await self.vectors.start()
 
     async def stop(self) -> None:
@@ -418,6 +423,7 @@ class Application:
         await self.env.stop()
         if self.storage is not None:
             await self.storage.stop()
+        self._running_loop = None
         if self.issuer is not None:
             await self.issuer.keys.stop()
         for verifier in [*self._retired_verifiers, self._verifier]:

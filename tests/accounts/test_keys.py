@@ -268,3 +268,29 @@ def test_discovery_documents_are_served(project: Path, clock: ManualClock) -> No
         assert claims["iss"] == app.site_url
     finally:
         app.close()
+
+
+def test_auth_added_by_a_reload_of_a_running_server_follows_rotations(
+    project: Path, clock: ManualClock
+) -> None:
+    app = Application.open(project, clock=clock, durability="off", load=False)
+
+    async def scenario() -> None:
+        await app.start()
+        try:
+            await asyncio.to_thread(app.load)  # as a dev reload: off the event loop
+            assert app.issuer is not None
+            before = app.issuer.keys.signing_key.kid
+            other = await asyncio.to_thread(rotate_keys, app.database, clock.now_ms(), HOUR_MS)
+            for _ in range(500):
+                if app.issuer.keys.signing_key.kid != before:
+                    break
+                await asyncio.sleep(0.01)
+            assert app.issuer.keys.signing_key.kid == other.kid
+        finally:
+            await app.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        app.close()

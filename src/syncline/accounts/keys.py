@@ -185,11 +185,14 @@ class KeyStore:
         self._on_change = on_change
         self.database.add_commit_listener(self._on_commits)
 
-    def start(self) -> None:
-        """Do the reloads :meth:`follow` asks for on the running event loop."""
-        self._loop = asyncio.get_running_loop()
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Do the reloads :meth:`follow` asks for on ``loop`` (default: the running one).
+
+        May be called from another thread with the loop of a running server.
+        """
+        self._loop = loop or asyncio.get_running_loop()
         if self._stale:
-            self._schedule_reload()
+            self._loop.call_soon_threadsafe(self._schedule_reload)
 
     async def stop(self) -> None:
         self._loop = None
