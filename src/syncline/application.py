@@ -13,6 +13,9 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,12 @@ from syncline.env_vars import EnvironmentVariables
 from syncline.errors import AuthError, FunctionDefinitionError, InternalError, SynclineError
 from syncline.files.ctx_storage import install_ctx_storage
 from syncline.files.service import FILES_DIR_NAME, FileStorage, open_file_storage
+from syncline.functions.bundle import (
+    Deployment,
+    materialize,
+    stored_deployment,
+    stored_description,
+)
 from syncline.functions.executor import Executor
 from syncline.functions.limits import ExecutionLimits
 from syncline.functions.loader import FunctionRegistry, load_functions
@@ -229,6 +238,7 @@ class Application:
         self._verifier: AuthVerifier | None = None
         self._retired_verifiers: list[AuthVerifier] = []
         self._lock: DataDirLock | None = None
+        self._scratch: Path | None = None
         #: where the project's parts are (set by :meth:`open`; None for an application
         #: composed in memory, as the test kit does)
         self.paths: Paths | None = None
@@ -240,6 +250,11 @@ class Application:
         self.storage: FileStorage | None = None
         #: set for one worker of several: the scheduler runs only while this holds its lease
         self.leadership: SchedulerLeadership | None = None
+        #: serve the bundle ``syncline deploy`` stored in the database, when there is one,
+        #: instead of the functions folder (``syncline dev`` serves its folder)
+        self.use_deployed = True
+        #: the deployed bundle serving now (None: the functions folder's code)
+        self.deployment: Deployment | None = None
 
     @classmethod
     def open(
@@ -257,6 +272,7 @@ class Application:
         limits: ExecutionLimits | None = None,
         worker: str | None = None,
         vectors: VectorSettings | None = None,
+        use_deployed: bool = True,
     ) -> Application:
         """Open a project. ``files``: the file store directory (default ``PROJECT/.syncline/files``).
 
@@ -268,9 +284,15 @@ class Application:
         taken (the parent process holds it for all), and the scheduler runs
         only while this process holds the scheduler lease in the database
         folder (see :mod:`syncline.scheduling.leadership`).
+
+        ``use_deployed``: once ``syncline deploy`` stored a bundle in the
+        database, load that instead of the functions folder (see :meth:`load`).
         """
         paths = Paths.for_project(project, functions, db=db)
-        if load and not paths.functions.is_dir():
+        may_have_deployment = use_deployed and (
+            paths.database_file is None or paths.database_file.exists()
+        )
+        if load and not paths.functions.is_dir() and not may_have_deployment:
             # Say so before creating a data folder for a project that is not there.
             raise FunctionDefinitionError(
                 f"No functions folder at {paths.functions}: create it, run `syncline init`, "
@@ -304,6 +326,7 @@ class Application:
         )
         app.paths = paths
         app._lock = lock
+        app.use_deployed = use_deployed
         # Several processes on one store (workers, or nodes on PostgreSQL): one scheduler.
         node_lease = persistence.exclusive_lease("scheduler")
         if worker is not None or node_lease is not None:
@@ -329,6 +352,12 @@ class Application:
             raise
         if load:
             try:
+                if not paths.functions.is_dir() and stored_description(database) is None:
+                    raise FunctionDefinitionError(
+                        f"No functions folder at {paths.functions}: create it, run "
+                        "`syncline init`, pass --dir / --functions, or `syncline deploy` "
+                        "code to this database"
+                    )
                 app.load()
             except BaseException:
                 app.close()
@@ -344,24 +373,73 @@ class Application:
         self.storage = storage
         install_ctx_storage(self.executor, storage)
 
-    def load(self) -> SchemaChange | None:
-        """(Re)load the functions folder and apply its schema.
+    @property
+    def deployments_dir(self) -> Path:
+        """Where deployed bundles are unpacked (``DATABASE_FOLDER/deployments``)."""
+        if self.paths is None:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="syncline-deployments-"))
+            return self._scratch
+        return self.paths.database_dir / "deployments"
 
+    def load(self) -> SchemaChange | None:
+        """(Re)load the code and apply its schema.
+
+        The code is the bundle ``syncline deploy`` stored in the database,
+        when there is one and :attr:`use_deployed` holds (a log line says
+        so: the functions folder is not read), else the functions folder.
         On any error (a module that fails to import, a schema the existing
         data violates) the exception propagates and the previous code and
         schema stay in service.
         """
+        deployment = stored_deployment(self.database) if self.use_deployed else None
+        if deployment is not None:
+            log.info(
+                "Serving the deployed bundle %s (deployed %s); the functions folder %s is "
+                "not read (`syncline deploy` replaces the code)",
+                deployment.bundle.version,
+                deployment.deployed_at,
+                self.functions_dir,
+            )
+            root = materialize(deployment, self.deployments_dir)
+            change = self.set_registry(load_functions(root))
+            self.deployment = deployment
+            return change
         if self.functions_dir is None:
             return None
-        return self.set_registry(load_functions(self.functions_dir))
+        if not self.use_deployed and stored_description(self.database) is not None:
+            log.info(
+                "Serving the functions folder %s; the bundle deployed to this database is "
+                "not used by `syncline dev` (`syncline serve` serves it)",
+                self.functions_dir,
+            )
+        change = self.set_registry(load_functions(self.functions_dir))
+        self.deployment = None
+        return change
 
-    def set_registry(self, registry: FunctionRegistry) -> SchemaChange:
+    def set_registry(
+        self,
+        registry: FunctionRegistry,
+        *,
+        store: Mapping[str, bytes] | None = None,
+        schema_applied: bool = False,
+    ) -> SchemaChange:
+        """Serve ``registry``'s code, after applying its schema (checked against the data).
+
+        ``store``: globals committed with the schema (a deploy's bundle).
+        ``schema_applied``: the schema is in the database already (another
+        process deployed it): nothing is written.
+        """
         configured = parse_providers(registry.auth_providers)
         crons = self.crons.definitions(registry)  # checked before anything changes
         self.vectors.check_schema(registry.schema)
-        change = self.database.apply_schema(registry.schema)
+        if schema_applied:
+            change = SchemaChange()
+        else:
+            change = self.database.apply_schema(registry.schema, store=store)
         self._registry = registry
-        self.crons.sync(crons)
+        if not schema_applied:  # else the deploying process synced them
+            self.crons.sync(crons)
         self._configured_providers = configured
         self._use_providers(self._all_providers())
         return change
@@ -512,6 +590,9 @@ class Application:
             self.vectors.close()
             self.database.close()
         finally:
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None

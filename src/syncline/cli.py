@@ -9,6 +9,7 @@ from syncline.commands.admin_key import admin_key
 from syncline.commands.auth_keys import rotate_auth_keys
 from syncline.commands.codegen import codegen
 from syncline.commands.data import data
+from syncline.commands.deploy import deploy
 from syncline.commands.env import env
 from syncline.commands.init import init
 from syncline.commands.logs import logs
@@ -41,6 +42,7 @@ for _command in (
     init,
     export_command,
     import_command,
+    deploy,
 ):
     main.add_command(_command)
 

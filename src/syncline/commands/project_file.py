@@ -77,6 +77,7 @@ KEYS: Mapping[str, Key] = {
     "backup-dir": Key(str, path=True),
     "backup-keep": Key(int),
     "max-import-size": Key(str),
+    "max-deploy-size": Key(str),
 }
 
 

@@ -27,6 +27,7 @@ from syncline.commands.options import (
     project_option,
 )
 from syncline.errors import SynclineError
+from syncline.functions.bundle import DEFAULT_MAX_DEPLOY_BYTES
 from syncline.sync.limits import (
     DEFAULT_MAX_INFLIGHT_ACTIONS,
     DEFAULT_MAX_QUERIES,
@@ -265,6 +266,17 @@ _backup_options = combine(
 )
 
 
+#: ``syncline deploy`` to this server (serve only: dev serves its functions folder)
+_deploy_option = click.option(
+    "--max-deploy-size",
+    default="32MiB",
+    show_default=True,
+    callback=_byte_size,
+    help="Largest bundle `syncline deploy` may upload to this server, and largest its "
+    "files may be unpacked (bytes, or e.g. 8MiB).",
+)
+
+
 def _backups(app: Application, options: dict[str, Any]) -> Any:
     """``--backup-every``: the coroutine function writing scheduled backups, or None."""
     from syncline.snapshot.backups import BackupSchedule, run_backups
@@ -344,6 +356,7 @@ def _open_application(
             max_memory_bytes=options["max_memory"],
         ),
         worker=worker,
+        use_deployed=not dev,  # dev serves its folder; serve, a deployed bundle
         vectors=VectorSettings(
             mode=options["vector_index"], max_memory_bytes=options["vector_memory"]
         ),
@@ -383,7 +396,11 @@ def _announce(app: Application, options: dict[str, Any], *, dev: bool, workers: 
     url = f"http://{host}:{port}"
     mode = "dev" if dev else "production"
     processes = f", {workers} workers" if workers > 1 else ""
-    echo(f"Syncline {__version__} ({mode}{processes}) serving {app.functions_dir}")
+    if app.deployment is not None:
+        serving = f"the deployed bundle {app.deployment.bundle.version} (`syncline deploy`)"
+    else:
+        serving = str(app.functions_dir)
+    echo(f"Syncline {__version__} ({mode}{processes}) serving {serving}")
     echo(f"  API and sync:  {url}")
     if site_port is not None:
         echo(f"  HTTP actions:  http://{host}:{site_port} (and {url}/http/)")
@@ -532,6 +549,7 @@ def _run_application(
                 site_sockets=site_sockets,
                 wakeups=None if worker is None else worker.wakeups(),
                 max_import_bytes=options["max_import_size"],
+                max_deploy_bytes=options.get("max_deploy_size", DEFAULT_MAX_DEPLOY_BYTES),
             )
         )
     except (KeyboardInterrupt, ShutdownRequested):
@@ -649,6 +667,7 @@ def _close_all(sockets: list[socket.socket]) -> None:
 @click.command()
 @_server_options
 @_backup_options
+@_deploy_option
 def serve(**options: Any) -> None:
     """Serve a project in production mode (errors to clients are redacted).
 

@@ -30,7 +30,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -322,14 +322,17 @@ class Database:
 
         self.submit_write(create, exclusive=True).result()
 
-    def apply_schema(self, schema: Schema | None) -> SchemaChange:
+    def apply_schema(
+        self, schema: Schema | None, *, store: Mapping[str, bytes] | None = None
+    ) -> SchemaChange:
         """Make ``schema`` the active schema.
 
         Existing documents of validated tables are checked first; a mismatch
         raises SchemaDefinitionError naming the table, document and problem,
         and changes nothing. Then tables are created, indexes added (and
         backfilled) or dropped to match, and the schema is stored — all in one
-        transaction, under the store's write lock.
+        transaction, under the store's write lock. ``store``: globals written
+        in that same transaction (a deploy's bundle).
         """
 
         def apply(tx: Transaction) -> SchemaChange:
@@ -344,7 +347,7 @@ class Database:
                         table_name
                     ) == schema.validator_for(table_name):
                         continue  # every stored document was validated against this already
-                    _check_existing_documents(tx, schema, info)
+                    _check_existing_documents(tx._require_writable(), tx, schema, info)
             desired: dict[str, dict[str, tuple[str, ...]]] = {}
             if schema is not None:
                 for table_name, definition in schema.tables.items():
@@ -366,10 +369,34 @@ class Database:
             change.removed_indexes.extend(removed_search)
             conn = tx._require_writable()
             payload = orjson.dumps(schema.to_json(), option=orjson.OPT_SORT_KEYS) if schema else b""
-            conn.set_global(SCHEMA_KEY, payload)
+            conn.set_globals({**(store or {}), SCHEMA_KEY: payload})
             return change
 
         return self.submit_write(apply, exclusive=True).result().value
+
+    def check_documents(self, schema: Schema) -> list[str]:
+        """The tables whose stored documents would be checked by applying ``schema``.
+
+        Reads one snapshot (nothing is written): raises SchemaDefinitionError,
+        as :meth:`apply_schema` would, for the first document ``schema``
+        rejects. For a dry run; :meth:`apply_schema` checks again under the lock.
+        """
+
+        def check(tx: Transaction) -> list[str]:
+            previous = tx.schema
+            checked = []
+            for table_name in schema.tables:
+                info = tx.table(table_name)
+                if info is None or (
+                    previous is not None
+                    and previous.validator_for(table_name) == schema.validator_for(table_name)
+                ):
+                    continue
+                _check_existing_documents(tx._conn, tx, schema, info)
+                checked.append(table_name)
+            return checked
+
+        return self.run_read(check).value
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -389,13 +416,15 @@ class Database:
         self.close()
 
 
-def _check_existing_documents(tx: Transaction, schema: Schema, info: TableInfo) -> None:
+def _check_existing_documents(
+    conn: ReadConnection, tx: Transaction, schema: Schema, info: TableInfo
+) -> None:
     validator = schema.validator_for(info.name)
     if validator is None:
         return
     # A system task, not user code: read storage directly, so the per-transaction
     # read limits (sized for functions) do not cap how much data a schema can check.
-    for _doc_id, raw in Database.scan_table(tx._require_writable(), info):
+    for _doc_id, raw in Database.scan_table(conn, info):
         doc = document_from_json_bytes(raw)
         fields = {k: v for k, v in doc.items() if k not in ("_id", "_creationTime")}
         try:

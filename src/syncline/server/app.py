@@ -14,6 +14,7 @@ Routes (API port, 3210 by default):
   only (``observability.py``);
 * ``GET /api/admin/export``, ``POST /api/admin/import`` — online backup and restore,
   admin only (``snapshot_api.py``);
+* ``POST /api/admin/deploy`` — new code for the running deployment, admin only (``deploy.py``);
 * ``/http/{path}`` — HTTP actions, as on the site port (``http_actions.py``).
 
 Paths with doubled slashes (``//api/query``: the JS client appends ``/api``
@@ -40,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from syncline.__about__ import __version__
 from syncline.errors import DatabaseUnavailable
 from syncline.functions.registration import FunctionKind
-from syncline.server import admin, env_api, observability, snapshot_api
+from syncline.server import admin, deploy, env_api, observability, snapshot_api
 from syncline.server.api import HttpApi
 from syncline.server.http_actions import HttpActionsMount, SiteApp
 from syncline.server.lean_api import LeanApi
@@ -75,16 +76,20 @@ def create_app(
     manage_lifecycle: bool = True,
     sync_limits: ConnectionLimits | None = None,
     max_import_bytes: int = snapshot_api.DEFAULT_MAX_IMPORT_BYTES,
+    max_deploy_bytes: int = deploy.DEFAULT_MAX_DEPLOY_BYTES,
 ) -> ASGIApp:
     """The API-port ASGI app for ``application``.
 
     With ``manage_lifecycle`` the app's lifespan starts and stops the
     application's background work; pass False when the caller does that.
     ``sync_limits`` bound each sync connection (default: ``ConnectionLimits()``);
-    ``max_import_bytes`` the snapshot a ``POST /api/admin/import`` may upload.
+    ``max_import_bytes`` the snapshot a ``POST /api/admin/import`` may upload,
+    ``max_deploy_bytes`` the bundle a ``POST /api/admin/deploy`` may.
     """
     api = HttpApi(application)
     storage = StorageApi(application)
+    deployer = deploy.Deployer(application, max_bytes=max_deploy_bytes)
+    follower = deploy.DeploymentFollower(deployer)
 
     async def version(request: Request) -> Response:
         # A health check: 503 while the database cannot be reached (a load balancer
@@ -100,7 +105,8 @@ def create_app(
         if manage_lifecycle:
             await application.start()
         try:
-            yield
+            async with follower.running():  # code other processes deploy
+                yield
         finally:
             if manage_lifecycle:
                 await application.stop()
@@ -124,6 +130,7 @@ def create_app(
         *admin.routes(application),
         *observability.routes(application),
         *snapshot_api.routes(application, max_import_bytes=max_import_bytes),
+        *deploy.routes(application, deployer),
     ]
     middleware = [
         Middleware(CollapseSlashes),

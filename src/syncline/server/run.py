@@ -25,6 +25,7 @@ import uvicorn
 
 from syncline.application import Application
 from syncline.server.app import create_app
+from syncline.server.deploy import DEFAULT_MAX_DEPLOY_BYTES
 from syncline.server.listen import PortUnavailable, listen
 from syncline.server.protocols import guarded_http_protocol
 from syncline.server.request_limits import DEFAULT_REQUEST_LIMITS, BodyGuard, RequestLimits
@@ -77,6 +78,7 @@ async def serve(
     site_sockets: list[socket.socket] | None = None,
     wakeups: WakeupChannel | None = None,
     max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES,
+    max_deploy_bytes: int = DEFAULT_MAX_DEPLOY_BYTES,
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
 
@@ -109,6 +111,7 @@ async def serve(
                 manage_lifecycle=False,
                 sync_limits=sync_limits,
                 max_import_bytes=max_import_bytes,
+                max_deploy_bytes=max_deploy_bytes,
             ),
             body_timeout_s=limits.body_timeout_s,
         ),
