@@ -14,8 +14,8 @@ import pytest
 from conftest import write_functions
 from syncline.application import Application
 from syncline.functions.bundle import pack, stored_description
-from syncline.server.deploy import DEPLOY_PATH, Deployer, schema_diff
 from syncline.schema import Schema
+from syncline.server.deploy import DEPLOY_PATH, Deployer, schema_diff
 
 from .conftest import ADMIN_KEY, MakeServer
 
@@ -259,7 +259,11 @@ def test_the_deployed_bundle_survives_a_restart_and_reaches_other_processes(
 def define_schema_from_source(source: str) -> Schema:
     from syncline import define_schema, define_table, v
 
-    namespace: dict[str, Any] = {"define_schema": define_schema, "define_table": define_table, "v": v}
+    namespace: dict[str, Any] = {
+        "define_schema": define_schema,
+        "define_table": define_table,
+        "v": v,
+    }
     exec(textwrap.dedent(source), namespace)
     schema: Schema = namespace["schema"]
     return schema

@@ -1,0 +1,197 @@
+"""``syncline deploy`` end to end: real servers, the CLI, and official clients.
+
+* 100 subscribed npm ``convex`` clients (one node process) across a deploy that
+  changes a function, adds a table field and an index: none disconnects, every
+  one receives the new code's result; a deploy whose schema the data violates
+  is refused by the CLI (exit 1, the failing document named) and nothing changes.
+* ``serve --workers 2``: both workers serve the deployed code; after a restart
+  the deployed code still serves (the folder on disk is older); ``--dry-run``
+  prints the diff and changes nothing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import StartServer, write_functions
+from harness import require_node_package
+from syncline._devtools import ServerProcess
+
+from .test_js_client import JS_DIR, SteppedScenario
+
+pytestmark = pytest.mark.slow
+
+V1 = {
+    "schema.py": """
+        from syncline import define_schema, define_table, v
+        schema = define_schema({"tasks": define_table({"title": v.string()})})
+    """,
+    "tasks.py": """
+        import os
+
+        from syncline import mutation, query, v
+
+        @query
+        def list(ctx):
+            return ["v1:" + d["title"] for d in ctx.db.query("tasks").collect()]
+
+        @mutation(args={"title": v.string()})
+        def add(ctx, title):
+            return ctx.db.insert("tasks", {"title": title})
+
+        @mutation
+        def where(ctx):
+            return ["v1", float(os.getpid())]
+    """,
+}
+
+#: a changed function, a new field and a new index (and a new query using them)
+V2 = {
+    "schema.py": """
+        from syncline import define_schema, define_table, v
+        schema = define_schema({
+            "tasks": define_table({"title": v.string(), "done": v.optional(v.boolean())})
+                .index("by_title", ["title"]),
+        })
+    """,
+    "tasks.py": """
+        import os
+
+        from syncline import mutation, query, v
+
+        @query
+        def list(ctx):
+            return ["v2:" + d["title"] for d in ctx.db.query("tasks").collect()]
+
+        @query
+        def open(ctx):
+            rows = ctx.db.query("tasks").with_index("by_title", lambda q: q.eq("title", "a"))
+            return len([d for d in rows.collect() if not d.get("done")])
+
+        @mutation(args={"title": v.string()})
+        def add(ctx, title):
+            return ctx.db.insert("tasks", {"title": title, "done": False})
+
+        @mutation
+        def where(ctx):
+            return ["v2", float(os.getpid())]
+    """,
+}
+
+#: the stored documents lack a required field
+VIOLATING = {
+    **V2,
+    "schema.py": """
+        from syncline import define_schema, define_table, v
+        schema = define_schema({
+            "tasks": define_table({"title": v.string(), "done": v.boolean()}),
+        })
+    """,
+}
+
+
+def _source(tmp_path: Path, name: str, files: Mapping[str, str]) -> Path:
+    project = tmp_path / name
+    write_functions(project / "functions", files)
+    return project
+
+
+def deploy(server: ServerProcess, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "syncline", "deploy", "--dir", str(project)),
+            *("--url", server.url, "--admin-key", server.admin_key, *args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def call(server: ServerProcess, kind: str, path: str, args: dict[str, Any] | None = None) -> Any:
+    # A fresh connection each time: with several workers, any of them may answer.
+    with httpx.Client(timeout=10) as http:
+        answer = http.post(
+            f"{server.url}/api/{kind}", json={"path": path, "args": args or {}, "format": "json"}
+        ).json()
+    assert answer["status"] == "success", answer
+    return answer["value"]
+
+
+def test_a_deploy_under_100_subscribed_clients(tmp_path: Path, start_server: StartServer) -> None:
+    require_node_package(JS_DIR, "convex")
+    server = start_server(_source(tmp_path, "served", V1))
+    call(server, "mutation", "tasks:add", {"title": "a"})
+    scenario = SteppedScenario("deploy.mjs", server, SYNCLINE_CLIENTS="100")
+    try:
+        scenario.wait_phase("subscribed", timeout=40)
+        done = deploy(server, _source(tmp_path, "v2", V2))
+        assert done.returncode == 0, done.stderr
+        assert "Deployed bundle" in done.stderr
+        scenario.send("deployed")
+        scenario.wait_phase("updated", timeout=40)
+
+        refused = deploy(server, _source(tmp_path, "bad", VIOLATING))
+        assert refused.returncode == 1
+        assert "missing the required field `done`" in refused.stderr
+        assert "(InvalidSchema)" in refused.stderr
+        scenario.send("refused")
+        result = scenario.result(timeout=40)
+    finally:
+        scenario.kill()
+    assert result["results"]["clients"] == 100
+    assert call(server, "query", "tasks:list") == ["v2:a", "v2:after"]
+
+
+def _pids_serving(server: ServerProcess, version: str, *, want: int = 2) -> set[float]:
+    """Call ``tasks:where`` on fresh connections until ``want`` processes answered."""
+    pids: set[float] = set()
+    deadline = time.monotonic() + 20
+    while len(pids) < want:
+        assert time.monotonic() < deadline, f"only {pids} answered {version}"
+        served, pid = call(server, "mutation", "tasks:where")
+        if served == version:
+            pids.add(pid)
+    return pids
+
+
+def test_workers_serve_the_deployed_code_and_a_restart_keeps_it(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    served = _source(tmp_path, "served", V1)
+    server = start_server(served, args=["--workers", "2"])
+    call(server, "mutation", "tasks:add", {"title": "a"})
+    before = _pids_serving(server, "v1")
+    new = _source(tmp_path, "v2", V2)
+
+    dry = deploy(server, new, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "+ tasks.by_title (title)" in dry.stderr
+    assert "+ done" in dry.stderr
+    assert "nothing was changed" in dry.stderr
+    assert call(server, "query", "tasks:list") == ["v1:a"]
+
+    done = deploy(server, new)
+    assert done.returncode == 0, done.stderr
+    # Both workers (the ones that served v1) now serve v2, without a restart.
+    assert _pids_serving(server, "v2") == before
+    assert call(server, "query", "tasks:open") == 1
+
+    server.stop()
+    server.start()
+    server.wait_ready()
+    assert len(_pids_serving(server, "v2")) == 2
+    assert call(server, "query", "tasks:list") == ["v2:a"]
+    assert "Serving the deployed bundle" in server.log()
+    assert (served / "functions" / "tasks.py").read_text() == textwrap.dedent(
+        V1["tasks.py"]
+    ).lstrip("\n")
