@@ -178,6 +178,55 @@ def test_cli_export_and_import_against_a_running_server(
     asyncio.run(scenario())
 
 
+def test_cli_exports_and_imports_one_table_as_jsonl_and_csv_against_a_running_server(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    source = start_server(_project(tmp_path / "source"))
+    target = start_server(_project(tmp_path / "target"))
+    with httpx.Client(timeout=30) as client:
+        for n in range(20):
+            _add(source, client, 2, n)
+    runner = CliRunner()
+    at = ["--admin-key", source.admin_key, "--url", source.url]
+    for fmt in ("jsonl", "csv"):
+        out = tmp_path / f"tasks.{fmt}"
+        done = runner.invoke(main, ["export", "--table", "tasks", "--path", str(out), *at])
+        assert done.exit_code == 0, done.output
+        assert "at ts" in done.output
+        lines = out.read_text().splitlines()
+        assert len(lines) == 20 + (fmt == "csv")  # CSV: a header line
+    stdout = runner.invoke(main, ["export", "--table", "tasks", "--path", "-", *at])
+    assert stdout.exit_code == 0 and stdout.stdout.count("\n") == 20
+    missing = runner.invoke(main, ["export", "--table", "nope", "--path", "-", *at])
+    assert missing.exit_code == 1 and "NoSuchTable" in missing.output
+
+    async def scenario() -> None:
+        async with AsyncClient(target.url) as client:
+            updates = client.subscribe("tasks:list").__aiter__()
+            assert await updates.__anext__() == []
+            importing = ["import", "--url", target.url, "--admin-key", target.admin_key]
+            importing += ["--table", "tasks"]
+            done = await asyncio.to_thread(
+                runner.invoke, main, [*importing, str(tmp_path / "tasks.jsonl")]
+            )
+            assert done.exit_code == 0, done.output
+            assert "Imported 20 document(s) into tasks" in done.output
+            seen = await asyncio.wait_for(updates.__anext__(), timeout=10)
+            assert sorted(doc["n"] for doc in seen) == [float(n) for n in range(20)]
+            again = await asyncio.to_thread(
+                runner.invoke, main, [*importing, "--append", str(tmp_path / "tasks.csv")]
+            )
+            assert again.exit_code == 1  # the same ids: all or nothing
+            assert "tasks.csv:2: A document with `_id`" in again.output
+            replaced = await asyncio.to_thread(
+                runner.invoke, main, [*importing, "--replace", str(tmp_path / "tasks.csv")]
+            )
+            assert replaced.exit_code == 0, replaced.output
+            assert "Imported 20 document(s) into tasks (replacing 20)" in replaced.output
+
+    asyncio.run(scenario())
+
+
 def test_import_refuses_a_body_over_the_limit(tmp_path: Path, start_server: StartServer) -> None:
     from syncline.server import snapshot_api
 

@@ -1,8 +1,8 @@
 """``syncline export`` and ``syncline import``: a project's data to and from files.
 
 With ``--url`` (or the project file's ``url``), or when a ``syncline
-dev|serve`` runs on the project's data folder, a snapshot ZIP is exported
-from, or imported into, that running server (``/api/admin/export|import``,
+dev|serve`` runs on the project's data folder, a snapshot ZIP or one table's
+JSONL or CSV file is exported from, or imported into, that running server (``/api/admin/export|import``,
 :mod:`syncline.server.snapshot_api`) while it keeps serving. Otherwise both
 work on the data folder directly. Formats and import semantics are described
 in :mod:`syncline.snapshot`.
@@ -239,9 +239,8 @@ def export_command(
     The snapshot has Convex's layout (<table>/documents.jsonl, _tables,
     _storage) and restores exactly with `syncline import`. From a running
     server (--url, or the one serving the project) the snapshot is the
-    database at one commit, taken while writes go on; without a server the
-    data folder is read directly. Single tables (--table) need the server
-    stopped.
+    database at one commit, taken while writes go on (a single table too);
+    without a server the data folder is read directly.
 
     \b
     Examples:
@@ -250,6 +249,7 @@ def export_command(
       syncline export --url https://api.example.com --admin-key "$KEY"
       syncline export --table tasks --format csv --path tasks.csv
       syncline export --table tasks --path - | head
+      syncline export --table tasks --format csv --url https://api.example.com
     """
     from syncline import snapshot
 
@@ -267,11 +267,10 @@ def export_command(
 
     remote = find_server(project, db, url, admin_key)
     if remote is not None:
-        if target is None or table is not None:
-            fail(
-                "--table exports read the data folder: stop the server, or export a "
-                "snapshot ZIP (without --table) from the running server"
-            )
+        if table is not None:
+            _export_remote_table(remote, table, fmt, target)
+            return
+        assert target is not None
         _export_remote(remote, target, include_file_storage)
         return
     with _open(project, db, files_dir, command="export", load=False) as app:
@@ -333,6 +332,28 @@ def _export_remote(remote: Remote, target: Path, include_files: bool) -> None:
     click.echo(
         f"Exported a snapshot of {tables} table(s) from {remote.url} at ts "
         f"{headers.get(TS_HEADER, '?')} to {target}",
+        err=True,
+    )
+
+
+def _export_remote_table(remote: Remote, table: str, fmt: str, target: Path | None) -> None:
+    """Stream one table from the running server to ``target`` (or stdout), read at one ts."""
+    params = {"table": table, "format": fmt}
+    if target is None:
+        remote.download(EXPORT_PATH, sys.stdout.buffer, params=params)
+        sys.stdout.buffer.flush()
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        with _progress() as progress, partial.open("wb") as out:
+            progress.start("downloading", None, "bytes")
+            headers = remote.download(EXPORT_PATH, out, params=params, on_chunk=progress.advance)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    click.echo(
+        f"Exported table {table} from {remote.url} at ts {headers.get(TS_HEADER, '?')} to {target}",
         err=True,
     )
 
@@ -401,9 +422,8 @@ def import_command(
     nothing is imported. By default the imported tables must be empty; pass
     --replace or --append otherwise. A snapshot restores ids, _creationTime
     and stored files exactly. Into a running server (--url, or the one
-    serving the project) a snapshot ZIP is applied as one commit that
-    subscribed clients see at once; JSONL and CSV files need the server
-    stopped.
+    serving the project) the file is applied as one commit that subscribed
+    clients see at once.
 
     \b
     Examples:
@@ -436,12 +456,10 @@ def import_command(
 
     remote = find_server(project, db, url, admin_key)
     if remote is not None:
-        if fmt != "zip":
-            fail(
-                f"Importing a {fmt.upper()} file reads the data folder: stop the server, or "
-                "import a snapshot ZIP into the running server"
-            )
-        _import_remote(remote, path, mode)
+        params = {"mode": mode.value}
+        if table is not None:
+            params.update(table=table, format=fmt)
+        _import_remote(remote, path, params)
         return
     with _open(project, db, files_dir, command="import", load=True, functions=functions) as app:
         try:
@@ -468,13 +486,11 @@ def import_command(
         click.echo(f"Restored {result.files:,} stored file(s)")
 
 
-def _import_remote(remote: Remote, path: Path, mode: Any) -> None:
-    """Upload a snapshot ZIP to the running server, which applies it in one commit."""
+def _import_remote(remote: Remote, path: Path, params: dict[str, str]) -> None:
+    """Upload a snapshot ZIP (or one table's file) to the running server: one commit."""
     with _progress() as progress, path.open("rb") as source:
         progress.start("uploading", path.stat().st_size, "bytes")
-        answer = remote.upload(
-            IMPORT_PATH, source, params={"mode": mode.value}, on_chunk=progress.advance
-        )
+        answer = remote.upload(IMPORT_PATH, source, params=params, on_chunk=progress.advance)
     for warning in answer.get("warnings", []):
         warn(warning)
     deleted = answer.get("deleted", {})

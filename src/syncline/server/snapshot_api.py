@@ -1,15 +1,16 @@
 """Online backup and restore, admin only (``syncline export|import --url``).
 
-``GET /api/admin/export[?includeFiles=false]``
-    A snapshot ZIP (the layout of :mod:`syncline.snapshot`) of the database
+``GET /api/admin/export[?includeFiles=false]``, ``GET /api/admin/export?table=T&format=jsonl|csv``
+    A snapshot ZIP (or, with ``table``, that one table as JSONL or CSV) (the layout of :mod:`syncline.snapshot`) of the database
     as of one commit, streamed while writes go on. The header
     ``X-Syncline-Snapshot-Ts`` names that commit's ts. The ZIP is produced as
     it is sent (a reader thread holds one consistent snapshot; memory does
     not grow with the data). A failure after the headers went out ends the
     response early: the ZIP then lacks its directory, and readers reject it.
 
-``POST /api/admin/import?mode=empty|replace|append``
-    The body is a snapshot ZIP (at most ``max_import_bytes``, 413 beyond).
+``POST /api/admin/import?mode=empty|replace|append[&table=T&format=jsonl|csv]``
+    The body is a snapshot ZIP (or, with ``table``, a JSONL or CSV file
+    for that table; at most ``max_import_bytes``, 413 beyond).
     It is applied as one commit, all or nothing, through the same commit
     path as mutations: live queries re-run and subscribed clients receive
     the new data. Answers ``{"tables": {name: imported}, "deleted": {name:
@@ -40,7 +41,13 @@ from starlette.routing import Route
 from syncline.auth.credentials import require_admin
 from syncline.errors import InvalidRequest, LimitExceeded, SynclineError
 from syncline.server.api import error_response
-from syncline.snapshot import ImportMode, export_snapshot, import_snapshot
+from syncline.snapshot import (
+    ImportMode,
+    export_snapshot,
+    export_table,
+    import_snapshot,
+    import_table,
+)
 
 if TYPE_CHECKING:
     from syncline.application import Application
@@ -86,6 +93,18 @@ class _ChunkPipe:
 
     def flush(self) -> None:
         """Buffered bytes are sent with the next chunk (zipfile calls this often)."""
+
+    # What io.TextIOWrapper asks of the binary stream below it (CSV exports).
+    closed = False
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
 
     def finish(self) -> None:
         """Send what is buffered and the end mark (called by the export thread, once)."""
@@ -139,6 +158,8 @@ class SnapshotApi:
         except SynclineError as exc:
             return error_response(exc)
         include_files = request.query_params.get("includeFiles", "true") != "false"
+        table = request.query_params.get("table")
+        fmt = request.query_params.get("format", "jsonl")
         loop = asyncio.get_running_loop()
         pipe = _ChunkPipe(loop)
         opened: asyncio.Future[int] = loop.create_future()
@@ -148,6 +169,15 @@ class SnapshotApi:
 
         def run() -> None:
             try:
+                if table is not None:
+                    export_table(
+                        self.app.database,
+                        table,
+                        pipe,  # type: ignore[arg-type]  # a write-only stream is all it needs
+                        fmt=fmt,
+                        on_snapshot=snapshot_open,
+                    )
+                    return
                 export_snapshot(
                     self.app.database,
                     pipe,  # type: ignore[arg-type]  # a write-only stream is all zipfile needs
@@ -177,10 +207,14 @@ class SnapshotApi:
             finally:
                 pipe.abandoned = True
 
-        name = f"snapshot_{time.strftime('%Y%m%d-%H%M%S')}.zip"
+        if table is None:
+            name, media_type = f"snapshot_{time.strftime('%Y%m%d-%H%M%S')}.zip", "application/zip"
+        else:
+            name = f"{table}.{fmt}"
+            media_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
         return StreamingResponse(
             body(),
-            media_type="application/zip",
+            media_type=media_type,
             headers={
                 TS_HEADER: str(opened.result()),
                 "Content-Disposition": f'attachment; filename="{name}"',
@@ -192,12 +226,23 @@ class SnapshotApi:
         try:
             await self._require_admin(request, f"POST {IMPORT_PATH}")
             mode = _mode(request.query_params.get("mode"))
-            with tempfile.TemporaryDirectory(prefix="syncline-import-") as folder:
-                path = Path(folder) / "snapshot.zip"
-                await self._receive(request, path)
-                result = await asyncio.to_thread(
-                    import_snapshot, self.app.database, path, mode=mode, blobs=self._blobs()
+            table = request.query_params.get("table")
+            fmt = request.query_params.get("format", "jsonl")
+            if table is not None and fmt not in ("jsonl", "csv"):
+                raise InvalidRequest(
+                    f"format must be jsonl or csv, got {fmt!r}", code="BadImportFormat"
                 )
+            with tempfile.TemporaryDirectory(prefix="syncline-import-") as folder:
+                path = Path(folder) / ("snapshot.zip" if table is None else f"{table}.{fmt}")
+                await self._receive(request, path)
+                if table is None:
+                    result = await asyncio.to_thread(
+                        import_snapshot, self.app.database, path, mode=mode, blobs=self._blobs()
+                    )
+                else:
+                    result = await asyncio.to_thread(
+                        import_table, self.app.database, table, path, fmt=fmt, mode=mode
+                    )
         except SynclineError as exc:
             return error_response(exc)
         except ClientDisconnect:

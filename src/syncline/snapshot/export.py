@@ -253,12 +253,14 @@ def export_table(
     *,
     fmt: str = "jsonl",
     progress: Progress | None = None,
+    on_snapshot: Callable[[int], None] | None = None,
 ) -> ExportResult:
     """Write one table as JSONL or CSV (see :mod:`syncline.snapshot`) to a path or binary stream.
 
     Reads one snapshot in batches. CSV reads the table twice (the first pass
     collects the column names). Raises InvalidRequest for an unknown table
-    or format; a path is written only once complete.
+    or format; a path is written only once complete. ``on_snapshot(ts)``:
+    as for :func:`export_snapshot` (called once the table is found).
     """
     if fmt not in ("jsonl", "csv"):
         raise InvalidRequest(f"Unknown table export format {fmt!r}: use jsonl or csv")
@@ -268,6 +270,8 @@ def export_table(
         if info is None or (info.is_system and table != STORAGE_TABLE):
             known = ", ".join(t.name for t in _user_tables(catalog)) or "none"
             raise InvalidRequest(f"No table named {table!r} (tables: {known})", code="NoSuchTable")
+        if on_snapshot is not None:
+            on_snapshot(conn.ts)
         if isinstance(out, str | Path):
             result = ExportResult(Path(out), fmt)
             with _AtomicOutput(Path(out)) as partial, open(partial, "wb") as stream:
