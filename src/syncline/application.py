@@ -255,6 +255,8 @@ class Application:
         self.use_deployed = True
         #: the deployed bundle serving now (None: the functions folder's code)
         self.deployment: Deployment | None = None
+        #: whether this server writes the log history (``serve --no-log-history``: no)
+        self.keeps_log_history = True
 
     @classmethod
     def open(

@@ -399,7 +399,35 @@ def test_follow_prints_calls_as_they_happen(project: MakeProject) -> None:
     assert "Following the function calls of http://" in err
     seen = [json.loads(line) for line in out.splitlines()]
     assert [r["path"] for r in seen] == ["ops:put"] * 4  # the newest of the history, then 3
-    assert [r["id"] for r in seen] == sorted(r["id"] for r in seen)
+    assert [r["timestamp"] for r in seen] == sorted(r["timestamp"] for r in seen)
+
+
+def test_no_log_history_keeps_none_and_follow_still_shows_calls(project: MakeProject) -> None:
+    folder = project(FILES)
+    server = serve(folder, "--no-log-history")
+    try:
+        call(server, "mutation", "ops:put", {"n": 1})
+        history = syncline("logs", "--dir", str(folder), "--status", "error")
+        assert history.returncode == 1
+        assert "keeps no log history" in history.stderr
+        with subprocess.Popen(
+            [sys.executable, "-m", "syncline", "logs", "--dir", str(folder), "--jsonl", "--follow"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as follower:
+            time.sleep(1.5)  # connected to the live stream
+            call(server, "mutation", "ops:put", {"n": 2})
+            call(server, "query", "ops:items")
+            time.sleep(1)
+            follower.terminate()
+            out, err = follower.communicate(timeout=10)
+        assert not (folder / ".syncline" / "logs.sqlite3").exists()
+    finally:
+        server.stop()
+    assert "Following the function calls of http://" in err
+    seen = [json.loads(line) for line in out.splitlines()]
+    assert [r["path"] for r in seen] == ["ops:put", "ops:items"]
 
 
 def test_log_format_json_writes_one_record_per_call(project: MakeProject) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from syncline.call_log.records import STATUSES, parse_duration_ms
 from syncline.errors import InvalidRequest
@@ -46,6 +47,17 @@ class LogQuery:
     request_id: str | None = None
     after_id: int | None = None
     limit: int = DEFAULT_LIMIT
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        """Whether a call record passes the function, status and request id filters."""
+        path = str(record.get("path") or "")
+        if self.function is not None and not (
+            path == self.function if ":" in self.function else path.startswith(self.function + ":")
+        ):
+            return False
+        if self.status is not None and record.get("status") != self.status:
+            return False
+        return self.request_id is None or record.get("requestId") == self.request_id
 
 
 def parse_log_query(params: Mapping[str, str], *, now_ms: float) -> LogQuery:

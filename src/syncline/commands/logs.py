@@ -4,15 +4,25 @@ The server is found as :mod:`syncline.commands.deployment` describes; its log
 history is read over ``GET /api/admin/log_history`` (admin key), so this
 works against ``--url`` too. When no server runs on the data folder, the
 history file is read directly.
+
+``--follow`` reads the server's live stream of calls (``GET
+/api/admin/logs``): each call is printed as it finishes, without polling, and
+also from a server that keeps no log history (``serve --no-log-history``).
+The stream carries the calls of the process the connection reached: with
+``serve --workers N``, one worker's (the log history holds every worker's).
+Without a server, new records of the history file are read every
+:data:`FOLLOW_INTERVAL_S`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+import orjson
 
 from syncline.call_log.query import DEFAULT_LIMIT, MAX_LIMIT, BadLogQuery, parse_log_query
 from syncline.call_log.store import query_log, store_path
@@ -21,8 +31,10 @@ from syncline.commands.deployment import Remote, data_dir_for, find_server, proj
 
 __all__ = ["FOLLOW_INTERVAL_S", "format_log_entry", "logs"]
 
-#: how often ``--follow`` asks for new calls
+#: how often ``--follow`` reads new records of a history file (no server runs)
 FOLLOW_INTERVAL_S = 0.5
+#: the running server's live stream of calls (syncline.server.admin)
+LIVE_PATH = "/api/admin/logs"
 
 
 def format_log_entry(entry: dict[str, Any]) -> list[str]:
@@ -146,13 +158,17 @@ def logs(
     first = {**params, "limit": str(limit or DEFAULT_LIMIT)}
     if since:
         first["since"] = since
-    records, last = history.read(first if show_history else {**params, "limit": "1"})
     if show_history:
+        records, last = history.read(first)
         show(records)
         if not follow:
             return
-    where = remote.url if remote is not None else str(data_dir)
-    click.echo(f"Following the function calls of {where} (Ctrl-C to stop)", err=True)
+    if remote is not None:
+        _follow_live(remote, params, show)
+        return
+    if not show_history:
+        records, last = history.read({**params, "limit": "1"})
+    click.echo(f"Following the function calls of {data_dir} (Ctrl-C to stop)", err=True)
     try:
         while True:
             time.sleep(FOLLOW_INTERVAL_S)
@@ -160,5 +176,28 @@ def logs(
             show(records)
             # Past the last record shown, or past everything when nothing matched.
             last = records[-1]["id"] if len(records) == MAX_LIMIT else max(last, newest)
+    except KeyboardInterrupt:
+        return
+
+
+def _follow_live(
+    remote: Remote, params: dict[str, str], show: Callable[[list[dict[str, Any]]], None]
+) -> None:
+    """Print the calls of the server's live stream that pass the filters, until Ctrl-C."""
+    from syncline.commands.console import warn
+
+    query = parse_log_query(params, now_ms=time.time() * 1000)
+    try:
+        for line in remote.stream_lines(LIVE_PATH):
+            entry = orjson.loads(line)
+            kind = entry.pop("type", None)
+            if kind == "connected":
+                click.echo(
+                    f"Following the function calls of {remote.url} (Ctrl-C to stop)", err=True
+                )
+            elif kind == "dropped":
+                warn(f"{entry.get('count')} call(s) not shown: this reader fell behind")
+            elif kind == "call" and query.matches(entry):
+                show([entry])
     except KeyboardInterrupt:
         return

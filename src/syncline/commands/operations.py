@@ -6,7 +6,9 @@
   Off by default; ``GET /metrics`` on the API port with the admin key is
   always there.
 * ``--log-retention`` and ``--log-max-size`` bound the log history
-  (:mod:`syncline.call_log`), ``logs.sqlite3`` in the data folder.
+  (:mod:`syncline.call_log`), ``logs.sqlite3`` in the data folder;
+  ``--no-log-history`` keeps none (``syncline logs --follow`` still shows
+  calls live; a history file of an earlier run is left as it was).
 * ``--log-format json`` writes every call's record to standard output as one
   JSON line (the ready lines then go to standard error).
 """
@@ -87,6 +89,13 @@ def operations_options(fn: Any) -> Any:
             help="json: write every function call's record to stdout as a JSON line.",
         ),
         click.option(
+            "--log-history/--no-log-history",
+            default=True,
+            show_default=True,
+            help="Keep a history of function calls for `syncline logs` (off: only "
+            "`syncline logs --follow` and --log-format json see calls).",
+        ),
+        click.option(
             "--log-retention",
             default=DEFAULT_LOG_RETENTION,
             show_default=True,
@@ -156,7 +165,9 @@ def open_call_log(app: Application, options: dict[str, Any]) -> CallLog:
     from syncline.call_log.writer import CallLog, stdout_lines
 
     store = None
-    if app.paths is not None:
+    app.keeps_log_history = bool(options.get("log_history", True)) and app.paths is not None
+    if app.keeps_log_history:
+        assert app.paths is not None
         store = LogStore(
             store_path(app.paths.database_dir),
             max_bytes=options["log_max_size"],

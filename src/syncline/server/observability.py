@@ -70,6 +70,11 @@ def routes(application: Application) -> list[Route]:
             query = parse_log_query(dict(request.query_params), now_ms=application.clock.now_ms())
             if application.paths is None:
                 raise LogHistoryUnavailable("This server keeps no log history (no data folder)")
+            if not application.keeps_log_history:
+                raise LogHistoryUnavailable(
+                    "This server keeps no log history (it runs with --no-log-history): "
+                    "`syncline logs --follow` shows calls as they happen"
+                )
             path = store_path(application.paths.database_dir)
             records, last = await asyncio.to_thread(query_log, path, query)
         except SynclineError as exc:
