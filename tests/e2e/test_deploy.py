@@ -7,6 +7,8 @@
 * ``serve --workers 2``: both workers serve the deployed code; after a restart
   the deployed code still serves (the folder on disk is older); ``--dry-run``
   prints the diff and changes nothing.
+* Two nodes on one PostgreSQL database: the node that was not deployed to
+  serves the new code too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import httpx
 import pytest
 
 from conftest import StartServer, write_functions
-from harness import require_node_package
+from harness import require_module, require_node_package
+from postgres_databases import database_for_test
 from syncline._devtools import ServerProcess
 
 from .test_js_client import JS_DIR, SteppedScenario
@@ -195,3 +198,24 @@ def test_workers_serve_the_deployed_code_and_a_restart_keeps_it(
     assert (served / "functions" / "tasks.py").read_text() == textwrap.dedent(
         V1["tasks.py"]
     ).lstrip("\n")
+
+
+def test_nodes_on_postgresql_serve_what_one_of_them_was_deployed(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    require_module("psycopg", "pip install -e '.[postgres]'")
+    with database_for_test("deploy_nodes") as url:
+        first = start_server(_source(tmp_path, "node1", V1), args=["--db", url])
+        second = start_server(_source(tmp_path, "node2", V1), args=["--db", url])
+        call(first, "mutation", "tasks:add", {"title": "a"})
+        assert call(second, "query", "tasks:list") == ["v1:a"]
+        done = deploy(first, _source(tmp_path, "v2", V2))
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 20
+        while call(second, "query", "tasks:list") != ["v2:a"]:
+            assert time.monotonic() < deadline, second.log()
+            time.sleep(0.1)
+        assert call(second, "query", "tasks:open") == 1
+        assert "deployed by another process" in second.log()
+        first.stop()
+        second.stop()

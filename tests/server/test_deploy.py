@@ -217,6 +217,15 @@ def test_the_bundle_size_is_bounded(make_server: MakeServer, tmp_path: Path) -> 
     assert response.json()["code"] == "DeployTooLarge"
 
 
+def test_a_dev_server_refuses_deploys(make_server: MakeServer, tmp_path: Path) -> None:
+    server = make_server(V1)
+    server.app.use_deployed = False  # as `syncline dev` opens it
+    response = _post(server, _bundle(tmp_path, V2))
+    assert response.status_code == 400
+    assert response.json()["code"] == "DeployToDevServer"
+    assert _query(server, "tasks:list") == []
+
+
 def test_deploy_needs_the_admin_key(make_server: MakeServer, tmp_path: Path) -> None:
     server = make_server(V1)
     response = _post(server, _bundle(tmp_path, V2), key="wrong")
