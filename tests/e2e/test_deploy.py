@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+import deploy_projects
 from conftest import StartServer, write_functions
 from harness import require_module, require_node_package
 from postgres_databases import database_for_test
@@ -33,73 +34,19 @@ from .test_js_client import JS_DIR, SteppedScenario
 
 pytestmark = pytest.mark.slow
 
-V1 = {
-    "schema.py": """
-        from syncline import define_schema, define_table, v
-        schema = define_schema({"tasks": define_table({"title": v.string()})})
-    """,
-    "tasks.py": """
-        import os
+WHERE = """
+    import os
 
-        from syncline import mutation, query, v
+    from syncline import mutation
 
-        @query
-        def list(ctx):
-            return ["v1:" + d["title"] for d in ctx.db.query("tasks").collect()]
-
-        @mutation(args={"title": v.string()})
-        def add(ctx, title):
-            return ctx.db.insert("tasks", {"title": title})
-
-        @mutation
-        def where(ctx):
-            return ["v1", float(os.getpid())]
-    """,
-}
-
-#: a changed function, a new field and a new index (and a new query using them)
-V2 = {
-    "schema.py": """
-        from syncline import define_schema, define_table, v
-        schema = define_schema({
-            "tasks": define_table({"title": v.string(), "done": v.optional(v.boolean())})
-                .index("by_title", ["title"]),
-        })
-    """,
-    "tasks.py": """
-        import os
-
-        from syncline import mutation, query, v
-
-        @query
-        def list(ctx):
-            return ["v2:" + d["title"] for d in ctx.db.query("tasks").collect()]
-
-        @query
-        def open(ctx):
-            rows = ctx.db.query("tasks").with_index("by_title", lambda q: q.eq("title", "a"))
-            return len([d for d in rows.collect() if not d.get("done")])
-
-        @mutation(args={"title": v.string()})
-        def add(ctx, title):
-            return ctx.db.insert("tasks", {"title": title, "done": False})
-
-        @mutation
-        def where(ctx):
-            return ["v2", float(os.getpid())]
-    """,
-}
-
-#: the stored documents lack a required field
-VIOLATING = {
-    **V2,
-    "schema.py": """
-        from syncline import define_schema, define_table, v
-        schema = define_schema({
-            "tasks": define_table({"title": v.string(), "done": v.boolean()}),
-        })
-    """,
-}
+    @mutation
+    def where(ctx):
+        return ["{version}", float(os.getpid())]
+"""
+#: each version says which version and which process answered (tasks_where:where)
+V1 = {**deploy_projects.V1, "tasks_where.py": WHERE.replace("{version}", "v1")}
+V2 = {**deploy_projects.V2, "tasks_where.py": WHERE.replace("{version}", "v2")}
+VIOLATING = deploy_projects.VIOLATING
 
 
 def _source(tmp_path: Path, name: str, files: Mapping[str, str]) -> Path:
@@ -156,12 +103,12 @@ def test_a_deploy_under_100_subscribed_clients(tmp_path: Path, start_server: Sta
 
 
 def _pids_serving(server: ServerProcess, version: str, *, want: int = 2) -> set[float]:
-    """Call ``tasks:where`` on fresh connections until ``want`` processes answered."""
+    """Call ``tasks_where:where`` on fresh connections until ``want`` processes answered."""
     pids: set[float] = set()
     deadline = time.monotonic() + 20
     while len(pids) < want:
         assert time.monotonic() < deadline, f"only {pids} answered {version}"
-        served, pid = call(server, "mutation", "tasks:where")
+        served, pid = call(server, "mutation", "tasks_where:where")
         if served == version:
             pids.add(pid)
     return pids

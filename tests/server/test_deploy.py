@@ -12,69 +12,13 @@ from typing import Any
 import pytest
 
 from conftest import write_functions
+from deploy_projects import V1, V2, VIOLATING
 from syncline.application import Application
 from syncline.functions.bundle import pack, stored_description
 from syncline.schema import Schema
 from syncline.server.deploy import DEPLOY_PATH, Deployer, schema_diff
 
 from .conftest import ADMIN_KEY, MakeServer
-
-V1 = {
-    "schema.py": """
-        from syncline import define_schema, define_table, v
-        schema = define_schema({"tasks": define_table({"title": v.string()})})
-    """,
-    "tasks.py": """
-        from syncline import mutation, query, v
-
-        @query
-        def list(ctx):
-            return ["v1:" + d["title"] for d in ctx.db.query("tasks").collect()]
-
-        @mutation(args={"title": v.string()})
-        def add(ctx, title):
-            return ctx.db.insert("tasks", {"title": title})
-    """,
-}
-
-#: the function changes, the table gains a field and an index
-V2 = {
-    "schema.py": """
-        from syncline import define_schema, define_table, v
-        schema = define_schema({
-            "tasks": define_table({"title": v.string(), "done": v.optional(v.boolean())})
-                .index("by_title", ["title"]),
-        })
-    """,
-    "tasks.py": """
-        from syncline import mutation, query, v
-
-        @query
-        def list(ctx):
-            return ["v2:" + d["title"] for d in ctx.db.query("tasks").collect()]
-
-        @query
-        def open(ctx):
-            rows = ctx.db.query("tasks").with_index("by_title", lambda q: q.eq("title", "a"))
-            return len(rows.collect())
-
-        @mutation(args={"title": v.string()})
-        def add(ctx, title):
-            return ctx.db.insert("tasks", {"title": title, "done": False})
-    """,
-}
-
-#: stored documents lack the required field: refused
-VIOLATING = {
-    **V2,
-    "schema.py": """
-        from syncline import define_schema, define_table, v
-        schema = define_schema({
-            "tasks": define_table({"title": v.string(), "done": v.boolean()})
-                .index("by_title", ["title"]),
-        })
-    """,
-}
 
 
 def _bundle(tmp_path: Path, files: Mapping[str, str], name: str = "next") -> bytes:

@@ -140,14 +140,22 @@ def test_export_while_eight_writers_run_equals_the_database_at_its_ts(
     assert before_stop >= len(exported)
 
 
-def test_cli_export_and_import_against_a_running_server(
-    tmp_path: Path, start_server: StartServer
-) -> None:
+def _source_and_target(
+    tmp_path: Path, start_server: StartServer, documents: int
+) -> tuple[ServerProcess, ServerProcess]:
+    """Two servers: one holding ``documents`` tasks, one empty."""
     source = start_server(_project(tmp_path / "source"))
     target = start_server(_project(tmp_path / "target"))
     with httpx.Client(timeout=30) as client:
-        for n in range(50):
+        for n in range(documents):
             _add(source, client, 1, n)
+    return source, target
+
+
+def test_cli_export_and_import_against_a_running_server(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    source, target = _source_and_target(tmp_path, start_server, 50)
     runner = CliRunner()
     backups = tmp_path / "backups"
     result = runner.invoke(
@@ -181,11 +189,7 @@ def test_cli_export_and_import_against_a_running_server(
 def test_cli_exports_and_imports_one_table_as_jsonl_and_csv_against_a_running_server(
     tmp_path: Path, start_server: StartServer
 ) -> None:
-    source = start_server(_project(tmp_path / "source"))
-    target = start_server(_project(tmp_path / "target"))
-    with httpx.Client(timeout=30) as client:
-        for n in range(20):
-            _add(source, client, 2, n)
+    source, target = _source_and_target(tmp_path, start_server, 20)
     runner = CliRunner()
     at = ["--admin-key", source.admin_key, "--url", source.url]
     for fmt in ("jsonl", "csv"):
