@@ -375,29 +375,40 @@ def test_a_failing_calls_traceback_reaches_syncline_logs(project: MakeProject) -
     assert "ops:fail" in syncline("logs", "--dir", str(folder), "--limit", "5").stdout
 
 
+def follow(folder: Path, *args: str) -> subprocess.Popen[str]:
+    """``syncline logs --follow --jsonl``, once it says it follows the live stream."""
+    command = [sys.executable, "-m", "syncline", "logs", "--dir", str(folder), "--jsonl"]
+    follower = subprocess.Popen(
+        [*command, "--follow", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert follower.stderr is not None
+    while "Following the function calls of http://" not in (line := follower.stderr.readline()):
+        assert line, f"syncline logs --follow ended: exit {follower.wait()}"
+    return follower
+
+
+def followed(follower: subprocess.Popen[str], count: int) -> list[dict[str, Any]]:
+    """The first ``count`` records the follower prints; then it is stopped."""
+    assert follower.stdout is not None
+    try:
+        return [json.loads(follower.stdout.readline()) for _ in range(count)]
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=10)
+
+
 def test_follow_prints_calls_as_they_happen(project: MakeProject) -> None:
     folder = project(FILES)
     server = serve(folder)
     call(server, "mutation", "ops:put", {"n": -1})  # history: not printed without filters
-    command = [sys.executable, "-m", "syncline", "logs", "--dir", str(folder), "--jsonl"]
     try:
-        with subprocess.Popen(
-            [*command, "--follow", "--function", "ops:put", "--limit", "1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as follower:
-            time.sleep(2)  # it printed the history and follows
-            for n in range(3):
-                call(server, "mutation", "ops:put", {"n": n})
-                call(server, "query", "ops:items")
-            time.sleep(2)  # a flush and a poll later
-            follower.terminate()
-            out, err = follower.communicate(timeout=10)
+        follower = follow(folder, "--function", "ops:put", "--limit", "1")
+        for n in range(3):
+            call(server, "mutation", "ops:put", {"n": n})
+            call(server, "query", "ops:items")
+        seen = followed(follower, 4)
     finally:
         server.stop()
-    assert "Following the function calls of http://" in err
-    seen = [json.loads(line) for line in out.splitlines()]
     assert [r["path"] for r in seen] == ["ops:put"] * 4  # the newest of the history, then 3
     assert [r["timestamp"] for r in seen] == sorted(r["timestamp"] for r in seen)
 
@@ -410,23 +421,13 @@ def test_no_log_history_keeps_none_and_follow_still_shows_calls(project: MakePro
         history = syncline("logs", "--dir", str(folder), "--status", "error")
         assert history.returncode == 1
         assert "keeps no log history" in history.stderr
-        with subprocess.Popen(
-            [sys.executable, "-m", "syncline", "logs", "--dir", str(folder), "--jsonl", "--follow"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as follower:
-            time.sleep(1.5)  # connected to the live stream
-            call(server, "mutation", "ops:put", {"n": 2})
-            call(server, "query", "ops:items")
-            time.sleep(1)
-            follower.terminate()
-            out, err = follower.communicate(timeout=10)
+        follower = follow(folder)
+        call(server, "mutation", "ops:put", {"n": 2})
+        call(server, "query", "ops:items")
+        seen = followed(follower, 2)
         assert not (folder / ".syncline" / "logs.sqlite3").exists()
     finally:
         server.stop()
-    assert "Following the function calls of http://" in err
-    seen = [json.loads(line) for line in out.splitlines()]
     assert [r["path"] for r in seen] == ["ops:put", "ops:items"]
 
 
