@@ -164,7 +164,13 @@ def logs(
         if not follow:
             return
     if remote is not None:
-        _follow_live(remote, params, show)
+        # After the history: also the calls written between it and the stream's start.
+        catch_up = (
+            (lambda: history.read({**params, "after": str(last), "limit": str(MAX_LIMIT)})[0])
+            if show_history
+            else None
+        )
+        _follow_live(remote, params, show, catch_up)
         return
     if not show_history:
         records, last = history.read({**params, "limit": "1"})
@@ -181,23 +187,37 @@ def logs(
 
 
 def _follow_live(
-    remote: Remote, params: dict[str, str], show: Callable[[list[dict[str, Any]]], None]
+    remote: Remote,
+    params: dict[str, str],
+    show: Callable[[list[dict[str, Any]]], None],
+    catch_up: Callable[[], list[dict[str, Any]]] | None,
 ) -> None:
-    """Print the calls of the server's live stream that pass the filters, until Ctrl-C."""
+    """Print the calls of the server's live stream that pass the filters, until Ctrl-C.
+
+    ``catch_up()``: once the stream is open, the history's calls since the
+    last one shown (printed first; the stream's copies of them are skipped).
+    """
     from syncline.commands.console import warn
 
     query = parse_log_query(params, now_ms=time.time() * 1000)
+    caught_up: set[tuple[Any, Any]] = set()
     try:
         for line in remote.stream_lines(LIVE_PATH):
             entry = orjson.loads(line)
             kind = entry.pop("type", None)
             if kind == "connected":
+                if catch_up is not None:
+                    records = catch_up()
+                    caught_up = {(r.get("requestId"), r.get("timestamp")) for r in records}
+                    show(records)
                 click.echo(
                     f"Following the function calls of {remote.url} (Ctrl-C to stop)", err=True
                 )
             elif kind == "dropped":
                 warn(f"{entry.get('count')} call(s) not shown: this reader fell behind")
             elif kind == "call" and query.matches(entry):
+                if caught_up and (entry.get("requestId"), entry.get("timestamp")) in caught_up:
+                    continue
                 show([entry])
     except KeyboardInterrupt:
         return
