@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,35 @@ def test_two_concurrent_uses_of_one_upload_token_store_once(pdb: Database) -> No
 
     futures = [pdb.submit_write(use), pdb.submit_write(use)]
     assert sorted(f.result(10).value for f in futures) == ["refused", "stored"]
+
+
+def test_at_low_load_the_thread_that_ran_a_mutation_commits_it(tmp_path: Path) -> None:
+    with Database(open_store(tmp_path / "idle.sqlite3", durability="off")) as db:
+        publishers: list[str] = []
+        db.add_commit_listener(lambda commits: publishers.append(threading.current_thread().name))
+        for n in range(3):
+            db.write_sync(lambda tx, n=n: tx.insert("t", {"n": float(n)}))
+        # No hand-off to the committer's thread and back: the mutation thread committed.
+        assert publishers == ["syncline-mutation-0"] * 3
+        assert _sequence(db) == [0.0, 1.0, 2.0]
+
+
+def test_writes_submitted_in_a_row_commit_in_that_order_at_any_load(tmp_path: Path) -> None:
+    with Database(open_store(tmp_path / "order.sqlite3", durability="off")) as db:
+        rng = random.Random(7)
+        futures = []
+        for n in range(300):
+            if rng.random() < 0.2:
+                time.sleep(rng.random() / 1000)  # idle moments: some commit on the mutation thread
+            futures.append(db.submit_write(lambda tx, n=n: tx.insert("t", {"n": float(n)})))
+        stamps = [future.result(10).ts for future in futures]
+        assert stamps == sorted(stamps)
+        assert _sequence(db) == [float(n) for n in range(300)]
+
+
+def _sequence(db: Database) -> list[float]:
+    docs = db.run_read(lambda tx: Query(tx, "t").collect()).value
+    return [d["n"] for d in docs]
 
 
 def test_a_failure_seen_at_a_stale_snapshot_is_retried(pdb: Database) -> None:

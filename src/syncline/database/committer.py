@@ -18,6 +18,11 @@ Contract (what :class:`Committer` promises its :class:`~syncline.database.databa
 * Locked jobs (``exclusive`` ones, catalog changes, fallbacks) run on the
   writer's connection at the next ts and cannot conflict; an exclusive job is
   alone in its batch.
+* Batches are made by the committer thread, or, when nothing else is under
+  way (the committer waits for work, no other attempt runs or is queued), by
+  the mutation thread whose attempt just finished: a batch of that one job,
+  without the hand-off to the committer and back. One batch at a time either
+  way; writes submitted in a row still commit in that order.
 * One COMMIT makes a batch durable; then its commits are published in ts
   order (listeners first, callers after), and the catalog state is replaced if
   the batch changed it. Nobody else publishes this process's commits as
@@ -282,6 +287,11 @@ class Committer:
         #: while the committer gathers a batch: the attempts it waits for (set when over)
         self._gather_target: int | None = None
         self._gathered = threading.Event()
+        #: held by the thread running a batch: the committer, or a mutation thread that
+        #: commits its own attempt while the committer waits (:meth:`_commit_here`)
+        self._committing = threading.Lock()
+        #: the committer waits for a job, none queued (guarded by ``_run_lock``)
+        self._writer_idle = False
         self._commits_since_prune = 0
         #: optimistic attempts that conflicted at commit so far, for benchmarks and tests
         self.conflicts = 0
@@ -375,20 +385,54 @@ class Committer:
                     # reset). Broken: the next attempt needs another connection.
                     self.persistence.release_reader(conn)
                     conn = None
-                self._executed(job)
+                if broken or not self._commit_here(job):
+                    self._executed(job)
         finally:
             if conn is not None:
                 self.persistence.release_reader(conn)
 
-    def _executed(self, job: WriteJob | None) -> None:
-        """An optimistic attempt is over: hand ``job`` (if any) to the committer."""
+    def _commit_here(self, job: WriteJob) -> bool:
+        """At low load: commit ``job``'s attempt on this thread; False to hand it over.
+
+        Only when nothing else is under way (the committer waits for work, no
+        other attempt runs or is queued): the batch is this one job, as the
+        committer would have made it, without the hand-off to its thread and
+        back. Anything submitted meanwhile waits for this thread or goes to
+        the committer as usual; user code never runs while the batch is held.
+        """
         with self._run_lock:
+            if (
+                self._closing
+                or not self._writer_idle
+                or self._finished + 1 < self._submitted
+                or not self._queue.empty()
+                or not self._committing.acquire(blocking=False)
+            ):
+                return False
+            self._finished += 1
+        try:
+            self._run_batch([job])
+        except BaseException as exc:  # as on the committer: the thread outlives the batch
+            log.exception("writer batch failed")
+            if not job.future.done():
+                self._resolve([(job, exc)])
+        finally:
+            self._committing.release()
+        return True
+
+    def _executed(self, job: WriteJob | None) -> None:
+        """An optimistic attempt is over: hand ``job`` (if any) to the committer.
+
+        Queued before it counts as over (under the lock): a committer woken by
+        the count finds it in the queue.
+        """
+        with self._run_lock:
+            if job is not None:
+                self._queue.put(job)
             self._finished += 1
             target = self._gather_target
             if target is not None and self._finished >= target:
                 self._gathered.set()
-        if job is not None:
-            self._queue.put(job)
 
     def _execute(self, job: WriteJob, conn: ReadConnection) -> None:
         """One optimistic attempt: run ``job`` at the snapshot ``conn``, writes buffered.
@@ -425,35 +469,53 @@ class Committer:
 
     def _writer_loop(self) -> None:
         while True:
-            job = self._queue.get()
+            job = self._next_job()
             if job is None:
                 return
-            batch = [job]
-            if not job.exclusive:
-                waited = False
-                while len(batch) < self.max_batch:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        if waited or not self._wait_for_running_attempts():
-                            break
-                        waited = True
-                        continue
-                    if nxt is None:
-                        self._queue.put(None)  # stop after this batch
+            with self._committing:
+                self._run_jobs(job)
+
+    def _next_job(self) -> WriteJob | None:
+        """The next job (None: stop), waiting for one while marked idle."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        with self._run_lock:
+            self._writer_idle = self._queue.empty()
+        job = self._queue.get()
+        with self._run_lock:
+            self._writer_idle = False
+        return job
+
+    def _run_jobs(self, job: WriteJob) -> None:
+        """Gather a batch starting with ``job`` and commit it (more than one if one is exclusive)."""
+        batch = [job]
+        if not job.exclusive:
+            waited = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    if waited or not self._wait_for_running_attempts():
                         break
-                    if nxt.exclusive:
-                        self._execute_here(batch)
-                        self._run_batch(batch)
-                        batch = [nxt]
-                        break
-                    batch.append(nxt)
-            try:
-                self._execute_here(batch)
-                self._run_batch(batch)
-            except BaseException as exc:  # the writer must outlive any one batch
-                log.exception("writer batch failed")
-                self._resolve([(j, exc) for j in batch if not j.future.done()])
+                    waited = True
+                    continue
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                if nxt.exclusive:
+                    self._execute_here(batch)
+                    self._run_batch(batch)
+                    batch = [nxt]
+                    break
+                batch.append(nxt)
+        try:
+            self._execute_here(batch)
+            self._run_batch(batch)
+        except BaseException as exc:  # the writer must outlive any one batch
+            log.exception("writer batch failed")
+            self._resolve([(j, exc) for j in batch if not j.future.done()])
 
     def _execute_here(self, batch: list[WriteJob]) -> None:
         """Without mutation threads: the optimistic attempts of ``batch``, on this thread.
