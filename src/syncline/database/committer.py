@@ -409,7 +409,7 @@ class Committer:
                 or not self._committing.acquire(blocking=False)
             ):
                 return False
-            self._finished += 1
+            self._attempt_over()
         try:
             self._run_batch([job])
         except BaseException as exc:  # as on the committer: the thread outlives the batch
@@ -429,10 +429,14 @@ class Committer:
         with self._run_lock:
             if job is not None:
                 self._queue.put(job)
-            self._finished += 1
-            target = self._gather_target
-            if target is not None and self._finished >= target:
-                self._gathered.set()
+            self._attempt_over()
+
+    def _attempt_over(self) -> None:
+        """Under ``_run_lock``: count an attempt as over; wake a committer gathering them."""
+        self._finished += 1
+        target = self._gather_target
+        if target is not None and self._finished >= target:
+            self._gathered.set()
 
     def _execute(self, job: WriteJob, conn: ReadConnection) -> None:
         """One optimistic attempt: run ``job`` at the snapshot ``conn``, writes buffered.
