@@ -31,39 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from http_api import FakeTransport
 from messages_app import write_functions
 
 _COLLECTED = re.compile(rb"Collected : (\d+)")
 _WARM_CALLS = 50
 
 
-class _Transport:
-    """A transport that keeps what is written and wakes the caller waiting for it."""
+class _Transport(FakeTransport):
+    """The fake transport, waking the caller waiting for an answer."""
 
     def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closing = False
+        super().__init__()
         self.waiter: asyncio.Future[None] | None = None
 
     def write(self, data: bytes) -> None:
-        self.out.append(data)
+        super().write(data)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 3210)}.get(name)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def calls(mode: str, count: int) -> None:

@@ -317,7 +317,7 @@ class _StubApi:
         return 200, b'{"status":"success","value":"j572xb7y77580ze9qnzz4zf5j5554fdk","logLines":[]}'
 
 
-class _Transport:
+class FakeTransport:
     """A transport that keeps what is written."""
 
     def __init__(self) -> None:
@@ -367,7 +367,7 @@ async def transport_requests(count: int) -> None:
     protocol = config.http_protocol_class(  # type: ignore[call-arg]
         config=config, server_state=ServerState(), app_state={}
     )
-    transport = _Transport()
+    transport = FakeTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     request = b"POST /api/mutation HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     request += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
