@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -122,39 +123,47 @@ def test_a_counter_counts_every_increment_made_through_three_nodes(
 
 
 class _Proxy:
-    """A TCP proxy to PostgreSQL that the test can cut (connections reset, new ones refused)."""
+    """A TCP proxy to PostgreSQL that the test can cut (connections reset, new ones refused).
+
+    The listening socket stays bound from start to :meth:`close`: while cut, it
+    accepts and resets at once. Closing it to cut would free its port, and the
+    kernel may hand that port to any new socket meanwhile (another test's server,
+    or an outgoing connection's ephemeral port), so binding it again to restore
+    failed with ``EADDRINUSE``.
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self.restore()
+        self._cut = False
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port: int = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def restore(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self) -> None:
         while True:
             try:
-                client, _ = listener.accept()
+                client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                cut = self._cut
+            if cut:
+                _reset(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:
-                client.close()
+                _reset(client)
                 continue
             with self._lock:
+                if self._cut:
+                    _reset(client)
+                    _reset(upstream)
+                    continue
                 self._sockets += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
@@ -175,17 +184,30 @@ class _Proxy:
                 sock.close()
 
     def cut(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        """Reset every open connection and every new one until :meth:`restore`."""
         with self._lock:
+            self._cut = True
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+            _reset(sock)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a TCP reset, as a peer that went away does."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def _wait_for_status(node: ServerProcess, status: int, timeout: float = 30) -> None:
@@ -239,7 +261,7 @@ def test_a_node_cut_off_from_postgres_answers_503_and_recovers_by_itself(
         assert result["value"] == 3.0
         assert call(other, "query", "workers:counter", {"name": "cut"}) == 3.0
     finally:
-        proxy.cut()
+        proxy.close()
 
 
 def test_the_scheduler_moves_to_another_node_when_its_node_is_killed(
