@@ -21,6 +21,7 @@ the report (section "syncline server log"). Servers run with
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 import time
 import uuid
@@ -32,7 +33,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import trace_env
+from conftest import StartServer, trace_env
 from syncline._devtools import ServerProcess, launch
 
 ISSUER = "https://issuer.test"
@@ -359,6 +360,44 @@ def server(project: MakeProject) -> Iterator[ServerProcess]:
         assert proc.alive(), f"the server died during the tests:\n{proc.log()}"
     finally:
         proc.stop()
+
+
+StartNode = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A fresh database on the tests' PostgreSQL server (skipped without one, but in CI)."""
+    from harness import require_module
+    from postgres_databases import database_for_test
+
+    require_module("psycopg", "pip install -e '.[postgres]'")
+    with database_for_test("syncline_nodes") as url:
+        yield url
+
+
+@pytest.fixture
+def start_node(
+    project: MakeProject, start_server: StartServer, database_url: str, tmp_path: Path
+) -> StartNode:
+    """``start_node(db=None, env=None)``: one more ``serve`` node on the test's database.
+
+    Each node is a copy of the project of ``tests/e2e/test_workers.py`` in its
+    own folder (its data folder lock and files), as on separate machines.
+    """
+    from .test_workers import WORKER_FILES
+
+    source = project(WORKER_FILES, auth=False)
+    nodes: list[ServerProcess] = []
+
+    def start(db: str | None = None, env: Mapping[str, str] | None = None) -> ServerProcess:
+        folder = tmp_path / f"node{len(nodes)}"
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".syncline"))
+        node = start_server(folder, args=["--db", db or database_url], env=env)
+        nodes.append(node)
+        return node
+
+    return start
 
 
 @pytest.fixture

@@ -7,6 +7,11 @@ are the official Python client (``convex``):
 * a subscriber on one node receives a mutation committed on another;
 * a counter incremented by clients spread over three nodes ends at exactly
   the number of increments, and every node committed some;
+* bank transfers between accounts, made through three nodes, never create or
+  destroy money, and no subscriber on any node ever sees a total that is off;
+* the randomized live-query consistency check (``tests/sync/test_consistency.py``)
+  with writers on two nodes and subscribers on two (one of them writer-free):
+  every subscriber's results follow the commit order, and all end on the same state;
 * a node cut off from PostgreSQL (through a TCP proxy the test breaks)
   answers 503 on ``/version`` and fails calls with ``DatabaseUnavailable``,
   then serves again by itself once the database is back;
@@ -18,56 +23,39 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
-import shutil
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import StartServer
 from harness import require_module
-from postgres_databases import database_for_test, make_conninfo_url
+from postgres_databases import make_conninfo_url
+from server.conftest import AsyncWs
+from sync import test_consistency as consistency
 from syncline._devtools import ServerProcess
 
-from .conftest import MakeProject
-from .test_workers import WORKER_FILES, call, finish_clients, start_clients
+from .conftest import StartNode
+from .test_workers import (
+    assert_consistent,
+    call,
+    consistency_scenario,
+    finish_clients,
+    start_clients,
+    start_watchers,
+)
 
 pytestmark = pytest.mark.slow
 
-StartNode = Callable[..., ServerProcess]
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    require_module("psycopg", "pip install -e '.[postgres]'")
-    with database_for_test("syncline_nodes") as url:
-        yield url
-
-
-@pytest.fixture
-def start_node(
-    project: MakeProject, start_server: StartServer, database_url: str, tmp_path: Path
-) -> StartNode:
-    """``start_node(db=None)``: one more node (a copy of the project) on the test's database."""
-    source = project(WORKER_FILES, auth=False)
-    nodes: list[ServerProcess] = []
-
-    def start(db: str | None = None) -> ServerProcess:
-        folder = tmp_path / f"node{len(nodes)}"
-        shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".syncline"))
-        node = start_server(folder, args=["--db", db or database_url])
-        nodes.append(node)
-        return node
-
-    return start
+#: servers of the load tests log no sync frames: tracing each is a cost that is not the test's
+QUIET = {"SYNCLINE_TRACE_PROTOCOL": ""}
 
 
 def _job_runs(node: ServerProcess, at_least: int, timeout: float = 60) -> list[list[float]]:
@@ -120,6 +108,67 @@ def test_a_counter_counts_every_increment_made_through_three_nodes(
     )
     assert sum(served.values()) == 600
     assert set(served) == {node.pid for node in nodes}, served
+
+
+def test_transfers_through_three_nodes_keep_the_total(start_node: StartNode) -> None:
+    require_module("convex", "pip install convex")
+    nodes = [start_node(env=QUIET) for _ in range(3)]
+    watchers: list[subprocess.Popen[str]] = []
+    try:
+        call(nodes[0], "mutation", "bank:open_accounts", {"n": 10.0, "balance": 100.0})
+        for node in nodes:
+            started: list[subprocess.Popen[str]] = []
+            start_watchers(started, node.url, 1, 2)
+            watchers += started
+        procs = [p for node in nodes for p in start_clients(node.url, "bank", "bank", 1, 3, 40)]
+        outs = finish_clients(procs)
+        # The subscribers stop once they see the flag, set after every transfer.
+        call(nodes[1], "mutation", "bank:finish")
+        seen = finish_clients(watchers, timeout=60)
+    finally:
+        for proc in watchers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    errors = [e for out in outs for e in out["errors"]]
+    assert not errors, errors[:10]
+    bad = [b for out in seen for b in out["bad"]]
+    assert not bad, bad[:10]
+    # Each node's subscribers saw transfers go by, committed on every node.
+    assert all(out["results"] >= 2 * 2 for out in seen), [out["results"] for out in seen]
+    pids = {pid for out in outs for pids in out["acked"].values() for pid in pids}
+    assert pids == {node.pid for node in nodes}
+    assert sum(out["refused"] for out in outs) < 3 * 3 * 40  # some moved money
+    for node in nodes:
+        summary = call(node, "query", "bank:summary")
+        assert summary["total"] == 1000.0 and summary["lowest"] >= 0 and summary["done"]
+
+
+def test_live_queries_stay_consistent_with_writers_and_subscribers_on_other_nodes(
+    start_node: StartNode,
+) -> None:
+    nodes = [start_node(env=QUIET) for _ in range(3)]
+
+    async def scenario() -> tuple[consistency.World, list[consistency.Client], int]:
+        # Writers on nodes 0 and 1; subscribers on nodes 1 and 2: each subscriber sees
+        # commits of its own node and of others, and node 2's only through PostgreSQL.
+        writers = [await _client(f"writer{i}", nodes[i % 2]) for i in range(consistency.WRITERS)]
+        subscribers = [
+            await _client(f"subscriber{i}", nodes[1 + i % 2])
+            for i in range(consistency.SUBSCRIBERS)
+        ]
+        return await consistency_scenario(writers, subscribers)
+
+    world, clients, mutations = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert_consistent(world, clients, mutations)
+    totals = {json.dumps(call(node, "query", "items:total")) for node in nodes}
+    assert len(totals) == 1, totals
+
+
+async def _client(name: str, node: ServerProcess) -> consistency.Client:
+    client = consistency.Client(name, await AsyncWs.open(node.ws_url))
+    await client.start()
+    return client
 
 
 class _Proxy:

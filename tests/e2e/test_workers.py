@@ -449,9 +449,16 @@ async def placed_clients(
 async def cross_worker_scenario(
     url: str,
 ) -> tuple[consistency.World, list[consistency.Client], int]:
+    writers, subscribers = await placed_clients(url, consistency.WRITERS, consistency.SUBSCRIBERS)
+    return await consistency_scenario(writers, subscribers)
+
+
+async def consistency_scenario(
+    writers: list[consistency.Client], subscribers: list[consistency.Client]
+) -> tuple[consistency.World, list[consistency.Client], int]:
+    """Random writes by ``writers`` while ``subscribers`` change queries; stops every client."""
     rng = random.Random(consistency.SEED)
     world = consistency.World()
-    writers, subscribers = await placed_clients(url, consistency.WRITERS, consistency.SUBSCRIBERS)
     clients = [*writers, *subscribers]
     try:
         for i in range(12):
@@ -488,6 +495,24 @@ async def cross_worker_scenario(
             await client.stop()
 
 
+def assert_consistent(
+    world: consistency.World, clients: list[consistency.Client], mutations: int
+) -> None:
+    """Every client saw each of its queries as of each Transition's ts, and ends on the final state."""
+    problems = [p for c in clients for p in c.problems]
+    assert not problems, "\n".join(problems[:20])
+    assert mutations > 50, mutations
+    # Every accepted Transition shows every subscribed query as of its ts: where the
+    # subscribers are, the writers' commits arrived in order and complete.
+    mismatches = consistency.transition_mismatches(world, clients)
+    assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:20])
+    assert sum(len(c.snapshots) for c in clients) > 100
+    (final_state,) = world.states_at([max(ts for ts, _ in world.log)]).values()
+    for client in clients:
+        for query_id, result in client.ws.state.results.items():
+            assert result[1] == consistency.evaluate(client.queries[query_id], final_state)
+
+
 def test_live_queries_stay_consistent_with_writers_and_subscribers_on_other_workers(
     workers_project: Path,
 ) -> None:
@@ -498,18 +523,7 @@ def test_live_queries_stay_consistent_with_writers_and_subscribers_on_other_work
         )
     finally:
         server.stop()
-    problems = [p for c in clients for p in c.problems]
-    assert not problems, "\n".join(problems[:20])
-    assert mutations > 50, mutations
-    # Every accepted Transition shows every subscribed query as of its ts: on the
-    # subscribers' worker, the writers' commits arrived in order and complete.
-    mismatches = consistency.transition_mismatches(world, clients)
-    assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:20])
-    assert sum(len(c.snapshots) for c in clients) > 100
-    (final_state,) = world.states_at([max(ts for ts, _ in world.log)]).values()
-    for client in clients:
-        for query_id, result in client.ws.state.results.items():
-            assert result[1] == consistency.evaluate(client.queries[query_id], final_state)
+    assert_consistent(world, clients, mutations)
 
 
 # ----------------------------------------------------------------------------- SIGKILL
