@@ -26,7 +26,7 @@ from pathlib import Path
 
 from harness import require_or_skip
 
-__all__ = ["PrivateCluster", "private_cluster"]
+__all__ = ["PrivateCluster", "ports_below_ephemeral_range", "private_cluster"]
 
 
 def _bin_dir() -> Path | None:
@@ -40,19 +40,25 @@ def _bin_dir() -> Path | None:
     return Path(versions[-1]).parent if versions else None
 
 
-def _port_below_ephemeral_range() -> int:
+def ports_below_ephemeral_range(count: int = 1) -> list[int]:
+    """``count`` distinct free ports that the kernel never hands out by itself, so a
+    server restarted on one finds it free again (unless another test picked it this way)."""
     low = 32768
     with contextlib.suppress(OSError, ValueError):
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(max(1024, low - 12000), low)
-        with socket.socket() as sock:
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        for _ in range(200 * count):
+            sock = held.enter_context(socket.socket())
+            port = rng.randrange(max(1024, low - 12000), low)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+            ports.append(port)
+            if len(ports) == count:
+                return ports
     raise RuntimeError("no free port below the ephemeral range")
 
 
@@ -65,7 +71,7 @@ class PrivateCluster:
         self.log = folder / "server.log"
         self.folder = folder
         self._prefix = ["runuser", "-u", "postgres", "--"] if as_postgres else []
-        self.port = _port_below_ephemeral_range()
+        (self.port,) = ports_below_ephemeral_range()
 
     @property
     def url(self) -> str:
@@ -118,7 +124,7 @@ def private_cluster() -> Iterator[PrivateCluster]:
             except RuntimeError:
                 if attempt == 2:
                     raise
-                cluster.port = _port_below_ephemeral_range()  # taken since it was picked
+                (cluster.port,) = ports_below_ephemeral_range()  # taken since it was picked
         yield cluster
     finally:
         with contextlib.suppress(RuntimeError, OSError, subprocess.SubprocessError):

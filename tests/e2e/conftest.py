@@ -379,25 +379,42 @@ def database_url() -> Iterator[str]:
 @pytest.fixture
 def start_node(
     project: MakeProject, start_server: StartServer, database_url: str, tmp_path: Path
-) -> StartNode:
-    """``start_node(db=None, env=None)``: one more ``serve`` node on the test's database.
+) -> Iterator[StartNode]:
+    """``start_node(db=None, env=None, restartable=False)``: one more ``serve`` node on
+    the test's database.
 
     Each node is a copy of the project of ``tests/e2e/test_workers.py`` in its
-    own folder (its data folder lock and files), as on separate machines.
+    own folder (its data folder lock and files), as on separate machines. A
+    ``restartable`` node listens on ports below the kernel's ephemeral range, so
+    ``node.restart()`` finds them free again.
     """
+    from postgres_cluster import ports_below_ephemeral_range
+
     from .test_workers import WORKER_FILES
 
     source = project(WORKER_FILES, auth=False)
     nodes: list[ServerProcess] = []
+    own: list[ServerProcess] = []
 
-    def start(db: str | None = None, env: Mapping[str, str] | None = None) -> ServerProcess:
+    def start(
+        db: str | None = None, env: Mapping[str, str] | None = None, restartable: bool = False
+    ) -> ServerProcess:
         folder = tmp_path / f"node{len(nodes)}"
         shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".syncline"))
-        node = start_server(folder, args=["--db", db or database_url], env=env)
+        args = ["--db", db or database_url]
+        if restartable:
+            node = ServerProcess(folder, env={**trace_env(), **(env or {})}, args=args)
+            node.port, node.site_port = ports_below_ephemeral_range(2)
+            own.append(node)
+            node.run()
+        else:
+            node = start_server(folder, args=args, env=env)
         nodes.append(node)
         return node
 
-    return start
+    yield start
+    for node in own:
+        node.stop()
 
 
 @pytest.fixture
