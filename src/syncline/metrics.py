@@ -60,6 +60,9 @@ __all__ = [
     "OCC_CONFLICTS",
     "OCC_LOCKED_FALLBACKS",
     "OCC_RETRIES",
+    "POSTGRES_NOTIFY_QUEUE_USAGE",
+    "POSTGRES_WRITE_LOCK_HOLD_SECONDS",
+    "POSTGRES_WRITE_LOCK_WAIT_SECONDS",
     "REGISTRY",
     "SCHEDULED_JOBS",
     "SCHEDULER_LAG",
@@ -161,6 +164,30 @@ COMMITTER_QUEUE = Gauge(
     "syncline_committer_queue_depth",
     "Write jobs waiting for the committer when it last started a batch.",
     multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+
+# ---------------------------------------------------------------- PostgreSQL nodes
+
+POSTGRES_WRITE_LOCK_WAIT_SECONDS = Histogram(
+    "syncline_postgres_write_lock_wait_seconds",
+    "Time a commit batch waited for PostgreSQL's write lock (held by other nodes' commits), "
+    "from BEGIN to holding it.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+POSTGRES_WRITE_LOCK_HOLD_SECONDS = Histogram(
+    "syncline_postgres_write_lock_hold_seconds",
+    "Time this node held PostgreSQL's write lock for one commit batch (writes, NOTIFY, COMMIT): "
+    "every node's commits wait this long for each other.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+POSTGRES_NOTIFY_QUEUE_USAGE = Gauge(
+    "syncline_postgres_notify_queue_usage",
+    "Fraction of PostgreSQL's notification queue in use (pg_notification_queue_usage), "
+    "checked every 10 s; at 1 every commit fails.",
+    multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postgres_databases import database_for_test, maintenance_url
+from syncline import metrics
 from syncline.errors import DatabaseUnavailable, InvalidRequest
 from syncline.persistence import open_persistence
 from syncline.persistence.base import BY_ID_INDEX, CommitRow, Persistence
@@ -222,6 +223,31 @@ def test_a_commit_waits_for_the_write_lock_at_most_lock_timeout_ms(open_store: O
     waiter.commit_write(waiter.begin_write())
 
 
+def _sample(name: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(name)
+    assert value is not None, name
+    return value
+
+
+def test_the_write_lock_s_wait_and_hold_times_are_measured(open_store: OpenStore) -> None:
+    holder, waiter = open_store(), open_store()
+    waits = _sample("syncline_postgres_write_lock_wait_seconds_count")
+    waited = _sample("syncline_postgres_write_lock_wait_seconds_sum")
+    holds = _sample("syncline_postgres_write_lock_hold_seconds_count")
+    held = _sample("syncline_postgres_write_lock_hold_seconds_sum")
+    conn = holder.begin_write()
+    waiting = threading.Thread(target=lambda: waiter.abort_write(waiter.begin_write()))
+    waiting.start()
+    time.sleep(0.3)
+    holder.commit_write(conn)
+    waiting.join(10)
+    assert _sample("syncline_postgres_write_lock_wait_seconds_count") - waits == 2
+    # The second waited for the first, which held the lock that long.
+    assert _sample("syncline_postgres_write_lock_wait_seconds_sum") - waited >= 0.25
+    assert _sample("syncline_postgres_write_lock_hold_seconds_count") - holds == 2
+    assert _sample("syncline_postgres_write_lock_hold_seconds_sum") - held >= 0.25
+
+
 def test_a_statement_runs_at_most_statement_timeout_ms(open_store: OpenStore) -> None:
     store = open_store("?statement_timeout_ms=200")
     reader = store.reader()
@@ -359,5 +385,7 @@ def test_the_listener_watches_the_notification_queue(
         wakeups.receive(0.01)
         assert wakeups.queue_use is not None and 0.0 <= wakeups.queue_use < 0.5  # type: ignore[attr-defined]
         assert "notification queue is 0% full" in caplog.text
+        exposed = _sample("syncline_postgres_notify_queue_usage")
+        assert exposed == wakeups.queue_use  # type: ignore[attr-defined]
     finally:
         wakeups.close()

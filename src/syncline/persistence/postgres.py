@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import psycopg
 
+from syncline import metrics
 from syncline.errors import DatabaseUnavailable, InternalError
 from syncline.persistence.base import (
     CATALOG_VERSION_GLOBAL,
@@ -578,6 +580,8 @@ class PostgresPersistence(Persistence):
             self._writer.session.close()
             raise
         self._writer_busy = threading.Lock()
+        #: when the current write transaction took the write lock (perf_counter)
+        self._lock_held_from = 0.0
         #: up to ``max_readers`` readers, each opened when none is idle
         self._readers = ReaderPool(self._open_reader, self.settings.max_readers)
         self._closed = False
@@ -643,12 +647,15 @@ class PostgresPersistence(Persistence):
                 self._writer = self._open_writer()
             writer = self._writer
             writer.newest_commit = 0
+            asked = time.perf_counter()
             try:
                 # Under the write lock: the head includes every other node's commits.
                 writer._read_head(_BEGIN_WRITE, "taking the write lock")
             except BaseException:
                 self._rollback_quietly()
                 raise
+            self._lock_held_from = time.perf_counter()
+            metrics.POSTGRES_WRITE_LOCK_WAIT_SECONDS.observe(self._lock_held_from - asked)
         except BaseException:
             self._writer_busy.release()
             raise
@@ -673,13 +680,19 @@ class PostgresPersistence(Persistence):
             self._rollback_quietly()
             raise
         finally:
+            self._lock_released()
             self._writer_busy.release()
 
     def abort_write(self, conn: WriteConnection) -> None:
         try:
             self._rollback_quietly()
         finally:
+            self._lock_released()
             self._writer_busy.release()
+
+    def _lock_released(self) -> None:
+        """The write transaction ended (its lock with it): count how long it was held."""
+        metrics.POSTGRES_WRITE_LOCK_HOLD_SECONDS.observe(time.perf_counter() - self._lock_held_from)
 
     def _rollback_quietly(self) -> None:
         session = self._writer.session

@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from syncline import metrics
 from syncline.errors import SynclineError
 from syncline.persistence.postgres import NOTIFY_CHANNEL
 from syncline.persistence.postgres_session import Session, translate_errors
@@ -135,6 +136,8 @@ class PostgresCommitWakeups:
     def _check_queue(self) -> None:
         self._next_queue_check = time.monotonic() + QUEUE_CHECK_S
         self.queue_use = self.queue_usage()
+        if self.queue_use is not None:
+            metrics.POSTGRES_NOTIFY_QUEUE_USAGE.set(self.queue_use)
         if self.queue_use is not None and self.queue_use >= QUEUE_WARN_AT:
             log.warning(
                 "PostgreSQL's notification queue is %.0f%% full: a session that LISTENs "
