@@ -149,6 +149,61 @@ class Change:
     result: str
 
 
+def normalize_changes(
+    changes: Mapping[str, str | None] | Iterable[tuple[str, str | None]],
+) -> list[tuple[str, str | None]]:
+    """``changes`` as (name, value or None) pairs, checked: names, values, no name twice."""
+    pairs = list(changes.items() if isinstance(changes, Mapping) else changes)
+    seen: set[str] = set()
+    out = []
+    for name, value in pairs:
+        check_name(name)
+        if name in seen:
+            raise EnvVarError(
+                f"Environment variable {name} appears twice in one update",
+                code="DuplicateEnvVar",
+            )
+        seen.add(name)
+        out.append((name, None if value is None else check_value(name, value)))
+    return out
+
+
+def write_changes(
+    tx: Transaction, changes: Mapping[str, str | None] | Iterable[tuple[str, str | None]]
+) -> list[Change]:
+    """Set (a string) or remove (None) variables in ``tx``; :class:`EnvVarError` if one
+    breaks the rules (the caller's transaction then fails and nothing is written)."""
+    return _write(tx, normalize_changes(changes))
+
+
+def _write(tx: Transaction, changes: list[tuple[str, str | None]]) -> list[Change]:
+    done: list[Change] = []
+    for name, value in changes:
+        doc = _find(tx, name)
+        if value is None:
+            if doc is None:
+                done.append(Change(name, "absent"))
+            else:
+                tx.delete(doc["_id"])
+                done.append(Change(name, "removed"))
+        elif doc is None:
+            tx.insert(TABLE, {"name": name, "value": value})
+            done.append(Change(name, "created"))
+        elif doc["value"] != value:
+            tx.patch(doc["_id"], {"value": value})
+            done.append(Change(name, "updated"))
+        else:
+            done.append(Change(name, "unchanged"))
+    if any(c.result == "created" for c in done):
+        count = tx.count(TABLE)
+        if count > MAX_VARIABLES:
+            raise EnvVarError(
+                f"Too many environment variables: {count} (the limit is {MAX_VARIABLES})",
+                code="TooManyEnvVars",
+            )
+    return done
+
+
 class EnvironmentVariables:
     """One deployment's environment variables (owned by the Application)."""
 
@@ -248,50 +303,9 @@ class EnvironmentVariables:
         return dict(sorted(result.value.items()))
 
     @staticmethod
-    def _normalize(
-        changes: Mapping[str, str | None] | Iterable[tuple[str, str | None]],
-    ) -> list[tuple[str, str | None]]:
-        pairs = list(changes.items() if isinstance(changes, Mapping) else changes)
-        seen: set[str] = set()
-        out = []
-        for name, value in pairs:
-            check_name(name)
-            if name in seen:
-                raise EnvVarError(
-                    f"Environment variable {name} appears twice in one update",
-                    code="DuplicateEnvVar",
-                )
-            seen.add(name)
-            out.append((name, None if value is None else check_value(name, value)))
-        return out
-
-    def _apply(self, changes: list[tuple[str, str | None]]) -> Any:
+    def _apply(changes: list[tuple[str, str | None]]) -> Any:
         def body(tx: Transaction) -> tuple[list[Change], dict[str, str]]:
-            done: list[Change] = []
-            for name, value in changes:
-                doc = _find(tx, name)
-                if value is None:
-                    if doc is None:
-                        done.append(Change(name, "absent"))
-                    else:
-                        tx.delete(doc["_id"])
-                        done.append(Change(name, "removed"))
-                elif doc is None:
-                    tx.insert(TABLE, {"name": name, "value": value})
-                    done.append(Change(name, "created"))
-                elif doc["value"] != value:
-                    tx.patch(doc["_id"], {"value": value})
-                    done.append(Change(name, "updated"))
-                else:
-                    done.append(Change(name, "unchanged"))
-            if any(c.result == "created" for c in done):
-                count = tx.count(TABLE)
-                if count > MAX_VARIABLES:
-                    raise EnvVarError(
-                        f"Too many environment variables: {count} (the limit is {MAX_VARIABLES})",
-                        code="TooManyEnvVars",
-                    )
-            return done, read_all(tx)
+            return _write(tx, changes), read_all(tx)
 
         return body
 
@@ -299,7 +313,7 @@ class EnvironmentVariables:
         self, changes: Mapping[str, str | None] | Iterable[tuple[str, str | None]]
     ) -> list[Change]:
         """Set (a string) or remove (None) variables, all in one commit (blocking)."""
-        normalized = self._normalize(changes)
+        normalized = normalize_changes(changes)
         result = self.database.write_sync(self._apply(normalized))
         done, values = result.value
         self._install(values, result.ts)
@@ -309,7 +323,7 @@ class EnvironmentVariables:
         self, changes: Mapping[str, str | None] | Iterable[tuple[str, str | None]]
     ) -> list[Change]:
         """Like :meth:`update`, awaiting the writer instead of blocking."""
-        normalized = self._normalize(changes)
+        normalized = normalize_changes(changes)
         result = await self.database.write(self._apply(normalized))
         done, values = result.value
         self._install(values, result.ts)

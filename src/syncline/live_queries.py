@@ -1,8 +1,11 @@
 """Live queries: shared query subscriptions kept up to date as commits land.
 
-One :class:`LiveQuery` exists per (path, args, journal, identity-if-it-matters):
-the identity is part of the key only when the query read ``ctx.auth``
-(design §3.2). A paginated query's first run pins its page end; from then
+One :class:`LiveQuery` exists per (path, args, journal, admin or not,
+identity-if-it-matters): the identity is part of the key only when the query
+read ``ctx.auth`` (design §3.2). Whether the caller holds the admin key is
+always part of it: an admin may run internal and system functions, so an
+admin's result (a secret) and a non-admin's (a "function not found" error)
+of one path are never handed to the other. A paginated query's first run pins its page end; from then
 on it is keyed by that journal, so a later first-page subscriber gets a fresh
 page of its own. Each holds its latest result and the interval of timestamps
 over which that result is known to be valid::
@@ -47,7 +50,7 @@ from syncline.errors import NO_ERROR_DATA, InternalError
 from syncline.functions.executor import Executor, normalize_args
 from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.functions.paths import canonicalize_path
-from syncline.identity import ANONYMOUS, Admin, Identity, System, User
+from syncline.identity import ANONYMOUS, Admin, Identity, System, User, is_admin
 from syncline.values.json import to_json
 
 log = logging.getLogger("syncline.live")
@@ -182,8 +185,9 @@ class LiveQuery:
 
     @property
     def shared(self) -> bool:
-        """Shared by callers of any identity (the query did not read ``ctx.auth``)."""
-        return self.key[3] is None
+        """Shared by callers of any identity with the same rights (it did not read
+        ``ctx.auth``)."""
+        return self.key[4] is None
 
     def valid_through(self, processed_ts: int) -> int:
         return processed_ts if self.invalid_at is None else self.invalid_at - 1
@@ -252,10 +256,11 @@ class LiveQueryManager:
         except Exception:
             # Bad paths or args fail like any query: a QueryFailed result, keyed apart.
             canonical, normalized, args_key = str(path), args, repr(args).encode()
-        shared_key = (canonical, args_key, journal, None)
+        privileged = is_admin(identity)
+        shared_key = (canonical, args_key, journal, privileged, None)
         query = self._queries.get(shared_key)
         if query is None:
-            own_key = (canonical, args_key, journal, identity_key(identity))
+            own_key = (canonical, args_key, journal, privileged, identity_key(identity))
             query = self._queries.get(own_key)
             if query is None:
                 query = LiveQuery(own_key, canonical, normalized, journal, identity)
@@ -433,8 +438,8 @@ class LiveQueryManager:
         query with that key exists already (its subscribers should join it).
         """
         query.journal = journal
-        pinned_key = (query.key[0], query.key[1], journal, query.key[3])
-        if pinned_key in self._queries or (*pinned_key[:3], None) in self._queries:
+        pinned_key = (query.key[0], query.key[1], journal, *query.key[3:])
+        if pinned_key in self._queries or (*pinned_key[:4], None) in self._queries:
             return False
         if self._queries.get(query.key) is query:
             del self._queries[query.key]
@@ -444,7 +449,7 @@ class LiveQueryManager:
 
     def _share(self, query: LiveQuery) -> None:
         """The query does not depend on identity: let every caller use it."""
-        shared_key = (*query.key[:3], None)
+        shared_key = (*query.key[:4], None)
         if shared_key in self._queries or self._queries.get(query.key) is not query:
             return
         del self._queries[query.key]

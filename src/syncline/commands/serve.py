@@ -276,6 +276,12 @@ _deploy_option = click.option(
     "files may be unpacked (bytes, or e.g. 8MiB).",
 )
 
+_dashboard_option = click.option(
+    "--no-dashboard",
+    is_flag=True,
+    help="Serve no web dashboard (/dashboard and its login and health routes answer 404).",
+)
+
 
 def _backups(app: Application, options: dict[str, Any]) -> Any:
     """``--backup-every``: the coroutine function writing scheduled backups, or None."""
@@ -415,6 +421,13 @@ def _announce(app: Application, options: dict[str, Any], *, dev: bool, workers: 
     )
     if options["metrics_port"] is not None:
         echo(f"  Metrics:       http://{host}:{options['metrics_port']}/metrics")
+    if not options.get("no_dashboard") and app.admin_key is not None:
+        from syncline.dashboard.login import LoginTokens, login_url
+
+        base = f"http://{reachable}:{port}"
+        link = login_url(base, LoginTokens(app.admin_key, app.database, app.clock).issue())
+        echo(f"  Dashboard:     {base}/dashboard/")
+        echo(f"  Login link:    {link} (works once, for 10 minutes)")
     echo(f"  Admin key:     {data_dir / ADMIN_KEY_FILE}")
     echo(f"  Functions:     {len(app.registry.functions)} loaded")
     if app.storage is not None:
@@ -550,6 +563,7 @@ def _run_application(
                 wakeups=None if worker is None else worker.wakeups(),
                 max_import_bytes=options["max_import_size"],
                 max_deploy_bytes=options.get("max_deploy_size", DEFAULT_MAX_DEPLOY_BYTES),
+                dashboard=not options.get("no_dashboard", False),
             )
         )
     except (KeyboardInterrupt, ShutdownRequested):
@@ -668,6 +682,7 @@ def _close_all(sockets: list[socket.socket]) -> None:
 @_server_options
 @_backup_options
 @_deploy_option
+@_dashboard_option
 def serve(**options: Any) -> None:
     """Serve a project in production mode (errors to clients are redacted).
 

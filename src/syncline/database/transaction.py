@@ -76,6 +76,8 @@ _NO_GUARD: AbstractContextManager[Any] = nullcontext()
 #: one conflict like any read and write of one document
 REQUESTS_PSEUDO_INDEX = "_mutation_requests.by_key"
 UPLOAD_TOKENS_PSEUDO_INDEX = "_upload_tokens.by_nonce"
+#: a table's creation writes its name here: a read of the list of tables sees new ones
+TABLES_PSEUDO_INDEX = "_tables.by_name"
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MiB = 1 << 20
 
@@ -358,6 +360,11 @@ class Transaction:
         """A document :meth:`search` returned, counted as read (its read is the search's)."""
         return self._load(doc_id)
 
+    def tables(self) -> list[TableInfo]:
+        """Every table that exists, read so that a table created later invalidates the read."""
+        self._record(TABLES_PSEUDO_INDEX, Interval(b"", b"\xff"))
+        return list(self.catalog.tables())
+
     def count(self, table: str) -> int:
         """Number of documents in a table (reads the whole table's range)."""
         index = self.index(table, BY_CREATION_TIME)
@@ -391,6 +398,7 @@ class Transaction:
 
     def _create_table(self, name: str) -> TableInfo:
         conn = self._require_writable()
+        self.writes.add_key(TABLES_PSEUDO_INDEX, encode_key((name,)))
         spec = SYSTEM_TABLES_BY_NAME.get(name)
         number = spec.number if spec else self.catalog.next_user_table_number()
         conn.create_table(name, number)

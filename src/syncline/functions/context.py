@@ -295,6 +295,12 @@ class MutationCtx(QueryCtx):
         return DatabaseWriter(tx)
 
 
+def transaction_of(ctx: QueryCtx) -> Transaction:
+    """The transaction a query's or mutation's ``ctx`` runs in (for the server's own
+    functions, :mod:`syncline.functions.system`, which read and write system tables)."""
+    return ctx._tx
+
+
 class ActionRunner(Protocol):
     """How an action calls other functions (implemented by the executor)."""
 

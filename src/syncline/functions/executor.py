@@ -49,7 +49,8 @@ from syncline.functions.context import ActionCtx, ActionRunner, MutationCtx, Que
 from syncline.functions.limits import ExecutionLimits, Interrupted, Watchdog
 from syncline.functions.outcomes import Outcome, expected_failure, log_failure
 from syncline.functions.registration import FunctionKind, RegisteredFunction
-from syncline.identity import ANONYMOUS, Identity, is_admin
+from syncline.functions.system import SYSTEM_PREFIX, SystemFunctions, is_system_path
+from syncline.identity import ANONYMOUS, Admin, Identity, is_admin
 from syncline.metrics import UNKNOWN_FUNCTION, observe_call
 from syncline.values.json import from_python, object_from_python
 from syncline.values.size import NOT_FAST, check_value_limits, copy_within_limits
@@ -232,6 +233,11 @@ class _Call:
         seconds = time.perf_counter() - self.started
         outcome.duration_ms = seconds * 1000
         executor = self.executor
+        if outcome.path.startswith(SYSTEM_PREFIX) and isinstance(outcome.caller, Admin):
+            # The dashboard's own calls: not the deployment's traffic (functions/system.py).
+            if outcome.error is not None and executor.log_failures:
+                log_failure(outcome)
+            return suppress
         if executor.count_calls:
             executor.count(outcome, seconds)
         if outcome.error is not None and executor.log_failures:
@@ -267,6 +273,8 @@ class Executor:
         self._watchdog = Watchdog(max_memory_bytes=self.limits.max_memory_bytes)
         self._action_loops = ActionLoops(action_loops)
         self._ctx_members: dict[str, CtxMemberFactory] = {}
+        #: functions built into the server (``_system/...``), for admin callers only
+        self.system = SystemFunctions()
         #: called with every finished call's Outcome (dev console, log streams)
         self.observers: list[Callable[[Outcome], None]] = []
         #: write failed calls (with request id and traceback) to the ``syncline.functions`` log
@@ -355,8 +363,21 @@ class Executor:
         )
 
     def resolve(
-        self, path: str, kind: FunctionKind, identity: Identity, *, allow_internal: bool = False
+        self,
+        path: str,
+        kind: FunctionKind | None,
+        identity: Identity,
+        *,
+        allow_internal: bool = False,
     ) -> RegisteredFunction:
+        """The function a caller with this identity may run at ``path`` (any kind if None).
+
+        Internal functions need ``allow_internal`` or the admin key; system
+        functions (``_system/...``) the admin key, whatever ``allow_internal``
+        says: a user's action or scheduled job cannot reach them.
+        """
+        if is_system_path(path):
+            return self.system.resolve(path, kind=kind, identity=identity)
         return self._registry().resolve(
             path, kind=kind, allow_internal=allow_internal or is_admin(identity)
         )

@@ -198,7 +198,7 @@ class HttpApi:
             path = body.get("path")
             if not isinstance(path, str):
                 raise InvalidRequest("`path` must be a string", code="BadPath")
-            fn = self.app.registry.resolve(path, allow_internal=True)
+            fn = self.app.executor.resolve(path, None, identity, allow_internal=True)
             args = _decode_args(body.get("args"))
             outcome = await self._run(fn.kind, path, args, identity, allow_internal=True)
         except SynclineError as exc:
@@ -214,7 +214,7 @@ class HttpApi:
             body = await _json_body(request) if request.method == "POST" else {}
             fmt = _format(body, "json")
             identity = await self._identity(request)
-            fn = self.app.registry.resolve(path, allow_internal=is_admin(identity))
+            fn = self.app.executor.resolve(path, None, identity, allow_internal=is_admin(identity))
             args = _decode_args(body.get("args"))
             outcome = await self._run(
                 fn.kind, path, args, identity, allow_internal=is_admin(identity)

@@ -15,6 +15,8 @@ Routes (API port, 3210 by default):
 * ``GET /api/admin/export``, ``POST /api/admin/import`` — online backup and restore,
   admin only (``snapshot_api.py``);
 * ``POST /api/admin/deploy`` — new code for the running deployment, admin only (``deploy.py``);
+* ``/dashboard``, ``/api/admin/dashboard/health|login`` — the web dashboard, unless turned
+  off (``dashboard_api.py``); its pages call the ``_system/dashboard/`` functions over sync;
 * ``/http/{path}`` — HTTP actions, as on the site port (``http_actions.py``).
 
 Paths with doubled slashes (``//api/query``: the JS client appends ``/api``
@@ -28,6 +30,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -39,10 +42,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncline.__about__ import __version__
+from syncline.dashboard import install_system_functions
 from syncline.errors import DatabaseUnavailable
 from syncline.functions.registration import FunctionKind
 from syncline.server import admin, deploy, env_api, observability, snapshot_api
 from syncline.server.api import HttpApi
+from syncline.server.dashboard_api import Dashboard
 from syncline.server.http_actions import HttpActionsMount, SiteApp
 from syncline.server.lean_api import LeanApi
 from syncline.server.storage import StorageApi
@@ -77,6 +82,8 @@ def create_app(
     sync_limits: ConnectionLimits | None = None,
     max_import_bytes: int = snapshot_api.DEFAULT_MAX_IMPORT_BYTES,
     max_deploy_bytes: int = deploy.DEFAULT_MAX_DEPLOY_BYTES,
+    dashboard: bool = True,
+    dashboard_static: Path | None = None,
 ) -> ASGIApp:
     """The API-port ASGI app for ``application``.
 
@@ -85,7 +92,12 @@ def create_app(
     ``sync_limits`` bound each sync connection (default: ``ConnectionLimits()``);
     ``max_import_bytes`` the snapshot a ``POST /api/admin/import`` may upload,
     ``max_deploy_bytes`` the bundle a ``POST /api/admin/deploy`` may.
+    ``dashboard=False`` serves no dashboard (``serve --no-dashboard``);
+    ``dashboard_static`` is the folder of its built files (default: the package's).
+    The dashboard's system functions are served to admin callers either way.
     """
+    install_system_functions(application)
+    board = Dashboard(application, dashboard_static) if dashboard else None
     api = HttpApi(application)
     storage = StorageApi(application)
     deployer = deploy.Deployer(application, max_bytes=max_deploy_bytes)
@@ -105,7 +117,10 @@ def create_app(
         if manage_lifecycle:
             await application.start()
         try:
-            async with follower.running():  # code other processes deploy
+            async with contextlib.AsyncExitStack() as running:
+                await running.enter_async_context(follower.running())  # others' deploys
+                if board is not None:
+                    await running.enter_async_context(board.counting())
                 yield
         finally:
             if manage_lifecycle:
@@ -131,6 +146,7 @@ def create_app(
         *observability.routes(application),
         *snapshot_api.routes(application, max_import_bytes=max_import_bytes),
         *deploy.routes(application, deployer),
+        *(board.routes() if board is not None else []),
     ]
     middleware = [
         Middleware(CollapseSlashes),

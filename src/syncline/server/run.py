@@ -79,6 +79,7 @@ async def serve(
     wakeups: WakeupChannel | None = None,
     max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES,
     max_deploy_bytes: int = DEFAULT_MAX_DEPLOY_BYTES,
+    dashboard: bool = True,
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
 
@@ -95,6 +96,7 @@ async def serve(
     others after its commits and publishes theirs (a
     :class:`~syncline.server.wakeup.CommitFollower`). A store that delivers
     wake-ups itself (PostgreSQL: LISTEN/NOTIFY) is followed the same way.
+    ``dashboard=False`` serves no web dashboard (``serve --no-dashboard``).
     """
     if api_sockets is None:
         api_sockets = listen(host, port)
@@ -112,6 +114,7 @@ async def serve(
                 sync_limits=sync_limits,
                 max_import_bytes=max_import_bytes,
                 max_deploy_bytes=max_deploy_bytes,
+                dashboard=dashboard,
             ),
             body_timeout_s=limits.body_timeout_s,
         ),
