@@ -36,7 +36,7 @@ DASHBOARD_FILES: dict[str, str] = {
         })
     """,
     "tasks.py": """
-        from syncline import internal_mutation, internal_query, mutation, query, v
+        from syncline import action, internal_mutation, internal_query, mutation, query, v
 
 
         @query
@@ -68,6 +68,23 @@ DASHBOARD_FILES: dict[str, str] = {
         @query
         def broken(ctx):
             raise ValueError("broken on purpose")
+
+
+        @action
+        async def sneaky(ctx):
+            # A user's action may run internal functions: never the dashboard's.
+            return await ctx.run_query("_system/dashboard/env:list")
+
+
+        @mutation
+        def schedule_system(ctx):
+            return ctx.scheduler.run_after(0, "_system/dashboard/data:clear", {"table": "tasks"})
+
+
+        @internal_mutation(args={"n": v.float64()})
+        def seed(ctx, n):
+            for i in range(int(n)):
+                ctx.db.insert("tasks", {"title": f"t{i}", "done": i % 2 == 0, "rank": float(i)})
     """,
 }
 
