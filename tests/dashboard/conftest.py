@@ -36,7 +36,7 @@ DASHBOARD_FILES: dict[str, str] = {
         })
     """,
     "tasks.py": """
-        from syncline import action, internal_mutation, internal_query, mutation, query, v
+        from syncline import ConvexError, action, internal_mutation, internal_query, mutation, query, v
 
 
         @query
@@ -68,6 +68,11 @@ DASHBOARD_FILES: dict[str, str] = {
         @query
         def broken(ctx):
             raise ValueError("broken on purpose")
+
+
+        @mutation
+        def refuse(ctx):
+            raise ConvexError({"code": "NO", "message": "refused"})
 
 
         @action
