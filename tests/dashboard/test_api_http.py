@@ -36,6 +36,7 @@ def static_dir(tmp_path: Path) -> Path:
     (root / "assets").mkdir(parents=True)
     (root / "index.html").write_text(INDEX)
     (root / "assets" / "index-abc123.js").write_text("console.log('app')")
+    (root / "favicon.svg").write_text("<svg/>")
     (tmp_path / "secret.txt").write_text("not for you")
     return root
 
@@ -69,6 +70,9 @@ def test_pages_are_the_index_and_assets_are_files(app: Application, static_dir: 
             assert page.text == INDEX
             assert page.headers["content-type"].startswith("text/html")
             assert page.headers["cache-control"] == "no-cache"
+        icon = client.get("/dashboard/favicon.svg")
+        assert icon.text == "<svg/>"
+        assert icon.headers["cache-control"] == "no-cache"
         asset = client.get("/dashboard/assets/index-abc123.js")
         assert asset.status_code == 200
         assert asset.text == "console.log('app')"
@@ -82,6 +86,8 @@ def test_pages_are_the_index_and_assets_are_files(app: Application, static_dir: 
             response = client.get(missing)
             assert response.status_code == 404, missing
             assert "not for you" not in response.text
+        # Outside the folder is no file of it: the page's route, answered with the page.
+        assert client.get("/dashboard/%2e%2e/secret.txt").text == INDEX
 
 
 def test_without_a_built_ui_pages_are_404(app: Application, tmp_path: Path) -> None:

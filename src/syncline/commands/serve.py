@@ -424,7 +424,7 @@ def _announce(app: Application, options: dict[str, Any], *, dev: bool, workers: 
     if not options.get("no_dashboard") and app.admin_key is not None:
         from syncline.dashboard.login import LoginTokens, login_url
 
-        base = f"http://{reachable}:{port}"
+        base = app.public_url  # --public-url, else this host and port
         link = login_url(base, LoginTokens(app.admin_key, app.database, app.clock).issue())
         echo(f"  Dashboard:     {base}/dashboard/")
         echo(f"  Login link:    {link} (works once, for 10 minutes)")
