@@ -69,16 +69,21 @@ def page(board: Board, **args: Any) -> dict[str, Any]:
     return result
 
 
-def test_page_defaults_to_newest_first_and_pages_to_the_end(board: Board) -> None:
-    seed(board, 25)
-    titles: list[str] = []
+def every_page(board: Board, size: int, **args: Any) -> list[dict[str, Any]]:
+    """The documents of every page of ``size``, following the cursors to the end."""
+    documents: list[dict[str, Any]] = []
     cursor = None
     while True:
-        result = page(board, paginationOpts={"numItems": 10, "cursor": cursor})
-        titles += [d["title"] for d in result["page"]]
+        result = page(board, paginationOpts={"numItems": size, "cursor": cursor}, **args)
+        documents += result["page"]
         if result["isDone"]:
-            break
+            return documents
         cursor = result["continueCursor"]
+
+
+def test_page_defaults_to_newest_first_and_pages_to_the_end(board: Board) -> None:
+    seed(board, 25)
+    titles = [d["title"] for d in every_page(board, 10)]
     assert titles == [f"t{i}" for i in reversed(range(25))]
 
 
@@ -102,21 +107,17 @@ def test_page_over_an_index_with_equality_a_range_and_filters(board: Board) -> N
     assert [d["rank"] for d in result["page"]] == [10, 12, 14, 16, 18]
     assert result["isDone"] is True
     # Pages of 2 along the same range, to its end.
-    ranks: list[float] = []
-    cursor = None
-    while True:
-        part = page(
+    ranks = [
+        d["rank"]
+        for d in every_page(
             board,
+            2,
             index="by_done_rank",
             order="desc",
             eq=[["done", True]],
             lower={"value": 10, "inclusive": False},
-            paginationOpts={"numItems": 2, "cursor": cursor},
         )
-        ranks += [d["rank"] for d in part["page"]]
-        if part["isDone"]:
-            break
-        cursor = part["continueCursor"]
+    ]
     assert ranks == [38, 36, 34, 32, 30, 28, 26, 24, 22, 20, 18, 16, 14, 12]
     # A filter on a nested field, on any index.
     owned = page(board, filters=[["meta.owner", "ada"]])

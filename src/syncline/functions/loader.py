@@ -68,12 +68,7 @@ class FunctionRegistry:
             if allow_internal:
                 raise FunctionNotFound(f"Could not find function for '{canonical}'{hint}")
             raise FunctionNotFound(f"Could not find public function for '{canonical}'{hint}")
-        if kind is not None and fn.kind is not kind:
-            raise FunctionNotFound(
-                f"Trying to execute {canonical} as {kind.title}, but it is defined as "
-                f"{fn.kind.title}.",
-                code="WrongFunctionKind",
-            )
+        check_kind(fn, canonical, kind)
         return fn
 
     def _did_you_mean(self, path: str, *, allow_internal: bool) -> str:
@@ -86,6 +81,15 @@ class FunctionRegistry:
         ]
         match = suggest_path(path, visible)
         return "" if match is None else f". Did you mean `{match}`?"
+
+
+def check_kind(fn: RegisteredFunction, canonical: str, kind: FunctionKind | None) -> None:
+    """Refuse to run ``fn`` (at ``canonical``) as another ``kind`` than its own (None: any)."""
+    if kind is not None and fn.kind is not kind:
+        raise FunctionNotFound(
+            f"Trying to execute {canonical} as {kind.title}, but it is defined as {fn.kind.title}.",
+            code="WrongFunctionKind",
+        )
 
 
 def _module_files(root: Path) -> Iterator[Path]:

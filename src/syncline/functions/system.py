@@ -15,6 +15,7 @@ itself would otherwise fill the logs it shows.
 from __future__ import annotations
 
 from syncline.errors import FunctionNotFound
+from syncline.functions.loader import check_kind
 from syncline.functions.paths import canonicalize_path
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.identity import Identity, is_admin
@@ -54,10 +55,5 @@ class SystemFunctions:
         fn = self.functions.get(canonical)
         if fn is None:
             raise FunctionNotFound(f"Could not find function for '{canonical}'")
-        if kind is not None and fn.kind is not kind:
-            raise FunctionNotFound(
-                f"Trying to execute {canonical} as {kind.title}, but it is defined as "
-                f"{fn.kind.title}.",
-                code="WrongFunctionKind",
-            )
+        check_kind(fn, canonical, kind)
         return fn
