@@ -198,6 +198,7 @@ def _wait_for_line(server: ServerProcess, pattern: str, timeout: float = 10.0) -
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_dev_prints_the_dashboard_and_a_login_link_that_works(
     tmp_path: Path, start_server: StartServer
 ) -> None:
@@ -216,6 +217,7 @@ def test_dev_prints_the_dashboard_and_a_login_link_that_works(
         )
 
 
+@pytest.mark.slow
 def test_serve_no_dashboard(tmp_path: Path, start_server: StartServer) -> None:
     write_functions(tmp_path / "functions", DASHBOARD_FILES)
     server = start_server(tmp_path, args=["--no-dashboard"])
