@@ -36,6 +36,7 @@ def static_dir(tmp_path: Path) -> Path:
     (root / "assets").mkdir(parents=True)
     (root / "index.html").write_text(INDEX)
     (root / "assets" / "index-abc123.js").write_text("console.log('app')")
+    (root / "assets" / "vendor-def456.js").write_text("export const big = 1;\n" * 2000)
     (root / "favicon.svg").write_text("<svg/>")
     (tmp_path / "secret.txt").write_text("not for you")
     return root
@@ -70,6 +71,10 @@ def test_pages_are_the_index_and_assets_are_files(app: Application, static_dir: 
             assert page.text == INDEX
             assert page.headers["content-type"].startswith("text/html")
             assert page.headers["cache-control"] == "no-cache"
+        vendor = client.get("/dashboard/assets/vendor-def456.js")
+        assert vendor.headers["content-encoding"] == "gzip"
+        assert vendor.text == "export const big = 1;\n" * 2000
+        assert int(vendor.headers["content-length"]) < len(vendor.text) / 10
         icon = client.get("/dashboard/favicon.svg")
         assert icon.text == "<svg/>"
         assert icon.headers["cache-control"] == "no-cache"

@@ -2,7 +2,8 @@
 
 * ``GET /dashboard`` redirects to ``/dashboard/``; ``GET /dashboard/<route>``
   answers ``index.html`` (``Cache-Control: no-cache``: the app routes in the
-  browser), ``GET /dashboard/assets/<file>`` the file (cached for good).
+  browser), ``GET /dashboard/assets/<file>`` the file (cached for good),
+  gzip-compressed for clients that accept it.
   Without a built UI (or with ``serve --no-dashboard``, which mounts none of
   these routes) they are 404.
 * ``POST /api/admin/dashboard/login`` with ``{"token"}``: ``{"adminKey"}``
@@ -25,9 +26,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from syncline.auth.credentials import require_admin
 from syncline.dashboard import static
@@ -59,10 +61,15 @@ class Dashboard:
         finally:
             self.stats.detach()
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        # The built files are compressed on the way out (a bundle shrinks about 4 times).
+        pages = GZipMiddleware(
+            Router([Route("/{route:path}", self.page, methods=["GET", "HEAD"])]),
+            minimum_size=1024,
+        )
         return [
             Route("/dashboard", self.redirect, methods=["GET", "HEAD"]),
-            Route("/dashboard/{route:path}", self.page, methods=["GET", "HEAD"]),
+            Mount("/dashboard", app=pages),
             Route("/api/admin/dashboard/health", self.health, methods=["GET"]),
             Route("/api/admin/dashboard/login", self.login, methods=["POST"]),
         ]
