@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,6 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import StartServer
-from harness import require_module
-from postgres_databases import database_for_test
 from syncline._devtools import ServerProcess
 from syncline.cli import main
 
@@ -29,13 +27,6 @@ pytestmark = pytest.mark.slow
 APP = Path(__file__).resolve().parent / "auth_app"
 #: both nodes answer behind one address, as behind a load balancer: one token issuer
 PUBLIC_URL = "http://auth.example.test"
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    require_module("psycopg", "pip install -e '.[postgres]'")
-    with database_for_test("syncline_auth_nodes") as url:
-        yield url
 
 
 @pytest.fixture
