@@ -287,6 +287,31 @@ def test_writes_submitted_in_a_row_commit_in_that_order_at_any_load(tmp_path: Pa
         assert _sequence(db) == [float(n) for n in range(300)]
 
 
+def test_creation_time_order_is_commit_order_when_attempts_finish_out_of_order(
+    pdb: Database,
+) -> None:
+    pdb.write_sync(lambda tx: tx.insert("t", {"n": -1.0}))  # the table exists: no catalog retry
+    second_committed = threading.Event()
+    pdb.add_commit_listener(lambda commits: second_committed.set())
+    attempts: list[float] = []
+
+    def first(tx: Transaction) -> None:
+        tx.insert("t", {"n": 0.0})  # its _creationTime is issued now...
+        attempts.append(tx.ts)
+        if len(attempts) == 1:
+            assert second_committed.wait(5)  # ...but a later insert commits first
+
+    started = pdb.submit_write(first)
+    while not attempts:
+        time.sleep(0.001)
+    second = pdb.submit_write(lambda tx: tx.insert("t", {"n": 1.0}))
+    first_ts = started.result(10).ts
+    assert second.result(10).ts < first_ts
+    # Committed second, it ran again: _creationTime (a table's default order) follows commits.
+    assert len(attempts) == 2
+    assert _sequence(pdb) == [-1.0, 1.0, 0.0]
+
+
 def _sequence(db: Database) -> list[float]:
     docs = db.run_read(lambda tx: Query(tx, "t").collect()).value
     return [d["n"] for d in docs]

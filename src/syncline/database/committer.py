@@ -191,6 +191,12 @@ class _Batch:
     retry: list[WriteJob] = field(default_factory=list)
     #: this batch's commits so far, for checking its later transactions
     written: RecentWrites = field(default_factory=RecentWrites)
+    #: the highest ``_creationTime`` committed so far, this batch included
+    creation_high: float = 0.0
+
+    def add_creation_times(self, tx: Transaction) -> None:
+        if tx.last_creation_time is not None:
+            self.creation_high = max(self.creation_high, tx.last_creation_time)
 
     def add(self, commit: Commit) -> None:
         self.commits.append(commit)
@@ -297,6 +303,10 @@ class Committer:
         self.conflicts = 0
         #: mutations that conflicted on every optimistic attempt and then ran under the lock
         self.locked_fallbacks = 0
+        #: the highest ``_creationTime`` this process committed: a transaction that
+        #: issued one below it ran before a later commit and is retried, so that
+        #: ``_creationTime`` order is commit order (the default order of a table)
+        self._creation_committed = 0.0
         self._writer = threading.Thread(
             target=self._writer_loop, name="syncline-writer", daemon=True
         )
@@ -567,6 +577,7 @@ class Committer:
             self._absorb_foreign_commits(conn)
             state = self._catalogs.current
             batch_state = _Batch(conn, state, state.catalog, state.schema)
+            batch_state.creation_high = self._creation_committed
             self._last_ts = max(self._last_ts, conn.ts)
             for job in live:
                 if job.locked:
@@ -581,6 +592,7 @@ class Committer:
             durable_from = time.perf_counter()
             self.persistence.commit_write(conn)
             metrics.COMMIT_DURABLE_SECONDS.observe(time.perf_counter() - durable_from)
+            self._creation_committed = batch_state.creation_high
         except BaseException as exc:
             with publisher.lock:
                 publisher.committing_from = None
@@ -676,13 +688,20 @@ class Committer:
         batch.catalog, batch.schema = tx.catalog, tx.schema
         batch.outcomes.append((job, WriteResult(value, ts, tx.read_set, tx.writes)))
         batch.add(Commit(ts, tx.writes, flags=flags))
+        batch.add_creation_times(tx)
 
     def _conflict(self, batch: _Batch, job: WriteJob) -> str | None:
-        """The table of a write committed after ``job``'s snapshot that it read; else None."""
+        """The table of a write committed after ``job``'s snapshot that it read; else None.
+
+        Also a conflict: a ``_creationTime`` issued before one already committed.
+        """
         tx = job.tx
         assert tx is not None
         if job.catalog_version != batch.state.version or batch.catalog_changed:
             return "(the catalog)"
+        first = tx.first_creation_time
+        if first is not None and first <= batch.creation_high:
+            return "(creation order)"
         read_set = tx.read_set
         if read_set.is_empty():
             return None
@@ -731,6 +750,7 @@ class Committer:
             batch.requests[record[0], record[1]] = record
         batch.outcomes.append((job, WriteResult(job.outcome, ts, tx.read_set, tx.writes)))
         batch.add(Commit(ts, tx.writes))
+        batch.add_creation_times(tx)
         job.tx = job.buffer = None
 
     def _finish_batch(self, batch: _Batch) -> None:

@@ -170,6 +170,9 @@ class Transaction:
         #: issues ``_creationTime`` values: given a ts in ns, a strictly increasing float
         #: (ms) not below it; shared by every transaction of a database
         self._creation_clock = creation_clock or _LocalCreationClock()
+        #: the first and last ``_creationTime`` this transaction issued (None: none yet)
+        self.first_creation_time: float | None = None
+        self.last_creation_time: float | None = None
         self._new_id = id_source or new_id
         self._docs_read = 0
         self._bytes_read = 0
@@ -385,7 +388,11 @@ class Transaction:
         return self._conn
 
     def _next_creation_time(self) -> float:
-        return self._creation_clock(self.ts)
+        value = self._creation_clock(self.ts)
+        if self.first_creation_time is None:
+            self.first_creation_time = value
+        self.last_creation_time = value
+        return value
 
     def ensure_table(self, name: str) -> TableInfo:
         """The table, created (with its built-in indexes) if it does not exist."""
