@@ -1,8 +1,10 @@
-// Subscriber side of bench/sync.py's fan-out measurement, in Node (its WebSocket
+// Subscriber side of the fan-out measurements (bench/sync.py, bench/postgres.py), in Node (its WebSocket
 // client decodes frames far more cheaply than Python's, so on a small machine the
 // clients steal less CPU from the server being measured).
 //
-// Usage: NODE_MODULES=<dir holding ws> node fanout_subscribers.mjs WS_URL COUNT
+// Usage: NODE_MODULES=<dir holding ws> node fanout_subscribers.mjs WS_URL[,WS_URL...] COUNT
+// (with several URLs the connections are dealt round-robin over them: one
+// subscriber set spread over several nodes, as bench/postgres.py uses it)
 // Protocol with the parent on stdin/stdout, one JSON value per line:
 //   -> "ready" once all COUNT connections have their first query result
 //   <- a number N: report when every connection has seen N as the query's value
@@ -16,7 +18,8 @@ import { createRequire } from "node:module";
 // `ws` comes from the e2e suite's node_modules (tests/e2e/js), named by the parent.
 const WebSocket = createRequire(`${process.env.NODE_MODULES}/`)("ws");
 
-const [url, countText] = process.argv.slice(2);
+const [urlList, countText] = process.argv.slice(2);
+const urls = urlList.split(",");
 const count = Number(countText);
 const conns = [];
 let target = null;
@@ -26,7 +29,7 @@ function now() {
   return performance.timeOrigin + performance.now();
 }
 
-function open() {
+function open(url) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { perMessageDeflate: false });
     const conn = { ws, value: undefined, ready: false };
@@ -61,7 +64,7 @@ function open() {
 
 for (let i = 0; i < count; i += 100) {
   const batch = [];
-  for (let j = i; j < Math.min(count, i + 100); j++) batch.push(open());
+  for (let j = i; j < Math.min(count, i + 100); j++) batch.push(open(urls[j % urls.length]));
   conns.push(...(await Promise.all(batch)));
 }
 process.stdout.write(JSON.stringify("ready") + "\n");
