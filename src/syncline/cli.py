@@ -13,6 +13,7 @@ from syncline.commands.deploy import deploy
 from syncline.commands.env import env
 from syncline.commands.init import init
 from syncline.commands.logs import logs
+from syncline.commands.migrate import migrate
 from syncline.commands.project_file import ProjectGroup
 from syncline.commands.run import run
 from syncline.commands.serve import dev, serve
@@ -42,6 +43,7 @@ for _command in (
     init,
     export_command,
     import_command,
+    migrate,
     deploy,
 ):
     main.add_command(_command)

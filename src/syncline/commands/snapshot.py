@@ -75,7 +75,7 @@ def _holder_pid(data_dir: Path) -> str:
 
 
 @contextmanager
-def _open(
+def open_project(
     project: Path,
     db: str | None,
     files_dir: str | None,
@@ -177,7 +177,7 @@ def _count_column() -> Any:
 
 
 @contextmanager
-def _progress() -> Iterator[Any]:
+def progress_display() -> Iterator[Any]:
     """A progress display on stderr when it is a terminal; no output otherwise."""
     from rich.console import Console
 
@@ -273,10 +273,10 @@ def export_command(
         assert target is not None
         _export_remote(remote, target, include_file_storage)
         return
-    with _open(project, db, files_dir, command="export", load=False) as app:
+    with open_project(project, db, files_dir, command="export", load=False) as app:
         blobs = app.storage.blobs if app.storage is not None else None
         try:
-            with _progress() as progress:
+            with progress_display() as progress:
                 if table is None:
                     assert target is not None
                     result = snapshot.export_snapshot(
@@ -318,7 +318,7 @@ def _export_remote(remote: Remote, target: Path, include_files: bool) -> None:
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     params = {} if include_files else {"includeFiles": "false"}
     try:
-        with _progress() as progress, partial.open("wb") as out:
+        with progress_display() as progress, partial.open("wb") as out:
             progress.start("downloading", None, "bytes")
             headers = remote.download(EXPORT_PATH, out, params=params, on_chunk=progress.advance)
         with zipfile.ZipFile(partial) as archive:
@@ -346,7 +346,7 @@ def _export_remote_table(remote: Remote, table: str, fmt: str, target: Path | No
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        with _progress() as progress, partial.open("wb") as out:
+        with progress_display() as progress, partial.open("wb") as out:
             progress.start("downloading", None, "bytes")
             headers = remote.download(EXPORT_PATH, out, params=params, on_chunk=progress.advance)
         os.replace(partial, target)
@@ -461,9 +461,11 @@ def import_command(
             params.update(table=table, format=fmt)
         _import_remote(remote, path, params)
         return
-    with _open(project, db, files_dir, command="import", load=True, functions=functions) as app:
+    with open_project(
+        project, db, files_dir, command="import", load=True, functions=functions
+    ) as app:
         try:
-            with _progress() as progress:
+            with progress_display() as progress:
                 if fmt == "zip":
                     blobs = app.storage.blobs if app.storage is not None else None
                     result = snapshot.import_snapshot(
@@ -488,7 +490,7 @@ def import_command(
 
 def _import_remote(remote: Remote, path: Path, params: dict[str, str]) -> None:
     """Upload a snapshot ZIP (or one table's file) to the running server: one commit."""
-    with _progress() as progress, path.open("rb") as source:
+    with progress_display() as progress, path.open("rb") as source:
         progress.start("uploading", path.stat().st_size, "bytes")
         answer = remote.upload(IMPORT_PATH, source, params=params, on_chunk=progress.advance)
     for warning in answer.get("warnings", []):

@@ -1,0 +1,201 @@
+"""``syncline migrate``: move a deployment's data to another database (SQLite to PostgreSQL).
+
+One command for the export-then-import path of the deployment guide, through
+the same code: the source is exported as a snapshot ZIP
+(:func:`syncline.snapshot.export_snapshot`, one consistent read) into a
+temporary folder, and imported into the target
+(:func:`syncline.snapshot.import_snapshot`, one transaction, all or
+nothing). On top of what a snapshot carries (tables with their ids and
+``_creationTime``, stored files), the environment variables are copied. The
+target must be empty: no documents, no stored files, no environment
+variables; otherwise nothing is changed.
+
+Not carried, as with any snapshot restore (see :mod:`syncline.snapshot`):
+pending scheduled functions (their count is reported so none is lost
+silently); crons start again from ``crons.py``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from syncline.commands.console import fail, warn
+from syncline.commands.options import functions_option, project_option
+from syncline.commands.snapshot import open_project, progress_display
+from syncline.errors import SynclineError
+
+if TYPE_CHECKING:
+    from syncline.database.transaction import Transaction
+
+__all__ = ["migrate"]
+
+STORAGE_TABLE = "_storage"
+
+
+def database_url(value: str) -> str:
+    """``--from``/``--to`` as a ``--db`` URL: URLs as they are, a file path as ``sqlite:///``."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def _contents(tx: Transaction) -> list[str]:
+    """What a database holds that an import would mix with: tables with documents, files."""
+    held = []
+    for table in sorted(tx.catalog.tables(), key=lambda t: t.name):
+        if table.is_system and table.name != STORAGE_TABLE:
+            continue
+        count = tx.count(table.name)
+        if count:
+            what = (
+                "stored file(s)"
+                if table.name == STORAGE_TABLE
+                else f"document(s) in `{table.name}`"
+            )
+            held.append(f"{count:,} {what}")
+    return held
+
+
+def _pending_jobs(tx: Transaction) -> int:
+    """Scheduled functions not yet run (or running), cron runs aside: what a migration leaves."""
+    from syncline.database.query import Query
+    from syncline.scheduling.cron_runner import CRON_JOBS
+    from syncline.scheduling.jobs import (
+        BY_STATE_AND_TIME,
+        IN_PROGRESS,
+        PENDING,
+        SCHEDULED_FUNCTIONS,
+        SYSTEM_LIMITS,
+    )
+
+    if tx.table(SCHEDULED_FUNCTIONS) is None:
+        return 0
+    tx.limits = SYSTEM_LIMITS
+    # A cron's current run is re-created from crons.py on the target: not lost.
+    cron_runs = set()
+    if tx.table(CRON_JOBS) is not None:
+        cron_runs = {row.get("jobId") for row in Query(tx, CRON_JOBS)}
+
+    def in_state(state: str) -> int:
+        rows = Query(tx, SCHEDULED_FUNCTIONS).with_index(
+            BY_STATE_AND_TIME, lambda r: r.eq("state.kind", state)
+        )
+        return sum(1 for row in rows if row["_id"] not in cron_runs)
+
+    return in_state(PENDING) + in_state(IN_PROGRESS)
+
+
+@click.command("migrate")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="The database to copy: a SQLite file (path or sqlite:///... URL) or postgresql://...",
+)
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="The empty database to fill: postgresql://... (or a sqlite:///... URL).",
+)
+@click.option(
+    "--from-files",
+    help="The source's file store, if not the default (PROJECT/.syncline/files): "
+    "a directory or s3://bucket/prefix.",
+)
+@click.option(
+    "--to-files",
+    help="The target's file store (default: PROJECT/.syncline/files): a directory or "
+    "s3://bucket/prefix, as the nodes will be given with `syncline serve --files`.",
+)
+@functions_option
+@project_option
+def migrate(
+    source: str,
+    target: str,
+    from_files: str | None,
+    to_files: str | None,
+    functions: Path | None,
+    project: Path,
+) -> None:
+    """Copy a deployment's data into an empty database (e.g. SQLite to PostgreSQL).
+
+    Exports the source (stop its server first) as a snapshot into a
+    temporary folder, then imports it into the target as one transaction:
+    every table with its ids and _creationTime, the stored files (into
+    --to-files) and the environment variables. The target must be empty;
+    otherwise nothing is changed. Pending scheduled functions are not
+    carried (they are counted); crons start again from crons.py.
+
+    \b
+    Examples:
+      syncline migrate --from .syncline/data.sqlite3 --to postgresql://db.internal/myapp
+      syncline migrate --dir /srv/myapp --from sqlite:////var/lib/myapp/data.sqlite3 \\
+        --to 'postgresql://syncline:secret@db.internal:5432/myapp' --to-files s3://myapp-files/prod
+    """
+    from syncline import snapshot
+
+    source, target = database_url(source), database_url(target)
+    if source == target:
+        fail("--from and --to name the same database")
+
+    # The target first: refuse before exporting anything.
+    with open_project(project, target, to_files, command="migrate", load=False) as app:
+        held = app.database.run_read(_contents).value
+        variables = app.env.list_all()
+        if variables:
+            held.append(f"{len(variables)} environment variable(s)")
+    if held:
+        fail(
+            f"The target database is not empty ({', '.join(held)}): `syncline migrate` only "
+            "fills an empty one. Nothing was changed."
+        )
+
+    with tempfile.TemporaryDirectory(prefix="syncline-migrate-") as folder:
+        zip_path = Path(folder) / "snapshot.zip"
+        with open_project(project, source, from_files, command="migrate", load=False) as app:
+            environment = dict(app.env.list_all())
+            pending = app.database.run_read(_pending_jobs).value
+            blobs = app.storage.blobs if app.storage is not None else None
+            try:
+                with progress_display() as progress:
+                    exported = snapshot.export_snapshot(
+                        app.database, zip_path, blobs=blobs, include_files=True, progress=progress
+                    )
+            except SynclineError as exc:
+                fail(str(exc))
+        for warning in exported.warnings:
+            warn(warning)
+
+        with open_project(
+            project, target, to_files, command="migrate", load=True, functions=functions
+        ) as app:
+            blobs = app.storage.blobs if app.storage is not None else None
+            try:
+                with progress_display() as progress:
+                    imported = snapshot.import_snapshot(
+                        app.database, zip_path, blobs=blobs, progress=progress
+                    )
+                app.env.update(sorted(environment.items()))
+            except SynclineError as exc:
+                fail(str(exc))
+    _report(imported, environment, pending)
+
+
+def _report(imported: Any, environment: dict[str, str], pending: int) -> None:
+    for warning in imported.warnings:
+        warn(warning)
+    tables = {name: n for name, n in imported.tables.items() if not name.startswith("_")}
+    click.echo(
+        f"Migrated {sum(tables.values()):,} document(s) in {len(tables)} table(s), "
+        f"{imported.files:,} stored file(s) and {len(environment)} environment variable(s)"
+    )
+    if pending:
+        warn(
+            f"{pending} scheduled function(s) pending on the source were not carried over "
+            "(scheduled functions stay with the deployment that scheduled them)"
+        )
