@@ -1,10 +1,11 @@
 """``syncline migrate``: a SQLite deployment's data moved into an empty PostgreSQL database.
 
 The source is filled in process (documents through mutations, a stored file,
-an environment variable, a pending scheduled function); after the migration
-the target answers the same queries with the same results (ids and
-``_creationTime`` included), serves the file and has the variable. A target
-holding anything is refused and left as it was.
+an environment variable, a pending scheduled function, a cron job); after the
+migration the target answers the same queries with the same results (ids and
+``_creationTime`` included), serves the file, has the variable and the
+pending function under its id (the cron's run is not copied: the target
+schedules its own). A target holding anything is refused and left as it was.
 """
 
 from __future__ import annotations
@@ -49,12 +50,21 @@ def attach(ctx, id, file):
 
 @mutation
 def remind_later(ctx):
-    ctx.scheduler.run_after(86_400_000, "tasks:noop")
+    return ctx.scheduler.run_after(86_400_000, "tasks:noop", {"note": b"\\x00bytes"})
 
 
 @internal_mutation
-def noop(ctx):
+def noop(ctx, note):
     pass
+
+
+@query
+def pending(ctx):
+    return [
+        [job["_id"], job["name"], job["args"], job["_creationTime"], job["scheduledTime"]]
+        for job in ctx.db.system.query("_scheduled_functions").collect()
+        if job["state"]["kind"] == "pending"
+    ]
 
 
 @query(args={"min": v.number()})
@@ -83,8 +93,18 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+CRONS = """
+from syncline import CronJobs
+
+crons = CronJobs()
+crons.daily("tidy", "tasks:noop", {"note": b"cron"}, hour_utc=3)
+"""
+
+
 def _project(tmp_path: Path) -> Path:
-    write_functions(tmp_path / "app" / "functions", {"schema.py": SCHEMA, "tasks.py": TASKS})
+    write_functions(
+        tmp_path / "app" / "functions", {"schema.py": SCHEMA, "tasks.py": TASKS, "crons.py": CRONS}
+    )
     return tmp_path / "app"
 
 
@@ -94,8 +114,9 @@ def _call(app: Application, kind: str, path: str, args: dict[str, Any] | None = 
     return outcome.value
 
 
-def _fill(project: Path) -> tuple[list[Any], str]:
-    """Documents, a stored file, a variable and a pending job; the query result and file id."""
+def _fill(project: Path) -> tuple[list[Any], str, Any]:
+    """Documents, a stored file, a variable and a pending job; what the queries answer, the
+    file id."""
     with Application.open(project) as app:
         assert app.storage is not None
         ids = [
@@ -104,9 +125,12 @@ def _fill(project: Path) -> tuple[list[Any], str]:
         ]
         file_id = asyncio.run(app.storage.store(b"%PDF-1.4 plan", content_type="application/pdf"))
         _call(app, "mutation", "tasks:attach", {"id": ids[3], "file": file_id})
-        _call(app, "mutation", "tasks:remind_later")
+        job_id = _call(app, "mutation", "tasks:remind_later")
         app.env.update([("GREETING", "hello")])
-        return _call(app, "query", "tasks:urgent", {"min": 3.0}), file_id
+        pending = _call(app, "query", "tasks:pending")
+        assert len(pending) == 2 and job_id in {job[0] for job in pending}  # and the cron's run
+        mine = [job for job in pending if job[0] == job_id]
+        return _call(app, "query", "tasks:urgent", {"min": 3.0}), file_id, mine
 
 
 def _migrate(project: Path, target: str) -> Any:
@@ -121,22 +145,25 @@ def test_a_sqlite_deployment_migrates_to_postgres_with_its_files_and_variables(
     tmp_path: Path, postgres_url: str
 ) -> None:
     project = _project(tmp_path)
-    urgent, file_id = _fill(project)
+    urgent, file_id, job = _fill(project)
     assert len(urgent) == 16
 
     result = _migrate(project, postgres_url)
     assert result.exit_code == 0, result.output
     assert (
-        "Migrated 40 document(s) in 1 table(s), 1 stored file(s) and 1 environment variable(s)"
-        in result.output
+        "Migrated 40 document(s) in 1 table(s), 1 stored file(s), 1 scheduled function(s) "
+        "and 1 environment variable(s)" in result.output
     )
-    assert "1 scheduled function(s) pending on the source were not carried over" in result.output
 
     with Application.open(project, db=postgres_url, files=str(project / "pg-files")) as app:
         assert app.storage is not None
         # The same documents, ids and creation times, found through the same index.
         assert _call(app, "query", "tasks:urgent", {"min": 3.0}) == urgent
         assert _call(app, "query", "tasks:setting") == "hello"
+        # The pending function, same id, args and time; the cron has a run of its own.
+        pending = _call(app, "query", "tasks:pending")
+        assert len(pending) == 2
+        assert [p for p in pending if p[0] == job[0][0]] == job
 
         async def read() -> tuple[bytes, str | None]:
             reader = await app.storage.open(file_id)  # type: ignore[union-attr]
@@ -168,6 +195,25 @@ def test_a_target_with_only_a_variable_is_refused(tmp_path: Path, postgres_url: 
     with Application.open(project, db=postgres_url, load=False) as app:
         assert app.database.run_read(lambda tx: tx.count("tasks")).value == 0
         assert app.env.list_all() == {"OTHER": "x"}
+
+
+def test_a_postgres_deployment_migrates_back_to_a_new_sqlite_file(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    project = _project(tmp_path)
+    urgent, _file_id, _job = _fill(project)
+    assert _migrate(project, postgres_url).exit_code == 0
+    back = tmp_path / "back.sqlite3"
+    result = CliRunner().invoke(
+        main,
+        ["migrate", "--dir", str(project), "--from", postgres_url, "--to", str(back),
+         "--from-files", str(project / "pg-files"), "--to-files", str(tmp_path / "back-files")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Application.open(
+        project, db=database_url(str(back)), files=str(tmp_path / "back-files")
+    ) as app:
+        assert _call(app, "query", "tasks:urgent", {"min": 3.0}) == urgent
 
 
 def test_from_and_to_are_database_urls() -> None:
