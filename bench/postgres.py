@@ -213,14 +213,18 @@ async def http_round(nodes: list[ServerProcess], clients: int, total: int) -> di
     return {"per_s": total / wall, "cpu_us": cpu / total * 1e6, **locks}
 
 
-async def cross_node(nodes: list[ServerProcess], samples: int, round_: int) -> list[float]:
-    """Writer on node ``round_``, subscriber on the next one."""
+async def cross_node(nodes: list[ServerProcess], samples: int, round_: int) -> dict[str, Any]:
+    """Writer on node ``round_``, subscriber on the next one: latencies (ms), and the
+    write lock's hold per commit when commits come one at a time."""
     writer_node = nodes[round_ % len(nodes)]
     subscriber_node = nodes[(round_ + 1) % len(nodes)]
     writer = await WsMutator.open(writer_node.port)
     subscriber = await WsMutator.open(subscriber_node.port)
     try:
-        return await commit_to_subscriber(writer, subscriber, samples)
+        locks0 = await lock_histograms(nodes)
+        latencies = await commit_to_subscriber(writer, subscriber, samples)
+        locks = lock_figures(locks0, await lock_histograms(nodes), samples)
+        return {"latencies": latencies, **locks}
     finally:
         writer.close()
         subscriber.close()
@@ -371,13 +375,14 @@ def report(count: int, results: dict[str, Any], args: argparse.Namespace) -> Non
         f"{med('per_batch'):.1f} commits/batch, waited for mean {med('wait_mean_ms'):.2f} ms"
     )
     if "propagation" in results:
-        lat = results["propagation"]
+        lat = [r["latencies"] for r in results["propagation"]]
+        hold = statistics.median(r["hold_mean_ms"] for r in results["propagation"])
         where = "another node" if count > 1 else "the same node (baseline)"
         print(
             f"    commit -> subscriber on {where}: "
             f"p50 {statistics.median(statistics.median(r) for r in lat):.2f} ms   "
             f"p99 {statistics.median(_pct(r, 99) for r in lat):.2f} ms "
-            f"({len(lat)} rounds of {len(lat[0])})"
+            f"({len(lat)} rounds of {len(lat[0])}; write lock held {hold:.2f} ms per commit)"
         )
     if "fanout" in results:
         fan = results["fanout"]
