@@ -95,7 +95,7 @@ def within(phase: str, seconds: float, coro: Awaitable[T]) -> T:
         try:
             return await asyncio.wait_for(coro, seconds)
         except TimeoutError:
-            raise PhaseTimeout(f"{phase}: no result after {seconds:.0f} s") from None
+            raise PhaseTimeout(f"{phase}: no result after {seconds:g} s") from None
 
     return asyncio.run(bounded())
 
