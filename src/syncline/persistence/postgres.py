@@ -351,16 +351,19 @@ class _PgWriter(_PgReader, WriteConnection):
         self.session.run("RELEASE SAVEPOINT m", what="releasing a savepoint")
 
     def rollback_to(self) -> None:
+        # savepoint() sent every earlier statement: what is still deferred came after it
+        self.session.discard()
         self.session.script(
             "ROLLBACK TO SAVEPOINT m; RELEASE SAVEPOINT m", what="rolling back a savepoint"
         )
 
     def restart(self) -> None:
         self.newest_commit = 0
+        self.session.discard()
         self._read_head(f"ROLLBACK TO SAVEPOINT syncline_start; {_HEAD}", "restarting the writer")
 
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None:
-        self.session.run(_PUT, (table_number, doc_id, ts, value), what="writing a document")
+        self.session.defer(_PUT, (table_number, doc_id, ts, value), what="writing a document")
 
     def insert_bulk(
         self,
@@ -386,7 +389,7 @@ class _PgWriter(_PgReader, WriteConnection):
     def delete_document(self, doc_id: str) -> None:
         number = table_number_of(doc_id)
         if number is not None:
-            self.session.run(
+            self.session.defer(
                 "DELETE FROM documents WHERE table_number = %s AND id = %s",
                 (number, doc_id),
                 what="deleting a document",
@@ -395,24 +398,24 @@ class _PgWriter(_PgReader, WriteConnection):
     def insert_index_entries(self, entries: Iterable[tuple[int, bytes, str]]) -> None:
         rows = entries if isinstance(entries, list) else list(entries)
         if len(rows) > _MULTI_ROW_MAX:
-            self.session.many(_INSERT_ENTRY, rows, what="writing index entries")
+            self.session.defer_many(_INSERT_ENTRY, rows, what="writing index entries")
         elif rows:
             # One statement for all of a document's entries (usually two or three).
-            self.session.run(
+            self.session.defer(
                 _INSERT_ENTRIES[len(rows)],
                 [v for row in rows for v in row],
                 what="writing index entries",
             )
 
     def delete_index_entries(self, entries: Iterable[tuple[int, bytes]]) -> None:
-        self.session.many(
+        self.session.defer_many(
             f"DELETE FROM index_entries WHERE index_id = %(index)s AND {_KEY_MATCH}",
             [{"index": index_id, "key": key} for index_id, key in entries],
             what="deleting index entries",
         )
 
     def append_log(self, entries: Iterable[LogEntry]) -> None:
-        self.session.many(
+        self.session.defer_many(
             _PUT_LOG,
             [(e.ts, e.doc_id, e.table_number, e.value) for e in entries],
             what="writing the document log",
@@ -422,7 +425,7 @@ class _PgWriter(_PgReader, WriteConnection):
         values = [(row.ts, row.flags, row.writes) for row in rows]
         if not values:
             return
-        self.session.many(
+        self.session.defer_many(
             "INSERT INTO commits (ts, flags, writes) VALUES (%s, %s, %s)",
             values,
             what="writing the commit log",
@@ -430,14 +433,14 @@ class _PgWriter(_PgReader, WriteConnection):
         self.newest_commit = max(self.newest_commit, *(ts for ts, _, _ in values))
 
     def set_global(self, key: str, value: bytes) -> None:
-        self.session.run(_SET_GLOBAL, (key, value), what="writing a global")
+        self.session.defer(_SET_GLOBAL, (key, value), what="writing a global")
 
     def set_globals(self, values: Mapping[str, bytes]) -> None:
         rows = list(values.items())
         if len(rows) == 1:
             self.set_global(*rows[0])
         elif rows:
-            self.session.many(_SET_GLOBAL, rows, what="writing globals")
+            self.session.defer_many(_SET_GLOBAL, rows, what="writing globals")
 
     def create_table(self, name: str, number: int) -> None:
         self.session.run(
@@ -504,10 +507,10 @@ class _PgWriter(_PgReader, WriteConnection):
         return removed + commits
 
     def put_mutation_requests(self, records: Sequence[MutationRecord]) -> None:
-        self.session.many(_PUT_REQUEST, records, what="recording mutations")
+        self.session.defer_many(_PUT_REQUEST, list(records), what="recording mutations")
 
     def put_used_upload_token(self, nonce: bytes, ts: int, storage_id: str) -> None:
-        self.session.run(
+        self.session.defer(
             "INSERT INTO used_upload_tokens (nonce, ts, storage_id) VALUES (%s, %s, %s)",
             (nonce, ts, storage_id),
             what="recording an upload token",
@@ -667,11 +670,10 @@ class PostgresPersistence(Persistence):
         try:
             if session.conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                 raise InternalError("The write transaction failed earlier: it cannot commit")
-            script = "COMMIT"
-            if writer.newest_commit:
-                # Delivered at commit, in commit order, to every node listening.
-                script = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{writer.newest_commit}'); COMMIT"
-            status = session.script(script, what="committing").statusmessage
+            # The notification is delivered at commit, in commit order, to every node
+            # listening; it and COMMIT go with the deferred writes in one round trip.
+            notify = (NOTIFY_CHANNEL, str(writer.newest_commit)) if writer.newest_commit else None
+            status = session.commit(notify)
             if status != "COMMIT":
                 raise InternalError(
                     f"PostgreSQL answered {status!r} to COMMIT: nothing was written"
@@ -696,6 +698,7 @@ class PostgresPersistence(Persistence):
 
     def _rollback_quietly(self) -> None:
         session = self._writer.session
+        session.discard()
         if session.broken:
             return
         try:

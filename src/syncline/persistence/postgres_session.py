@@ -5,6 +5,14 @@ timeout reaches the engine as :class:`~syncline.errors.DatabaseUnavailable`
 (code ``DatabaseUnavailable`` or ``DatabaseTimeout``), never as a driver
 exception, and a session whose connection broke says so (:attr:`Session.broken`)
 so its owner opens a new one.
+
+A session can also *defer* statements whose results nobody reads (the
+writer's inserts and deletes): they are sent together, in one pipeline and
+one round trip, before the session's next statement or with ``COMMIT``
+(:meth:`Session.commit`), so a commit costs two round trips (the lock and
+the commit) rather than one per statement. Order is kept: anything else the
+session runs sends the deferred statements first. A deferred statement that
+fails is reported where they are sent.
 """
 
 from __future__ import annotations
@@ -61,6 +69,21 @@ def translate_errors(what: str) -> Iterator[None]:
         _fail(exc, what)
 
 
+class _Deferred:
+    """A statement to send later: one row of parameters, or many (``executemany``)."""
+
+    __slots__ = ("params", "rows", "sql", "what")
+
+    def __init__(
+        self,
+        sql: str,
+        params: Params | None,
+        rows: Sequence[Params] | None,
+        what: str,
+    ) -> None:
+        self.sql, self.params, self.rows, self.what = sql, params, rows, what
+
+
 class Session:
     """An autocommit connection (transactions are begun explicitly) of one role."""
 
@@ -69,6 +92,7 @@ class Session:
         for name, value in _CONNECT_DEFAULTS.items():
             params.setdefault(name, value)
         params["application_name"] = f"syncline {role}"
+        self._deferred: list[_Deferred] = []
         with translate_errors(f"connecting the {role}"):
             self.conn: psycopg.Connection[Any] = psycopg.connect(
                 make_conninfo("", **params), autocommit=True
@@ -91,18 +115,21 @@ class Session:
         return self.conn.closed or self.conn.broken
 
     def run(self, sql: str, params: Params | None = None, *, what: str) -> psycopg.Cursor[Any]:
+        self.flush()
         try:
             return self.conn.execute(sql, params)
         except psycopg.Error as exc:
             _fail(exc, what)
 
     def rows(self, sql: str, params: Params, *, what: str) -> list[tuple[Any, ...]]:
+        self.flush()
         try:
             return self.conn.execute(sql, params).fetchall()
         except psycopg.Error as exc:
             _fail(exc, what)
 
     def row(self, sql: str, params: Params, *, what: str) -> tuple[Any, ...] | None:
+        self.flush()
         try:
             return self.conn.execute(sql, params).fetchone()
         except psycopg.Error as exc:
@@ -110,6 +137,7 @@ class Session:
 
     def script(self, script: str, *, what: str) -> psycopg.Cursor[Any]:
         """Run several statements (no parameters) in one round trip; the cursor is at the last."""
+        self.flush()
         try:
             cur = self.conn.execute(script.encode(), prepare=False)
             while cur.nextset():
@@ -119,6 +147,7 @@ class Session:
             _fail(exc, what)
 
     def many(self, sql: str, rows: Iterable[Params], *, what: str) -> None:
+        self.flush()
         try:
             with self.conn.cursor() as cur:
                 cur.executemany(sql, rows)
@@ -129,6 +158,7 @@ class Session:
         self, sql: str, types: Sequence[str], rows: Iterable[Sequence[Any]], *, what: str
     ) -> None:
         """``COPY ... FROM STDIN (FORMAT BINARY)`` of ``rows`` (columns of ``types``)."""
+        self.flush()
         try:
             with self.conn.cursor() as cur, cur.copy(sql) as copy:
                 copy.set_types(list(types))
@@ -136,6 +166,51 @@ class Session:
                     copy.write_row(row)
         except psycopg.Error as exc:
             _fail(exc, what)
+
+    def defer(self, sql: str, params: Params | None = None, *, what: str) -> None:
+        """Send ``sql`` with the session's next statement (its result is not read)."""
+        self._deferred.append(_Deferred(sql, params, None, what))
+
+    def defer_many(self, sql: str, rows: Sequence[Params], *, what: str) -> None:
+        """``executemany`` of ``sql`` over ``rows``, sent with the session's next statement."""
+        if rows:  # (copied: the caller may reuse its list)
+            self._deferred.append(_Deferred(sql, None, list(rows), what))
+
+    def flush(self) -> None:
+        """Send the deferred statements now, in one pipeline (one round trip)."""
+        if self._deferred:
+            self._send(self._deferred, None)
+
+    def discard(self) -> None:
+        """Drop the deferred statements (the transaction is being rolled back)."""
+        self._deferred = []
+
+    def commit(self, notify: tuple[str, str] | None = None) -> str:
+        """The deferred statements, ``pg_notify(*notify)`` and ``COMMIT`` in one round trip.
+
+        Returns the server's answer to ``COMMIT`` (``"COMMIT"``, or ``"ROLLBACK"`` when
+        the transaction had failed).
+        """
+        tail = [] if notify is None else [_Deferred("SELECT pg_notify(%s, %s)", notify, None, "")]
+        tail.append(_Deferred("COMMIT", None, None, "committing"))
+        cursor = self._send([*self._deferred, *tail], "committing")
+        return cursor.statusmessage or ""
+
+    def _send(self, statements: list[_Deferred], what: str | None) -> psycopg.Cursor[Any]:
+        self._deferred = []
+        try:
+            cursor = self.conn.cursor()
+            with self.conn.pipeline():
+                for statement in statements:
+                    if statement.rows is not None:
+                        cursor.executemany(statement.sql, statement.rows)
+                    else:
+                        cursor.execute(statement.sql, statement.params)
+            return cursor
+        except psycopg.Error as exc:
+            # In a pipeline an error surfaces at the sync, for the batch as a whole.
+            done = dict.fromkeys(s.what for s in statements if s.what)
+            _fail(exc, what or ", ".join(done) or "writing")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
