@@ -407,7 +407,7 @@ function Rows({
     }
   }
 
-  const width = columns.length * 200;
+  const width = columns.length * 170;
   return (
     <div className="rows-wrap">
       <div className="rows-status" aria-live="polite">
