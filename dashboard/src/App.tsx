@@ -51,6 +51,13 @@ export function Root() {
     setKey(k);
     setLink(false);
   }, []);
+  useEffect(() => {
+    const onChange = () => {
+      if (window.location.hash.startsWith("#login=")) setLink(true);
+    };
+    window.addEventListener("hashchange", onChange);
+    return () => window.removeEventListener("hashchange", onChange);
+  }, []);
   if (key === null || link) {
     return <Login onLogin={onLogin} />;
   }

@@ -147,7 +147,10 @@ def shoot(tab: Any, name: str) -> None:
 
 @contextlib.contextmanager
 def open_tab(browser: Any, server: ServerProcess, route: str, *, logged_in: bool = True) -> Any:
-    """A tab on ``/dashboard/#/<route>``; page errors fail the test."""
+    """A tab on ``/dashboard/#/<route>`` (or ``/dashboard/<route>`` for ``#...``).
+
+    Errors thrown in the page fail the test.
+    """
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(STEP_MS)
     if logged_in:
@@ -157,7 +160,8 @@ def open_tab(browser: Any, server: ServerProcess, route: str, *, logged_in: bool
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        tab.goto(f"{server.url}/dashboard/#/{route}")
+        fragment = route if route.startswith("#") else f"#/{route}"
+        tab.goto(f"{server.url}/dashboard/{fragment}")
         yield tab
         assert not errors, errors
     finally:
@@ -225,14 +229,12 @@ def test_login_refuses_a_wrong_key_and_takes_the_right_one_or_a_link(
     # The one-time link `serve` prints logs in, and leaves the address bar.
     link = [line for line in server.log().splitlines() if "Login link:" in line][-1]
     url = link.split("Login link:", 1)[1].split()[0]
-    with open_tab(browser, server, "data", logged_in=False) as tab:
-        tab.goto(url)
+    with open_tab(browser, server, url.split("/dashboard/", 1)[1], logged_in=False) as tab:
         tab.get_by_role("navigation", name="Pages").wait_for()
         assert "login=" not in tab.url
-        # A second use is refused with the server's reason.
-        tab.evaluate("sessionStorage.clear()")
-        tab.goto(url)
-        tab.reload()
+        assert tab.evaluate("sessionStorage.getItem('syncline.adminKey')") == server.admin_key
+    # A second use is refused with the server's reason.
+    with open_tab(browser, server, url.split("/dashboard/", 1)[1], logged_in=False) as tab:
         tab.get_by_role("alert").filter(has_text="used already").wait_for()
 
 
@@ -320,6 +322,24 @@ def test_run_a_function_with_args(browser: Any, server: ServerProcess) -> None:
         )
         assert result.get_by_test_id("duration").inner_text().endswith(" ms")
         shoot(tab, "functions")
+
+        # A query's result kept live follows the data.
+        doc_id = call(server, "mutation", "tasks:add", {"title": "watched"})
+        tab.goto(f"{server.url}/dashboard/#/functions/tasks:get")
+        tab.get_by_label("Arguments (JSON)").fill(json.dumps({"id": doc_id}))
+        tab.get_by_label("Keep result live").check()
+        live = tab.get_by_role("region", name="Live result")
+        live.get_by_text('"watched"').wait_for()
+        call(
+            server,
+            "mutation",
+            "_system/dashboard/data:replace",
+            {
+                "id": doc_id,
+                "document": {"title": "changed", "done": True, "rank": 1},
+            },
+        )
+        live.get_by_text('"changed"').wait_for()
 
 
 def test_another_clients_call_shows_in_the_logs_within_a_second(

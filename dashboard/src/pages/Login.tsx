@@ -8,18 +8,24 @@ export function Login({ onLogin }: { onLogin: (key: string) => void }) {
   const [busy, setBusy] = useState(false);
 
   useEffect(() => {
-    const match = window.location.hash.match(/^#login=([^&]+)/);
-    if (!match) return;
-    // The token works once: take it out of the address bar and history first.
-    history.replaceState(null, "", window.location.pathname + "#/data");
-    setBusy(true);
-    redeemToken(decodeURIComponent(match[1]))
-      .then((adminKey) => {
-        storeKey(adminKey);
-        onLogin(adminKey);
-      })
-      .catch((e: Error) => setError(e.message))
-      .finally(() => setBusy(false));
+    function take() {
+      const match = window.location.hash.match(/^#login=([^&]+)/);
+      if (!match) return;
+      // The token works once: take it out of the address bar and history first.
+      history.replaceState(null, "", window.location.pathname + "#/data");
+      setBusy(true);
+      setError(null);
+      redeemToken(decodeURIComponent(match[1]))
+        .then((adminKey) => {
+          storeKey(adminKey);
+          onLogin(adminKey);
+        })
+        .catch((e: Error) => setError(e.message))
+        .finally(() => setBusy(false));
+    }
+    take();
+    window.addEventListener("hashchange", take);
+    return () => window.removeEventListener("hashchange", take);
   }, [onLogin]);
 
   async function submit(event: FormEvent) {
