@@ -91,7 +91,7 @@ def main() -> None:
             path = root / "functions" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(source).lstrip("\n"))
-        server = launch(root, mode="serve")
+        server = launch(root, mode="serve", args=["--function-timeout", "30"])
         try:
             started = time.perf_counter()
             for start in range(0, options.documents, BATCH):

@@ -108,7 +108,7 @@ function TableView({ table, count }: { table: string; count?: number }) {
           {table}{" "}
           {count !== undefined && (
             <span className="muted" data-testid="table-count">
-              {count.toLocaleString("en-US")} documents
+              {count.toLocaleString("en-US")} {count === 1 ? "document" : "documents"}
             </span>
           )}
         </h2>
@@ -387,6 +387,8 @@ function Rows({
   const first = Math.max(0, Math.floor(scrollTop / ROW_HEIGHT) - 10);
   const last = Math.min(docs.length, Math.ceil((scrollTop + height) / ROW_HEIGHT) + 10);
   const visible = docs.slice(first, last);
+  // One row is in the Tab order (the selected one, else the first on screen); arrows move.
+  const tabStop = visible.some((d) => d._id === selected) ? selected : visible[0]?._id;
 
   function onKey(event: KeyboardEvent<HTMLDivElement>, position: number) {
     const move = event.key === "ArrowDown" ? 1 : event.key === "ArrowUp" ? -1 : 0;
@@ -452,7 +454,7 @@ function Rows({
               <div
                 key={doc._id}
                 role="row"
-                tabIndex={0}
+                tabIndex={doc._id === tabStop ? 0 : -1}
                 data-row={position}
                 data-id={doc._id}
                 aria-rowindex={position + 2}

@@ -19,6 +19,8 @@ type Call = {
 };
 
 const KEEP = 1000;
+
+const callKey = (c: Call) => `${c.requestId} ${c.path} ${c.status}`;
 const HISTORY = 100;
 
 type StreamState = "connecting" | "live" | "down";
@@ -58,7 +60,12 @@ function useCallStream(adminKey: string, paused: boolean) {
         });
         if (!r.ok) return; // a server without a log history: the live tail only
         const body = (await r.json()) as { records: Call[] };
-        setCalls((prev) => [...prev, ...body.records.slice().reverse()].slice(0, KEEP));
+        // The stream opened first: a call may be in both.
+        setCalls((prev) => {
+          const seen = new Set(prev.map(callKey));
+          const older = body.records.filter((c) => !seen.has(callKey(c))).reverse();
+          return [...prev, ...older].slice(0, KEEP);
+        });
       } catch {
         /* the live tail still works */
       }
@@ -184,7 +191,7 @@ export function LogsPage({ adminKey }: { adminKey: string }) {
         </thead>
         <tbody>
           {shown.map((c) => {
-            const key = `${c.requestId}-${c.timestamp}`;
+            const key = `${callKey(c)} ${c.timestamp}`;
             return (
               <tr
                 key={key}
