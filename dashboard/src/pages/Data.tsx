@@ -572,7 +572,9 @@ function InsertPanel({
 function ExportButton({ args }: { args: PageArgs }) {
   const convex = useConvex();
   const [state, setState] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
   async function run() {
+    setBusy(true);
     setState("Exporting…");
     try {
       const lines: string[] = [];
@@ -596,11 +598,13 @@ function ExportButton({ args }: { args: PageArgs }) {
       setState(null);
     } catch (e) {
       setState(errorText(e));
+    } finally {
+      setBusy(false);
     }
   }
   return (
     <>
-      <button type="button" onClick={run} disabled={state === "Exporting…"}>
+      <button type="button" onClick={run} disabled={busy}>
         Export JSONL
       </button>
       {state && <span className="muted">{state}</span>}
