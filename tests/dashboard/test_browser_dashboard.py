@@ -86,6 +86,12 @@ FILES: dict[str, str] = {
             for i in range(int(start), int(start + n)):
                 ctx.db.insert("items", {"n": float(i), "label": f"item {i}"})
     """,
+    "crons.py": """
+        from syncline import CronJobs, internal
+
+        crons = CronJobs()
+        crons.interval("tidy up", internal.tasks.later, {"delay": 60.0}, hours=6)
+    """,
 }
 
 # A 2x2 red PNG.
@@ -405,6 +411,9 @@ def test_cancel_a_scheduled_job(browser: Any, server: ServerProcess) -> None:
     with open_tab(browser, server, "schedules") as tab:
         row = tab.locator(f'tr[data-id="{job}"]')
         assert row.get_attribute("data-state") == "pending"
+        cron = tab.get_by_role("table", name="Cron jobs").locator("tr", has_text="tidy up")
+        assert "every 21600 s" in cron.inner_text()
+        assert "tasks:later" in cron.inner_text()
         shoot(tab, "schedules")
         row.get_by_role("button", name="Cancel").click()
         tab.locator(f'tr[data-id="{job}"][data-state="canceled"]').wait_for()
