@@ -341,6 +341,7 @@ def test_an_edit_reaches_a_subscribed_client(browser: Any, server: ServerProcess
 def test_an_invalid_edit_shows_the_error_and_writes_nothing(
     browser: Any, server: ServerProcess
 ) -> None:
+    call(server, "mutation", "tasks:add", {"title": "filtered out"})
     doc_id = call(server, "mutation", "tasks:add", {"title": "stays as it is"})
     before = call(server, "query", "tasks:get", {"id": doc_id})
     with open_tab(browser, server, "data/tasks") as tab:
@@ -355,6 +356,19 @@ def test_an_invalid_edit_shows_the_error_and_writes_nothing(
         editor.fill('{"title": ')
         panel.get_by_role("button", name="Save").click()
         panel.get_by_role("alert").filter(has_text="Malformed JSON").wait_for()
+
+        # A filter on a field (a bare word is a string).
+        filters = tab.get_by_role("form", name="Filters")
+        filters.get_by_role("button", name="Add filter").click()
+        filters.get_by_label("Filter 1 field").fill("title")
+        filters.get_by_label("Filter 1 value").fill("stays as it is")
+        filters.get_by_role("button", name="Apply").click()
+        tab.wait_for_function(
+            """() => {
+                const rows = [...document.querySelectorAll('.grid-row')];
+                return rows.length > 0 && rows.every(r => r.innerText.includes('stays as it is'));
+            }"""
+        )
     assert call(server, "query", "tasks:get", {"id": doc_id}) == before
 
 
