@@ -41,6 +41,8 @@ class FakeIdP:
     email: str = "grace@example.com"
     grants: dict[str, _Grant] = field(default_factory=dict)
     refusals: list[str] = field(default_factory=list)
+    #: answer authorization requests as a user who said no (``error=access_denied``)
+    deny: bool = False
 
     def __post_init__(self) -> None:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -82,6 +84,13 @@ class FakeIdP:
         if query.get("client_id") != CLIENT_ID or query.get("code_challenge_method") != "S256":
             self.refusals.append("authorize: bad client or PKCE method")
             return 400, {}, {"error": "invalid_request"}
+        if self.deny:
+            answer = {"error": "access_denied", "state": query["state"]}
+            return (
+                302,
+                {"Location": f"{query['redirect_uri']}?{urllib.parse.urlencode(answer)}"},
+                None,
+            )
         code = secrets.token_urlsafe(16)
         self.grants[code] = _Grant(
             query["redirect_uri"], query["code_challenge"], query.get("nonce")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 from collections.abc import Iterator
@@ -22,18 +23,25 @@ signUpWithUsernamePassword, signInWithUsernamePassword = auth.v2.username_passwo
 """
 
 
-@pytest.fixture
-def auth2(tmp_path: Path) -> Iterator[AuthBackend]:
+@contextlib.contextmanager
+def open_v2_backend(tmp_path: Path, auth_source: str) -> Iterator[AuthBackend]:
+    """The test app's tables, users:me and HTTP routes, with ``auth_source`` as auth.py."""
     functions = tmp_path / "functions"
     functions.mkdir()
-    for name in ("schema.py", "users.py"):
+    for name in ("schema.py", "users.py", "http.py"):
         shutil.copy(APP / name, functions / name)
-    (functions / "auth.py").write_text(AUTH_V2)
+    (functions / "auth.py").write_text(auth_source)
     with open_auth_backend(functions, tmp_path / "data") as backend:
         # These mutations run scrypt (about 60 ms alone); on a loaded machine that can near
         # the 1 s mutation limit, which is not what these tests are about.
         executor = backend.t.app.executor
         executor.limits = dataclasses.replace(executor.limits, function_timeout_s=20.0)
+        yield backend
+
+
+@pytest.fixture
+def auth2(tmp_path: Path) -> Iterator[AuthBackend]:
+    with open_v2_backend(tmp_path, AUTH_V2) as backend:
         yield backend
 
 

@@ -1,10 +1,14 @@
-"""OAuth sign-in in a real browser: the Convex Auth page, a fake OIDC provider, built-in auth.
+"""OAuth sign-in in a real browser: the Convex Auth pages, a fake OIDC provider, built-in auth.
 
 The button calls ``signIn("fake")``; the browser goes through
 ``/api/auth/signin/fake`` (site port), the provider's authorize endpoint
 (which approves at once), ``/api/auth/callback/fake`` and back to the page
 with ``?code=``, which ``@convex-dev/auth/react`` exchanges for tokens with
 the verifier it kept. A tampered ``state`` and a replayed callback are refused.
+
+The 2.x page's ``useSignInWithGoogle`` (its "google" is the fake provider)
+runs the start mutation, the same routes, and the complete mutation with the
+state it kept in localStorage; the code comes back as ``?convexAuthCode=``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import pytest
 
 from accounts.fake_idp import FakeIdP
 
-from .test_auth_password import STEP_TIMEOUT_MS, Page, app_server, browser, call  # noqa: F401
+from .test_auth_password import (  # noqa: F401
+    STEP_TIMEOUT_MS,
+    Page,
+    app_server,
+    app_server_v2,
+    browser,
+    call,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +86,54 @@ def test_oauth_sign_in_in_the_browser(browser: Any, app_server: Any, idp: FakeId
     url = f"{parts.scheme}://{parts.netloc}{parts.path}?{urllib.parse.urlencode(tampered)}"
     assert httpx.get(url, follow_redirects=False).status_code == 400
     assert call(server, "query", "users:session_count") == 1
+
+
+def test_v2_google_hook_signs_in_in_the_browser(
+    browser: Any,  # noqa: F811
+    app_server_v2: Any,  # noqa: F811
+    idp: FakeIdP,
+) -> None:
+    server = app_server_v2
+    set_env(server, {"SITE_URL": f"{server.url}/http/", **idp.env("google")})
+    context = browser.new_context()
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = Page(context, f"{server.url}/http/?tab=home")
+    callbacks: list[str] = []
+    page.tab.on(
+        "request",
+        lambda request: (
+            callbacks.append(request.url) if "/api/auth/callback/" in request.url else None
+        ),
+    )
+    try:
+        page.open()
+        page.tab.locator("#password-form").wait_for()
+        page.tab.click("#oauth")
+        assert page.signed_in_as() == "Grace Hopper"
+        # The one-time code was taken off the address bar; the page's own params stay.
+        assert "convexAuthCode" not in page.tab.url and "tab=home" in page.tab.url
+        assert call(server, "query", "users:session_count") == 1
+        assert not any("flow" in key.lower() for key in page.local_storage())
+        page.tab.reload()
+        assert page.signed_in_as() == "Grace Hopper"
+
+        # A provider refusal comes back as the hooks' flowError.
+        page.tab.click("#signout")
+        page.tab.locator("#password-form").wait_for()
+        idp.deny = True
+        page.tab.click("#oauth")
+        page.tab.locator("#oauth-error", has_text="ACCESS_DENIED").wait_for()
+        assert call(server, "query", "users:session_count") == 0
+        assert not page.problems, page.problems
+    finally:
+        context.close()
+
+    # The provider's first answer again (a replayed code and state), then tampered: refused.
+    callback = callbacks[0]
+    assert httpx.get(callback, follow_redirects=False).status_code == 400
+    parts = urllib.parse.urlsplit(callback)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    tampered = {**query, "state": query["state"][:-3] + "abc"}
+    url = f"{parts.scheme}://{parts.netloc}{parts.path}?{urllib.parse.urlencode(tampered)}"
+    assert httpx.get(url, follow_redirects=False).status_code == 400
+    assert call(server, "query", "users:session_count") == 0

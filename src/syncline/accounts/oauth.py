@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 import base64
 import hashlib
+import logging
 import re
 import secrets
 import urllib.parse
@@ -49,7 +50,9 @@ if TYPE_CHECKING:
 
 __all__ = ["OIDC", "GitHub", "Google", "OAuthError", "OAuthProvider", "add_oauth_routes"]
 
-_SIGN_IN_LIFETIME_S = 15 * 60
+log = logging.getLogger("syncline.accounts")
+
+SIGN_IN_LIFETIME_S = 15 * 60
 _CODE_LIFETIME_S = 60
 _HTTP_TIMEOUT_S = 10.0
 _ID = re.compile(r"[a-z][a-z0-9-]{0,63}")
@@ -140,7 +143,7 @@ class OAuthProvider(abc.ABC):
         self.credentials(flow.ctx.env)  # fail here, not on the provider's page
         target = redirect_target(flow.ctx.env, params.get("redirectTo"))
         verifier_id = await flow.store(
-            "createVerifier", provider=self.id, redirectTo=target, lifetimeS=_SIGN_IN_LIFETIME_S
+            "createVerifier", provider=self.id, redirectTo=target, lifetimeS=SIGN_IN_LIFETIME_S
         )
         start = f"{flow.issuer.issuer}/api/auth/signin/{self.id}"
         return {"redirect": with_query_param(start, "code", verifier_id), "verifier": verifier_id}
@@ -188,10 +191,10 @@ class OAuthProvider(abc.ABC):
         import httpx
 
         query = request.query
-        if query.get("error"):
-            return _refuse(f"The provider refused the sign-in: {query.get('error')}")
-        state, code = query.get("state"), query.get("code")
-        if not state or not code:
+        state, code, refusal = query.get("state"), query.get("code"), query.get("error")
+        if refusal and not state:
+            return _refuse(f"The provider refused the sign-in: {refusal}")
+        if not state or (not code and not refusal):
             return _refuse("The provider's answer has no state or no code")
         verifier_id = state.partition(".")[0]
         taken = await flow.store(
@@ -199,6 +202,10 @@ class OAuthProvider(abc.ABC):
         )
         if taken is None:
             return _refuse("The sign-in state is invalid, expired or was already used")
+        back = _Back(taken["redirectTo"], v2=bool(taken.get("v2")))
+        if refusal:
+            reason = "access_denied" if refusal == "access_denied" else "oauth_error"
+            return back.error(reason, f"The provider refused the sign-in: {refusal}")
         env = flow.ctx.env
         client_id, secret = self.credentials(env)
         async with httpx.AsyncClient(timeout=_HTTP_TIMEOUT_S) as client:
@@ -209,7 +216,7 @@ class OAuthProvider(abc.ABC):
                     endpoints.token,
                     {
                         "grant_type": "authorization_code",
-                        "code": code,
+                        "code": str(code),
                         "redirect_uri": self.callback_url(flow),
                         "client_id": client_id,
                         "client_secret": secret,
@@ -220,7 +227,9 @@ class OAuthProvider(abc.ABC):
                     client, endpoints, tokens, taken["codeVerifier"], env
                 )
             except (OAuthError, httpx.HTTPError) as e:
-                return _refuse(f"Could not complete the sign-in with {self.id}: {e}")
+                return back.error(
+                    "oauth_error", f"Could not complete the sign-in with {self.id}: {e}"
+                )
         one_time = random_code(32)
         completed = await flow.store(
             "completeOAuth",
@@ -232,8 +241,31 @@ class OAuthProvider(abc.ABC):
             lifetimeS=_CODE_LIFETIME_S,
         )
         if not completed:
-            return _refuse("The sign-in expired; start again")
-        return HttpResponse.redirect(with_query_param(taken["redirectTo"], "code", one_time))
+            return back.error("expired", "The sign-in expired; start again")
+        return back.code(one_time)
+
+
+@dataclass(frozen=True)
+class _Back:
+    """The way back to the app from the callback, as the client that started expects it.
+
+    0.0.x clients get ``?code=`` and an error page; 2.x clients get
+    ``?convexAuthCode=`` or ``?convexAuthError=access_denied|expired|oauth_error``
+    (their hooks report the error as ``flowError``).
+    """
+
+    redirect_to: str
+    v2: bool
+
+    def code(self, one_time: str) -> HttpResponse:
+        name = "convexAuthCode" if self.v2 else "code"
+        return HttpResponse.redirect(with_query_param(self.redirect_to, name, one_time))
+
+    def error(self, reason: str, message: str) -> HttpResponse:
+        if not self.v2:
+            return _refuse(message)
+        log.info("OAuth sign-in failed (%s): %s", reason, message)
+        return HttpResponse.redirect(with_query_param(self.redirect_to, "convexAuthError", reason))
 
 
 def _refuse(message: str, *, status: int = 400) -> HttpResponse:

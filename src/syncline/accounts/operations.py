@@ -113,7 +113,9 @@ def _sign_in_anonymous(s: Store, a: dict[str, Any]) -> dict[str, str] | None:
 
 
 def _create_verifier(s: Store, a: dict[str, Any]) -> str:
-    return s.create_verifier(a["provider"], a["redirectTo"], a["lifetimeS"])
+    return s.create_verifier(
+        a["provider"], a["redirectTo"], a["lifetimeS"], client_state=a.get("clientState")
+    )
 
 
 def _start_oauth(s: Store, a: dict[str, Any]) -> bool:
@@ -124,14 +126,30 @@ def _take_oauth_state(s: Store, a: dict[str, Any]) -> dict[str, Any] | None:
     doc = s.take_oauth_state(a["verifier"], a["provider"], a["state"])
     if doc is None:
         return None
-    return {"codeVerifier": doc["codeVerifier"], "redirectTo": doc["redirectTo"]}
+    return {
+        "codeVerifier": doc["codeVerifier"],
+        "redirectTo": doc["redirectTo"],
+        # A 2.x client started it: the code goes back as ?convexAuthCode=, errors too.
+        "v2": "clientState" in doc,
+    }
 
 
 def _complete_oauth(s: Store, a: dict[str, Any]) -> bool:
-    if not s.take_verifier(a["verifier"]):
+    doc = s.take_verifier(a["verifier"])
+    if doc is None:
         return False
     account = s.upsert_oauth_account(a["provider"], a["providerAccountId"], a["profile"])
-    s.create_code(account["_id"], a["provider"], a["code"], a["lifetimeS"], verifier=a["verifier"])
+    # The code works only with the secret of the browser that started: a 2.x
+    # client's state, or a 0.0.x client's verifier.
+    client_state = doc.get("clientState")
+    s.create_code(
+        account["_id"],
+        a["provider"],
+        a["code"],
+        a["lifetimeS"],
+        verifier=None if client_state is not None else a["verifier"],
+        verifier_digest=client_state,
+    )
     return True
 
 

@@ -230,9 +230,14 @@ class Store:
         lifetime_s: float,
         *,
         verifier: str | None = None,
+        verifier_digest: str | None = None,
         email_verified: str | None = None,
     ) -> None:
-        """Store ``code`` for ``account_id``, replacing any earlier code of the account."""
+        """Store ``code`` for ``account_id``, replacing any earlier code of the account.
+
+        ``verifier`` (or its :func:`digest`, ``verifier_digest``) binds the
+        code to the browser that holds it (see :meth:`take_code`).
+        """
         for old in (
             self.db.query(VERIFICATION_CODES)
             .with_index("accountId", lambda q: q.eq("accountId", account_id))
@@ -247,6 +252,8 @@ class Store:
         }
         if verifier is not None:
             doc["verifier"] = digest(verifier)
+        elif verifier_digest is not None:
+            doc["verifier"] = verifier_digest
         if email_verified is not None:
             doc["emailVerified"] = email_verified
         self.db.insert(VERIFICATION_CODES, doc)
@@ -277,13 +284,26 @@ class Store:
 
     # -- OAuth sign-ins in progress ---------------------------------------
 
-    def create_verifier(self, provider: str, redirect_to: str, lifetime_s: float) -> str:
-        """An OAuth sign-in started by ``auth:signIn``; its id is the client's ``verifier``."""
+    def create_verifier(
+        self,
+        provider: str,
+        redirect_to: str,
+        lifetime_s: float,
+        *,
+        client_state: str | None = None,
+    ) -> str:
+        """An OAuth sign-in in progress; its id is the 0.0.x client's ``verifier``.
+
+        ``client_state`` (2.x clients) is the secret the browser keeps and
+        presents with the one-time code; it is stored as its digest.
+        """
         doc = {
             "provider": provider,
             "redirectTo": redirect_to,
             "expirationTime": self.now + lifetime_s * 1000,
         }
+        if client_state is not None:
+            doc["clientState"] = digest(client_state)
         return str(self.db.insert(VERIFIERS, doc))
 
     def _verifier(self, verifier_id: str) -> dict[str, Any] | None:
@@ -316,12 +336,13 @@ class Store:
         self.db.replace(verifier_id, fields)
         return doc
 
-    def take_verifier(self, verifier_id: str) -> bool:
-        """Consume an OAuth sign-in (single use)."""
-        if self._verifier(verifier_id) is None:
-            return False
+    def take_verifier(self, verifier_id: str) -> dict[str, Any] | None:
+        """Consume an OAuth sign-in (single use): its record, or None if gone or expired."""
+        doc = self._verifier(verifier_id)
+        if doc is None:
+            return None
         self.db.delete(verifier_id)
-        return True
+        return doc
 
     # -- rate limits -------------------------------------------------------
 

@@ -17,7 +17,7 @@ as it keeps the optional fields below and the ``email`` index.
 | authSessions | signed-in device | userId, expirationTime |
 | authRefreshTokens | refresh token | sessionId, expirationTime, firstUsedTime, parentRefreshToken, tokenHash |
 | authVerificationCodes | pending code (email, OAuth) | accountId, provider, code (SHA-256), expirationTime, verifier, emailVerified |
-| authVerifiers | OAuth sign-in in progress | signature (SHA-256 of the state), provider, codeVerifier (PKCE), redirectTo, expirationTime |
+| authVerifiers | OAuth sign-in in progress | signature (SHA-256 of the state), provider, codeVerifier (PKCE), redirectTo, expirationTime, clientState (SHA-256 of a 2.x client's state) |
 | authRateLimits | account or address with failures | identifier, lastAttemptTime, attemptsLeft |
 """
 
@@ -106,6 +106,7 @@ def _tables() -> dict[str, TableDefinition]:
                 "codeVerifier": v.optional(v.string()),
                 "redirectTo": v.optional(v.string()),
                 "expirationTime": v.optional(v.number()),
+                "clientState": v.optional(v.string()),
             }
         ).index("signature", ["signature"]),
         RATE_LIMITS: define_table(

@@ -12,6 +12,9 @@ of an app whose page uses 2.x::
     refreshSession, signOut, isAuthenticated = auth.v2.session()
     signUpWithUsernamePassword, signInWithUsernamePassword = auth.v2.username_password()
 
+OAuth providers (GitHub, Google, OIDC): ``auth.v2.oauth(id)``, see
+:mod:`syncline.accounts.v2_oauth`.
+
 | function | kind, args | answer |
 |---|---|---|
 | ``refreshSession`` | mutation ``{refreshToken}`` | ``{kind: "rotated", tokens}`` or ``{kind: "noSession"}`` |
@@ -48,6 +51,7 @@ from syncline.accounts.passwords import (
 )
 from syncline.accounts.providers import rate_keys
 from syncline.accounts.store import Store
+from syncline.accounts.v2_oauth import oauth_functions
 from syncline.errors import FunctionDefinitionError, InternalError
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.values.validators import v
@@ -93,9 +97,10 @@ class ConvexAuthV2:
         self.auth = auth
         self.module = module
 
-    def _function(
+    def function(
         self, handler: Any, kind: FunctionKind, args: dict[str, Any]
     ) -> RegisteredFunction:
+        """A public function of the app's auth module, which installs the token issuer."""
         from syncline.accounts.setup import MARKER
 
         fn = self.auth._function(handler, kind, args, self.module)
@@ -103,15 +108,21 @@ class ConvexAuthV2:
         setattr(fn, MARKER, self.auth)
         return fn
 
-    def _store(self, ctx: Any) -> Store:
+    def store(self, ctx: Any) -> Store:
+        """The auth tables, inside this mutation."""
         return Store(ctx, self.auth.lifetimes, self.auth.rate_limit)
 
-    def _bundle(self, ctx: Any, session: dict[str, str]) -> dict[str, Any]:
+    def issuer(self, ctx: Any) -> TokenIssuer:
         issuer = getattr(ctx, CTX_MEMBER, None)
         if not isinstance(issuer, TokenIssuer):
             raise InternalError(
                 "Built-in auth has no token issuer in this mutation", code="AuthNotConfigured"
             )
+        return issuer
+
+    def bundle(self, ctx: Any, session: dict[str, str]) -> dict[str, Any]:
+        """The 2.x ``tokens`` of a new or rotated session."""
+        issuer = self.issuer(ctx)
         lifetimes = self.auth.lifetimes
         # The refresh token dies when unused for session_inactive_s, or with its session.
         expires = float(ctx.now) + lifetimes.session_inactive_s * 1000
@@ -133,21 +144,21 @@ class ConvexAuthV2:
         """``refreshSession, signOut, isAuthenticated`` (``ConvexAuthProvider``'s ``api``)."""
 
         def refresh_session(ctx: Any, refreshToken: str) -> dict[str, Any]:
-            session = self._store(ctx).refresh(refreshToken)
+            session = self.store(ctx).refresh(refreshToken)
             if session is None:
                 return {"kind": "noSession"}
-            return {"kind": "rotated", "tokens": self._bundle(ctx, session)}
+            return {"kind": "rotated", "tokens": self.bundle(ctx, session)}
 
         def sign_out(ctx: Any, refreshToken: str) -> None:
-            store = self._store(ctx)
+            store = self.store(ctx)
             doc = store.refresh_token(refreshToken)
             if doc is not None:
                 store.end_session(doc["sessionId"])
 
         token_args = {"refreshToken": v.string()}
         return (
-            self._function(refresh_session, FunctionKind.MUTATION, token_args),
-            self._function(sign_out, FunctionKind.MUTATION, token_args),
+            self.function(refresh_session, FunctionKind.MUTATION, token_args),
+            self.function(sign_out, FunctionKind.MUTATION, token_args),
             self.auth.is_authenticated,  # the same query as 0.0.x's
         )
 
@@ -171,7 +182,7 @@ class ConvexAuthV2:
             problem = _invalid_username(username) or _invalid_password(password, min_length)
             if problem is not None:
                 return _error(problem)
-            store = self._store(ctx)
+            store = self.store(ctx)
             if store.account(id, username) is not None:
                 return _error({"error": "USERNAME_TAKEN"})
             account = store.create_account(
@@ -179,11 +190,11 @@ class ConvexAuthV2:
             )
             return {
                 "status": "complete",
-                "tokens": self._bundle(ctx, store.create_session(account["userId"])),
+                "tokens": self.bundle(ctx, store.create_session(account["userId"])),
             }
 
         def sign_in(ctx: Any, username: str, password: str) -> dict[str, Any]:
-            store = self._store(ctx)
+            store = self.store(ctx)
             account_key = f"{id}:{username[:MAX_USERNAME_LENGTH]}"
             keys = rate_keys(account_key)
             if any(store.is_blocked(key) for key in keys):
@@ -201,11 +212,20 @@ class ConvexAuthV2:
             store.clear_failures(account_key)
             return {
                 "status": "complete",
-                "tokens": self._bundle(ctx, store.create_session(account["userId"])),
+                "tokens": self.bundle(ctx, store.create_session(account["userId"])),
             }
 
         credentials = {"username": v.string(), "password": v.string()}
         return (
-            self._function(sign_up, FunctionKind.MUTATION, credentials),
-            self._function(sign_in, FunctionKind.MUTATION, credentials),
+            self.function(sign_up, FunctionKind.MUTATION, credentials),
+            self.function(sign_in, FunctionKind.MUTATION, credentials),
         )
+
+    # -- OAuth -------------------------------------------------------------
+
+    def oauth(self, provider: str) -> tuple[RegisteredFunction, RegisteredFunction]:
+        """``startSignInWith<X>, completeSignInWith<X>`` for OAuth provider ``provider``.
+
+        See :mod:`syncline.accounts.v2_oauth`.
+        """
+        return oauth_functions(self, provider)

@@ -1,6 +1,8 @@
 // A sign-in page written for Convex Auth 2.x: @convex-dev/auth/react, the username-password
-// method's hooks and convex/react, unchanged.
+// and Google methods' hooks and convex/react, unchanged. ("google" is served by the test's
+// OpenID Connect provider: the hook only knows the function names.)
 import { ConvexAuthProvider, useAuthActions } from "@convex-dev/auth/react";
+import { useOauth, useSignInWithGoogle } from "@convex-dev/auth/methods/google/react";
 import {
   useSignInWithUsernamePassword,
   useSignUpWithUsernamePassword,
@@ -56,6 +58,25 @@ function PasswordForm() {
   );
 }
 
+function GoogleButton() {
+  const { signIn } = useSignInWithGoogle(api.auth);
+  const { flowError } = useOauth();
+  const [error, setError] = useState(null);
+  const start = async () => {
+    const result = await signIn();
+    if (result.status === "error") setError(result.userError.error);
+  };
+  const shown = error ?? flowError?.error ?? null;
+  return (
+    <div>
+      <button id="oauth" type="button" onClick={() => void start()}>
+        Sign in with Google
+      </button>
+      {shown !== null && <p id="oauth-error">{shown}</p>}
+    </div>
+  );
+}
+
 function Profile() {
   const { signOut } = useAuthActions();
   const me = useQuery(api.users.me);
@@ -79,6 +100,7 @@ function App() {
       </AuthLoading>
       <Unauthenticated>
         <PasswordForm />
+        <GoogleButton />
       </Unauthenticated>
       <Authenticated>
         <Profile />
