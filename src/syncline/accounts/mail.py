@@ -54,6 +54,8 @@ class Message:
     text: str
     #: the secret part, for the dev log line ("" for a mail that carries none)
     code: str
+    #: what the secret part is, for the dev log line
+    kind: str = "Sign-in code"
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ async def send_message(env: Mapping[str, str], message: Message) -> None:
         return
     if settings is None:
         log.warning(
-            "Sign-in code for %s: %s (SMTP_HOST is not set, so it is logged instead of sent)",
+            "%s for %s: %s (SMTP_HOST is not set, so it is logged instead of sent)",
+            message.kind,
             message.to,
             message.code,
         )

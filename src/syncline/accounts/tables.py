@@ -19,6 +19,7 @@ as it keeps the optional fields below and the ``email`` index.
 | authVerificationCodes | pending code (email, OAuth) | accountId, provider, code (SHA-256), expirationTime, verifier, emailVerified |
 | authVerifiers | OAuth sign-in in progress | signature (SHA-256 of the state), provider, codeVerifier (PKCE), redirectTo, expirationTime, clientState (SHA-256 of a 2.x client's state) |
 | authRateLimits | account or address with failures | identifier, lastAttemptTime, attemptsLeft |
+| authChallenges | emailed link of a 2.x flow in progress | kind, provider, email, codeHash, secretHash, passwordHash, userId, expirationTime |
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from syncline.values.validators import v
 
 __all__ = [
     "ACCOUNTS",
+    "CHALLENGES",
     "RATE_LIMITS",
     "REFRESH_TOKENS",
     "SESSIONS",
@@ -44,6 +46,7 @@ REFRESH_TOKENS = "authRefreshTokens"
 VERIFICATION_CODES = "authVerificationCodes"
 VERIFIERS = "authVerifiers"
 RATE_LIMITS = "authRateLimits"
+CHALLENGES = "authChallenges"
 
 
 def _tables() -> dict[str, TableDefinition]:
@@ -112,6 +115,20 @@ def _tables() -> dict[str, TableDefinition]:
         RATE_LIMITS: define_table(
             {"identifier": v.string(), "lastAttemptTime": v.number(), "attemptsLeft": v.number()}
         ).index("identifier", ["identifier"]),
+        CHALLENGES: define_table(
+            {
+                "kind": v.string(),
+                "provider": v.string(),
+                "email": v.string(),
+                "codeHash": v.string(),
+                "secretHash": v.string(),
+                "passwordHash": v.optional(v.string()),
+                "userId": v.optional(v.id(USERS)),
+                "expirationTime": v.number(),
+            }
+        )
+        .index("secretHash", ["secretHash"])
+        .index("email", ["email"]),
     }
 
 

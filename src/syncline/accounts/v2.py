@@ -13,7 +13,8 @@ of an app whose page uses 2.x::
     signUpWithUsernamePassword, signInWithUsernamePassword = auth.v2.username_password()
 
 OAuth providers (GitHub, Google, OIDC): ``auth.v2.oauth(id)``, see
-:mod:`syncline.accounts.v2_oauth`.
+:mod:`syncline.accounts.v2_oauth`. Email + password with emailed links:
+``auth.v2.email_password()``, see :mod:`syncline.accounts.v2_email_password`.
 
 | function | kind, args | answer |
 |---|---|---|
@@ -43,6 +44,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from syncline.accounts.issuer import CTX_MEMBER, TokenIssuer
+from syncline.accounts.mail import Message, send_message
 from syncline.accounts.passwords import (
     MAX_PASSWORD_BYTES,
     dummy_verify,
@@ -51,9 +53,10 @@ from syncline.accounts.passwords import (
 )
 from syncline.accounts.providers import rate_keys
 from syncline.accounts.store import Store
+from syncline.accounts.v2_email_password import email_password_functions
 from syncline.accounts.v2_oauth import oauth_functions
 from syncline.errors import FunctionDefinitionError, InternalError
-from syncline.functions.registration import FunctionKind, RegisteredFunction
+from syncline.functions.registration import FunctionKind, RegisteredFunction, Visibility
 from syncline.values.validators import v
 
 if TYPE_CHECKING:
@@ -86,6 +89,10 @@ def _invalid_password(password: str, min_length: int) -> dict[str, Any] | None:
     return None
 
 
+async def _send_mail(ctx: Any, to: str, subject: str, text: str, link: str) -> None:
+    await send_message(ctx.env, Message(to, subject, text, code=link, kind="Link"))
+
+
 def _error(user_error: dict[str, Any]) -> dict[str, Any]:
     return {"status": "error", "userError": user_error}
 
@@ -96,6 +103,15 @@ class ConvexAuthV2:
     def __init__(self, auth: ConvexAuth, module: str) -> None:
         self.auth = auth
         self.module = module
+        #: the internal action that sends the email + password method's mails (scheduled by
+        #: its mutations); bind it in functions/auth.py (``authMail = auth.v2.mail``)
+        self.mail = auth._function(
+            _send_mail,
+            FunctionKind.ACTION,
+            {"to": v.string(), "subject": v.string(), "text": v.string(), "link": v.string()},
+            module,
+            visibility=Visibility.INTERNAL,
+        )
 
     def function(
         self, handler: Any, kind: FunctionKind, args: dict[str, Any]
@@ -229,3 +245,31 @@ class ConvexAuthV2:
         See :mod:`syncline.accounts.v2_oauth`.
         """
         return oauth_functions(self, provider)
+
+    # -- email + password ------------------------------------------------------
+
+    def email_password(
+        self,
+        *,
+        id: str = "emailPassword",
+        min_length: int = 8,
+        sign_up_url: str = "/validate-email",
+        recovery_url: str = "/reset-password",
+        change_email_url: str = "/confirm-email-change",
+    ) -> tuple[RegisteredFunction, ...]:
+        """The nine functions of the 2.x email + password method (see
+        :mod:`syncline.accounts.v2_email_password` for their names, in order).
+
+        Accounts have provider ``id`` and the email (lower-cased) as
+        ``providerAccountId``. The ``*_url`` are the app's landing pages for
+        the mailed links (``?code=`` is added): paths joined to ``SITE_URL``,
+        or URLs under it.
+        """
+        return email_password_functions(
+            self,
+            id=id,
+            min_length=min_length,
+            sign_up_url=sign_up_url,
+            recovery_url=recovery_url,
+            change_email_url=change_email_url,
+        )
