@@ -1,8 +1,8 @@
 from syncline.accounts import OIDC, Password, convex_auth
 
 # The functions @convex-dev/auth 2.x calls: the session mutations of ConvexAuthProvider's
-# api prop, the username-password method's, and the Google method's ("google" is the test's
-# OpenID Connect provider: AUTH_GOOGLE_ISSUER, AUTH_GOOGLE_ID, AUTH_GOOGLE_SECRET).
+# api prop, the username-password, email-password and Google methods'. (Google here
+# is the test's OpenID Connect provider: AUTH_GOOGLE_ISSUER, AUTH_GOOGLE_ID, AUTH_GOOGLE_SECRET.)
 auth = convex_auth(
     providers=[Password(), OIDC(id="google")],
     max_failed_attempts=5,
@@ -12,3 +12,17 @@ refreshSession, signOut, isAuthenticated = auth.v2.session()
 signUpWithUsernamePassword, signInWithUsernamePassword = auth.v2.username_password()
 startSignInWithGoogle, completeSignInWithGoogle = auth.v2.oauth("google")
 store = auth.store  # the OAuth callback route writes through it
+(
+    signUpWithEmailPassword,
+    completeSignUpWithEmailPassword,
+    signInWithEmailPassword,
+    changePassword,
+    startPasswordRecovery,
+    checkPasswordRecovery,
+    completePasswordRecovery,
+    startChangeEmail,
+    completeChangeEmail,
+) = auth.v2.email_password(
+    sign_up_url="/?page=validate-email", recovery_url="/?page=reset-password"
+)
+authMail = auth.v2.mail  # sends the method's mails (logged: the test has no SMTP_HOST)

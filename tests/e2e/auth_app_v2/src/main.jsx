@@ -4,6 +4,13 @@
 import { ConvexAuthProvider, useAuthActions } from "@convex-dev/auth/react";
 import { useOauth, useSignInWithGoogle } from "@convex-dev/auth/methods/google/react";
 import {
+  useCompletePasswordRecovery,
+  useCompleteSignUpWithEmailPassword,
+  useSignInWithEmailPassword,
+  useSignUpWithEmailPassword,
+  useStartPasswordRecovery,
+} from "@convex-dev/auth/methods/email-password/react";
+import {
   useSignInWithUsernamePassword,
   useSignUpWithUsernamePassword,
 } from "@convex-dev/auth/methods/username-password/react";
@@ -77,13 +84,91 @@ function GoogleButton() {
   );
 }
 
+// The email + password method: sign-up mails a link to ?page=validate-email&code=...,
+// recovery one to ?page=reset-password&code=... (the landing pages below).
+function EmailPasswordForm() {
+  const { signUp } = useSignUpWithEmailPassword(api.auth);
+  const { signIn } = useSignInWithEmailPassword(api.auth);
+  const { startPasswordRecovery } = useStartPasswordRecovery(api.auth);
+  const [message, setMessage] = useState(null);
+  const run = (action) => async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget.form);
+    const email = form.get("ep-email");
+    const password = form.get("ep-password");
+    const result =
+      action === "signUp"
+        ? await signUp({ email, password })
+        : action === "signIn"
+          ? await signIn({ email, password })
+          : await startPasswordRecovery({ email });
+    if (result.success === false || result.status === "error") {
+      setMessage(`error: ${result.userError.error}`);
+    } else if (action !== "signIn") {
+      setMessage(`sent: ${action}`);
+    }
+  };
+  return (
+    <form id="ep-form">
+      <input id="ep-email" name="ep-email" placeholder="Email" />
+      <input id="ep-password" name="ep-password" type="password" placeholder="Password" />
+      <button id="ep-signup" type="submit" onClick={run("signUp")}>
+        Sign up with email
+      </button>
+      <button id="ep-signin" type="button" onClick={run("signIn")}>
+        Sign in with email
+      </button>
+      <button id="ep-recover" type="button" onClick={run("recover")}>
+        Forgot password
+      </button>
+      {message !== null && <p id="ep-message">{message}</p>}
+    </form>
+  );
+}
+
+function ValidateEmail({ emailCode }) {
+  const state = useCompleteSignUpWithEmailPassword(api.auth, { emailCode });
+  return (
+    <p id="link-status">
+      {state.status === "error" ? `error: ${state.userError.error}` : state.status}
+    </p>
+  );
+}
+
+function ResetPassword({ emailCode }) {
+  const state = useCompletePasswordRecovery(api.auth, { emailCode });
+  const [error, setError] = useState(null);
+  if (state.status !== "ready") {
+    return (
+      <p id="link-status">
+        {state.status === "error" ? `error: ${state.userError.error}` : state.status}
+      </p>
+    );
+  }
+  const submit = async (event) => {
+    event.preventDefault();
+    const newPassword = new FormData(event.currentTarget).get("new-password");
+    const result = await state.completePasswordRecovery({ newPassword });
+    setError(result.status === "error" ? result.userError.error : null);
+  };
+  return (
+    <form id="reset-form" onSubmit={submit}>
+      <input id="new-password" name="new-password" type="password" />
+      <button id="reset" type="submit" disabled={state.pending}>
+        Set password
+      </button>
+      {error !== null && <p id="reset-error">{error}</p>}
+    </form>
+  );
+}
+
 function Profile() {
   const { signOut } = useAuthActions();
   const me = useQuery(api.users.me);
   return (
     <div id="profile">
       <p>
-        Signed in as <span id="me">{me === undefined ? "…" : me === null ? "nobody" : me.name}</span>
+        Signed in as <span id="me">{me === undefined ? "…" : me === null ? "nobody" : (me.name ?? me.email)}</span>
       </p>
       <button id="signout" type="button" onClick={() => void signOut()}>
         Sign out
@@ -93,6 +178,23 @@ function Profile() {
 }
 
 function App() {
+  const params = new URLSearchParams(window.location.search);
+  const page = params.get("page");
+  const emailCode = params.get("code");
+  if (page === "validate-email" || page === "reset-password") {
+    return (
+      <>
+        {page === "validate-email" ? (
+          <ValidateEmail emailCode={emailCode} />
+        ) : (
+          <ResetPassword emailCode={emailCode} />
+        )}
+        <Authenticated>
+          <Profile />
+        </Authenticated>
+      </>
+    );
+  }
   return (
     <>
       <AuthLoading>
@@ -101,6 +203,7 @@ function App() {
       <Unauthenticated>
         <PasswordForm />
         <GoogleButton />
+        <EmailPasswordForm />
       </Unauthenticated>
       <Authenticated>
         <Profile />
