@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import secrets
 import threading
@@ -25,6 +26,19 @@ from jwt.algorithms import RSAAlgorithm
 
 CLIENT_ID = "syncline-test-client"
 CLIENT_SECRET = "test-secret-" + "x" * 20
+APPLE_TEAM_ID = "FAKETEAM01"
+
+
+def _auto_post(url: str, fields: dict[str, str]) -> str:
+    """An HTML page that posts ``fields`` to ``url`` (``response_mode=form_post``)."""
+    inputs = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in fields.items()
+    )
+    return (
+        f'<html><body onload="document.forms[0].submit()"><form method="post" '
+        f'action="{html.escape(url)}">{inputs}</form></body></html>'
+    )
 
 
 @dataclass
@@ -43,6 +57,9 @@ class FakeIdP:
     refusals: list[str] = field(default_factory=list)
     #: answer authorization requests as a user who said no (``error=access_denied``)
     deny: bool = False
+    #: behave as Sign in with Apple: the client secret is an ES256 JWT of this team's key,
+    #: the name is posted with the answer (first sign-in) instead of being in the ID token
+    apple_key: Any = None
 
     def __post_init__(self) -> None:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -85,7 +102,7 @@ class FakeIdP:
             self.refusals.append("authorize: bad client or PKCE method")
             return 400, {}, {"error": "invalid_request"}
         if self.deny:
-            answer = {"error": "access_denied", "state": query["state"]}
+            answer: dict[str, str] = {"error": "access_denied", "state": query["state"]}
             return (
                 302,
                 {"Location": f"{query['redirect_uri']}?{urllib.parse.urlencode(answer)}"},
@@ -95,19 +112,56 @@ class FakeIdP:
         self.grants[code] = _Grant(
             query["redirect_uri"], query["code_challenge"], query.get("nonce")
         )
-        target = (
-            query["redirect_uri"]
-            + "?"
-            + urllib.parse.urlencode({"code": code, "state": query["state"]})
-        )
+        answer = {"code": code, "state": query["state"]}
+        if query.get("response_mode") == "form_post":
+            if self.apple_key is not None:
+                first, _, last = self.name.partition(" ")
+                answer["user"] = json.dumps({"name": {"firstName": first, "lastName": last}})
+            return 200, {"Content-Type": "text/html"}, _auto_post(query["redirect_uri"], answer)
+        target = query["redirect_uri"] + "?" + urllib.parse.urlencode(answer)
         return 302, {"Location": target}, None
+
+    def _client_secret_ok(self, secret: str | None) -> bool:
+        if self.apple_key is None:
+            return secret == CLIENT_SECRET
+        try:
+            claims = jwt.decode(
+                secret or "",
+                self.apple_key.public_key(),
+                algorithms=["ES256"],
+                audience=self.issuer,
+                issuer=APPLE_TEAM_ID,
+            )
+        except jwt.PyJWTError:
+            return False
+        return bool(claims.get("sub") == CLIENT_ID)
+
+    def apple_env(self, provider_id: str = "apple") -> dict[str, str]:
+        """The environment of an Apple provider: a team's key instead of a client secret."""
+        from cryptography.hazmat.primitives import serialization
+
+        upper = provider_id.upper()
+        pem = self.apple_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return {
+            f"AUTH_{upper}_ID": CLIENT_ID,
+            f"AUTH_{upper}_TEAM_ID": APPLE_TEAM_ID,
+            f"AUTH_{upper}_KEY_ID": "fake-key-1",
+            f"AUTH_{upper}_PRIVATE_KEY": pem.decode(),
+            f"AUTH_{upper}_ISSUER": self.issuer,
+        }
 
     def _token(self, form: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         grant = self.grants.pop(form.get("code", ""), None)
         if grant is None:
             self.refusals.append("token: unknown or used code")
             return 400, {}, {"error": "invalid_grant"}
-        if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
+        if form.get("client_id") != CLIENT_ID or not self._client_secret_ok(
+            form.get("client_secret")
+        ):
             self.refusals.append("token: bad client credentials")
             return 401, {}, {"error": "invalid_client"}
         if form.get("redirect_uri") != grant.redirect_uri:
@@ -125,11 +179,12 @@ class FakeIdP:
             "sub": self.subject,
             "iat": now,
             "exp": now + 300,
-            "name": self.name,
             "email": self.email,
-            "email_verified": True,
+            "email_verified": "true" if self.apple_key is not None else True,
             "nonce": grant.nonce,
         }
+        if self.apple_key is None:
+            claims["name"] = self.name
         id_token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": "fake-1"})
         return (
             200,
@@ -149,11 +204,15 @@ class FakeIdP:
                 pass
 
             def _answer(self, status: int, headers: dict[str, str], body: Any) -> None:
-                data = b"" if body is None else json.dumps(body).encode()
+                if isinstance(body, str):
+                    data = body.encode()
+                else:
+                    data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
+                if "Content-Type" not in headers:
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -17,7 +17,7 @@ keys in the data folder: :mod:`syncline.accounts.keys`), so
 from syncline.accounts.anonymous import Anonymous
 from syncline.accounts.email import Email
 from syncline.accounts.helpers import get_auth_session_id, get_auth_user_id
-from syncline.accounts.oauth import OIDC, GitHub, Google, OAuthProvider
+from syncline.accounts.oauth import OIDC, Apple, GitHub, Google, OAuthProvider
 from syncline.accounts.password import Password
 from syncline.accounts.setup import ConvexAuth, convex_auth
 from syncline.accounts.tables import auth_tables
@@ -25,6 +25,7 @@ from syncline.accounts.tables import auth_tables
 __all__ = [
     "OIDC",
     "Anonymous",
+    "Apple",
     "ConvexAuth",
     "Email",
     "GitHub",

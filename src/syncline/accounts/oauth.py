@@ -30,10 +30,13 @@ from __future__ import annotations
 import abc
 import base64
 import hashlib
+import json
 import logging
 import re
 import secrets
+import time
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +44,7 @@ from syncline.accounts.errors import auth_error
 from syncline.accounts.mail import random_code
 from syncline.accounts.redirects import redirect_target, with_query_param
 from syncline.errors import FunctionDefinitionError, SynclineError
+from syncline.functions.http.request import HttpBodyError
 from syncline.functions.http.response import HttpResponse
 
 if TYPE_CHECKING:
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
     from syncline.functions.http.request import HttpRequest
     from syncline.functions.http.router import HttpRouter
 
-__all__ = ["OIDC", "GitHub", "Google", "OAuthError", "OAuthProvider", "add_oauth_routes"]
+__all__ = ["OIDC", "Apple", "GitHub", "Google", "OAuthError", "OAuthProvider", "add_oauth_routes"]
 
 log = logging.getLogger("syncline.accounts")
 
@@ -98,6 +102,8 @@ class OAuthProvider(abc.ABC):
     id: str
     scopes: tuple[str, ...] = ()
     extra_authorization_params: dict[str, str] = field(default_factory=dict)
+    #: how the provider delivers its answer to the callback: a redirect (GET) or a form POST
+    callback_method: str = "GET"
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _ID.fullmatch(self.id):
@@ -120,8 +126,13 @@ class OAuthProvider(abc.ABC):
         tokens: dict[str, Any],
         code_verifier: str,
         env: Any,
+        callback: Mapping[str, str],
     ) -> tuple[str, dict[str, Any]]:
-        """The provider's account id and the ``users`` fields (name, email, image)."""
+        """The provider's account id and the ``users`` fields (name, email, image).
+
+        ``callback`` holds the parameters of the provider's answer (Apple sends
+        the user's name there).
+        """
 
     # -- the flow ------------------------------------------------------------
 
@@ -190,8 +201,8 @@ class OAuthProvider(abc.ABC):
     async def complete(self, flow: SignInFlow, request: HttpRequest) -> HttpResponse:
         import httpx
 
-        query = request.query
-        state, code, refusal = query.get("state"), query.get("code"), query.get("error")
+        params = await _callback_params(request)
+        state, code, refusal = params.get("state"), params.get("code"), params.get("error")
         if refusal and not state:
             return _refuse(f"The provider refused the sign-in: {refusal}")
         if not state or (not code and not refusal):
@@ -224,7 +235,7 @@ class OAuthProvider(abc.ABC):
                     },
                 )
                 account_id, profile = await self.profile(
-                    client, endpoints, tokens, taken["codeVerifier"], env
+                    client, endpoints, tokens, taken["codeVerifier"], env, params
                 )
             except (OAuthError, httpx.HTTPError) as e:
                 return back.error(
@@ -266,6 +277,17 @@ class _Back:
             return _refuse(message)
         log.info("OAuth sign-in failed (%s): %s", reason, message)
         return HttpResponse.redirect(with_query_param(self.redirect_to, "convexAuthError", reason))
+
+
+async def _callback_params(request: HttpRequest) -> dict[str, str]:
+    """The provider's answer: the query of a redirect, or the fields of a form POST."""
+    if request.method == "POST":
+        try:
+            form = await request.form()
+        except HttpBodyError:  # not a form: an answer without state
+            return {}
+        return {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    return {k: v for k, v in request.query.multi_items() if isinstance(v, str)}
 
 
 def _refuse(message: str, *, status: int = 400) -> HttpResponse:
@@ -358,6 +380,7 @@ class OIDC(OAuthProvider):
         tokens: dict[str, Any],
         code_verifier: str,
         env: Any,
+        callback: Mapping[str, str],
     ) -> tuple[str, dict[str, Any]]:
         import jwt
 
@@ -386,7 +409,9 @@ class OIDC(OAuthProvider):
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise OAuthError("the ID token has no subject")
-        email = _optional_str(claims.get("email")) if claims.get("email_verified") else None
+        # Apple sends email_verified as the string "true"; anything else is not verified.
+        verified = claims.get("email_verified") in (True, "true")
+        email = _optional_str(claims.get("email")) if verified else None
         return subject, {
             "name": _optional_str(claims.get("name")),
             "email": email,
@@ -397,6 +422,91 @@ class OIDC(OAuthProvider):
 def Google(id: str = "google") -> OIDC:
     """Google accounts (OIDC at https://accounts.google.com)."""
     return OIDC(id=id, issuer="https://accounts.google.com")
+
+
+_APPLE_ISSUER = "https://appleid.apple.com"
+_APPLE_SECRET_LIFETIME_S = 300
+
+
+@dataclass(frozen=True)
+class Apple(OIDC):
+    """Sign in with Apple (OIDC at https://appleid.apple.com, answering by form POST).
+
+    ``AUTH_APPLE_ID`` is the Services ID. The client secret is an ES256 JWT:
+    minted for each sign-in (valid five minutes) from ``AUTH_APPLE_TEAM_ID``,
+    ``AUTH_APPLE_KEY_ID`` and ``AUTH_APPLE_PRIVATE_KEY`` (the PEM text of the
+    ``.p8`` key), or, when those are unset, ``AUTH_APPLE_SECRET``, a secret JWT
+    made beforehand (Apple accepts them for six months at most). Apple sends
+    the user's name only on the first sign-in, in the form it posts back.
+    """
+
+    id: str = "apple"
+    issuer: str | None = _APPLE_ISSUER
+    scopes: tuple[str, ...] = ("name", "email")
+    extra_authorization_params: dict[str, str] = field(
+        default_factory=lambda: {"response_mode": "form_post"}
+    )
+    callback_method: str = "POST"
+
+    def credentials(self, env: Any) -> tuple[str, str]:
+        import jwt
+
+        client_id = env.get(_env_name(self.id, "ID"))
+        team, key_id, key = (
+            env.get(_env_name(self.id, n)) for n in ("TEAM_ID", "KEY_ID", "PRIVATE_KEY")
+        )
+        if client_id and team and key_id and key:
+            now = int(time.time())
+            claims = {
+                "iss": team,
+                "sub": client_id,
+                "aud": self.issuer_url(env),
+                "iat": now,
+                "exp": now + _APPLE_SECRET_LIFETIME_S,
+            }
+            try:
+                secret = jwt.encode(claims, key, algorithm="ES256", headers={"kid": key_id})
+            except (ValueError, TypeError, jwt.PyJWTError) as e:
+                raise auth_error(
+                    "OAuthNotConfigured",
+                    f"{_env_name(self.id, 'PRIVATE_KEY')} is not an EC private key in PEM "
+                    f"form (the .p8 file from Apple): {type(e).__name__}",
+                ) from None
+            return client_id, secret
+        secret = env.get(_env_name(self.id, "SECRET"))
+        if not client_id or not secret:
+            raise auth_error(
+                "OAuthNotConfigured",
+                f"Set {_env_name(self.id, 'ID')} (the Services ID) and either "
+                f"{_env_name(self.id, 'TEAM_ID')}, {_env_name(self.id, 'KEY_ID')} and "
+                f"{_env_name(self.id, 'PRIVATE_KEY')}, or {_env_name(self.id, 'SECRET')} "
+                f"(a client secret JWT) for provider {self.id!r}",
+            )
+        return client_id, secret
+
+    async def profile(
+        self,
+        client: Any,
+        endpoints: Endpoints,
+        tokens: dict[str, Any],
+        code_verifier: str,
+        env: Any,
+        callback: Mapping[str, str],
+    ) -> tuple[str, dict[str, Any]]:
+        subject, profile = await super().profile(
+            client, endpoints, tokens, code_verifier, env, callback
+        )
+        return subject, {**profile, "name": _apple_name(callback.get("user"))}
+
+
+def _apple_name(user: str | None) -> str | None:
+    """The name in the ``user`` field Apple posts on a first sign-in (JSON), or None."""
+    try:
+        name = json.loads(user or "null")["name"]
+        parts = [name.get("firstName"), name.get("lastName")]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip()) or None
 
 
 @dataclass(frozen=True)
@@ -420,6 +530,7 @@ class GitHub(OAuthProvider):
         tokens: dict[str, Any],
         code_verifier: str,
         env: Any,
+        callback: Mapping[str, str],
     ) -> tuple[str, dict[str, Any]]:
         access = _access_token(tokens)
         assert endpoints.userinfo is not None
@@ -456,4 +567,6 @@ def add_oauth_routes(auth: ConvexAuth, provider: OAuthProvider, http: HttpRouter
         return await provider.complete(SignInFlow(ctx, auth), request)
 
     http.route(path=f"/api/auth/signin/{provider.id}", method="GET", handler=signin)
-    http.route(path=f"/api/auth/callback/{provider.id}", method="GET", handler=callback)
+    http.route(
+        path=f"/api/auth/callback/{provider.id}", method=provider.callback_method, handler=callback
+    )
