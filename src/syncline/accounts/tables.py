@@ -20,6 +20,8 @@ as it keeps the optional fields below and the ``email`` index.
 | authVerifiers | OAuth sign-in in progress | signature (SHA-256 of the state), provider, codeVerifier (PKCE), redirectTo, expirationTime, clientState (SHA-256 of a 2.x client's state) |
 | authRateLimits | account or address with failures | identifier, lastAttemptTime, attemptsLeft |
 | authChallenges | emailed link of a 2.x flow in progress | kind, provider, email, codeHash, secretHash, passwordHash, userId, expirationTime |
+| authPasskeys | passkey (WebAuthn credential) | userId, credentialId, publicKey (COSE), algorithm, signCount, transports, lastUsedTime |
+| authPasskeyChallenges | passkey ceremony in progress | challengeHash, purpose, username, userId, expirationTime |
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from syncline.values.validators import v
 __all__ = [
     "ACCOUNTS",
     "CHALLENGES",
+    "PASSKEYS",
+    "PASSKEY_CHALLENGES",
     "RATE_LIMITS",
     "REFRESH_TOKENS",
     "SESSIONS",
@@ -47,6 +51,8 @@ VERIFICATION_CODES = "authVerificationCodes"
 VERIFIERS = "authVerifiers"
 RATE_LIMITS = "authRateLimits"
 CHALLENGES = "authChallenges"
+PASSKEYS = "authPasskeys"
+PASSKEY_CHALLENGES = "authPasskeyChallenges"
 
 
 def _tables() -> dict[str, TableDefinition]:
@@ -129,6 +135,30 @@ def _tables() -> dict[str, TableDefinition]:
         )
         .index("secretHash", ["secretHash"])
         .index("email", ["email"]),
+        PASSKEYS: define_table(
+            {
+                "userId": v.id(USERS),
+                "credentialId": v.string(),
+                "publicKey": v.string(),
+                "algorithm": v.number(),
+                "signCount": v.number(),
+                "transports": v.optional(v.array(v.string())),
+                "lastUsedTime": v.optional(v.number()),
+            }
+        )
+        .index("credentialId", ["credentialId"])
+        .index("userId", ["userId"]),
+        PASSKEY_CHALLENGES: define_table(
+            {
+                "challengeHash": v.string(),
+                "purpose": v.string(),
+                "username": v.optional(v.string()),
+                "userId": v.optional(v.id(USERS)),
+                "expirationTime": v.number(),
+            }
+        )
+        .index("challengeHash", ["challengeHash"])
+        .index("expirationTime", ["expirationTime"]),
     }
 
 

@@ -40,7 +40,7 @@ limit of ``--function-timeout``).
 
 from __future__ import annotations
 
-import unicodedata
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from syncline.accounts.issuer import CTX_MEMBER, TokenIssuer
@@ -53,8 +53,10 @@ from syncline.accounts.passwords import (
 )
 from syncline.accounts.providers import rate_keys
 from syncline.accounts.store import Store
+from syncline.accounts.user_errors import MAX_USERNAME_LENGTH, invalid_username, password_problem
 from syncline.accounts.v2_email_password import email_password_functions
 from syncline.accounts.v2_oauth import oauth_functions
+from syncline.accounts.v2_passkey import passkey_functions
 from syncline.errors import FunctionDefinitionError, InternalError
 from syncline.functions.registration import FunctionKind, RegisteredFunction, Visibility
 from syncline.values.validators import v
@@ -63,30 +65,6 @@ if TYPE_CHECKING:
     from syncline.accounts.setup import ConvexAuth
 
 __all__ = ["ConvexAuthV2"]
-
-MAX_USERNAME_LENGTH = 100
-
-
-def _invalid_username(username: str) -> dict[str, Any] | None:
-    if not username:
-        return {"error": "USERNAME_TOO_SHORT", "minimumLength": 1}
-    if len(username) > MAX_USERNAME_LENGTH:
-        return {"error": "USERNAME_TOO_LONG", "maximumLength": MAX_USERNAME_LENGTH}
-    if username != username.strip():
-        return {"error": "USERNAME_HAS_SURROUNDING_WHITESPACE"}
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in username):
-        return {"error": "USERNAME_HAS_INVALID_CHARACTERS"}
-    return None
-
-
-def _invalid_password(password: str, min_length: int) -> dict[str, Any] | None:
-    if len(password) < min_length:
-        return {"error": "PASSWORD_TOO_SHORT", "minimumLength": min_length}
-    if len(password) > MAX_PASSWORD_BYTES:
-        return {"error": "PASSWORD_TOO_LONG", "maximumLength": MAX_PASSWORD_BYTES}
-    if password != password.strip():
-        return {"error": "PASSWORD_HAS_SURROUNDING_WHITESPACE"}
-    return None
 
 
 async def _send_mail(ctx: Any, to: str, subject: str, text: str, link: str) -> None:
@@ -195,7 +173,7 @@ class ConvexAuthV2:
             )
 
         def sign_up(ctx: Any, username: str, password: str) -> dict[str, Any]:
-            problem = _invalid_username(username) or _invalid_password(password, min_length)
+            problem = invalid_username(username) or password_problem(password, min_length)
             if problem is not None:
                 return _error(problem)
             store = self.store(ctx)
@@ -273,3 +251,24 @@ class ConvexAuthV2:
             recovery_url=recovery_url,
             change_email_url=change_email_url,
         )
+
+    # -- username + passkey ----------------------------------------------------
+
+    def username_passkey(
+        self,
+        *,
+        id: str = "usernamePasskey",
+        rp_id: str | None = None,
+        origins: Sequence[str] | None = None,
+        rp_name: str | None = None,
+    ) -> tuple[RegisteredFunction, ...]:
+        """The four functions of the 2.x username + passkey method (see
+        :mod:`syncline.accounts.v2_passkey` for their names, in order).
+
+        Accounts have provider ``id`` and the username as ``providerAccountId``
+        (the user's ``name`` too). ``rp_id`` (default: ``SITE_URL``'s host
+        name) owns the passkeys; ``origins`` (default: ``SITE_URL``'s origin)
+        are the pages allowed to use them; ``rp_name`` is shown by the
+        browser's dialog (default: the RP ID).
+        """
+        return passkey_functions(self, id=id, rp_id=rp_id, origins=origins, rp_name=rp_name)

@@ -52,6 +52,7 @@ from syncline.accounts.providers import MAX_EMAIL_LENGTH, rate_keys
 from syncline.accounts.redirects import redirect_target, with_query_param
 from syncline.accounts.store import Store
 from syncline.accounts.tables import ACCOUNTS, SESSIONS
+from syncline.accounts.user_errors import password_problem
 from syncline.errors import FunctionDefinitionError
 from syncline.functions.registration import FunctionKind, RegisteredFunction
 from syncline.values.validators import v
@@ -83,17 +84,6 @@ def normal_email(email: str) -> str | None:
     ):
         return None
     return address
-
-
-def password_problem(password: str, min_length: int) -> dict[str, Any] | None:
-    """The 2.x client's error for a password that cannot be set, or None."""
-    if len(password) < min_length:
-        return {"error": "PASSWORD_TOO_SHORT", "minimumLength": min_length}
-    if len(password) > MAX_PASSWORD_BYTES:
-        return {"error": "PASSWORD_TOO_LONG", "maximumLength": MAX_PASSWORD_BYTES}
-    if password != password.strip():
-        return {"error": "PASSWORD_HAS_SURROUNDING_WHITESPACE"}
-    return None
 
 
 def _failed(user_error: dict[str, Any]) -> dict[str, Any]:

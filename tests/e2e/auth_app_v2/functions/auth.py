@@ -1,8 +1,9 @@
 from syncline.accounts import OIDC, Password, convex_auth
 
 # The functions @convex-dev/auth 2.x calls: the session mutations of ConvexAuthProvider's
-# api prop, the username-password, email-password and Google methods'. (Google here
-# is the test's OpenID Connect provider: AUTH_GOOGLE_ISSUER, AUTH_GOOGLE_ID, AUTH_GOOGLE_SECRET.)
+# api prop, and those of the username-password, email-password, username-passkey and Google
+# methods. ("google" is the test's OpenID Connect provider: AUTH_GOOGLE_ISSUER, AUTH_GOOGLE_ID,
+# AUTH_GOOGLE_SECRET.)
 auth = convex_auth(
     providers=[Password(), OIDC(id="google")],
     max_failed_attempts=5,
@@ -26,3 +27,9 @@ store = auth.store  # the OAuth callback route writes through it
     sign_up_url="/?page=validate-email", recovery_url="/?page=reset-password"
 )
 authMail = auth.v2.mail  # sends the method's mails (logged: the test has no SMTP_HOST)
+(
+    startSignInWithUsernamePasskey,
+    startAutofillSignInWithUsernamePasskey,
+    finishSignUpWithUsernamePasskey,
+    finishSignInWithUsernamePasskey,
+) = auth.v2.username_passkey()  # the relying party is SITE_URL's host

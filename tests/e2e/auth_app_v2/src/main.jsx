@@ -3,6 +3,7 @@
 // OpenID Connect provider: the hook only knows the function names.)
 import { ConvexAuthProvider, useAuthActions } from "@convex-dev/auth/react";
 import { useOauth, useSignInWithGoogle } from "@convex-dev/auth/methods/google/react";
+import { useSignInWithUsernamePasskey } from "@convex-dev/auth/methods/username-passkey/react";
 import {
   useCompletePasswordRecovery,
   useCompleteSignUpWithEmailPassword,
@@ -126,6 +127,26 @@ function EmailPasswordForm() {
   );
 }
 
+function PasskeyForm() {
+  const { signIn, pending } = useSignInWithUsernamePasskey(api.auth);
+  const [message, setMessage] = useState(null);
+  const submit = async (event) => {
+    event.preventDefault();
+    const username = new FormData(event.currentTarget).get("pk-username");
+    const result = await signIn({ username });
+    setMessage(result.status === "error" ? `error: ${result.userError.error}` : result.flow);
+  };
+  return (
+    <form id="pk-form" onSubmit={submit}>
+      <input id="pk-username" name="pk-username" autoComplete="username webauthn" />
+      <button id="pk-submit" type="submit" disabled={pending}>
+        Continue with a passkey
+      </button>
+      {message !== null && <p id="pk-message">{message}</p>}
+    </form>
+  );
+}
+
 function ValidateEmail({ emailCode }) {
   const state = useCompleteSignUpWithEmailPassword(api.auth, { emailCode });
   return (
@@ -204,6 +225,7 @@ function App() {
         <PasswordForm />
         <GoogleButton />
         <EmailPasswordForm />
+        <PasskeyForm />
       </Unauthenticated>
       <Authenticated>
         <Profile />
