@@ -25,6 +25,15 @@ refreshSession, signOut, isAuthenticated = auth.v2.session()
     finishSignUpWithUsernamePasskey,
     finishSignInWithUsernamePasskey,
 ) = auth.v2.username_passkey()
+(
+    startAddPasskey,
+    verifyAddPasskey,
+    finishAddPasskey,
+    startRemovePasskey,
+    finishRemovePasskey,
+    listPasskeys,
+    renamePasskey,
+) = auth.v2.passkey_management()
 """
 
 ORIGIN = "http://app.test"  # SITE_URL's origin; the RP ID is app.test
@@ -170,6 +179,100 @@ def test_taken_and_invalid_usernames(auth2: AuthBackend) -> None:
     assert first["step"] == "register"
     assert _start(auth2, " ada")["userError"] == {"error": "USERNAME_HAS_SURROUNDING_WHITESPACE"}
     assert len(auth2.table("users")) == 1
+
+
+def _as(auth: AuthBackend, token: str, function: str, /, **args: Any) -> Any:
+    return auth.as_token(token).mutation(f"auth:{function}", args)
+
+
+def test_add_list_rename_and_remove_passkeys(auth2: AuthBackend) -> None:
+    phone = SoftAuthenticator(ORIGIN)
+    token = _sign_up(auth2, phone, "ada")["tokens"]["accessToken"]
+    assert auth2.t.mutation("auth:startAddPasskey", {})["userError"] == {"error": "NOT_LOGGED_IN"}
+
+    # Adding: confirm with a passkey the user has, then register the new one.
+    laptop = SoftAuthenticator(ORIGIN)
+    start = _as(auth2, token, "startAddPasskey")
+    confirm = phone.authenticate(start["options"])
+    verified = _as(auth2, token, "verifyAddPasskey", response=confirm)
+    options = verified["options"]
+    assert options["user"]["name"] == "ada"
+    assert [c["id"] for c in options["excludeCredentials"]] == [
+        b64url(phone.passkeys[0].credential_id)
+    ]
+    added = _as(auth2, token, "finishAddPasskey", response=laptop.register(options))
+    assert added["success"] is True
+    listed = auth2.as_token(token).query("auth:listPasskeys")["passkeys"]
+    assert {p["passkeyId"] for p in listed} == {p["_id"] for p in auth2.table("authPasskeys")}
+    assert added["passkeyId"] in {p["passkeyId"] for p in listed}
+    # The new passkey signs in.
+    start = _start(auth2, "ada")
+    signed_in = _finish_sign_in(auth2, laptop.authenticate(start["options"]))
+    assert signed_in["status"] == "complete"
+
+    # Renaming.
+    assert _as(auth2, token, "renamePasskey", passkeyId=added["passkeyId"], name="Laptop") == {
+        "success": True
+    }
+    bad = _as(auth2, token, "renamePasskey", passkeyId=added["passkeyId"], name=" ")
+    assert bad["userError"] == {"error": "INVALID_NAME"}
+    [named] = [
+        p for p in auth2.as_token(token).query("auth:listPasskeys")["passkeys"] if "name" in p
+    ]
+    assert named["name"] == "Laptop"
+
+    # Removing the laptop's passkey: confirmed by another one (the phone's).
+    start = _as(auth2, token, "startRemovePasskey", passkeyId=added["passkeyId"])
+    allowed = [c["id"] for c in start["options"]["allowCredentials"]]
+    assert allowed == [b64url(phone.passkeys[0].credential_id)]
+    # The passkey that goes cannot confirm its own removal.
+    own = laptop.authenticate({**start["options"], "allowCredentials": []})
+    assert _as(auth2, token, "finishRemovePasskey", passkeyId=added["passkeyId"], response=own)[
+        "userError"
+    ] == {"error": "PROTOCOL_ERROR"}
+    start = _as(auth2, token, "startRemovePasskey", passkeyId=added["passkeyId"])
+    done = _as(
+        auth2,
+        token,
+        "finishRemovePasskey",
+        passkeyId=added["passkeyId"],
+        response=phone.authenticate(start["options"]),
+    )
+    assert done == {"success": True}
+    [left] = auth2.table("authPasskeys")
+    assert left["credentialId"] == b64url(phone.passkeys[0].credential_id)
+    # The last passkey stays.
+    last = _as(auth2, token, "startRemovePasskey", passkeyId=left["_id"])
+    assert last["userError"] == {"error": "LAST_PASSKEY"}
+
+
+def test_passkeys_of_another_user_cannot_be_managed(auth2: AuthBackend) -> None:
+    ada_device, bob_device = SoftAuthenticator(ORIGIN), SoftAuthenticator(ORIGIN)
+    ada = _sign_up(auth2, ada_device, "ada")["tokens"]["accessToken"]
+    bob = _sign_up(auth2, bob_device, "bob")["tokens"]["accessToken"]
+    [bob_key] = [
+        p
+        for p in auth2.table("authPasskeys")
+        if p["credentialId"] == b64url(bob_device.passkeys[0].credential_id)
+    ]
+    for function, args in (
+        ("startRemovePasskey", {"passkeyId": bob_key["_id"]}),
+        ("renamePasskey", {"passkeyId": bob_key["_id"], "name": "mine"}),
+        ("renamePasskey", {"passkeyId": "not-an-id", "name": "mine"}),
+    ):
+        assert _as(auth2, ada, function, **args)["userError"] == {"error": "PASSKEY_NOT_FOUND"}
+    # Bob's passkey cannot confirm an addition to ada's account.
+    start = _as(auth2, ada, "startAddPasskey")
+    forged = bob_device.authenticate(start["options"], passkey=bob_device.passkeys[0])
+    assert _as(auth2, ada, "verifyAddPasskey", response=forged)["userError"] == {
+        "error": "UNKNOWN_CREDENTIAL"
+    }
+    # A challenge started by bob does not serve ada.
+    start = _as(auth2, bob, "startAddPasskey")
+    confirm = bob_device.authenticate(start["options"])
+    assert _as(auth2, ada, "verifyAddPasskey", response=confirm)["userError"] == {
+        "error": "CHALLENGE_EXPIRED"
+    }
 
 
 def test_cbor_decoder_refuses_what_webauthn_does_not_use() -> None:

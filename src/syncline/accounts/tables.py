@@ -20,7 +20,7 @@ as it keeps the optional fields below and the ``email`` index.
 | authVerifiers | OAuth sign-in in progress | signature (SHA-256 of the state), provider, codeVerifier (PKCE), redirectTo, expirationTime, clientState (SHA-256 of a 2.x client's state) |
 | authRateLimits | account or address with failures | identifier, lastAttemptTime, attemptsLeft |
 | authChallenges | emailed link of a 2.x flow in progress | kind, provider, email, codeHash, secretHash, passwordHash, userId, expirationTime |
-| authPasskeys | passkey (WebAuthn credential) | userId, credentialId, publicKey (COSE), algorithm, signCount, transports, lastUsedTime |
+| authPasskeys | passkey (WebAuthn credential) | userId, credentialId, publicKey (COSE), algorithm, signCount, transports, lastUsedTime, name |
 | authPasskeyChallenges | passkey ceremony in progress | challengeHash, purpose, username, userId, expirationTime |
 """
 
@@ -144,6 +144,7 @@ def _tables() -> dict[str, TableDefinition]:
                 "signCount": v.number(),
                 "transports": v.optional(v.array(v.string())),
                 "lastUsedTime": v.optional(v.number()),
+                "name": v.optional(v.string()),
             }
         )
         .index("credentialId", ["credentialId"])

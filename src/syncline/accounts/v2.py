@@ -56,7 +56,8 @@ from syncline.accounts.store import Store
 from syncline.accounts.user_errors import MAX_USERNAME_LENGTH, invalid_username, password_problem
 from syncline.accounts.v2_email_password import email_password_functions
 from syncline.accounts.v2_oauth import oauth_functions
-from syncline.accounts.v2_passkey import passkey_functions
+from syncline.accounts.v2_passkey import passkey_functions, passkey_method
+from syncline.accounts.v2_passkey_management import management_functions
 from syncline.errors import FunctionDefinitionError, InternalError
 from syncline.functions.registration import FunctionKind, RegisteredFunction, Visibility
 from syncline.values.validators import v
@@ -271,4 +272,19 @@ class ConvexAuthV2:
         are the pages allowed to use them; ``rp_name`` is shown by the
         browser's dialog (default: the RP ID).
         """
-        return passkey_functions(self, id=id, rp_id=rp_id, origins=origins, rp_name=rp_name)
+        method = passkey_method(self, id=id, rp_id=rp_id, origins=origins, rp_name=rp_name)
+        return passkey_functions(self, method)
+
+    def passkey_management(
+        self,
+        *,
+        id: str = "usernamePasskey",
+        rp_id: str | None = None,
+        origins: Sequence[str] | None = None,
+        rp_name: str | None = None,
+    ) -> tuple[RegisteredFunction, ...]:
+        """The seven functions of ``useAddPasskey``, ``useRemovePasskey``, listing and
+        renaming (see :mod:`syncline.accounts.v2_passkey_management`); the arguments are
+        :meth:`username_passkey`'s."""
+        method = passkey_method(self, id=id, rp_id=rp_id, origins=origins, rp_name=rp_name)
+        return management_functions(self, method)

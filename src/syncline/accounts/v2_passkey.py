@@ -43,6 +43,7 @@ from syncline.accounts.tables import ACCOUNTS, PASSKEY_CHALLENGES, PASSKEYS
 from syncline.accounts.user_errors import invalid_username
 from syncline.accounts.webauthn import (
     ALGORITHMS,
+    Registration,
     WebAuthnError,
     b64url,
     client_data,
@@ -57,7 +58,7 @@ from syncline.values.validators import v
 if TYPE_CHECKING:
     from syncline.accounts.v2 import ConvexAuthV2
 
-__all__ = ["CHALLENGE_LIFETIME_S", "passkey_functions"]
+__all__ = ["CHALLENGE_LIFETIME_S", "PasskeyMethod", "passkey_functions", "passkey_method"]
 
 #: the 2.x client refreshes autofill challenges two minutes before this
 CHALLENGE_LIFETIME_S = 10 * 60
@@ -73,7 +74,9 @@ def _error(error: str) -> dict[str, Any]:
     return {"status": "error", "userError": {"error": error}}
 
 
-class _Method:
+class PasskeyMethod:
+    """The passkey ceremonies of one username + passkey method (provider ``id``)."""
+
     def __init__(
         self,
         v2: ConvexAuthV2,
@@ -112,7 +115,7 @@ class _Method:
 
     # -- challenges ------------------------------------------------------------------
 
-    def _challenge(
+    def challenge(
         self, ctx: Any, purpose: str, *, username: str | None = None, user_id: str | None = None
     ) -> str:
         now = float(ctx.now)
@@ -150,21 +153,25 @@ class _Method:
             return None
         return dict(doc)
 
-    def _request_options(self, ctx: Any, challenge: str, passkeys: list[Any]) -> dict[str, Any]:
+    def request_options(self, ctx: Any, challenge: str, passkeys: list[Any]) -> dict[str, Any]:
         return {
             "challenge": challenge,
             "timeout": _CEREMONY_TIMEOUT_MS,
             "rpId": self.rp_id(ctx),
-            "allowCredentials": [
-                {
-                    "id": p["credentialId"],
-                    "type": "public-key",
-                    **({"transports": p["transports"]} if p.get("transports") else {}),
-                }
-                for p in passkeys
-            ],
+            "allowCredentials": self._descriptors(passkeys),
             "userVerification": "required",
         }
+
+    @staticmethod
+    def _descriptors(passkeys: list[Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": p["credentialId"],
+                "type": "public-key",
+                **({"transports": p["transports"]} if p.get("transports") else {}),
+            }
+            for p in passkeys
+        ]
 
     # -- the functions ---------------------------------------------------------------
 
@@ -174,96 +181,57 @@ class _Method:
             return {"success": False, "userError": problem}
         account = self.v2.store(ctx).account(self.id, username)
         if account is not None:
-            challenge = self._challenge(ctx, _AUTHENTICATE, user_id=account["userId"])
-            passkeys = (
-                ctx.db.query(PASSKEYS)
-                .with_index("userId", lambda q: q.eq("userId", account["userId"]))
-                .collect()
-            )
+            challenge = self.challenge(ctx, _AUTHENTICATE, user_id=account["userId"])
+            passkeys = self.user_passkeys(ctx, account["userId"])
             return {
                 "success": True,
                 "step": _AUTHENTICATE,
-                "options": self._request_options(ctx, challenge, passkeys),
+                "options": self.request_options(ctx, challenge, passkeys),
             }
-        challenge = self._challenge(ctx, _REGISTER, username=username)
-        rp_id = self.rp_id(ctx)
+        challenge = self.challenge(ctx, _REGISTER, username=username)
         return {
             "success": True,
             "step": _REGISTER,
-            "options": {
-                "rp": {"id": rp_id, "name": self._rp_name or rp_id},
-                "user": {
-                    "id": b64url(secrets.token_bytes(32)),
-                    "name": username,
-                    "displayName": username,
-                },
-                "challenge": challenge,
-                "pubKeyCredParams": [{"alg": alg, "type": "public-key"} for alg in ALGORITHMS],
-                "timeout": _CEREMONY_TIMEOUT_MS,
-                "excludeCredentials": [],
-                "authenticatorSelection": {
-                    "residentKey": "required",
-                    "requireResidentKey": True,
-                    "userVerification": "required",
-                },
-                "attestation": "none",
-                "extensions": {},
-            },
+            "options": self.creation_options(ctx, challenge, username, []),
         }
 
     def start_autofill(self, ctx: Any) -> dict[str, Any]:
-        return {"options": self._request_options(ctx, self._challenge(ctx, _AUTHENTICATE), [])}
+        return {"options": self.request_options(ctx, self.challenge(ctx, _AUTHENTICATE), [])}
 
     def finish_sign_up(self, ctx: Any, username: str, response: Any) -> dict[str, Any]:
-        try:
-            data = client_data(response.get("response", {}).get("clientDataJSON"))
-        except (WebAuthnError, AttributeError):
-            return _error("PROTOCOL_ERROR")
-        challenge = self._take_challenge(ctx, data.challenge, _REGISTER)
-        if challenge is None or challenge.get("username") != username:
-            return _error("CHALLENGE_EXPIRED")
-        try:
-            new = verify_registration(
-                response, data, rp_id=self.rp_id(ctx), origins=self.origins(ctx)
-            )
-        except WebAuthnError:
-            return _error("PROTOCOL_ERROR")
+        new = self.add_passkey(ctx, response, _REGISTER, username=username)
+        if isinstance(new, str):
+            return _error(new)
         store = self.v2.store(ctx)
         if store.account(self.id, username) is not None:
             return _error("USERNAME_TAKEN")
-        credential_id = b64url(new.credential_id)
-        taken = (
-            ctx.db.query(PASSKEYS)
-            .with_index("credentialId", lambda q: q.eq("credentialId", credential_id))
-            .first()
-        )
-        if taken is not None:
-            return _error("PROTOCOL_ERROR")
         account = store.create_account(self.id, username, {"name": username})
-        doc: dict[str, Any] = {
-            "userId": account["userId"],
-            "credentialId": credential_id,
-            "publicKey": b64url(new.cose_key),
-            "algorithm": new.algorithm,
-            "signCount": new.sign_count,
-            "lastUsedTime": float(ctx.now),
-        }
-        transports = response["response"].get("transports")
-        if isinstance(transports, list) and all(isinstance(t, str) for t in transports):
-            doc["transports"] = transports[:8]
-        ctx.db.insert(PASSKEYS, doc)
+        self.store_passkey(ctx, account["userId"], new, response)
         session = store.create_session(account["userId"])
         return {"status": "complete", "tokens": self.v2.bundle(ctx, session)}
 
-    def finish_sign_in(self, ctx: Any, response: Any) -> dict[str, Any]:
+    def user_passkeys(self, ctx: Any, user_id: str) -> list[dict[str, Any]]:
+        return list(
+            ctx.db.query(PASSKEYS).with_index("userId", lambda q: q.eq("userId", user_id)).collect()
+        )
+
+    def check_assertion(
+        self, ctx: Any, response: Any, purpose: str, *, user_id: str | None = None
+    ) -> dict[str, Any] | str:
+        """The passkey that signed a live challenge of ``purpose`` (its counter updated),
+        or the client's error: ``CHALLENGE_EXPIRED``, ``UNKNOWN_CREDENTIAL``, ``PROTOCOL_ERROR``.
+
+        A challenge bound to a user accepts only that user's passkeys; ``user_id``
+        (the caller) must be the one it is bound to.
+        """
         try:
             data = client_data(response.get("response", {}).get("clientDataJSON"))
             credential_id = b64url(unb64url(response.get("rawId")))
         except (WebAuthnError, AttributeError):
-            return _error("PROTOCOL_ERROR")
-        challenge = self._take_challenge(ctx, data.challenge, _AUTHENTICATE)
-        if challenge is None:
-            return _error("CHALLENGE_EXPIRED")
+            return "PROTOCOL_ERROR"
+        challenge = self._take_challenge(ctx, data.challenge, purpose)
+        if challenge is None or (user_id is not None and challenge.get("userId") != user_id):
+            return "CHALLENGE_EXPIRED"
         passkey = (
             ctx.db.query(PASSKEYS)
             .with_index("credentialId", lambda q: q.eq("credentialId", credential_id))
@@ -271,7 +239,7 @@ class _Method:
         )
         bound = challenge.get("userId")
         if passkey is None or (bound is not None and passkey["userId"] != bound):
-            return _error("UNKNOWN_CREDENTIAL")
+            return "UNKNOWN_CREDENTIAL"
         try:
             checked = verify_assertion(
                 response,
@@ -282,10 +250,90 @@ class _Method:
                 stored_sign_count=int(passkey["signCount"]),
             )
         except WebAuthnError:
-            return _error("PROTOCOL_ERROR")
+            return "PROTOCOL_ERROR"
         ctx.db.patch(
             passkey["_id"], {"signCount": checked.sign_count, "lastUsedTime": float(ctx.now)}
         )
+        return dict(passkey)
+
+    def add_passkey(
+        self,
+        ctx: Any,
+        response: Any,
+        purpose: str,
+        *,
+        username: str | None = None,
+        user_id: str | None = None,
+    ) -> Registration | str:
+        """Check a registration for a live challenge of ``purpose`` bound to ``username``
+        or ``user_id``: the new passkey, not stored yet, or the client's error."""
+        try:
+            data = client_data(response.get("response", {}).get("clientDataJSON"))
+        except (WebAuthnError, AttributeError):
+            return "PROTOCOL_ERROR"
+        challenge = self._take_challenge(ctx, data.challenge, purpose)
+        if (
+            challenge is None
+            or challenge.get("username") != username
+            or challenge.get("userId") != user_id
+        ):
+            return "CHALLENGE_EXPIRED"
+        try:
+            new = verify_registration(
+                response, data, rp_id=self.rp_id(ctx), origins=self.origins(ctx)
+            )
+        except WebAuthnError:
+            return "PROTOCOL_ERROR"
+        credential_id = b64url(new.credential_id)
+        taken = (
+            ctx.db.query(PASSKEYS)
+            .with_index("credentialId", lambda q: q.eq("credentialId", credential_id))
+            .first()
+        )
+        return "PROTOCOL_ERROR" if taken is not None else new
+
+    def store_passkey(self, ctx: Any, user_id: str, new: Registration, response: Any) -> str:
+        doc: dict[str, Any] = {
+            "userId": user_id,
+            "credentialId": b64url(new.credential_id),
+            "publicKey": b64url(new.cose_key),
+            "algorithm": new.algorithm,
+            "signCount": new.sign_count,
+            "lastUsedTime": float(ctx.now),
+        }
+        transports = response["response"].get("transports")
+        if isinstance(transports, list) and all(isinstance(t, str) for t in transports):
+            doc["transports"] = transports[:8]
+        return str(ctx.db.insert(PASSKEYS, doc))
+
+    def creation_options(
+        self, ctx: Any, challenge: str, username: str, exclude: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        rp_id = self.rp_id(ctx)
+        return {
+            "rp": {"id": rp_id, "name": self._rp_name or rp_id},
+            "user": {
+                "id": b64url(secrets.token_bytes(32)),
+                "name": username,
+                "displayName": username,
+            },
+            "challenge": challenge,
+            "pubKeyCredParams": [{"alg": alg, "type": "public-key"} for alg in ALGORITHMS],
+            "timeout": _CEREMONY_TIMEOUT_MS,
+            "excludeCredentials": self._descriptors(exclude),
+            "authenticatorSelection": {
+                "residentKey": "required",
+                "requireResidentKey": True,
+                "userVerification": "required",
+            },
+            "attestation": "none",
+            "extensions": {},
+        }
+
+    def finish_sign_in(self, ctx: Any, response: Any) -> dict[str, Any]:
+        passkey = self.check_assertion(ctx, response, _AUTHENTICATE)
+        if isinstance(passkey, str):
+            return _error(passkey)
         store = self.v2.store(ctx)
         user_id = passkey["userId"]
         account = (
@@ -302,15 +350,14 @@ class _Method:
         }
 
 
-def passkey_functions(
+def passkey_method(
     v2: ConvexAuthV2,
     *,
     id: str,
     rp_id: str | None,
     origins: Sequence[str] | None,
     rp_name: str | None,
-) -> tuple[RegisteredFunction, ...]:
-    """The four functions, in the order of the module docstring."""
+) -> PasskeyMethod:
     if origins is not None and (
         isinstance(origins, str) or not all(isinstance(o, str) and "://" in o for o in origins)
     ):
@@ -318,7 +365,11 @@ def passkey_functions(
             f"username_passkey(origins=...) must be a list of origins such as "
             f"['https://app.example.com'], got {origins!r}"
         )
-    method = _Method(v2, id, rp_id, tuple(origins or ()), rp_name)
+    return PasskeyMethod(v2, id, rp_id, tuple(origins or ()), rp_name)
+
+
+def passkey_functions(v2: ConvexAuthV2, method: PasskeyMethod) -> tuple[RegisteredFunction, ...]:
+    """The four functions, in the order of the module docstring."""
     any_response = v.any()
     return (
         v2.function(method.start_sign_in, FunctionKind.MUTATION, {"username": v.string()}),
