@@ -11,7 +11,9 @@
 The deployment signs its own access tokens (:mod:`syncline.accounts.issuer`,
 keys in the data folder: :mod:`syncline.accounts.keys`), so
 ``ctx.auth.get_user_identity()`` and :func:`get_auth_user_id` work with no
-``auth_config.py``. The tables are :data:`auth_tables`. See docs/auth.md.
+``auth_config.py``. The tables are :data:`auth_tables`. A page using
+``@convex-dev/auth`` 2.x binds the functions of ``auth.v2`` instead
+(:mod:`syncline.accounts.v2`). See docs/built-in-auth.md.
 """
 
 from syncline.accounts.anonymous import Anonymous

@@ -1,4 +1,4 @@
-"""The functions ``@convex-dev/auth`` 2.x calls: session mutations and username + password.
+"""The functions ``@convex-dev/auth`` 2.x calls: session mutations, and each sign-in method's.
 
 Convex Auth 2 changed the wire contract of 0.0.x (``auth:signIn`` and
 ``auth:signOut`` actions): its ``ConvexAuthProvider`` takes
@@ -12,9 +12,15 @@ of an app whose page uses 2.x::
     refreshSession, signOut, isAuthenticated = auth.v2.session()
     signUpWithUsernamePassword, signInWithUsernamePassword = auth.v2.username_password()
 
-OAuth providers (GitHub, Google, OIDC): ``auth.v2.oauth(id)``, see
-:mod:`syncline.accounts.v2_oauth`. Email + password with emailed links:
-``auth.v2.email_password()``, see :mod:`syncline.accounts.v2_email_password`.
+The other methods, each in its module:
+
+* OAuth (GitHub, Google, Apple, OIDC): ``auth.v2.oauth(id)``,
+  :mod:`syncline.accounts.v2_oauth`;
+* email + password with mailed links: ``auth.v2.email_password()`` (and
+  ``auth.v2.mail``), :mod:`syncline.accounts.v2_email_password`;
+* username + passkey: ``auth.v2.username_passkey()`` and
+  ``auth.v2.passkey_management()``, :mod:`syncline.accounts.v2_passkey` and
+  :mod:`syncline.accounts.v2_passkey_management`.
 
 | function | kind, args | answer |
 |---|---|---|
