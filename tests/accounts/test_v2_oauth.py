@@ -170,3 +170,13 @@ def test_unknown_provider_and_missing_store_are_named(tmp_path: Path) -> None:
         pytest.raises(ConvexError, match=r"store = auth\.store"),
     ):
         backend.t.mutation("auth:startSignInWithFake", {"redirectTo": "/"})
+
+
+def test_abandoned_sign_ins_are_swept_by_later_ones(auth2: AuthBackend, idp: FakeIdP) -> None:
+    start = {"redirectTo": "/"}
+    for _ in range(3):
+        auth2.t.mutation("auth:startSignInWithFake", start)
+    auth2.t.clock.advance(15 * 60 * 1000 + 1)
+    auth2.t.mutation("auth:startSignInWithFake", start)
+    [live] = auth2.table("authVerifiers")
+    assert live["expirationTime"] > auth2.t.clock.now_ms()

@@ -37,6 +37,10 @@ from syncline.accounts.tables import (
 __all__ = ["ADDRESS_PREFIX", "RateLimit", "SessionLifetimes", "Store", "digest"]
 
 
+#: expired OAuth sign-ins deleted by each new one
+_SWEEP = 8
+
+
 def digest(secret: str) -> str:
     """The stored form of a random secret (refresh token, code, verifier)."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -297,6 +301,13 @@ class Store:
         ``client_state`` (2.x clients) is the secret the browser keeps and
         presents with the one-time code; it is stored as its digest.
         """
+        # Abandoned sign-ins are removed a few at a time by the new ones.
+        for old in (
+            self.db.query(VERIFIERS)
+            .with_index("expirationTime", lambda q: q.lt("expirationTime", self.now))
+            .take(_SWEEP)
+        ):
+            self.db.delete(old["_id"])
         doc = {
             "provider": provider,
             "redirectTo": redirect_to,

@@ -117,7 +117,9 @@ def _tables() -> dict[str, TableDefinition]:
                 "expirationTime": v.optional(v.number()),
                 "clientState": v.optional(v.string()),
             }
-        ).index("signature", ["signature"]),
+        )
+        .index("signature", ["signature"])
+        .index("expirationTime", ["expirationTime"]),
         RATE_LIMITS: define_table(
             {"identifier": v.string(), "lastAttemptTime": v.number(), "attemptsLeft": v.number()}
         ).index("identifier", ["identifier"]),
