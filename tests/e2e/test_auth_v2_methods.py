@@ -8,7 +8,8 @@ and counts sessions relative to its start.
   secret), open the mailed link (read from the server log: no SMTP server) so
   that ``useCompleteSignUpWithEmailPassword`` signs in, sign out, sign in with
   ``useSignInWithEmailPassword``; recover the password through its link
-  (``useStartPasswordRecovery``, ``useCompletePasswordRecovery``). The link in
+  (``useStartPasswordRecovery``, ``useCompletePasswordRecovery``); change the
+  email (``useStartChangeEmail``, ``useCompleteChangeEmail``). A link in
   another browser (no secret) completes nothing.
 * Username + passkey: ``useSignInWithUsernamePasskey`` registers a passkey for
   a new username (answered by Chromium's virtual authenticator through the
@@ -81,7 +82,7 @@ def _mailed_link(server: Any, since: int, email: str) -> str:
 
 
 def test_email_password_sign_up_verify_sign_in_and_recover(browser: Any, server: Any) -> None:
-    """Sign up, open the mailed link, sign in; recover the password through its link."""
+    """Sign up, open the mailed link, sign in; recover the password; change the email."""
     set_env(server, {"SITE_URL": f"{server.url}/http/"})
     email = "ada@example.com"
     before = sessions(server)
@@ -134,6 +135,17 @@ def test_email_password_sign_up_verify_sign_in_and_recover(browser: Any, server:
         tab.fill("#new-password", "new battery staple")
         tab.click("#reset")
         assert page.signed_in_as() == email
+
+        # Email change, signed in: confirmed by the link mailed to the new address.
+        page.open()
+        mark = server.log_size()
+        tab.fill("#new-email", "ada@new.example")
+        tab.fill("#current-password", "new battery staple")
+        tab.click("#change-email")
+        tab.locator("#change-email-message", has_text="sent: changeEmail").wait_for()
+        tab.goto(_mailed_link(server, mark, "ada@new.example"))
+        tab.locator("#link-status", has_text="complete").wait_for()
+        assert page.signed_in_as() == "ada@new.example"
         assert not page.problems, page.problems
 
     # The link in another browser (which has no secret) completes nothing.

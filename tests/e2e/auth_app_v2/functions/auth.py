@@ -24,7 +24,9 @@ store = auth.store  # the OAuth callback route writes through it
     startChangeEmail,
     completeChangeEmail,
 ) = auth.v2.email_password(
-    sign_up_url="/?page=validate-email", recovery_url="/?page=reset-password"
+    sign_up_url="/?page=validate-email",
+    recovery_url="/?page=reset-password",
+    change_email_url="/?page=confirm-email-change",
 )
 authMail = auth.v2.mail  # sends the method's mails (logged: the test has no SMTP_HOST)
 (

@@ -8,7 +8,9 @@ import {
   useCompletePasswordRecovery,
   useCompleteSignUpWithEmailPassword,
   useSignInWithEmailPassword,
+  useCompleteChangeEmail,
   useSignUpWithEmailPassword,
+  useStartChangeEmail,
   useStartPasswordRecovery,
 } from "@convex-dev/auth/methods/email-password/react";
 import {
@@ -86,7 +88,8 @@ function GoogleButton() {
 }
 
 // The email + password method: sign-up mails a link to ?page=validate-email&code=...,
-// recovery one to ?page=reset-password&code=... (the landing pages below).
+// recovery one to ?page=reset-password&code=..., an email change one to
+// ?page=confirm-email-change&code=... (the landing pages below).
 function EmailPasswordForm() {
   const { signUp } = useSignUpWithEmailPassword(api.auth);
   const { signIn } = useSignInWithEmailPassword(api.auth);
@@ -156,6 +159,39 @@ function ValidateEmail({ emailCode }) {
   );
 }
 
+function ConfirmEmailChange({ emailCode }) {
+  const state = useCompleteChangeEmail(api.auth, { emailCode });
+  return (
+    <p id="link-status">
+      {state.status === "error" ? `error: ${state.userError.error}` : state.status}
+    </p>
+  );
+}
+
+function ChangeEmailForm() {
+  const { startChangeEmail } = useStartChangeEmail(api.auth);
+  const [message, setMessage] = useState(null);
+  const submit = async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget);
+    const result = await startChangeEmail({
+      newEmail: form.get("new-email"),
+      currentPassword: form.get("current-password"),
+    });
+    setMessage(result.success ? "sent: changeEmail" : `error: ${result.userError.error}`);
+  };
+  return (
+    <form id="change-email-form" onSubmit={submit}>
+      <input id="new-email" name="new-email" />
+      <input id="current-password" name="current-password" type="password" />
+      <button id="change-email" type="submit">
+        Change email
+      </button>
+      {message !== null && <p id="change-email-message">{message}</p>}
+    </form>
+  );
+}
+
 function ResetPassword({ emailCode }) {
   const state = useCompletePasswordRecovery(api.auth, { emailCode });
   const [error, setError] = useState(null);
@@ -194,6 +230,7 @@ function Profile() {
       <button id="signout" type="button" onClick={() => void signOut()}>
         Sign out
       </button>
+      <ChangeEmailForm />
     </div>
   );
 }
@@ -202,14 +239,15 @@ function App() {
   const params = new URLSearchParams(window.location.search);
   const page = params.get("page");
   const emailCode = params.get("code");
-  if (page === "validate-email" || page === "reset-password") {
+  const Landing = {
+    "validate-email": ValidateEmail,
+    "reset-password": ResetPassword,
+    "confirm-email-change": ConfirmEmailChange,
+  }[page];
+  if (Landing !== undefined) {
     return (
       <>
-        {page === "validate-email" ? (
-          <ValidateEmail emailCode={emailCode} />
-        ) : (
-          <ResetPassword emailCode={emailCode} />
-        )}
+        <Landing emailCode={emailCode} />
         <Authenticated>
           <Profile />
         </Authenticated>
