@@ -180,3 +180,13 @@ def test_abandoned_sign_ins_are_swept_by_later_ones(auth2: AuthBackend, idp: Fak
     auth2.t.mutation("auth:startSignInWithFake", start)
     [live] = auth2.table("authVerifiers")
     assert live["expirationTime"] > auth2.t.clock.now_ms()
+
+
+def test_a_sign_in_that_expired_at_the_provider_goes_back_as_expired(
+    auth2: AuthBackend, idp: FakeIdP
+) -> None:
+    _state, callback = _start(auth2)
+    auth2.t.clock.advance(15 * 60 * 1000 + 1)  # the user took too long at the provider
+    assert _back(auth2, callback) == {"tab": "2", "convexAuthError": "expired"}
+    assert auth2.table("authVerifiers") == []
+    assert auth2.t.fetch(_path(callback)).status == 400  # and it is gone

@@ -214,6 +214,8 @@ class OAuthProvider(abc.ABC):
         if taken is None:
             return _refuse("The sign-in state is invalid, expired or was already used")
         back = _Back(taken["redirectTo"], v2=bool(taken.get("v2")))
+        if taken.get("expired"):
+            return back.error("expired", "The sign-in expired; start again")
         if refusal:
             reason = "access_denied" if refusal == "access_denied" else "oauth_error"
             return back.error(reason, f"The provider refused the sign-in: {refusal}")

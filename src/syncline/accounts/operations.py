@@ -131,6 +131,7 @@ def _take_oauth_state(s: Store, a: dict[str, Any]) -> dict[str, Any] | None:
         "redirectTo": doc["redirectTo"],
         # A 2.x client started it: the code goes back as ?convexAuthCode=, errors too.
         "v2": "clientState" in doc,
+        "expired": bool(doc.get("expired")),
     }
 
 

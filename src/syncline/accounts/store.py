@@ -336,13 +336,22 @@ class Store:
     def take_oauth_state(
         self, verifier_id: str, provider: str, state: str
     ) -> dict[str, Any] | None:
-        """The sign-in whose ``state`` the provider sent back, which can then not be used again."""
-        doc = self._verifier(verifier_id)
+        """The sign-in whose ``state`` the provider sent back, which can then not be used again.
+
+        A sign-in that expired (its state right) is deleted and returned with
+        ``expired`` set, so that the browser can be sent back to say so.
+        """
+        if self.db.normalize_id(VERIFIERS, verifier_id) is None:
+            return None
+        doc = self.db.get(verifier_id)
         signature = None if doc is None else doc.get("signature")
         if doc is None or signature is None or not _same(signature, digest(state)):
             return None
         if doc.get("provider") != provider:
             return None
+        if doc.get("expirationTime", 0) <= self.now:
+            self.db.delete(verifier_id)
+            return {**doc, "expired": True}
         fields = {k: val for k, val in doc.items() if not k.startswith("_") and k != "signature"}
         self.db.replace(verifier_id, fields)
         return doc
