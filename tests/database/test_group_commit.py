@@ -18,7 +18,8 @@ from blocked_writer import wait_for_committer
 from syncline.database.database import Database, WriteResult
 from syncline.database.query import Query
 from syncline.database.transaction import RequestKey, Transaction
-from syncline.errors import InvalidRequest
+from syncline.errors import DatabaseUnavailable, InvalidRequest
+from syncline.persistence.base import WriteConnection
 
 
 def _batch(
@@ -129,3 +130,25 @@ def test_a_failed_mutation_leaves_no_record(db: Database) -> None:
         retried.result(5).value,
         retried.result(5).ts,
     )
+
+
+def test_a_failed_commit_fails_its_mutations_and_the_next_one_commits(db: Database) -> None:
+    store = db.persistence
+    commit = store.commit_write
+    failures = [DatabaseUnavailable("the disk went away")]
+
+    def failing_once(conn: WriteConnection) -> None:
+        if failures:
+            store.abort_write(conn)  # a failed COMMIT ends the transaction and its lock
+            raise failures.pop()
+        commit(conn)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "commit_write", failing_once)
+        lost = db.submit_write(lambda tx: tx.insert("t", {"n": 1.0}))
+        with pytest.raises(DatabaseUnavailable, match="the disk went away"):
+            lost.result(10)
+        # The write lock was given back once, not twice: the next batch commits.
+        kept = db.write_sync(lambda tx: tx.insert("t", {"n": 2.0}))
+    assert kept.ts > 0
+    assert [d["n"] for d in db.run_read(lambda tx: Query(tx, "t").collect()).value] == [2.0]

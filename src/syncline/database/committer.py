@@ -573,6 +573,7 @@ class Committer:
         conn = self.persistence.begin_write()
         ts_before = self._last_ts
         publisher = self._publisher
+        open_write = True
         try:
             self._absorb_foreign_commits(conn)
             state = self._catalogs.current
@@ -590,13 +591,17 @@ class Committer:
                     batch_state.commits[0].ts if batch_state.commits else None
                 )
             durable_from = time.perf_counter()
+            # commit_write ends the write transaction (and its lock) even when it
+            # raises: from here on there is nothing to abort.
+            open_write = False
             self.persistence.commit_write(conn)
             metrics.COMMIT_DURABLE_SECONDS.observe(time.perf_counter() - durable_from)
             self._creation_committed = batch_state.creation_high
         except BaseException as exc:
             with publisher.lock:
                 publisher.committing_from = None
-            self.persistence.abort_write(conn)
+            if open_write:
+                self.persistence.abort_write(conn)
             self._last_ts = max(ts_before, self._last_ts)
             error: BaseException = exc
             if not isinstance(exc, DatabaseUnavailable):

@@ -392,7 +392,8 @@ class Persistence(ABC):
         """
 
     @abstractmethod
-    def commit_write(self, conn: WriteConnection) -> None: ...
+    def commit_write(self, conn: WriteConnection) -> None:
+        """Commit the write transaction; it is over (lock released) even if this raises."""
 
     @abstractmethod
     def abort_write(self, conn: WriteConnection) -> None: ...
