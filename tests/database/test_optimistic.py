@@ -307,8 +307,10 @@ def test_creation_time_order_is_commit_order_when_attempts_finish_out_of_order(
     second = pdb.submit_write(lambda tx: tx.insert("t", {"n": 1.0}))
     first_ts = started.result(10).ts
     assert second.result(10).ts < first_ts
-    # Committed second, it ran again: _creationTime (a table's default order) follows commits.
+    # Committed second, it ran again (under the lock, in its place): _creationTime, a
+    # table's default order, follows commits.
     assert len(attempts) == 2
+    assert pdb.creation_reruns == 1
     assert _sequence(pdb) == [-1.0, 1.0, 0.0]
 
 

@@ -304,9 +304,11 @@ class Committer:
         #: mutations that conflicted on every optimistic attempt and then ran under the lock
         self.locked_fallbacks = 0
         #: the highest ``_creationTime`` this process committed: a transaction that
-        #: issued one below it ran before a later commit and is retried, so that
-        #: ``_creationTime`` order is commit order (the default order of a table)
+        #: issued one below it runs again under the lock, so that ``_creationTime``
+        #: order is commit order (the default order of a table)
         self._creation_committed = 0.0
+        #: optimistic attempts run again under the lock for that reason
+        self.creation_reruns = 0
         self._writer = threading.Thread(
             target=self._writer_loop, name="syncline-writer", daemon=True
         )
@@ -696,17 +698,11 @@ class Committer:
         batch.add_creation_times(tx)
 
     def _conflict(self, batch: _Batch, job: WriteJob) -> str | None:
-        """The table of a write committed after ``job``'s snapshot that it read; else None.
-
-        Also a conflict: a ``_creationTime`` issued before one already committed.
-        """
+        """The table of a write committed after ``job``'s snapshot that it read; else None."""
         tx = job.tx
         assert tx is not None
         if job.catalog_version != batch.state.version or batch.catalog_changed:
             return "(the catalog)"
-        first = tx.first_creation_time
-        if first is not None and first <= batch.creation_high:
-            return "(creation order)"
         read_set = tx.read_set
         if read_set.is_empty():
             return None
@@ -715,6 +711,16 @@ class Committer:
 
     def _commit_optimistic(self, batch: _Batch, job: WriteJob) -> None:
         """Check ``job``'s reads; apply its buffered writes at the next ts, or retry it."""
+        first = job.tx.first_creation_time if job.tx is not None else None
+        if first is not None and first <= batch.creation_high:
+            # It issued a _creationTime before one already committed (a locked run's,
+            # or a later attempt's that finished first): run it again here, under the
+            # lock, so that it keeps its place in the commit order and _creationTime
+            # order stays commit order.
+            self.creation_reruns += 1
+            job.tx = job.buffer = job.outcome = None
+            self._run_locked(batch, job)
+            return
         table = self._conflict(batch, job)
         if table is not None:
             self.conflicts += 1

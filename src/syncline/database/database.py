@@ -219,6 +219,11 @@ class Database:
         """Mutations that conflicted on every optimistic attempt and then ran under the lock."""
         return self._committer.locked_fallbacks
 
+    @property
+    def creation_reruns(self) -> int:
+        """Attempts run again under the lock to keep ``_creationTime`` in commit order."""
+        return self._committer.creation_reruns
+
     def add_commit_listener(self, listener: CommitListener) -> None:
         """Call ``listener(commits)`` after every durable commit, in ts order, each once.
 
