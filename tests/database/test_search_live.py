@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
+from stores import open_store
 from syncline.application import Application
 from syncline.clock import SystemClock
 from syncline.database.database import Database
 from syncline.live_queries import LiveQuery
-from syncline.persistence.sqlite import SqlitePersistence
 
 SCHEMA = """
 from syncline import define_schema, define_table, v
@@ -79,9 +79,7 @@ def app(tmp_path: Path) -> Iterator[Application]:
     functions.mkdir()
     (functions / "schema.py").write_text(SCHEMA)
     (functions / "chat.py").write_text(FUNCTIONS)
-    database = Database(
-        SqlitePersistence(str(tmp_path / "db.sqlite3"), durability="off"), clock=SystemClock()
-    )
+    database = Database(open_store(tmp_path / "db.sqlite3", durability="off"), clock=SystemClock())
     application = Application(database, functions, admin_key="test-admin-key")
     application.load()
     yield application

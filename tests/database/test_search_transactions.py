@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stores import open_store
 from syncline import v
 from syncline.database import search_schema
 from syncline.database.bulk import BulkWriter
@@ -18,7 +19,6 @@ from syncline.database.query import Query
 from syncline.database.transaction import Transaction
 from syncline.errors import InternalError
 from syncline.persistence.base import ReadConnection, SearchRequest
-from syncline.persistence.sqlite import SqlitePersistence
 from syncline.schema import Schema, define_schema, define_table
 
 
@@ -34,7 +34,7 @@ def _schema(search_field: str = "body", filter_fields: tuple[str, ...] = ("chann
 
 
 def _open(path: Path) -> Database:
-    return Database(SqlitePersistence(path, durability="off"), mutation_threads=4)
+    return Database(open_store(path, durability="off"), mutation_threads=4)
 
 
 @pytest.fixture
@@ -268,9 +268,10 @@ def test_a_backend_without_search_says_so() -> None:
 def test_on_a_backend_without_search_indexes_stay_declarations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from syncline.persistence import sqlite
+    from syncline.persistence import postgres, sqlite
 
     monkeypatch.setattr(sqlite._SqliteReader, "supports_search", False)
+    monkeypatch.setattr(postgres._PgReader, "supports_search", False)
     with _open(tmp_path / "nosearch.sqlite3") as db:
         with caplog.at_level(logging.WARNING, logger="syncline.database"):
             change = db.apply_schema(_schema())

@@ -389,3 +389,55 @@ def test_the_listener_watches_the_notification_queue(
         assert exposed == wakeups.queue_use  # type: ignore[attr-defined]
     finally:
         wakeups.close()
+
+
+# ---------------------------------------------------------------------- schema versions
+
+
+def test_a_version_1_database_is_upgraded_in_place_and_gains_text_search(
+    open_store: OpenStore,
+) -> None:
+    from syncline.persistence.base import SearchEntry, SearchIndexRow, SearchRequest
+    from syncline.persistence.postgres import SCHEMA_VERSION
+
+    store = open_store()
+    writer = store.begin_write()
+    writer.create_table("messages", 1)
+    # What version 1 had: no search tables.
+    writer.session.script(  # type: ignore[attr-defined]
+        "DROP TABLE search_indexes, search_documents, search_terms, search_postings; "
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        what="downgrading",
+    )
+    store.commit_write(writer)
+    store.close()
+
+    upgraded = open_store()
+    writer = upgraded.begin_write()
+    version = writer.session.row(  # type: ignore[attr-defined]
+        "SELECT value FROM meta WHERE key = 'schema_version'", (), what="reading"
+    )
+    assert version == (str(SCHEMA_VERSION),)
+    assert [table.name for table in writer.tables()] == ["messages"]
+    writer.create_search_index(SearchIndexRow(1, "s", "body", ()))
+    writer.put_search_entries(1, "s", [SearchEntry("doc1", 1.0, ("hello",), ())])
+    upgraded.commit_write(writer)
+    reader = upgraded.reader()
+    try:
+        assert reader.search(1, "s", SearchRequest((), "hel", (), 10)) == ["doc1"]
+    finally:
+        upgraded.release_reader(reader)
+
+
+def test_a_database_of_a_newer_version_is_refused(open_store: OpenStore) -> None:
+    from syncline.errors import InternalError
+
+    store = open_store()
+    writer = store.begin_write()
+    writer.session.run(  # type: ignore[attr-defined]
+        "UPDATE meta SET value = '99' WHERE key = 'schema_version'", what="faking a version"
+    )
+    store.commit_write(writer)
+    store.close()
+    with pytest.raises(InternalError, match="version 99"):
+        open_store()

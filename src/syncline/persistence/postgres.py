@@ -41,6 +41,7 @@ import psycopg
 
 from syncline import metrics
 from syncline.errors import DatabaseUnavailable, InternalError
+from syncline.persistence import postgres_search
 from syncline.persistence.base import (
     CATALOG_VERSION_GLOBAL,
     LOG_PRUNED_GLOBAL,
@@ -54,6 +55,9 @@ from syncline.persistence.base import (
     MutationRecord,
     Persistence,
     ReadConnection,
+    SearchEntry,
+    SearchIndexRow,
+    SearchRequest,
     TableRow,
     WriteConnection,
 )
@@ -69,8 +73,8 @@ __all__ = ["NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresPersistence"]
 
 #: the schema (namespace) holding Syncline's tables in the database
 SCHEMA = "syncline"
-#: the version of the table layout this code reads and writes
-SCHEMA_VERSION = 1
+#: the version of the table layout this code reads and writes (see :data:`_UPGRADES`)
+SCHEMA_VERSION = 2
 #: the channel commits are announced on (payload: the newest ts, in decimal)
 NOTIFY_CHANNEL = "syncline_commits"
 #: advisory lock keys (per database): commits, creating the tables, the scheduler lease
@@ -80,7 +84,8 @@ SETUP_LOCK_KEY = 0x53594E43_0002
 #: about 2.7 KB; keys may be far longer): ``ORDER BY key_prefix, key`` is key order
 KEY_PREFIX_BYTES = 1024
 
-_DDL = f"""
+_DDL = (
+    f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
 SET search_path = {SCHEMA};
 CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
@@ -132,6 +137,12 @@ CREATE TABLE IF NOT EXISTS log (
     PRIMARY KEY (ts, doc_id)
 );
 """
+    + postgres_search.DDL
+)
+
+#: what each version added to the one before, by version reached (the DDL above
+#: creates whatever is missing; an upgrade only has to record its version)
+_UPGRADES = {2: "text search indexes (search_indexes, search_documents, search_terms, ...)"}
 
 #: a snapshot's (or the writer's) last commit ts and catalog version, in one statement
 _HEAD = (
@@ -201,6 +212,8 @@ def _id_range(lo: str, hi: str) -> tuple[str, tuple[str, str]]:
 
 
 class _PgReader(ReadConnection):
+    supports_search = True
+
     def __init__(self, session: Session, kinds: IndexKinds) -> None:
         self.session = session
         self.ts = 0
@@ -339,6 +352,12 @@ class _PgReader(ReadConnection):
         )
         return str(row[0]) if row else None
 
+    def search_indexes(self) -> list[SearchIndexRow]:
+        return postgres_search.stored_indexes(self.session)
+
+    def search(self, table_number: int, index: str, request: SearchRequest) -> list[str]:
+        return postgres_search.search(self.session, table_number, index, request)
+
 
 class _PgWriter(_PgReader, WriteConnection):
     #: the newest commit-log ts written in this transaction (announced at commit)
@@ -469,6 +488,7 @@ class _PgWriter(_PgReader, WriteConnection):
 
     def delete_table_documents(self, table_number: int) -> None:
         number = int(table_number)
+        postgres_search.drop_table_entries(self.session, number)
         self.session.script(
             "DELETE FROM index_entries WHERE index_id IN "
             f"(SELECT id FROM indexes WHERE table_number = {number}); "
@@ -489,6 +509,7 @@ class _PgWriter(_PgReader, WriteConnection):
             f"WHERE table_number = {int(old_number)}",
             what="renumbering a table",
         )
+        postgres_search.renumber_table(self.session, old_number, new_number)
 
     def prune_log(self, before_ts: int) -> int:
         removed = self.session.run(
@@ -525,9 +546,28 @@ class _PgWriter(_PgReader, WriteConnection):
         ).rowcount
         return requests + tokens
 
+    def create_search_index(self, row: SearchIndexRow) -> None:
+        postgres_search.create_index(self.session, row)
+
+    def drop_search_index(self, table_number: int, index: str) -> None:
+        postgres_search.drop_index(self.session, table_number, index)
+
+    def put_search_entries(
+        self, table_number: int, index: str, entries: Sequence[SearchEntry]
+    ) -> None:
+        postgres_search.put_entries(self.session, table_number, index, entries)
+
+    def delete_search_entries(self, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
+        postgres_search.delete_entries(self.session, table_number, index, doc_ids)
+
 
 def _create_schema(session: Session) -> None:
-    """Create the tables if missing (one node at a time), and check their version."""
+    """Create the tables if missing (one node at a time), and check their version.
+
+    An older version is upgraded in place: the DDL has just created the tables
+    it lacked (empty: the search indexes of its schema are built when the
+    schema is next applied), so only the recorded version changes.
+    """
     session.run(f"SELECT pg_advisory_lock({SETUP_LOCK_KEY})", what="locking the schema setup")
     try:
         session.script(_DDL, what="creating the tables")
@@ -544,6 +584,16 @@ def _create_schema(session: Session) -> None:
             raise InternalError(
                 f"The database's Syncline tables are version {row[0]}, made by a newer Syncline; "
                 f"this one reads version {SCHEMA_VERSION}: upgrade Syncline"
+            )
+        elif int(row[0]) < SCHEMA_VERSION:
+            for version in range(int(row[0]) + 1, SCHEMA_VERSION + 1):
+                log.info(
+                    "upgrading the Syncline tables to version %d: %s", version, _UPGRADES[version]
+                )
+            session.run(
+                "UPDATE meta SET value = %s WHERE key = 'schema_version'",
+                (str(SCHEMA_VERSION),),
+                what="recording the version",
             )
     finally:
         if not session.broken:

@@ -557,6 +557,7 @@ class SqlitePersistence(Persistence):
         conn = _connect(self.path, readonly=False, durability=durability)
         self._writer = _SqliteWriter(conn, self._kinds)
         conn.executescript(_SCHEMA + sqlite_search.REGISTRY_SCHEMA)
+        sqlite_search.ensure_vocabularies(conn)
         _migrate_session_requests(conn)
         _migrate_documents_by_table(conn)
         for index_id, name in conn.execute("SELECT id, name FROM indexes"):

@@ -8,7 +8,9 @@ search entries as of the same commit):
   with two columns, ``b`` (the document's search tokens, space-joined) and
   ``f`` (its filter tokens);
 * ``search_N_name_docs``: the FTS rowid of each document id, with the
-  document's creation time (relevance ties go to the newest document).
+  document's creation time (relevance ties go to the newest document);
+* ``search_N_name_vocab``: an ``fts5vocab`` view of the FTS table's terms per
+  column, to expand the last (prefix) term of a search into indexed terms.
 
 The engine tokenises (Convex's rules, in Python); SQLite only stores and
 matches the tokens it is given. Each token is first written in an alphabet
@@ -18,7 +20,10 @@ plus six hex digits. The code of a character is never a prefix of another's,
 so a prefix of a token is a prefix of its FTS form: prefix queries stay exact.
 Every query token is quoted, so no user text is read as FTS5 query syntax.
 
-Relevance is FTS5's ``bm25`` over the ``b`` column (the filter column weighs 0).
+A search asks for its phrases (``search_ranking.phrases``: the exact terms,
+then the prefix's expansion, capped at the shortest indexed terms) and ranks
+them by FTS5's ``bm25`` over the ``b`` column (the filter column weighs 0);
+the PostgreSQL backend computes the same arithmetic (``search_ranking``).
 
 Why this layout (measured on 50,000 documents of 5 to 40 words, a prefix
 query ranked by ``bm25`` with ``LIMIT 10``): ``detail=column`` has no
@@ -36,6 +41,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from syncline.persistence.base import SearchEntry, SearchIndexRow, SearchRequest
+from syncline.persistence.search_ranking import phrases, shortest_terms
 
 __all__ = [
     "REGISTRY_SCHEMA",
@@ -43,7 +49,9 @@ __all__ = [
     "delete_entries",
     "drop_index",
     "drop_table_entries",
+    "ensure_vocabularies",
     "fts_token",
+    "plain_token",
     "put_entries",
     "rename_table_indexes",
     "search",
@@ -70,12 +78,49 @@ def fts_token(token: str) -> str:
     return "".join(c if c in _PLAIN else ("zz" if c == "z" else f"z{ord(c):06x}") for c in token)
 
 
+def plain_token(fts: str) -> str:
+    """The token whose :func:`fts_token` is ``fts``."""
+    if "z" not in fts:
+        return fts
+    out: list[str] = []
+    i = 0
+    while i < len(fts):
+        c = fts[i]
+        if c != "z":
+            out.append(c)
+            i += 1
+        elif fts[i + 1] == "z":
+            out.append("z")
+            i += 2
+        else:
+            out.append(chr(int(fts[i + 1 : i + 7], 16)))
+            i += 7
+    return "".join(out)
+
+
 def _fts(table_number: int, index: str) -> str:
     return f'"search_{table_number}_{index}"'
 
 
 def _docs(table_number: int, index: str) -> str:
     return f'"search_{table_number}_{index}_docs"'
+
+
+def _vocab(table_number: int, index: str) -> str:
+    return f'"search_{table_number}_{index}_vocab"'
+
+
+def _create_vocab(conn: sqlite3.Connection, table_number: int, index: str) -> None:
+    conn.execute(
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {_vocab(table_number, index)} "
+        f"USING fts5vocab({_fts(table_number, index)}, 'col')"
+    )
+
+
+def ensure_vocabularies(conn: sqlite3.Connection) -> None:
+    """Give every index its vocabulary table (indexes made before it existed have none)."""
+    for row in stored_indexes(conn):
+        _create_vocab(conn, row.table_number, row.name)
 
 
 def stored_indexes(conn: sqlite3.Connection) -> list[SearchIndexRow]:
@@ -103,12 +148,14 @@ def create_index(conn: sqlite3.Connection, row: SearchIndexRow) -> None:
         f"CREATE TABLE {_docs(row.table_number, row.name)} ("
         "rowid INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE, creation_time REAL NOT NULL)"
     )
+    _create_vocab(conn, row.table_number, row.name)
 
 
 def drop_index(conn: sqlite3.Connection, table_number: int, index: str) -> None:
     conn.execute(
         "DELETE FROM search_indexes WHERE table_number = ? AND name = ?", (table_number, index)
     )
+    conn.execute(f"DROP TABLE IF EXISTS {_vocab(table_number, index)}")
     conn.execute(f"DROP TABLE IF EXISTS {_fts(table_number, index)}")
     conn.execute(f"DROP TABLE IF EXISTS {_docs(table_number, index)}")
 
@@ -130,8 +177,11 @@ def drop_table_entries(conn: sqlite3.Connection, table_number: int) -> None:
 def rename_table_indexes(conn: sqlite3.Connection, old_number: int, new_number: int) -> None:
     """Move a table's search indexes to its new table number."""
     for name in _names_of_table(conn, old_number):
+        # A vocabulary table names its FTS table: it is made again for the new name.
+        conn.execute(f"DROP TABLE IF EXISTS {_vocab(old_number, name)}")
         conn.execute(f"ALTER TABLE {_fts(old_number, name)} RENAME TO {_fts(new_number, name)}")
         conn.execute(f"ALTER TABLE {_docs(old_number, name)} RENAME TO {_docs(new_number, name)}")
+        _create_vocab(conn, new_number, name)
     conn.execute(
         "UPDATE search_indexes SET table_number = ? WHERE table_number = ?",
         (new_number, old_number),
@@ -166,12 +216,35 @@ def delete_entries(
             conn.execute(f"DELETE FROM {fts} WHERE rowid = ?", found)
 
 
-def _match_expression(request: SearchRequest) -> str:
-    terms = [f'"{fts_token(t)}"' for t in request.terms]
-    if request.prefix is not None:
-        terms.append(f'"{fts_token(request.prefix)}"*')
-    expression = "b : (" + " OR ".join(terms) + ")"
-    for token in request.filters:
+def _expand_prefix(
+    conn: sqlite3.Connection, table_number: int, index: str, prefix: str
+) -> list[str]:
+    """The shortest indexed terms starting with ``prefix`` (``search_ranking``'s cap)."""
+    low = fts_token(prefix)
+    # FTS forms are made of a-z and 0-9 only: "~" sorts after all of them.
+    rows = conn.execute(
+        f"SELECT term FROM {_vocab(table_number, index)} "
+        "WHERE col = 'b' AND term >= ? AND term < ?",
+        (low, low + "~"),
+    ).fetchall()
+    return shortest_terms(plain_token(term) for (term,) in rows)
+
+
+def request_phrases(
+    conn: sqlite3.Connection, table_number: int, index: str, request: SearchRequest
+) -> list[str]:
+    """The exact terms ``request`` searches for (its prefix expanded)."""
+    expanded = (
+        _expand_prefix(conn, table_number, index, request.prefix)
+        if request.prefix is not None
+        else []
+    )
+    return phrases(request.terms, expanded)
+
+
+def _match_expression(terms: list[str], filters: tuple[str, ...]) -> str:
+    expression = "b : (" + " OR ".join(f'"{fts_token(t)}"' for t in terms) + ")"
+    for token in filters:
         expression += f' AND f : "{token}"'
     return expression
 
@@ -179,12 +252,23 @@ def _match_expression(request: SearchRequest) -> str:
 def search(
     conn: sqlite3.Connection, table_number: int, index: str, request: SearchRequest
 ) -> list[str]:
+    return [doc_id for doc_id, _score in ranked(conn, table_number, index, request)]
+
+
+def ranked(
+    conn: sqlite3.Connection, table_number: int, index: str, request: SearchRequest
+) -> list[tuple[str, float]]:
+    """The best matches of ``request`` with their relevance (``search_ranking.bm25``)."""
     if (not request.terms and request.prefix is None) or request.limit <= 0:
+        return []
+    terms = request_phrases(conn, table_number, index, request)
+    if not terms:
         return []
     fts, docs = _fts(table_number, index), _docs(table_number, index)
     rows = conn.execute(
-        f"SELECT d.doc_id FROM {fts} JOIN {docs} d ON d.rowid = {fts}.rowid "
-        f"WHERE {fts} MATCH ? ORDER BY bm25({fts}, 1.0, 0.0), d.creation_time DESC LIMIT ?",
-        (_match_expression(request), request.limit),
+        f"SELECT d.doc_id, bm25({fts}, 1.0, 0.0) AS rank FROM {fts} "
+        f"JOIN {docs} d ON d.rowid = {fts}.rowid WHERE {fts} MATCH ? "
+        "ORDER BY rank, d.creation_time DESC, d.doc_id DESC LIMIT ?",
+        (_match_expression(terms, request.filters), request.limit),
     ).fetchall()
-    return [doc_id for (doc_id,) in rows]
+    return [(doc_id, -rank) for doc_id, rank in rows]
