@@ -200,6 +200,103 @@ def test_adding_an_index_to_a_table_with_data_backfills_it(
         assert progress[-1] == "search index messages.search_body: built (250 documents)"
 
 
+def _stage_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build indexes beside the live ones from 40 documents, 16 per transaction."""
+    monkeypatch.setattr(search_schema, "STAGED_BACKFILL_MIN", 40)
+    monkeypatch.setattr(search_schema, "BACKFILL_BATCH", 16)
+
+
+def test_a_large_table_s_index_is_built_in_short_transactions_while_others_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stage_small(monkeypatch)
+    with _open(tmp_path / "staged.sqlite3") as db:
+        ids = db.write_sync(
+            lambda tx: [
+                tx.insert("messages", {"body": f"old {i}", "channel": "a"}) for i in range(100)
+            ]
+        ).value
+        # Between the build's transactions, other commits change documents already
+        # indexed, documents not indexed yet, and add new ones.
+        commits: list[Any] = []
+        fill = search_schema._fill
+
+        def fill_then_write(conn: Any, index: Any) -> None:
+            fill(conn, index)
+            n = len(commits)
+            if n < 5:
+
+                def write(tx: Transaction) -> None:
+                    tx.patch(ids[n], {"body": f"renamed {n}"})
+                    tx.delete(ids[99 - n])
+                    tx.insert("messages", {"body": f"old new {n}", "channel": "a"})
+
+                commits.append(db.submit_write(write))
+
+        monkeypatch.setattr(search_schema, "_fill", fill_then_write)
+        change = db.apply_schema(_schema())
+        assert change.added_indexes == ["messages.search_body"]
+        assert len(commits) == 5
+        assert all(c.done() for c in commits)  # they committed during the build
+        expected = {f"old {i}" for i in range(5, 95)} | {f"old new {n}" for n in range(5)}
+        assert set(_found(db, "old")) == expected
+        assert sorted(_found(db, "renamed")) == [f"renamed {n}" for n in range(5)]
+        with db.storage_snapshot() as (conn, _catalog):
+            assert [row.name for row in conn.search_indexes()] == ["search_body"]
+
+
+def test_a_changed_definition_on_a_large_table_switches_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stage_small(monkeypatch)
+    with _open(tmp_path / "switch.sqlite3") as db:
+        db.apply_schema(_schema())
+        db.write_sync(
+            lambda tx: [
+                tx.insert("messages", {"body": f"b{i}", "title": f"t{i}", "channel": "a"})
+                for i in range(60)
+            ]
+        )
+        # While the new index is built, searches still use the old one.
+        before = sorted(_found(db, "b1"))
+        assert len(before) == 11  # b1 and b10 to b19: the last term is a prefix
+        during: list[list[str]] = []
+        fill = search_schema._fill
+
+        def fill_and_search(conn: Any, index: Any) -> None:
+            fill(conn, index)
+            during.append(sorted(_found(db, "b1")))
+
+        monkeypatch.setattr(search_schema, "_fill", fill_and_search)
+        change = db.apply_schema(_schema(search_field="title"))
+        assert change.added_indexes == ["messages.search_body"]
+        assert during and all(found == before for found in during)
+        found = db.run_read(
+            lambda tx: (
+                Query(tx, "messages")
+                .with_search_index("search_body", lambda q: q.search("title", "t59"))
+                .collect()
+            )
+        ).value
+        assert [d["title"] for d in found] == ["t59"]
+
+
+def test_an_index_staged_for_a_schema_that_fails_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncline.errors import SchemaDefinitionError
+
+    _stage_small(monkeypatch)
+    with _open(tmp_path / "failed.sqlite3") as db:
+        db.write_sync(
+            lambda tx: [tx.insert("messages", {"body": 1, "channel": "a"}) for _ in range(50)]
+        )
+        with pytest.raises(SchemaDefinitionError):
+            db.apply_schema(_schema())  # the bodies are not strings
+        with db.storage_snapshot() as (conn, _catalog):
+            assert conn.search_indexes() == []
+
+
 def test_a_changed_definition_rebuilds_and_a_removed_one_is_dropped(db: Database) -> None:
     db.write_sync(lambda tx: tx.insert("messages", {"body": "x", "title": "t", "channel": "a"}))
     change = db.apply_schema(_schema(search_field="title"))

@@ -57,7 +57,7 @@ from syncline.database.committer import (
 from syncline.database.publisher import CommitListener, CommitPublisher
 from syncline.database.read_threads import ReadThreads
 from syncline.database.reads import ReadSet
-from syncline.database.search_schema import sync_search_indexes
+from syncline.database.search_schema import drop_staged, stage_search_indexes, sync_search_indexes
 from syncline.database.transaction import DEFAULT_LIMITS, Limits, Transaction
 from syncline.errors import (
     InternalError,
@@ -340,6 +340,12 @@ class Database:
         in that same transaction (a deploy's bundle).
         """
 
+        def run_exclusive(fn: Callable[[Transaction], Any]) -> Any:
+            return self.submit_write(fn, exclusive=True).result().value
+
+        # New search indexes of large tables are built first, in short transactions.
+        staged = stage_search_indexes(run_exclusive, schema)
+
         def apply(tx: Transaction) -> SchemaChange:
             change = SchemaChange()
             previous = tx.schema
@@ -369,7 +375,7 @@ class Database:
                 if tx.table(table_name) is None:
                     tx.ensure_table(table_name)
                     change.created_tables.append(table_name)
-            added_search, removed_search = sync_search_indexes(tx, schema)
+            added_search, removed_search = sync_search_indexes(tx, schema, staged)
             change.added_indexes.extend(added_search)
             change.removed_indexes.extend(removed_search)
             conn = tx._require_writable()
@@ -377,7 +383,11 @@ class Database:
             conn.set_globals({**(store or {}), SCHEMA_KEY: payload})
             return change
 
-        return self.submit_write(apply, exclusive=True).result().value
+        try:
+            return self.submit_write(apply, exclusive=True).result().value
+        except BaseException:
+            drop_staged(run_exclusive, staged)
+            raise
 
     def check_documents(self, schema: Schema) -> list[str]:
         """The tables whose stored documents would be checked by applying ``schema``.

@@ -329,6 +329,9 @@ class BufferedWrites(WriteConnection):
     def drop_search_index(self, table_number: int, index: str) -> None:
         self._locked("drop_search_index")
 
+    def rename_search_index(self, table_number: int, old: str, new: str) -> None:
+        self._locked("rename_search_index")
+
     def delete_table_documents(self, table_number: int) -> None:
         self._locked("delete_table_documents")
 

@@ -362,6 +362,10 @@ class WriteConnection(ReadConnection):
         """Remove a text search index and all of its entries."""
         raise search_unsupported("drop_search_index")
 
+    def rename_search_index(self, table_number: int, old: str, new: str) -> None:
+        """Give a text search index (and its entries) another name; ``new`` must be free."""
+        raise search_unsupported("rename_search_index")
+
     def put_search_entries(
         self, table_number: int, index: str, entries: Sequence[SearchEntry]
     ) -> None:

@@ -552,6 +552,9 @@ class _PgWriter(_PgReader, WriteConnection):
     def drop_search_index(self, table_number: int, index: str) -> None:
         postgres_search.drop_index(self.session, table_number, index)
 
+    def rename_search_index(self, table_number: int, old: str, new: str) -> None:
+        postgres_search.rename_index(self.session, table_number, old, new)
+
     def put_search_entries(
         self, table_number: int, index: str, entries: Sequence[SearchEntry]
     ) -> None:

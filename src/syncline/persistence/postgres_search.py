@@ -49,6 +49,7 @@ __all__ = [
     "drop_table_entries",
     "put_entries",
     "ranked",
+    "rename_index",
     "renumber_table",
     "search",
     "stored_indexes",
@@ -183,6 +184,14 @@ def drop_index(session: Session, table_number: int, index: str) -> None:
     where, params = "table_number = %s AND name = %s", (table_number, index)
     _clear(session, where, params, "dropping a search index")
     session.run(f"DELETE FROM search_indexes WHERE {where}", params, what="dropping a search index")
+
+
+def rename_index(session: Session, table_number: int, old: str, new: str) -> None:
+    session.run(
+        "UPDATE search_indexes SET name = %s WHERE table_number = %s AND name = %s",
+        (new, table_number, old),
+        what="renaming a search index",
+    )
 
 
 def drop_table_entries(session: Session, table_number: int) -> None:

@@ -528,6 +528,9 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
     def drop_search_index(self, table_number: int, index: str) -> None:
         sqlite_search.drop_index(self.conn, table_number, index)
 
+    def rename_search_index(self, table_number: int, old: str, new: str) -> None:
+        sqlite_search.rename_index(self.conn, table_number, old, new)
+
     def put_search_entries(
         self, table_number: int, index: str, entries: Sequence[SearchEntry]
     ) -> None:

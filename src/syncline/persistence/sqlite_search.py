@@ -53,7 +53,10 @@ __all__ = [
     "fts_token",
     "plain_token",
     "put_entries",
+    "ranked",
+    "rename_index",
     "rename_table_indexes",
+    "request_phrases",
     "search",
     "stored_indexes",
 ]
@@ -185,6 +188,17 @@ def rename_table_indexes(conn: sqlite3.Connection, old_number: int, new_number: 
     conn.execute(
         "UPDATE search_indexes SET table_number = ? WHERE table_number = ?",
         (new_number, old_number),
+    )
+
+
+def rename_index(conn: sqlite3.Connection, table_number: int, old: str, new: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {_vocab(table_number, old)}")
+    conn.execute(f"ALTER TABLE {_fts(table_number, old)} RENAME TO {_fts(table_number, new)}")
+    conn.execute(f"ALTER TABLE {_docs(table_number, old)} RENAME TO {_docs(table_number, new)}")
+    _create_vocab(conn, table_number, new)
+    conn.execute(
+        "UPDATE search_indexes SET name = ? WHERE table_number = ? AND name = ?",
+        (new, table_number, old),
     )
 
 
