@@ -131,6 +131,40 @@ def test_a_table_and_a_schema_made_through_one_are_used_through_the_other(
     assert [d["n"] for d in found] == [3.0]
 
 
+def test_a_search_through_one_is_outdated_by_a_matching_commit_through_the_other(
+    pair: tuple[Database, Database],
+) -> None:
+    a, b = pair
+    a.apply_schema(
+        define_schema(
+            {
+                "messages": define_table({"body": v.string(), "channel": v.string()}).search_index(
+                    "search_body", search_field="body", filter_fields=["channel"]
+                )
+            }
+        )
+    )
+
+    def search(tx: Transaction) -> list[str]:
+        query = Query(tx, "messages").with_search_index(
+            "search_body", lambda q: q.search("body", "hel").eq("channel", "a")
+        )
+        return [d["body"] for d in query.collect()]
+
+    b.catch_up()
+    first = b.run_read(search)
+    assert first.value == []
+    seen: list[Commit] = []
+    b.add_commit_listener(seen.extend)
+    a.write_sync(lambda tx: tx.insert("messages", {"body": "goodbye", "channel": "a"}))
+    a.write_sync(lambda tx: tx.insert("messages", {"body": "hello", "channel": "b"}))
+    matching = a.write_sync(lambda tx: tx.insert("messages", {"body": "hello", "channel": "a"}))
+    assert b.catch_up() == 3
+    # Only the matching commit outdates B's search (a subscription would re-run once).
+    assert [c.ts for c in seen if first.read_set.overlaps_writes(c.writes)] == [matching.ts]
+    assert b.run_read(search).value == ["hello"]
+
+
 def test_bootstrap_from_both_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "boot.sqlite3"
     with _open(path) as a, _open(path) as b:
