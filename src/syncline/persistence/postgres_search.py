@@ -90,45 +90,75 @@ CREATE TABLE IF NOT EXISTS search_postings (
 );
 """
 
-_REMOVE = """
-WITH gone AS (
-    DELETE FROM search_documents WHERE index_id = %(index)s AND doc_id = ANY(%(ids)s)
+#: the index's id, from its table number and name (a put or removal is one statement)
+_INDEX = (
+    "index AS (SELECT id FROM search_indexes WHERE table_number = %(table)s AND name = %(name)s)"
+)
+
+_REMOVE = f"""
+WITH {_INDEX}, gone AS (
+    DELETE FROM search_documents
+    WHERE index_id = (SELECT id FROM index) AND doc_id = ANY(%(ids)s::text[])
     RETURNING doc_id, terms, length
 ), gone_terms AS (
     SELECT gone.doc_id, t.term FROM gone, unnest(gone.terms) AS t(term)
 ), postings AS (
     DELETE FROM search_postings p USING gone_terms g
-    WHERE p.index_id = %(index)s AND p.term = g.term AND p.doc_id = g.doc_id
+    WHERE p.index_id = (SELECT id FROM index) AND p.term = g.term AND p.doc_id = g.doc_id
 ), counts AS (
     UPDATE search_terms s SET documents = s.documents - c.n
     FROM (SELECT term, count(*) AS n FROM gone_terms GROUP BY term) c
-    WHERE s.index_id = %(index)s AND s.term = c.term
+    WHERE s.index_id = (SELECT id FROM index) AND s.term = c.term
 )
 UPDATE search_indexes SET documents = documents - (SELECT count(*) FROM gone),
     total_length = total_length - (SELECT coalesce(sum(length), 0) FROM gone)
-WHERE id = %(index)s
+WHERE id = (SELECT id FROM index)
 """
 
-_ADD = """
-WITH docs AS (
-    INSERT INTO search_documents (index_id, doc_id, creation_time, length, filters, terms)
-    SELECT %(index)s, x.doc_id, x.creation_time, x.length,
-        string_to_array(x.filters, ' '), string_to_array(x.terms, ' ')
-    FROM unnest(%(ids)s::text[], %(times)s::float8[], %(lengths)s::int[],
+#: store documents' entries, replacing their previous ones: every part reads the
+#: previous entries (``old``) from the statement's snapshot, and touches other rows
+_PUT = f"""
+WITH {_INDEX}, new AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(times)s::float8[], %(lengths)s::int[],
         %(filters)s::text[], %(terms)s::text[]) AS x(doc_id, creation_time, length, filters, terms)
+), old AS (
+    SELECT doc_id, terms, length FROM search_documents
+    WHERE index_id = (SELECT id FROM index) AND doc_id = ANY(%(ids)s::text[])
+), new_postings AS (
+    SELECT * FROM unnest(%(p_terms)s::text[], %(p_docs)s::text[], %(p_freqs)s::int[])
+        AS p(term, doc_id, frequency)
+), old_postings AS (
+    SELECT t.term, old.doc_id FROM old, unnest(old.terms) AS t(term)
+), added AS (
+    SELECT term, doc_id FROM new_postings EXCEPT SELECT term, doc_id FROM old_postings
+), removed AS (
+    SELECT term, doc_id FROM old_postings EXCEPT SELECT term, doc_id FROM new_postings
+), dropped AS (
+    DELETE FROM search_postings p USING removed r
+    WHERE p.index_id = (SELECT id FROM index) AND p.term = r.term AND p.doc_id = r.doc_id
 ), postings AS (
     INSERT INTO search_postings (index_id, term, doc_id, frequency)
-    SELECT %(index)s, p.term, p.doc_id, p.frequency
-    FROM unnest(%(p_terms)s::text[], %(p_docs)s::text[], %(p_freqs)s::int[])
-        AS p(term, doc_id, frequency)
+    SELECT (SELECT id FROM index), term, doc_id, frequency FROM new_postings
+    WHERE EXISTS (SELECT 1 FROM index)
+    ON CONFLICT (index_id, term, doc_id) DO UPDATE SET frequency = EXCLUDED.frequency
 ), counts AS (
     INSERT INTO search_terms (index_id, term, documents)
-    SELECT %(index)s, t.term, count(*) FROM unnest(%(p_terms)s::text[]) AS t(term) GROUP BY t.term
+    SELECT (SELECT id FROM index), term, sum(n) FROM (
+        SELECT term, 1 AS n FROM added UNION ALL SELECT term, -1 FROM removed
+    ) d WHERE EXISTS (SELECT 1 FROM index) GROUP BY term HAVING sum(n) <> 0
     ON CONFLICT (index_id, term) DO UPDATE SET documents = search_terms.documents + EXCLUDED.documents
+), documents AS (
+    INSERT INTO search_documents (index_id, doc_id, creation_time, length, filters, terms)
+    SELECT (SELECT id FROM index), doc_id, creation_time, length,
+        string_to_array(filters, ' '), string_to_array(terms, ' ')
+    FROM new WHERE EXISTS (SELECT 1 FROM index)
+    ON CONFLICT (index_id, doc_id) DO UPDATE SET creation_time = EXCLUDED.creation_time,
+        length = EXCLUDED.length, filters = EXCLUDED.filters, terms = EXCLUDED.terms
 )
-UPDATE search_indexes SET documents = documents + %(count)s,
-    total_length = total_length + %(total)s
-WHERE id = %(index)s
+UPDATE search_indexes
+SET documents = documents + %(count)s - (SELECT count(*) FROM old),
+    total_length = total_length + %(total)s - (SELECT coalesce(sum(length), 0) FROM old)
+WHERE id = (SELECT id FROM index)
 """
 
 #: the exact terms' document counts, then the prefix's expansion (shortest first)
@@ -153,15 +183,6 @@ def stored_indexes(session: Session) -> list[SearchIndexRow]:
         SearchIndexRow(int(number), name, field, tuple(f for f in filters.split(",") if f))
         for number, name, field, filters in rows
     ]
-
-
-def _index_id(session: Session, table_number: int, index: str) -> int | None:
-    row = session.row(
-        "SELECT id FROM search_indexes WHERE table_number = %s AND name = %s",
-        (table_number, index),
-        what="reading a search index",
-    )
-    return None if row is None else int(row[0])
 
 
 def create_index(session: Session, row: SearchIndexRow) -> None:
@@ -213,23 +234,20 @@ def renumber_table(session: Session, old_number: int, new_number: int) -> None:
 
 
 def delete_entries(session: Session, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
-    index_id = _index_id(session, table_number, index)
-    if index_id is not None and doc_ids:
-        _remove(session, index_id, list(doc_ids))
-
-
-def _remove(session: Session, index_id: int, doc_ids: list[str]) -> None:
-    session.run(_REMOVE, {"index": index_id, "ids": doc_ids}, what="removing search index entries")
+    if doc_ids:
+        session.run(
+            _REMOVE,
+            {"table": table_number, "name": index, "ids": list(doc_ids)},
+            what="removing search index entries",
+        )
 
 
 def put_entries(
     session: Session, table_number: int, index: str, entries: Sequence[SearchEntry]
 ) -> None:
-    index_id = _index_id(session, table_number, index)
-    if index_id is None or not entries:
+    if not entries:
         return
     latest = {entry.doc_id: entry for entry in entries}  # a later entry replaces an earlier
-    _remove(session, index_id, list(latest))
     ids: list[str] = []
     times: list[float] = []
     lengths: list[int] = []
@@ -253,9 +271,10 @@ def put_entries(
             p_docs.append(doc_id)
             p_freqs.append(frequency)
     session.run(
-        _ADD,
+        _PUT,
         {
-            "index": index_id,
+            "table": table_number,
+            "name": index,
             "ids": ids,
             "times": times,
             "lengths": lengths,
