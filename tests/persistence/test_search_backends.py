@@ -168,3 +168,28 @@ def test_both_backends_rank_a_random_corpus_identically(
         assert request.prefix is not None
         capped += sum(t.startswith(request.prefix) for t in vocabulary) > MAX_PREFIX_TERMS
     assert capped >= 5  # the cap was exercised
+
+
+def test_a_writer_searches_its_own_entries_and_a_rollback_to_the_savepoint_undoes_them(
+    stores: tuple[Persistence, Persistence],
+) -> None:
+    request = SearchRequest((), "hel", (), 10)
+    for store in stores:
+        conn = store.begin_write()
+        conn.create_search_index(SearchIndexRow(TABLE, INDEX, "body", ()))
+        conn.put_search_entries(TABLE, INDEX, [SearchEntry("d1", 1.0, ("hello",), ())])
+        assert conn.search(TABLE, INDEX, request) == ["d1"]
+        conn.savepoint()
+        conn.put_search_entries(TABLE, INDEX, [SearchEntry("d2", 2.0, ("help",), ())])
+        conn.delete_search_entries(TABLE, INDEX, ["d1"])
+        assert conn.search(TABLE, INDEX, request) == ["d2"]
+        conn.rollback_to()
+        conn.savepoint()
+        conn.put_search_entries(TABLE, INDEX, [SearchEntry("d3", 3.0, ("hello", "hello"), ())])
+        conn.release()
+        store.commit_write(conn)
+        reader = store.reader()
+        try:
+            assert reader.search(TABLE, INDEX, request) == ["d3", "d1"], store
+        finally:
+            store.release_reader(reader)

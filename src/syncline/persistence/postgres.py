@@ -360,16 +360,45 @@ class _PgReader(ReadConnection):
 
 
 class _PgWriter(_PgReader, WriteConnection):
+    """The writer. Search index entries are held back and written together (one
+    statement per index) before anything reads them, at a savepoint and at commit:
+    a group commit of many one-document mutations writes them at once."""
+
     #: the newest commit-log ts written in this transaction (announced at commit)
     newest_commit = 0
 
+    def __init__(self, session: Session, kinds: IndexKinds) -> None:
+        super().__init__(session, kinds)
+        #: (table number, index) -> document id -> its entry, or None (removed)
+        self._search_pending: dict[tuple[int, str], dict[str, SearchEntry | None]] = {}
+
+    def flush_search(self) -> None:
+        """Write the search entries held back."""
+        pending, self._search_pending = self._search_pending, {}
+        for (table_number, index), changes in pending.items():
+            removed = [doc_id for doc_id, entry in changes.items() if entry is None]
+            if removed:
+                postgres_search.delete_entries(self.session, table_number, index, removed)
+            put = [entry for entry in changes.values() if entry is not None]
+            if put:
+                postgres_search.put_entries(self.session, table_number, index, put)
+
+    def discard_search(self) -> None:
+        self._search_pending = {}
+
+    def search(self, table_number: int, index: str, request: SearchRequest) -> list[str]:
+        self.flush_search()
+        return super().search(table_number, index, request)
+
     def savepoint(self) -> None:
+        self.flush_search()  # what is held back from now on is what rollback_to undoes
         self.session.run("SAVEPOINT m", what="opening a savepoint")
 
     def release(self) -> None:
         self.session.run("RELEASE SAVEPOINT m", what="releasing a savepoint")
 
     def rollback_to(self) -> None:
+        self.discard_search()
         # savepoint() sent every earlier statement: what is still deferred came after it
         self.session.discard()
         self.session.script(
@@ -377,6 +406,7 @@ class _PgWriter(_PgReader, WriteConnection):
         )
 
     def restart(self) -> None:
+        self.discard_search()
         self.newest_commit = 0
         self.session.discard()
         self._read_head(f"ROLLBACK TO SAVEPOINT syncline_start; {_HEAD}", "restarting the writer")
@@ -487,6 +517,7 @@ class _PgWriter(_PgReader, WriteConnection):
         )
 
     def delete_table_documents(self, table_number: int) -> None:
+        self.flush_search()
         number = int(table_number)
         postgres_search.drop_table_entries(self.session, number)
         self.session.script(
@@ -497,6 +528,7 @@ class _PgWriter(_PgReader, WriteConnection):
         )
 
     def renumber_table(self, old_number: int, new_number: int) -> None:
+        self.flush_search()
         if self.session.row(
             "SELECT 1 FROM documents WHERE table_number = %s LIMIT 1",
             (old_number,),
@@ -547,21 +579,28 @@ class _PgWriter(_PgReader, WriteConnection):
         return requests + tokens
 
     def create_search_index(self, row: SearchIndexRow) -> None:
+        self.flush_search()
         postgres_search.create_index(self.session, row)
 
     def drop_search_index(self, table_number: int, index: str) -> None:
+        self.flush_search()
         postgres_search.drop_index(self.session, table_number, index)
 
     def rename_search_index(self, table_number: int, old: str, new: str) -> None:
+        self.flush_search()
         postgres_search.rename_index(self.session, table_number, old, new)
 
     def put_search_entries(
         self, table_number: int, index: str, entries: Sequence[SearchEntry]
     ) -> None:
-        postgres_search.put_entries(self.session, table_number, index, entries)
+        changes = self._search_pending.setdefault((table_number, index), {})
+        for entry in entries:
+            changes[entry.doc_id] = entry
 
     def delete_search_entries(self, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
-        postgres_search.delete_entries(self.session, table_number, index, doc_ids)
+        changes = self._search_pending.setdefault((table_number, index), {})
+        for doc_id in doc_ids:
+            changes[doc_id] = None
 
 
 def _create_schema(session: Session) -> None:
@@ -703,6 +742,7 @@ class PostgresPersistence(Persistence):
                 self._writer = self._open_writer()
             writer = self._writer
             writer.newest_commit = 0
+            writer.discard_search()
             asked = time.perf_counter()
             try:
                 # Under the write lock: the head includes every other node's commits.
@@ -723,6 +763,7 @@ class PostgresPersistence(Persistence):
         try:
             if session.conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                 raise InternalError("The write transaction failed earlier: it cannot commit")
+            writer.flush_search()
             # The notification is delivered at commit, in commit order, to every node
             # listening; it and COMMIT go with the deferred writes in one round trip.
             notify = (NOTIFY_CHANNEL, str(writer.newest_commit)) if writer.newest_commit else None
@@ -740,6 +781,7 @@ class PostgresPersistence(Persistence):
 
     def abort_write(self, conn: WriteConnection) -> None:
         try:
+            self._writer.discard_search()
             self._rollback_quietly()
         finally:
             self._lock_released()

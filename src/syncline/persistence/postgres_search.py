@@ -7,10 +7,10 @@ renumbering only touches the registry):
   the index's statistics -- how many documents it holds and their total length;
 * ``search_documents``: per document, its creation time, its length, its
   filter tokens and its distinct terms (to find its postings when it goes);
-* ``search_terms``: per term, how many documents hold it (its IDF's input,
-  and the vocabulary a prefix expands in; a row whose count fell to 0 stays,
-  skipped);
-* ``search_postings``: (term, document) -> how often the term occurs in it.
+* ``search_postings``: (term, document) -> how often the term occurs in it;
+* ``search_terms``: the vocabulary a prefix expands in: every term indexed
+  since the index was built (a term whose last document went stays, and is
+  skipped: a document write adds at most a few rows and updates none).
 
 They are written in the writer's transaction, with the documents, so a
 snapshot (``REPEATABLE READ``) sees the documents and their search entries as
@@ -18,9 +18,12 @@ of the same commit; no versioning of their own is needed.
 
 Matching and ranking follow :mod:`syncline.persistence.search_ranking`, the
 arithmetic SQLite's FTS5 does, so both backends return the same documents in
-the same order: the prefix expands to the shortest indexed terms, the IDFs
-are computed here from the term counts, and each matching document's BM25 is
-computed in SQL in FTS5's order of operations (IEEE doubles both sides).
+the same order: the prefix expands to the shortest indexed terms, and one
+statement counts each phrase's documents (its IDF) and computes each matching
+document's BM25 in FTS5's order of operations (IEEE doubles and the C
+library's ``log`` on both sides). Counting at query time scans each phrase's
+postings, which scoring scans anyway; a write then touches only its own rows
+(and the index's statistics row), with no per-term counter to update.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ from syncline.persistence.postgres_session import Session
 from syncline.persistence.search_ranking import (
     K1,
     MAX_PREFIX_TERMS,
+    MIN_IDF,
     B,
     average_length,
     document_length,
-    idf,
     phrases,
 )
 
@@ -78,7 +81,6 @@ CREATE TABLE IF NOT EXISTS search_documents (
 CREATE TABLE IF NOT EXISTS search_terms (
     index_id bigint NOT NULL,
     term text COLLATE "C" NOT NULL,
-    documents bigint NOT NULL,
     PRIMARY KEY (index_id, term)
 );
 CREATE TABLE IF NOT EXISTS search_postings (
@@ -105,10 +107,6 @@ WITH {_INDEX}, gone AS (
 ), postings AS (
     DELETE FROM search_postings p USING gone_terms g
     WHERE p.index_id = (SELECT id FROM index) AND p.term = g.term AND p.doc_id = g.doc_id
-), counts AS (
-    UPDATE search_terms s SET documents = s.documents - c.n
-    FROM (SELECT term, count(*) AS n FROM gone_terms GROUP BY term) c
-    WHERE s.index_id = (SELECT id FROM index) AND s.term = c.term
 )
 UPDATE search_indexes SET documents = documents - (SELECT count(*) FROM gone),
     total_length = total_length - (SELECT coalesce(sum(length), 0) FROM gone)
@@ -141,12 +139,10 @@ WITH {_INDEX}, new AS (
     SELECT (SELECT id FROM index), term, doc_id, frequency FROM new_postings
     WHERE EXISTS (SELECT 1 FROM index)
     ON CONFLICT (index_id, term, doc_id) DO UPDATE SET frequency = EXCLUDED.frequency
-), counts AS (
-    INSERT INTO search_terms (index_id, term, documents)
-    SELECT (SELECT id FROM index), term, sum(n) FROM (
-        SELECT term, 1 AS n FROM added UNION ALL SELECT term, -1 FROM removed
-    ) d WHERE EXISTS (SELECT 1 FROM index) GROUP BY term HAVING sum(n) <> 0
-    ON CONFLICT (index_id, term) DO UPDATE SET documents = search_terms.documents + EXCLUDED.documents
+), vocabulary AS (
+    INSERT INTO search_terms (index_id, term)
+    SELECT DISTINCT (SELECT id FROM index), term FROM added WHERE EXISTS (SELECT 1 FROM index)
+    ON CONFLICT (index_id, term) DO NOTHING
 ), documents AS (
     INSERT INTO search_documents (index_id, doc_id, creation_time, length, filters, terms)
     SELECT (SELECT id FROM index), doc_id, creation_time, length,
@@ -161,14 +157,18 @@ SET documents = documents + %(count)s - (SELECT count(*) FROM old),
 WHERE id = (SELECT id FROM index)
 """
 
-#: the exact terms' document counts, then the prefix's expansion (shortest first)
-_TERMS = f"""
-(SELECT false, term, documents FROM search_terms
- WHERE index_id = %(index)s AND term = ANY(%(exact)s::text[]) AND documents > 0)
-UNION ALL
-(SELECT true, term, documents FROM search_terms
- WHERE index_id = %(index)s AND term LIKE %(pattern)s AND documents > 0
- ORDER BY length(term), term LIMIT {MAX_PREFIX_TERMS})
+#: the index's statistics and what its prefix expands to: the shortest indexed terms
+#: starting with it that some document still holds
+_HEAD = f"""
+SELECT i.id, i.documents, i.total_length, e.term FROM search_indexes i
+LEFT JOIN LATERAL (
+    SELECT t.term FROM search_terms t
+    WHERE t.index_id = i.id AND t.term LIKE %(pattern)s AND EXISTS (
+        SELECT 1 FROM search_postings p WHERE p.index_id = i.id AND p.term = t.term
+    )
+    ORDER BY length(t.term), t.term LIMIT {MAX_PREFIX_TERMS}
+) e ON true
+WHERE i.table_number = %(table)s AND i.name = %(name)s
 """
 
 
@@ -305,76 +305,71 @@ def ranked(
     """The best matches of ``request`` with their relevance (``search_ranking.bm25``)."""
     if (not request.terms and request.prefix is None) or request.limit <= 0:
         return []
-    head = session.row(
-        "SELECT id, documents, total_length FROM search_indexes "
-        "WHERE table_number = %s AND name = %s",
-        (table_number, index),
-        what="reading a search index",
-    )
-    if head is None:
-        return []
-    index_id, documents, total_length = int(head[0]), int(head[1]), int(head[2])
     rows = session.rows(
-        _TERMS,
+        _HEAD,
         {
-            "index": index_id,
-            "exact": list(request.terms),
+            "table": table_number,
+            "name": index,
             # no prefix: a pattern no term matches (terms are never empty)
             "pattern": _like_prefix(request.prefix) if request.prefix is not None else "",
         },
-        what="reading search terms",
+        what="reading a search index",
     )
-    holding = {term: int(count) for _, term, count in rows}
-    expanded = [term for is_prefix, term, _ in rows if is_prefix]
-    terms = [t for t in phrases(request.terms, expanded) if t in holding]
-    if not terms:
+    if not rows:
         return []
-    # Phrases no document holds add nothing to any score (f = 0): they are left out.
-    return _rank(session, index_id, terms, holding, documents, total_length, request)
-
-
-def _rank(
-    session: Session,
-    index_id: int,
-    terms: list[str],
-    holding: dict[str, int],
-    documents: int,
-    total_length: int,
-    request: SearchRequest,
-) -> list[tuple[str, float]]:
+    index_id, documents, total_length = int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+    expanded = [str(term) for *_, term in rows if term is not None]
+    terms = phrases(request.terms, expanded)
+    if not terms or not documents:
+        return []
     params: dict[str, Any] = {
         "index": index_id,
         "terms": terms,
         "filters": list(request.filters),
         "limit": request.limit,
+        "documents": float(documents),
+        "min_idf": MIN_IDF,
         "k1": K1,
         "k1_plus_1": K1 + 1.0,
         "one_minus_b": 1 - B,
         "b": B,
         "avgdl": average_length(documents, total_length),
     }
-    columns: list[str] = []
+    frequencies: list[str] = []
+    weights: list[str] = []
     score = "0.0::float8"
     for i, term in enumerate(terms):
         params[f"t{i}"] = term
-        params[f"w{i}"] = idf(documents, holding[term])
-        columns.append(
+        frequencies.append(
             f"coalesce(max(frequency) FILTER (WHERE term = %(t{i})s), 0)::float8 AS f{i}"
         )
+        weights.append(f"coalesce(max(idf) FILTER (WHERE term = %(t{i})s), 0.0)::float8 AS w{i}")
         # FTS5's bm25(): idf * (f * (k1 + 1)) / (f + k1 * (1 - b + b * D / avgdl)), summed
         # left to right from 0.0 (so the doubles match SQLite's).
         score += (
-            f" + %(w{i})s::float8 * ((m.f{i} * %(k1_plus_1)s::float8) / (m.f{i} + "
+            f" + w.w{i} * ((m.f{i} * %(k1_plus_1)s::float8) / (m.f{i} + "
             "%(k1)s::float8 * (%(one_minus_b)s::float8 + "
             "%(b)s::float8 * d.length::float8 / %(avgdl)s::float8)))"
         )
     filters = " AND d.filters @> %(filters)s::text[]" if request.filters else ""
-    sql = (
-        f"SELECT d.doc_id, ({score}) AS score FROM ("
-        f"SELECT doc_id, {', '.join(columns)} FROM search_postings "
-        "WHERE index_id = %(index)s AND term = ANY(%(terms)s::text[]) GROUP BY doc_id) m "
-        "JOIN search_documents d ON d.index_id = %(index)s AND d.doc_id = m.doc_id"
-        f"{filters} ORDER BY score DESC, d.creation_time DESC, d.doc_id DESC LIMIT %(limit)s"
-    )
-    rows = session.rows(sql, params, what="searching")
-    return [(doc_id, float(value)) for doc_id, value in rows]
+    sql = f"""
+WITH p AS MATERIALIZED (
+    SELECT term, doc_id, frequency FROM search_postings
+    WHERE index_id = %(index)s AND term = ANY(%(terms)s::text[])
+), idfs AS (
+    -- search_ranking.idf: log((N - n + 0.5) / (n + 0.5)), at least MIN_IDF
+    SELECT term, CASE WHEN x > 0.0 THEN x ELSE %(min_idf)s::float8 END AS idf FROM (
+        SELECT term, ln((%(documents)s::float8 - count(*)::float8 + 0.5::float8)
+            / (count(*)::float8 + 0.5::float8)) AS x
+        FROM p GROUP BY term
+    ) counted
+), w AS (
+    SELECT {", ".join(weights)} FROM idfs
+), m AS (
+    SELECT doc_id, {", ".join(frequencies)} FROM p GROUP BY doc_id
+)
+SELECT d.doc_id, ({score}) AS score FROM m CROSS JOIN w
+JOIN search_documents d ON d.index_id = %(index)s AND d.doc_id = m.doc_id{filters}
+ORDER BY score DESC, d.creation_time DESC, d.doc_id DESC LIMIT %(limit)s
+"""
+    return [(doc_id, float(value)) for doc_id, value in session.rows(sql, params, what="searching")]

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "K1",
     "MAX_PREFIX_TERMS",
+    "MIN_IDF",
     "B",
     "average_length",
     "bm25",
