@@ -128,8 +128,10 @@ def _request(rng: random.Random) -> SearchRequest:
 
 
 def test_both_backends_rank_a_random_corpus_identically(
-    stores: tuple[Persistence, Persistence],
+    stores: tuple[Persistence, Persistence], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # PostgreSQL writes entries in statements of at most this many documents.
+    monkeypatch.setattr(postgres_search, "STATEMENT_DOCUMENTS", 7)
     rng = random.Random(1414)
     corpus: dict[str, SearchEntry] = {}
     for store in stores:

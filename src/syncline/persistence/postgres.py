@@ -596,11 +596,15 @@ class _PgWriter(_PgReader, WriteConnection):
         changes = self._search_pending.setdefault((table_number, index), {})
         for entry in entries:
             changes[entry.doc_id] = entry
+        if len(changes) >= postgres_search.STATEMENT_DOCUMENTS:
+            self.flush_search()  # a bulk import: one statement per batch, not one in all
 
     def delete_search_entries(self, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
         changes = self._search_pending.setdefault((table_number, index), {})
         for doc_id in doc_ids:
             changes[doc_id] = None
+        if len(changes) >= postgres_search.STATEMENT_DOCUMENTS:
+            self.flush_search()
 
 
 def _create_schema(session: Session) -> None:

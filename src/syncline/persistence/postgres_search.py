@@ -46,6 +46,7 @@ from syncline.persistence.search_ranking import (
 
 __all__ = [
     "DDL",
+    "STATEMENT_DOCUMENTS",
     "create_index",
     "delete_entries",
     "drop_index",
@@ -91,6 +92,9 @@ CREATE TABLE IF NOT EXISTS search_postings (
     PRIMARY KEY (index_id, term, doc_id)
 );
 """
+
+#: documents whose entries one statement writes at most (a bigger put is split)
+STATEMENT_DOCUMENTS = 500
 
 #: the index's id, from its table number and name (a put or removal is one statement)
 _INDEX = (
@@ -234,10 +238,11 @@ def renumber_table(session: Session, old_number: int, new_number: int) -> None:
 
 
 def delete_entries(session: Session, table_number: int, index: str, doc_ids: Sequence[str]) -> None:
-    if doc_ids:
+    ids = list(dict.fromkeys(doc_ids))
+    for start in range(0, len(ids), STATEMENT_DOCUMENTS):
         session.run(
             _REMOVE,
-            {"table": table_number, "name": index, "ids": list(doc_ids)},
+            {"table": table_number, "name": index, "ids": ids[start : start + STATEMENT_DOCUMENTS]},
             what="removing search index entries",
         )
 
@@ -245,9 +250,13 @@ def delete_entries(session: Session, table_number: int, index: str, doc_ids: Seq
 def put_entries(
     session: Session, table_number: int, index: str, entries: Sequence[SearchEntry]
 ) -> None:
-    if not entries:
-        return
-    latest = {entry.doc_id: entry for entry in entries}  # a later entry replaces an earlier
+    latest = list({entry.doc_id: entry for entry in entries}.values())  # the last one wins
+    for start in range(0, len(latest), STATEMENT_DOCUMENTS):
+        _put(session, table_number, index, latest[start : start + STATEMENT_DOCUMENTS])
+
+
+def _put(session: Session, table_number: int, index: str, entries: Sequence[SearchEntry]) -> None:
+    latest = {entry.doc_id: entry for entry in entries}
     ids: list[str] = []
     times: list[float] = []
     lengths: list[int] = []
