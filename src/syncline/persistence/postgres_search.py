@@ -7,7 +7,10 @@ renumbering only touches the registry):
   the index's statistics -- how many documents it holds and their total length;
 * ``search_documents``: per document, its creation time, its length, its
   filter tokens and its distinct terms (to find its postings when it goes);
-* ``search_postings``: (term, document) -> how often the term occurs in it;
+* ``search_postings``: (term, document) -> how often the term occurs in it,
+  with the document's length and creation time (so a search scores and
+  orders from the postings alone, in an index-only scan once vacuumed, and
+  reads ``search_documents`` only to check filters);
 * ``search_terms``: the vocabulary a prefix expands in: every term indexed
   since the index was built (a term whose last document went stays, and is
   skipped: a document write adds at most a few rows and updates none).
@@ -89,7 +92,9 @@ CREATE TABLE IF NOT EXISTS search_postings (
     term text COLLATE "C" NOT NULL,
     doc_id text COLLATE "C" NOT NULL,
     frequency integer NOT NULL,
-    PRIMARY KEY (index_id, term, doc_id)
+    length integer NOT NULL,
+    creation_time double precision NOT NULL,
+    PRIMARY KEY (index_id, term, doc_id) INCLUDE (frequency, length, creation_time)
 );
 """
 
@@ -127,8 +132,10 @@ WITH {_INDEX}, new AS (
     SELECT doc_id, terms, length FROM search_documents
     WHERE index_id = (SELECT id FROM index) AND doc_id = ANY(%(ids)s::text[])
 ), new_postings AS (
-    SELECT * FROM unnest(%(p_terms)s::text[], %(p_docs)s::text[], %(p_freqs)s::int[])
+    SELECT p.*, new.length, new.creation_time
+    FROM unnest(%(p_terms)s::text[], %(p_docs)s::text[], %(p_freqs)s::int[])
         AS p(term, doc_id, frequency)
+    JOIN new ON new.doc_id = p.doc_id
 ), old_postings AS (
     SELECT t.term, old.doc_id FROM old, unnest(old.terms) AS t(term)
 ), added AS (
@@ -139,10 +146,11 @@ WITH {_INDEX}, new AS (
     DELETE FROM search_postings p USING removed r
     WHERE p.index_id = (SELECT id FROM index) AND p.term = r.term AND p.doc_id = r.doc_id
 ), postings AS (
-    INSERT INTO search_postings (index_id, term, doc_id, frequency)
-    SELECT (SELECT id FROM index), term, doc_id, frequency FROM new_postings
-    WHERE EXISTS (SELECT 1 FROM index)
-    ON CONFLICT (index_id, term, doc_id) DO UPDATE SET frequency = EXCLUDED.frequency
+    INSERT INTO search_postings (index_id, term, doc_id, frequency, length, creation_time)
+    SELECT (SELECT id FROM index), term, doc_id, frequency, length, creation_time
+    FROM new_postings WHERE EXISTS (SELECT 1 FROM index)
+    ON CONFLICT (index_id, term, doc_id) DO UPDATE SET frequency = EXCLUDED.frequency,
+        length = EXCLUDED.length, creation_time = EXCLUDED.creation_time
 ), vocabulary AS (
     INSERT INTO search_terms (index_id, term)
     SELECT DISTINCT (SELECT id FROM index), term FROM added WHERE EXISTS (SELECT 1 FROM index)
@@ -358,12 +366,17 @@ def ranked(
         score += (
             f" + w.w{i} * ((m.f{i} * %(k1_plus_1)s::float8) / (m.f{i} + "
             "%(k1)s::float8 * (%(one_minus_b)s::float8 + "
-            "%(b)s::float8 * d.length::float8 / %(avgdl)s::float8)))"
+            "%(b)s::float8 * m.length::float8 / %(avgdl)s::float8)))"
         )
-    filters = " AND d.filters @> %(filters)s::text[]" if request.filters else ""
+    filters = (
+        "WHERE EXISTS (SELECT 1 FROM search_documents d WHERE d.index_id = %(index)s "
+        "AND d.doc_id = m.doc_id AND d.filters @> %(filters)s::text[])"
+        if request.filters
+        else ""
+    )
     sql = f"""
 WITH p AS MATERIALIZED (
-    SELECT term, doc_id, frequency FROM search_postings
+    SELECT term, doc_id, frequency, length, creation_time FROM search_postings
     WHERE index_id = %(index)s AND term = ANY(%(terms)s::text[])
 ), idfs AS (
     -- search_ranking.idf: log((N - n + 0.5) / (n + 0.5)), at least MIN_IDF
@@ -375,10 +388,11 @@ WITH p AS MATERIALIZED (
 ), w AS (
     SELECT {", ".join(weights)} FROM idfs
 ), m AS (
-    SELECT doc_id, {", ".join(frequencies)} FROM p GROUP BY doc_id
+    SELECT doc_id, max(length) AS length, max(creation_time) AS creation_time,
+        {", ".join(frequencies)}
+    FROM p GROUP BY doc_id
 )
-SELECT d.doc_id, ({score}) AS score FROM m CROSS JOIN w
-JOIN search_documents d ON d.index_id = %(index)s AND d.doc_id = m.doc_id{filters}
-ORDER BY score DESC, d.creation_time DESC, d.doc_id DESC LIMIT %(limit)s
+SELECT m.doc_id, ({score}) AS score FROM m CROSS JOIN w {filters}
+ORDER BY score DESC, m.creation_time DESC, m.doc_id DESC LIMIT %(limit)s
 """
     return [(doc_id, float(value)) for doc_id, value in session.rows(sql, params, what="searching")]
