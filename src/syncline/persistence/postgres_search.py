@@ -175,7 +175,7 @@ _HEAD = f"""
 SELECT i.id, i.documents, i.total_length, e.term FROM search_indexes i
 LEFT JOIN LATERAL (
     SELECT t.term FROM search_terms t
-    WHERE t.index_id = i.id AND t.term LIKE %(pattern)s AND EXISTS (
+    WHERE t.index_id = i.id AND t.term >= %(low)s AND t.term < %(high)s AND EXISTS (
         SELECT 1 FROM search_postings p WHERE p.index_id = i.id AND p.term = t.term
     )
     ORDER BY length(t.term), t.term LIMIT {MAX_PREFIX_TERMS}
@@ -307,9 +307,9 @@ def _put(session: Session, table_number: int, index: str, entries: Sequence[Sear
     )
 
 
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+#: above every character a term can hold (U+10FFFF is not a letter or digit): in
+#: byte order, the terms starting with ``p`` are those in ``[p, p + _ABOVE)``
+_ABOVE = "\U0010ffff"
 
 
 def search(session: Session, table_number: int, index: str, request: SearchRequest) -> list[str]:
@@ -327,8 +327,9 @@ def ranked(
         {
             "table": table_number,
             "name": index,
-            # no prefix: a pattern no term matches (terms are never empty)
-            "pattern": _like_prefix(request.prefix) if request.prefix is not None else "",
+            # no prefix: an empty range (a bound, not a pattern: the plan is the same)
+            "low": request.prefix or "",
+            "high": request.prefix + _ABOVE if request.prefix is not None else "",
         },
         what="reading a search index",
     )
