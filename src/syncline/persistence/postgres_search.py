@@ -8,9 +8,9 @@ renumbering only touches the registry):
 * ``search_documents``: per document, its creation time, its length, its
   filter tokens and its distinct terms (to find its postings when it goes);
 * ``search_postings``: (term, document) -> how often the term occurs in it,
-  with the document's length and creation time (so a search scores and
-  orders from the postings alone, in an index-only scan once vacuumed, and
-  reads ``search_documents`` only to check filters);
+  with the document's length, creation time and filter tokens (as the UUIDs
+  of their MD5s: 16 bytes each), so a search scores, filters and orders from
+  the postings alone, in an index-only scan once vacuumed;
 * ``search_terms``: the vocabulary a prefix expands in: every term indexed
   since the index was built (a term whose last document went stays, and is
   skipped: a document write adds at most a few rows and updates none).
@@ -94,7 +94,8 @@ CREATE TABLE IF NOT EXISTS search_postings (
     frequency integer NOT NULL,
     length integer NOT NULL,
     creation_time double precision NOT NULL,
-    PRIMARY KEY (index_id, term, doc_id) INCLUDE (frequency, length, creation_time)
+    filters uuid[] NOT NULL,
+    PRIMARY KEY (index_id, term, doc_id) INCLUDE (frequency, length, creation_time, filters)
 );
 """
 
@@ -132,7 +133,8 @@ WITH {_INDEX}, new AS (
     SELECT doc_id, terms, length FROM search_documents
     WHERE index_id = (SELECT id FROM index) AND doc_id = ANY(%(ids)s::text[])
 ), new_postings AS (
-    SELECT p.*, new.length, new.creation_time
+    SELECT p.*, new.length, new.creation_time,
+        ARRAY(SELECT md5(f)::uuid FROM unnest(string_to_array(new.filters, ' ')) AS f) AS filters
     FROM unnest(%(p_terms)s::text[], %(p_docs)s::text[], %(p_freqs)s::int[])
         AS p(term, doc_id, frequency)
     JOIN new ON new.doc_id = p.doc_id
@@ -146,11 +148,13 @@ WITH {_INDEX}, new AS (
     DELETE FROM search_postings p USING removed r
     WHERE p.index_id = (SELECT id FROM index) AND p.term = r.term AND p.doc_id = r.doc_id
 ), postings AS (
-    INSERT INTO search_postings (index_id, term, doc_id, frequency, length, creation_time)
-    SELECT (SELECT id FROM index), term, doc_id, frequency, length, creation_time
+    INSERT INTO search_postings
+        (index_id, term, doc_id, frequency, length, creation_time, filters)
+    SELECT (SELECT id FROM index), term, doc_id, frequency, length, creation_time, filters
     FROM new_postings WHERE EXISTS (SELECT 1 FROM index)
     ON CONFLICT (index_id, term, doc_id) DO UPDATE SET frequency = EXCLUDED.frequency,
-        length = EXCLUDED.length, creation_time = EXCLUDED.creation_time
+        length = EXCLUDED.length, creation_time = EXCLUDED.creation_time,
+        filters = EXCLUDED.filters
 ), vocabulary AS (
     INSERT INTO search_terms (index_id, term)
     SELECT DISTINCT (SELECT id FROM index), term FROM added WHERE EXISTS (SELECT 1 FROM index)
@@ -369,15 +373,16 @@ def ranked(
             "%(k1)s::float8 * (%(one_minus_b)s::float8 + "
             "%(b)s::float8 * m.length::float8 / %(avgdl)s::float8)))"
         )
+    # Every posting of a document carries its filter tokens: the IDFs count every
+    # document holding a phrase (as FTS5 does), the scores only the filtered ones.
     filters = (
-        "WHERE EXISTS (SELECT 1 FROM search_documents d WHERE d.index_id = %(index)s "
-        "AND d.doc_id = m.doc_id AND d.filters @> %(filters)s::text[])"
+        "WHERE filters @> ARRAY(SELECT md5(f)::uuid FROM unnest(%(filters)s::text[]) AS f)"
         if request.filters
         else ""
     )
     sql = f"""
 WITH p AS MATERIALIZED (
-    SELECT term, doc_id, frequency, length, creation_time FROM search_postings
+    SELECT term, doc_id, frequency, length, creation_time, filters FROM search_postings
     WHERE index_id = %(index)s AND term = ANY(%(terms)s::text[])
 ), idfs AS (
     -- search_ranking.idf: log((N - n + 0.5) / (n + 0.5)), at least MIN_IDF
@@ -391,9 +396,9 @@ WITH p AS MATERIALIZED (
 ), m AS (
     SELECT doc_id, max(length) AS length, max(creation_time) AS creation_time,
         {", ".join(frequencies)}
-    FROM p GROUP BY doc_id
+    FROM p {filters} GROUP BY doc_id
 )
-SELECT m.doc_id, ({score}) AS score FROM m CROSS JOIN w {filters}
+SELECT m.doc_id, ({score}) AS score FROM m CROSS JOIN w
 ORDER BY score DESC, m.creation_time DESC, m.doc_id DESC LIMIT %(limit)s
 """
     return [(doc_id, float(value)) for doc_id, value in session.rows(sql, params, what="searching")]
