@@ -71,8 +71,20 @@ def search_server(project: Any) -> Iterator[ServerProcess]:
 def test_the_search_demo_runs_and_a_live_search_receives_a_matching_insert(
     search_server: ServerProcess, unique: str
 ) -> None:
-    client = ConvexClient(search_server.url)
-    writer = ConvexClient(search_server.url)
+    _live_search(search_server.url, unique)
+
+
+def test_on_postgres_a_live_search_on_one_node_receives_an_insert_made_on_another(
+    project: Any, start_server: Any, database_url: str, unique: str
+) -> None:
+    # Two nodes, each with its own project folder (and data folder), on one database.
+    a, b = (start_server(project(SEARCH_DEMO), args=["--db", database_url]) for _ in range(2))
+    _live_search(a.url, unique, writer_url=b.url)
+
+
+def _live_search(url: str, unique: str, *, writer_url: str | None = None) -> None:
+    client = ConvexClient(url)
+    writer = ConvexClient(writer_url or url)
     word = f"zebra{unique}"
     client.mutation("messages:send", {"body": f"a {word} crossing", "author": "ann"})
     found = client.query("messages:search", {"query": word[:-3]})  # a prefix of the word
