@@ -281,6 +281,35 @@ def test_a_changed_definition_on_a_large_table_switches_at_once(
         assert [d["title"] for d in found] == ["t59"]
 
 
+def test_a_staged_build_that_lost_part_of_the_log_is_rebuilt_in_the_schema_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from syncline.persistence.base import LOG_PRUNED_GLOBAL
+
+    _stage_small(monkeypatch)
+    with _open(tmp_path / "pruned.sqlite3") as db:
+        ids = db.write_sync(
+            lambda tx: [
+                tx.insert("messages", {"body": f"old {i}", "channel": "a"}) for i in range(60)
+            ]
+        ).value
+        fill = search_schema._fill
+        pruned: list[Any] = []
+
+        def fill_then_prune(conn: Any, index: Any) -> None:
+            fill(conn, index)
+            if not pruned:
+                # A commit the build will not find in the log (it was pruned).
+                conn.set_global(LOG_PRUNED_GLOBAL, str(2**62).encode())
+                pruned.append(db.submit_write(lambda tx: tx.delete(ids[0])))
+
+        monkeypatch.setattr(search_schema, "_fill", fill_then_prune)
+        with caplog.at_level(logging.WARNING, logger="syncline.database"):
+            db.apply_schema(_schema())
+        assert "document log was pruned" in caplog.text
+        assert len(_found(db, "old")) == 59
+
+
 def test_an_index_staged_for_a_schema_that_fails_is_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
