@@ -195,3 +195,29 @@ def test_a_writer_searches_its_own_entries_and_a_rollback_to_the_savepoint_undoe
             assert reader.search(TABLE, INDEX, request) == ["d3", "d1"], store
         finally:
             store.release_reader(reader)
+
+
+def test_a_snapshot_searches_the_entries_of_its_own_commit_only(
+    stores: tuple[Persistence, Persistence],
+) -> None:
+    request = SearchRequest((), "hel", (), 10)
+    for store in stores:
+        conn = store.begin_write()
+        conn.create_search_index(SearchIndexRow(TABLE, INDEX, "body", ()))
+        conn.put_search_entries(TABLE, INDEX, [SearchEntry("d1", 1.0, ("hello",), ())])
+        store.commit_write(conn)
+        before = store.reader()
+        try:
+            before.get_global("ts")  # the snapshot is taken by its first read
+            conn = store.begin_write()
+            conn.put_search_entries(TABLE, INDEX, [SearchEntry("d2", 2.0, ("help",), ())])
+            conn.delete_search_entries(TABLE, INDEX, ["d1"])
+            store.commit_write(conn)
+            assert before.search(TABLE, INDEX, request) == ["d1"], store
+        finally:
+            store.release_reader(before)
+        after = store.reader()
+        try:
+            assert after.search(TABLE, INDEX, request) == ["d2"], store
+        finally:
+            store.release_reader(after)
