@@ -21,7 +21,7 @@ from syncline.database.database import Database
 from syncline.database.query import Query
 from syncline.database.transaction import RequestKey, Transaction
 from syncline.database.writes import Commit
-from syncline.errors import OptimisticConcurrencyControlFailure
+from syncline.errors import DatabaseUnavailable, OptimisticConcurrencyControlFailure
 from syncline.testing import TestBackend
 
 
@@ -390,3 +390,21 @@ def test_a_retried_mutation_answers_and_logs_as_its_final_attempt(tmp_path: Path
         assert outcome.error is None and outcome.value == 11.0
         assert outcome.log_lines == ["[LOG] saw 10.0"]
         assert _value(database, counter) == 11.0
+
+
+def test_a_snapshot_that_cannot_be_ended_does_not_stop_later_mutations(pdb: Database) -> None:
+    store = pdb.persistence
+    release = store.release_reader
+    failures = [DatabaseUnavailable("the connection went away")]
+
+    def failing_once(conn: Any) -> None:
+        release(conn)
+        if failures:
+            raise failures.pop()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "release_reader", failing_once)
+        for n in range(3):
+            pdb.submit_write(lambda tx, n=n: tx.insert("t", {"n": float(n)})).result(5)
+    assert not failures
+    assert _sequence(pdb) == [0.0, 1.0, 2.0]

@@ -189,6 +189,9 @@ def test_a_node_killed_under_write_load_loses_no_acknowledged_write(
     assert pids == {node.pid for node in nodes}
 
 
+# Its own deadlines (acks 60 s, recovery 90 s, writers' calls 30 s) must fail it with
+# their message before the run's 120 s per-test limit ends the whole run.
+@pytest.mark.timeout(300)
 def test_postgres_restarted_under_write_load_loses_no_acknowledged_write(
     start_node: StartNode,
 ) -> None:

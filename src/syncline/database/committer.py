@@ -375,14 +375,14 @@ class Committer:
                     continue
                 try:
                     if conn is not None and conn.ts < self._publisher.published_ts:
-                        self.persistence.release_reader(conn)
+                        self._release_reader(conn)
                         conn = None
                     if conn is None:
                         conn = self.persistence.reader()
                     self._execute(job, conn)
                 except BaseException as exc:  # storage failed before the function could run
                     if conn is not None:
-                        self.persistence.release_reader(conn)
+                        self._release_reader(conn)
                         conn = None
                     error = exc
                     if not isinstance(exc, DatabaseUnavailable):
@@ -395,13 +395,25 @@ class Committer:
                 if self._mutation_jobs.empty() or broken:
                     # Idle next: hold no snapshot (an open one keeps the WAL from being
                     # reset). Broken: the next attempt needs another connection.
-                    self.persistence.release_reader(conn)
+                    self._release_reader(conn)
                     conn = None
                 if broken or not self._commit_here(job):
                     self._executed(job)
         finally:
             if conn is not None:
-                self.persistence.release_reader(conn)
+                self._release_reader(conn)
+
+    def _release_reader(self, conn: ReadConnection) -> None:
+        """Give a mutation thread's snapshot back; a store that cannot end it is logged.
+
+        Never raises: a mutation thread that died here would leave every later
+        mutation of this process waiting (the store being down is what makes
+        ending a snapshot fail, and the next attempt opens another).
+        """
+        try:
+            self.persistence.release_reader(conn)
+        except Exception as exc:
+            log.warning("ending a mutation snapshot failed: %s", exc)
 
     def _commit_here(self, job: WriteJob) -> bool:
         """At low load: commit ``job``'s attempt on this thread; False to hand it over.

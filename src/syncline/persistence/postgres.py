@@ -733,6 +733,10 @@ class PostgresPersistence(Persistence):
         try:
             if not conn.session.broken:
                 conn.session.run("COMMIT", what="ending a snapshot")
+        except DatabaseUnavailable:
+            # A read-only snapshot holds nothing to keep: a connection that cannot
+            # end it is closed (below, as broken) and the next snapshot opens another.
+            conn.session.close()
         finally:
             self._give_back(conn)
 

@@ -7,7 +7,7 @@ exception, and a session whose connection broke says so (:attr:`Session.broken`)
 so its owner opens a new one.
 
 A session can also *defer* statements whose results nobody reads (the
-writer's inserts and deletes): they are sent together, in one pipeline and
+writer's inserts and deletes): they are sent together, as one script in
 one round trip, before the session's next statement or with ``COMMIT``
 (:meth:`Session.commit`), so a commit costs two round trips (the lock and
 the commit) rather than one per statement. Order is kept: anything else the
@@ -177,7 +177,7 @@ class Session:
             self._deferred.append(_Deferred(sql, None, list(rows), what))
 
     def flush(self) -> None:
-        """Send the deferred statements now, in one pipeline (one round trip)."""
+        """Send the deferred statements now, in one round trip."""
         if self._deferred:
             self._send(self._deferred, None)
 
@@ -197,18 +197,28 @@ class Session:
         return cursor.statusmessage or ""
 
     def _send(self, statements: list[_Deferred], what: str | None) -> psycopg.Cursor[Any]:
+        """``statements`` as one script (simple query protocol): one round trip.
+
+        Parameters are bound on this side (:class:`psycopg.ClientCursor`, which
+        quotes and escapes them for this connection), since a script of several
+        statements cannot carry them separately. The cursor is at the last result.
+        """
         self._deferred = []
         try:
-            cursor = self.conn.cursor()
-            with self.conn.pipeline():
-                for statement in statements:
-                    if statement.rows is not None:
-                        cursor.executemany(statement.sql, statement.rows)
-                    else:
-                        cursor.execute(statement.sql, statement.params)
+            binder = psycopg.ClientCursor(self.conn)
+            parts: list[str] = []
+            for statement in statements:
+                if statement.rows is not None:
+                    parts.extend(binder.mogrify(statement.sql, row) for row in statement.rows)
+                elif statement.params is not None:
+                    parts.append(binder.mogrify(statement.sql, statement.params))
+                else:
+                    parts.append(statement.sql)
+            cursor = self.conn.execute(";\n".join(parts).encode(), prepare=False)
+            while cursor.nextset():
+                pass
             return cursor
         except psycopg.Error as exc:
-            # In a pipeline an error surfaces at the sync, for the batch as a whole.
             done = dict.fromkeys(s.what for s in statements if s.what)
             _fail(exc, what or ", ".join(done) or "writing")
 
