@@ -192,3 +192,23 @@ def test_each_commit_is_logged_with_its_write_set_and_pruned_with_the_log(
             assert conn.get_global(LOG_PRUNED_GLOBAL) == str(results[0].ts).encode()
     finally:
         db.close()
+
+
+def test_a_commit_that_fails_ends_the_write_and_the_next_one_begins(tmp_path: Path) -> None:
+    store = SqlitePersistence(tmp_path / "db.sqlite3", durability="off")
+    try:
+        raw = store._writer.conn
+        raw.execute("PRAGMA foreign_keys = ON")
+        raw.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        raw.execute(
+            "CREATE TABLE child (parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        writer = store.begin_write()
+        raw.execute("INSERT INTO child VALUES (1)")  # checked at COMMIT, which fails
+        with pytest.raises(sqlite3.IntegrityError):
+            store.commit_write(writer)
+        assert not raw.in_transaction
+        store.commit_write(store.begin_write())  # the lock was given back, once
+        assert raw.execute("SELECT count(*) FROM child").fetchone() == (0,)
+    finally:
+        store.close()

@@ -12,6 +12,7 @@ tests.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -605,6 +606,13 @@ class SqlitePersistence(Persistence):
     def commit_write(self, conn: WriteConnection) -> None:
         try:
             self._writer.conn.execute("COMMIT")
+        except BaseException:
+            # The write is over either way (the contract of commit_write): a COMMIT
+            # that failed leaves the transaction open, so roll it back here.
+            with contextlib.suppress(sqlite3.Error):
+                if self._writer.conn.in_transaction:
+                    self._writer.conn.execute("ROLLBACK")
+            raise
         finally:
             self._end_write()
 
