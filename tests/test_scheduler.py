@@ -560,6 +560,7 @@ def test_a_transient_commit_failure_is_retried_not_reported(
     def flaky(conn: Any) -> None:
         if not failures:
             failures.append(1)
+            persistence.abort_write(conn)  # a failed commit ends the write (its contract)
             raise OSError("disk I/O error (injected)")
         original(conn)
 
