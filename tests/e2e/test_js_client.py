@@ -272,3 +272,16 @@ def test_token_refresh_and_expiry(server: Any, jwt_issuer: Any) -> None:
 
 def test_http_client_consistent_query(server: Any) -> None:
     run_scenario("consistent_query.mjs", server)
+
+
+def test_a_counter_counts_every_increment_from_clients_spread_over_three_nodes(
+    project: Any, start_server: Any, database_url: str
+) -> None:
+    """Three nodes on one PostgreSQL database, each with npm clients incrementing one counter."""
+    nodes = [start_server(project(), args=["--db", database_url]) for _ in range(3)]
+    result = run_scenario(
+        "nodes_counter.mjs", nodes[0], SYNCLINE_URLS=",".join(node.url for node in nodes)
+    )
+    assert result["checks"]["each increment saw all earlier ones"]["ok"]
+    assert result["checks"]["a subscriber on every node saw the total"]["ok"]
+    assert result["results"]["total"] == 90
