@@ -30,10 +30,6 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
 __all__ = [
     "ALGORITHMS",
     "Assertion",
@@ -138,6 +134,9 @@ def _cbor(data: bytes, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
 
 def _public_key(cose: dict[Any, Any]) -> tuple[int, Any]:
     """The COSE key's algorithm and its ``cryptography`` public key."""
+    # Imported here: a server that verifies no passkey never loads ``cryptography``.
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     alg, kty = cose.get(3), cose.get(1)
     try:
         if alg == -7 and kty == 2 and cose.get(-1) == 1:
@@ -164,6 +163,10 @@ def _verify_signature(cose_key: bytes, signature: bytes, signed: bytes) -> None:
     if not isinstance(cose, dict):
         raise WebAuthnError("bad COSE key")
     alg, key = _public_key(cose)
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
     try:
         if alg == -7:
             key.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
