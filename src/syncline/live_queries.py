@@ -50,7 +50,8 @@ from syncline.errors import NO_ERROR_DATA, InternalError
 from syncline.functions.executor import Executor, normalize_args
 from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.functions.paths import canonicalize_path
-from syncline.identity import ANONYMOUS, Admin, Identity, System, User, is_admin
+from syncline.identity import ANONYMOUS, Identity, is_admin
+from syncline.query_cache import DEFAULT_QUERY_CACHE_BYTES, QueryCache, identity_key
 from syncline.values.json import to_json
 
 log = logging.getLogger("syncline.live")
@@ -138,16 +139,6 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def identity_key(identity: Identity) -> Any:
-    if isinstance(identity, User):
-        return ("user", identity.user.cache_key())
-    if isinstance(identity, Admin):
-        return ("admin", identity.acting_as.cache_key() if identity.acting_as else None)
-    if isinstance(identity, System):
-        return ("system",)
-    return ("anonymous",)
-
-
 class LiveQuery:
     """A query kept up to date for its subscribers."""
 
@@ -213,6 +204,12 @@ class LiveQueryManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ts_waiters: set[Callable[[], None]] = set()
         self._closed = False
+        #: answers of HTTP queries, evicted by the commits processed here
+        self.cache = QueryCache(
+            max_bytes=DEFAULT_QUERY_CACHE_BYTES,
+            first_conflict=self._first_conflict,
+            up_to_date=lambda: self.processed_ts >= database.last_ts,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -284,6 +281,7 @@ class LiveQueryManager:
 
     def rerun_all(self) -> None:
         """Run every live query again (new code was loaded); results change only if they differ."""
+        self.cache.clear()
         for query in list(self._queries.values()):
             self._schedule_run(query)
 
@@ -317,6 +315,7 @@ class LiveQueryManager:
                 touched = self._index.matches_writes(commit.writes)
                 self._recent.append(commit)
                 self._recent_keys += _weight(commit)
+            self.cache.on_commit(commit)
             reruns = 0
             for query in touched:
                 if commit.ts > query.valid_from and query.invalid_at is None:

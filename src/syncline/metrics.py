@@ -63,6 +63,7 @@ __all__ = [
     "POSTGRES_NOTIFY_QUEUE_USAGE",
     "POSTGRES_WRITE_LOCK_HOLD_SECONDS",
     "POSTGRES_WRITE_LOCK_WAIT_SECONDS",
+    "QUERY_CACHE_LOOKUPS",
     "REGISTRY",
     "SCHEDULED_JOBS",
     "SCHEDULER_LAG",
@@ -215,6 +216,12 @@ LIVE_QUERY_RERUNS = Histogram(
     "syncline_live_query_reruns_per_commit",
     "Live queries one commit invalidated (each runs again).",
     buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000),
+    registry=REGISTRY,
+)
+QUERY_CACHE_LOOKUPS = Counter(
+    "syncline_query_cache_lookups",
+    "HTTP queries looked up in the query cache, by result (hit: answered without running).",
+    ["result"],
     registry=REGISTRY,
 )
 FANOUT_SECONDS = Histogram(

@@ -454,6 +454,7 @@ def test_log_format_json_writes_one_record_per_call(project: MakeProject) -> Non
         "requestId",
         "caller",
         "logLines",
+        "cached",
         "error",
         "traceback",
     }

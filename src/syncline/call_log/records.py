@@ -5,7 +5,8 @@ Fields: ``timestamp`` (ms since the epoch, when the call finished), ``path``,
 ``failure``), ``durationMs``, ``requestId``, ``caller`` (the user's subject,
 ``admin``, ``admin as <subject>``, ``system`` for scheduled work, or null for
 anonymous callers), ``logLines``, ``error`` (``"<ErrorType>: <message>"``) and
-``traceback`` (failures: the frames of user code with file and line, see
+``cached`` (true for a query answered from the query cache: no code ran, no
+log lines) and ``traceback`` (failures: the frames of user code with file and line, see
 :func:`~syncline.functions.outcomes.error_traceback`; none for a caller's
 mistake such as a missing function or a bad argument). Records hold what a
 function printed and where it failed: they are for admins only.
@@ -69,6 +70,7 @@ def call_record(outcome: Outcome, *, timestamp_ms: float) -> dict[str, Any]:
         "requestId": outcome.request_id,
         "caller": caller_name(outcome.caller),
         "logLines": list(outcome.log_lines),
+        "cached": outcome.cached,
         "error": None if error is None else describe_error(error),
         "traceback": None if error is None else _traceback(error),
     }

@@ -53,6 +53,8 @@ def format_log_entry(entry: dict[str, Any]) -> list[str]:
         status = click.style("ok", fg="green")
     duration = float(entry.get("durationMs") or 0.0)
     summary = f"{stamp} {kind:<8} {entry.get('path')} {duration:7.1f} ms  {status}"
+    if entry.get("cached"):
+        summary += click.style(" (cached)", dim=True)
     if entry.get("caller"):
         summary += click.style(f"  ({entry['caller']})", dim=True)
     lines = [summary]

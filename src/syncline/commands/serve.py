@@ -66,6 +66,10 @@ def _memory_size(ctx: click.Context, param: click.Parameter, value: str) -> int 
     return _byte_size(ctx, param, value)
 
 
+def _cache_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    return 0 if value == "off" else _byte_size(ctx, param, value)
+
+
 def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if value <= 0:
         raise click.BadParameter(f"must be a positive number of seconds, got {value:g}")
@@ -144,6 +148,15 @@ def _server_options(fn: Any) -> Any:
             help="Memory ceiling of the server process (e.g. 2GiB; auto: half the machine's "
             "memory, at least 1 GiB; off: none). The call that crosses it fails with "
             "MemoryLimitExceeded.",
+        ),
+        click.option(
+            "--query-cache",
+            default="64MiB",
+            show_default=True,
+            callback=_cache_size,
+            help="Answers of HTTP queries kept to serve identical calls until a commit "
+            "changes what they read (e.g. 256MiB; off: none). Not used with --workers N "
+            "or several nodes.",
         ),
         click.option(
             "--vector-index",
@@ -348,7 +361,7 @@ def _open_application(
     from syncline.vectors import VectorSettings
 
     durability = options["durability"]
-    return Application.open(
+    app = Application.open(
         options["project"],
         functions=options["functions"],
         db=options["db"],
@@ -367,6 +380,8 @@ def _open_application(
             mode=options["vector_index"], max_memory_bytes=options["vector_memory"]
         ),
     )
+    app.live.cache.max_bytes = options["query_cache"]
+    return app
 
 
 def _public_url(options: dict[str, Any]) -> str:

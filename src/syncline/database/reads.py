@@ -56,12 +56,14 @@ def point(key: bytes) -> Interval:
 
 
 class ReadSet:
-    __slots__ = ("_intervals", "reads_auth", "searches")
+    __slots__ = ("_intervals", "reads_auth", "reads_time", "searches")
 
     def __init__(self) -> None:
         self._intervals: dict[str, list[Interval]] = {}
         #: the function asked who the caller is (its result depends on identity)
         self.reads_auth = False
+        #: the function read the clock (``ctx.now``): its result depends on more than data
+        self.reads_time = False
         #: the text searches run
         self.searches: list[SearchRead] = []
 
@@ -77,6 +79,7 @@ class ReadSet:
             self._intervals.setdefault(name, []).extend(intervals)
         self.searches.extend(other.searches)
         self.reads_auth = self.reads_auth or other.reads_auth
+        self.reads_time = self.reads_time or other.reads_time
 
     def items(self) -> Iterator[tuple[str, list[Interval]]]:
         return iter(self._intervals.items())

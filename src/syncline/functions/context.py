@@ -241,8 +241,7 @@ class QueryCtx:
         self.db: DatabaseReader = self._make_db(tx)
         self._tx = tx
         self._identity = identity
-        #: the function's start time in ms since the epoch, frozen for determinism
-        self.now = now
+        self._now = now
         #: None: drawn from the system's entropy when ``random`` is first used
         self._seed = seed
         self._random: random.Random | None = None
@@ -252,6 +251,13 @@ class QueryCtx:
     @staticmethod
     def _make_db(tx: Transaction) -> DatabaseReader:
         return DatabaseReader(tx)
+
+    @property
+    def now(self) -> float:
+        """The function's start time in ms since the epoch, frozen for determinism."""
+        # A result that read the clock is not served from the query cache.
+        self._tx.read_set.reads_time = True
+        return self._now
 
     @property
     def random(self) -> random.Random:

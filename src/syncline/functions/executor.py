@@ -329,6 +329,25 @@ class Executor:
             status = "user_error" if expected_failure(error) else "system_error"
         observe_call(kind.value, function, status, seconds)
 
+    def record_cached(self, cached: Outcome, identity: Identity) -> None:
+        """Count and report a query answered from the query cache, as if it ran (in no time)."""
+        outcome = Outcome(
+            cached.path,
+            FunctionKind.QUERY,
+            value=cached.value,
+            ts=cached.ts,
+            read_set=cached.read_set,
+            caller=identity,
+            cached=True,
+        )
+        if self.count_calls:
+            self.count(outcome, 0.0)
+        for observer in self.observers:
+            try:
+                observer(outcome)
+            except Exception:  # an observer must never break a call
+                log.exception("outcome observer failed")
+
     def register_ctx_member(self, name: str, factory: CtxMemberFactory) -> None:
         """Add ``ctx.<name>`` to functions: ``factory(kind, tx, identity)`` builds it.
 

@@ -50,6 +50,8 @@ class Outcome:
     duration_ms: float = 0.0
     #: who called (for the log history's caller subject)
     caller: Identity | None = None
+    #: answered from the query cache: no code ran (``query_cache.py``)
+    cached: bool = False
     _request_id: str | None = None
 
     @property

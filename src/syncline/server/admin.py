@@ -28,8 +28,8 @@ int64, ``{"$bytes": ...}`` for bytes), as on the wire.
     on, one JSON object per call: ``{"type": "call"}`` and the fields of a
     log-history record (:mod:`syncline.call_log.records`: "timestamp" in ms
     since the epoch, "path", "kind", "status": "success" | "failure",
-    "durationMs", "requestId", "caller", "logLines", "error" and "traceback"
-    for failures). ``syncline logs`` reads the log history
+    "durationMs", "requestId", "caller", "logLines", "cached", "error" and
+    "traceback" for failures). ``syncline logs`` reads the log history
     (``server/observability.py``), which holds the calls of every worker.
     The stream starts with ``{"type": "connected"}``; a consumer too slow to
     keep up gets ``{"type": "dropped", "count": n}`` in place of the calls it

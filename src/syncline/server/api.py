@@ -25,6 +25,7 @@ from syncline.errors import AuthError, InvalidRequest, SynclineError
 from syncline.functions.outcomes import Outcome, client_log_lines, format_error
 from syncline.functions.registration import FunctionKind
 from syncline.identity import ANONYMOUS, Identity, is_admin
+from syncline.query_cache import args_key
 from syncline.server.request_limits import MAX_API_BODY_BYTES, read_body
 from syncline.sync.protocol import decode_ts, encode_ts
 from syncline.values.json import from_json, to_clean_json, to_json
@@ -141,11 +142,42 @@ class HttpApi:
             parsed = parse_json_body(body)
             fmt = _format(parsed, "json")
             identity = await self.identity(authorization, admin_key)
+            dev = self.app.dev or is_admin(identity)
+            if kind is FunctionKind.QUERY:
+                return 200, await self._query(parsed, fmt, identity, dev)
             args = _decode_args(parsed.get("args"))
             outcome = await self._run(kind, parsed.get("path"), args, identity)
         except SynclineError as exc:
             return error_answer(exc)
-        return 200, outcome_body(outcome, fmt=fmt, dev=self.app.dev or is_admin(identity))
+        return 200, outcome_body(outcome, fmt=fmt, dev=dev)
+
+    async def _query(
+        self, parsed: dict[str, Any], fmt: str, identity: Identity, dev: bool
+    ) -> bytes:
+        """A query's answer: from the query cache when it holds a valid one, else run it."""
+        path, raw_args = parsed.get("path"), parsed.get("args")
+        cache = self.app.live.cache
+        canonical = None
+        if cache.enabled and isinstance(path, str):
+            canonical = cache.canonical_path(path)
+        if canonical is None:
+            outcome = await self._run(FunctionKind.QUERY, path, _decode_args(raw_args), identity)
+            return outcome_body(outcome, fmt=fmt, dev=dev)
+        key = args_key(raw_args)
+        entry = cache.lookup(canonical, key, identity)
+        if entry is not None:
+            answer = entry.answers.get(fmt)
+            if answer is None:
+                answer = outcome_body(entry.outcome, fmt=fmt, dev=dev)
+                cache.add_answer(entry, fmt, answer)
+            self.app.executor.record_cached(entry.outcome, identity)
+            return answer
+        outcome = await self._run(FunctionKind.QUERY, path, _decode_args(raw_args), identity)
+        answer = outcome_body(outcome, fmt=fmt, dev=dev)
+        entry = cache.store(canonical, key, outcome, identity)
+        if entry is not None:
+            cache.add_answer(entry, fmt, answer)
+        return answer
 
     async def _run(
         self,

@@ -38,7 +38,8 @@ def print_outcome(outcome: Outcome, echo: Echo = default_echo) -> None:
         status = click.style("ok", fg="green")
     else:
         status = click.style(describe_error(outcome.error), fg="red")
-    echo(f"{stamp} {kind:<8} {outcome.path} {outcome.duration_ms:7.1f} ms  {status}")
+    cached = click.style(" (cached)", dim=True) if outcome.cached else ""
+    echo(f"{stamp} {kind:<8} {outcome.path} {outcome.duration_ms:7.1f} ms  {status}{cached}")
     if outcome.error is not None:
         echo(click.style(f"    [Request ID: {outcome.request_id}]", dim=True))
         frames = user_frames(outcome.error)
