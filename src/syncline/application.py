@@ -332,9 +332,7 @@ class Application:
         # Several processes on one store (workers, or nodes on PostgreSQL): one scheduler.
         node_lease = persistence.exclusive_lease("scheduler")
         if worker is not None or node_lease is not None:
-            # Another process's commit reaches this one's tail after a fresh snapshot
-            # sees it: a cached answer could miss a write acknowledged over there.
-            app.live.cache.shared_store = True
+            app.live.share_store()
             app.leadership = SchedulerLeadership(
                 app.scheduler,
                 node_lease or FileLease(paths.database_dir / SCHEDULER_LOCK_FILE),

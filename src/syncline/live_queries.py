@@ -208,8 +208,10 @@ class LiveQueryManager:
         self.cache = QueryCache(
             max_bytes=DEFAULT_QUERY_CACHE_BYTES,
             first_conflict=self._first_conflict,
-            up_to_date=lambda: self.processed_ts >= database.last_ts,
+            up_to_date=self._up_to_date,
         )
+        #: the store's head, when other processes commit to it too (see share_store)
+        self._store_head: Callable[[], int | None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -233,6 +235,34 @@ class LiveQueryManager:
 
     def __len__(self) -> int:
         return len(self._queries)
+
+    def share_store(self) -> None:
+        """Other processes commit to this database too (workers, nodes).
+
+        Their commits reach this process through its tail, a moment after a
+        fresh snapshot would see them. The query cache then serves an answer
+        only after checking that the store's head is no newer than what was
+        processed here; a store that cannot read its head cheaply gets no cache.
+        """
+        persistence = self.database.persistence
+        if persistence.head_ts() is None:
+            self.cache.shared_store = True
+        else:
+            self._store_head = persistence.head_ts
+
+    def _up_to_date(self) -> bool:
+        """Every commit made so far, by any process, has been processed here."""
+        processed = self.processed_ts
+        if processed < self.database.last_ts:
+            return False
+        head = self._store_head
+        if head is None:
+            return True
+        try:
+            newest = head()
+        except Exception:  # the store is unreachable: let the call run (and fail) as usual
+            return False
+        return newest is not None and processed >= newest
 
     # ------------------------------------------------------------------ subscribing
 

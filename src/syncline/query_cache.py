@@ -12,9 +12,12 @@ processed since ``ts`` overlaps its read set (the live query manager's recent
 commits answer that), and from then on every commit the manager processes
 evicts the entries it overlaps. So an entry present in the cache is the
 answer at the newest processed commit. It is served only while this process
-has processed every commit it published (else the call runs: a miss, never
-a stale answer), so a caller always sees at least the commits acknowledged
-to it.
+has processed every commit made so far (else the call runs: a miss, never a
+stale answer), so a caller always sees at least the commits acknowledged to
+it. When other processes commit to the same store (``--workers N``), their
+commits reach this process through its tail a moment after a fresh snapshot
+would see them, so "every commit made so far" is checked against the store's
+head, read for each hit (a few microseconds on SQLite).
 
 Not cached:
 
@@ -23,10 +26,9 @@ Not cached:
   reads (Convex keeps those up to 17 s; here they always run);
 * the server's own functions (``_system/...``): some read state outside the
   database (the log history, metrics);
-* any call while the store is shared with other processes (``--workers N``,
-  several nodes on PostgreSQL): their commits reach this process's tail a
-  little after a fresh snapshot would see them, so a cached answer could
-  miss a write acknowledged by another process.
+* any call on a store that cannot read its head cheaply while other
+  processes commit to it (several nodes on PostgreSQL: a round trip per
+  hit would cost what it saves).
 
 The cache is bounded by the bytes of the answers it holds (least recently
 used entries go first): ``serve --query-cache SIZE`` (default 64 MiB; ``off``).
@@ -111,7 +113,8 @@ class QueryCache:
         up_to_date: Callable[[], bool],
     ) -> None:
         self.max_bytes = max_bytes
-        #: set when other processes commit to the same store: nothing is served then
+        #: set when other processes commit to a store whose head is not cheap to read:
+        #: nothing is served then
         self.shared_store = False
         self._first_conflict = first_conflict
         self._up_to_date = up_to_date

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 from server.conftest import ADMIN_KEY, Keys, MakeServer, Server, auth_files
+from syncline.application import Application
+from syncline.database.database import Database
 from syncline.functions.outcomes import Outcome
+from syncline.persistence.sqlite import SqlitePersistence
 
 
 def _files(keys: Keys) -> dict[str, str]:
@@ -179,14 +182,40 @@ def test_an_admins_answer_is_never_given_to_other_callers(server: Server) -> Non
     assert "internal only" not in refused.text
 
 
-def test_new_code_and_a_shared_store_bypass_the_cache(server: Server) -> None:
+def test_new_code_clears_the_cache(server: Server) -> None:
     calls = Calls(server)
     query(server, "messages:total")
     server.app.live.rerun_all()  # what a reload or a deploy does
     query(server, "messages:total")
     assert not calls.outcomes[-1].cached
 
-    server.app.live.cache.shared_store = True  # --workers N, several nodes
+
+def test_on_a_shared_store_a_commit_of_another_process_is_never_missed(server: Server) -> None:
+    """``--workers N``: before serving an answer, the store's head is read."""
+    other_db = Database(SqlitePersistence(str(server.app.database.persistence.path)))
+    other = Application(other_db, server.app.functions_dir)
+    try:
+        other.load()
+        server.app.live.share_store()
+        server.app.database.catch_up()  # what the tail of a worker does
+        calls = Calls(server)
+        assert query(server, "messages:total")["value"] == 0
+        assert query(server, "messages:total")["value"] == 0 and calls.last_cached()
+        # Committed by another process, and not followed here yet: never a stale answer.
+        other.executor.mutation_sync("messages:send", {"channel": "a", "body": "x"}).unwrap()
+        for _ in range(2):
+            assert query(server, "messages:total")["value"] == 1
+            assert not calls.last_cached()
+        server.app.database.catch_up()
+        query(server, "messages:total")
+        assert query(server, "messages:total")["value"] == 1 and calls.last_cached()
+    finally:
+        other.close()
+
+
+def test_a_store_that_cannot_read_its_head_cheaply_gets_no_cache(server: Server) -> None:
+    calls = Calls(server)
+    server.app.live.cache.shared_store = True  # several nodes on PostgreSQL
     for _ in range(2):
         query(server, "messages:total")
         assert not calls.outcomes[-1].cached

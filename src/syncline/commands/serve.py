@@ -155,8 +155,8 @@ def _server_options(fn: Any) -> Any:
             show_default=True,
             callback=_cache_size,
             help="Answers of HTTP queries kept to serve identical calls until a commit "
-            "changes what they read (e.g. 256MiB; off: none). Not used with --workers N "
-            "or several nodes.",
+            "changes what they read (e.g. 256MiB; off: none; per worker). Not used on "
+            "PostgreSQL with several nodes.",
         ),
         click.option(
             "--vector-index",

@@ -402,6 +402,13 @@ class Persistence(ABC):
     @abstractmethod
     def abort_write(self, conn: WriteConnection) -> None: ...
 
+    def head_ts(self) -> int | None:
+        """The ts of the newest commit in the store, read cheaply (a few microseconds,
+        never waiting for a writer) from any thread; None: the store cannot tell that
+        cheaply. Used to know that no process committed past what this one follows.
+        """
+        return None
+
     def commit_wakeups(self) -> CommitWakeups | None:
         """Wake-ups the store itself delivers across processes (None: it has none)."""
         return None

@@ -119,6 +119,7 @@ _COUNT_IDS = f"SELECT count(*) FROM documents WHERE table_number = {_TABLE_OF_IN
 _GET = "SELECT value FROM documents WHERE table_number = ? AND id = ?"
 _PUT = "INSERT OR REPLACE INTO documents (table_number, id, ts, value) VALUES (?, ?, ?, ?)"
 #: a snapshot's (or the writer's) last commit ts and catalog version, in one statement
+_HEAD_TS = f"SELECT value FROM globals WHERE key = '{TS_GLOBAL}'"
 _HEAD = (
     f"SELECT (SELECT value FROM globals WHERE key = '{TS_GLOBAL}'), "
     f"(SELECT value FROM globals WHERE key = '{CATALOG_VERSION_GLOBAL}')"
@@ -569,6 +570,9 @@ class SqlitePersistence(Persistence):
         self._writer_busy = threading.Lock()
         #: up to ``max_readers`` readers, each opened when none is idle
         self._readers = ReaderPool(self._open_reader, max_readers)
+        #: one connection that reads only the head (``head_ts``), opened on first use
+        self._head_conn: sqlite3.Connection | None = None
+        self._head_lock = threading.Lock()
         self._closed = False
 
     def reader(self) -> ReadConnection:
@@ -582,6 +586,16 @@ class SqlitePersistence(Persistence):
 
     def _open_reader(self) -> _SqliteReader:
         return _SqliteReader(_connect(self.path, readonly=True, durability="off"), self._kinds)
+
+    def head_ts(self) -> int | None:
+        # One statement in autocommit: its own read transaction, a few microseconds in
+        # WAL mode, and it never waits for a writer.
+        with self._head_lock:
+            conn = self._head_conn
+            if conn is None:
+                conn = self._head_conn = _connect(self.path, readonly=True, durability="off")
+            row = conn.execute(_HEAD_TS).fetchone()
+        return int(row[0]) if row is not None and row[0] is not None else 0
 
     def release_reader(self, conn: ReadConnection) -> None:
         assert isinstance(conn, _SqliteReader)
@@ -637,4 +651,7 @@ class SqlitePersistence(Persistence):
         self._closed = True
         for reader in self._readers.opened():
             reader.conn.close()
+        with self._head_lock:
+            if self._head_conn is not None:
+                self._head_conn.close()
         self._writer.conn.close()
