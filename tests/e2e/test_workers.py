@@ -383,6 +383,57 @@ def test_a_hot_counter_counts_every_increment_across_four_workers(workers_projec
         server.stop()
 
 
+def _cache_hits(server: ServerProcess) -> float:
+    response = httpx.get(
+        f"{server.url}/metrics", headers={"Authorization": f"Convex {server.admin_key}"}
+    )
+    response.raise_for_status()
+    found = re.search(
+        r'^syncline_query_cache_lookups_total\{result="hit"\} (\S+)$', response.text, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+def _pinned_clients(server: ServerProcess) -> dict[int, httpx.Client]:
+    """One keep-alive HTTP connection to each worker, by worker pid."""
+    clients: dict[int, httpx.Client] = {}
+    deadline = time.monotonic() + 60
+    while len(clients) < len(worker_pids(server)):
+        assert time.monotonic() < deadline, f"reached only workers {set(clients)}"
+        client = httpx.Client(base_url=server.url, timeout=30)
+        body = {"path": "workers:where", "args": {}, "format": "json"}
+        pid = int(client.post("/api/mutation", json=body).json()["value"])
+        if pid in clients:
+            client.close()
+        else:
+            clients[pid] = client
+    return clients
+
+
+def test_a_cached_query_on_any_worker_sees_a_write_acknowledged_by_another(
+    workers_project: Path,
+) -> None:
+    """A write acknowledged by one worker, then at once the same query on the other, whose
+    query cache holds the answer from before the write: it must not serve that answer."""
+    server = serve_workers(workers_project, 2)
+    clients = _pinned_clients(server)
+    try:
+        first, second = clients.values()
+        increment = {"path": "workers:increment", "args": {"name": "seen"}, "format": "json"}
+        counter = {"path": "workers:counter", "args": {"name": "seen"}, "format": "json"}
+        for expected in range(1, 201):
+            writer, reader = (first, second) if expected % 2 else (second, first)
+            reader.post("/api/query", json=counter)  # the reader's cache holds the old answer
+            assert writer.post("/api/mutation", json=increment).json()["status"] == "success"
+            for _ in range(2):  # the second may be answered from the cache
+                assert reader.post("/api/query", json=counter).json()["value"] == expected
+        assert _cache_hits(server) > 0  # the cached path was taken
+    finally:
+        for client in clients.values():
+            client.close()
+        server.stop()
+
+
 def test_transfers_across_workers_keep_the_total(workers_project: Path) -> None:
     server = serve_workers(workers_project, 3)
     watchers: list[subprocess.Popen[str]] = []
