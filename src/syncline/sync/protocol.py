@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import struct
 from dataclasses import dataclass, field
@@ -47,6 +48,12 @@ def _show(value: object, limit: int = 80) -> str:
 
 
 def encode_ts(ts: int) -> str:
+    return _encode_ts(ts)
+
+
+@functools.lru_cache(maxsize=64)
+def _encode_ts(ts: int) -> str:
+    # One commit's ts is encoded for every session it reaches: remember the recent ones.
     return base64.b64encode(struct.pack("<Q", ts)).decode("ascii")
 
 
@@ -335,7 +342,7 @@ class StateVersion:
 INITIAL_VERSION: Final = StateVersion(0, 0, 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueryUpdated:
     query_id: int
     #: a value, or its wire JSON already serialized (``orjson.Fragment``)
@@ -344,7 +351,7 @@ class QueryUpdated:
     journal: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueryFailed:
     query_id: int
     error_message: str
@@ -353,7 +360,7 @@ class QueryFailed:
     error_data: Any = NO_ERROR_DATA
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueryRemoved:
     query_id: int
 
@@ -361,7 +368,7 @@ class QueryRemoved:
 StateModification: TypeAlias = QueryUpdated | QueryFailed | QueryRemoved
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transition:
     start_version: StateVersion
     end_version: StateVersion
@@ -417,11 +424,12 @@ def _value(value: Any) -> Any:
 
 
 def _modification(m: StateModification) -> dict[str, Any]:
-    if isinstance(m, QueryUpdated):
+    if type(m) is QueryUpdated:
+        value = m.value
         return {
             "type": "QueryUpdated",
             "queryId": m.query_id,
-            "value": _value(m.value),
+            "value": value if type(value) is orjson.Fragment else to_json(value),
             "logLines": m.log_lines,
             "journal": m.journal,
         }
@@ -440,11 +448,21 @@ def _modification(m: StateModification) -> dict[str, Any]:
 
 
 def server_message_to_json(msg: ServerMessage) -> dict[str, Any]:
-    if isinstance(msg, Transition):
+    if type(msg) is Transition:
+        # Built for every session a commit reaches: no method call per part.
+        start, end = msg.start_version, msg.end_version
         obj: dict[str, Any] = {
             "type": "Transition",
-            "startVersion": msg.start_version.to_json(),
-            "endVersion": msg.end_version.to_json(),
+            "startVersion": {
+                "querySet": start.query_set,
+                "identity": start.identity,
+                "ts": _encode_ts(start.ts),
+            },
+            "endVersion": {
+                "querySet": end.query_set,
+                "identity": end.identity,
+                "ts": _encode_ts(end.ts),
+            },
             "modifications": [_modification(m) for m in msg.modifications],
         }
         if msg.client_clock_skew is not None:
