@@ -14,6 +14,8 @@ type Call = {
   requestId: string;
   caller?: string;
   logLines: string[];
+  /** answered from the query cache: no code ran */
+  cached?: boolean;
   error: string | null;
   traceback: string | null;
 };
@@ -202,7 +204,9 @@ export function LogsPage({ adminKey }: { adminKey: string }) {
                 <td>{c.path}</td>
                 <td>{c.kind}</td>
                 <td>{c.status}</td>
-                <td className="num">{c.durationMs.toFixed(1)} ms</td>
+                <td className="num">
+                  {c.cached ? "cached" : `${c.durationMs.toFixed(1)} ms`}
+                </td>
                 <td className="mono small">{c.requestId}</td>
                 <td>
                   {c.logLines.length > 0 && <pre className="logs">{c.logLines.join("\n")}</pre>}
