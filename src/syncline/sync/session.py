@@ -648,26 +648,34 @@ class SyncSession:
 
     def build_transition(self) -> Transition | None:
         """The next Transition, or None if nothing needs sending or a result is pending."""
+        # Runs for every session a commit reaches: plain comparisons, one pass when
+        # the results are ready.
         live = self.app.live
         processed = live.processed_ts
-        low = max(self.version.ts, self._min_ts)
-        high = processed if self._mutation_cap is None else min(processed, self._mutation_cap)
-        for state in self.queries.values():
+        version = self.version
+        min_ts = self._min_ts
+        low = version.ts if version.ts >= min_ts else min_ts
+        cap = self._mutation_cap
+        high = processed if cap is None or cap >= processed else cap
+        queries = self.queries
+        for state in queries.values():
             query = state.live
             if query.result is None:
                 return None  # its first run is under way; it will wake us
-            low = max(low, query.valid_from)
-            high = min(high, query.valid_through(processed))
+            if query.valid_from > low:
+                low = query.valid_from
+            invalid_at = query.invalid_at
+            if invalid_at is not None and invalid_at - 1 < high:
+                high = invalid_at - 1
         if low > high:
             if low > processed:
                 live.wait_for_ts(self.wake)  # commit processing is behind; it will catch up
             return None
         changed = (
-            self.query_set_version != self.version.query_set
-            or self.identity_version != self.version.identity
+            self.query_set_version != version.query_set or self.identity_version != version.identity
         )
         modifications: list[StateModification] = [QueryRemoved(qid) for qid in self._removed]
-        for query_id, state in self.queries.items():
+        for query_id, state in queries.items():
             result = state.live.result
             assert result is not None
             if result.digest == state.sent_digest:
@@ -686,9 +694,7 @@ class SyncSession:
                         result.error_data,
                     )
                 )
-        if not (
-            modifications or changed or self._need_transition or self._min_ts > self.version.ts
-        ):
+        if not (modifications or changed or self._need_transition or min_ts > version.ts):
             return None
         if modifications:
             self._check_expiry()
@@ -696,17 +702,18 @@ class SyncSession:
                 metrics.observe_fanout(high)  # new results of a commit, not of a new query
         end = StateVersion(self.query_set_version, self.identity_version, high)
         transition = Transition(
-            self.version,
+            version,
             end,
             modifications,
             client_clock_skew=self.client_clock_skew,
             server_ts=self.app.clock.now_ns(),
         )
-        for state in self.queries.values():
+        for state in queries.values():
             result = state.live.result
             assert result is not None
             state.sent_digest = result.digest
-        self._removed.clear()
+        if self._removed:
+            self._removed.clear()
         self._need_transition = False
         self.version = end
         return transition
