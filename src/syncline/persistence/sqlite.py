@@ -43,6 +43,7 @@ from syncline.persistence.base import (
 )
 from syncline.persistence.by_id import IndexKinds, id_bound, key_of_id
 from syncline.persistence.pool import ReaderPool
+from syncline.persistence.sqlite_checkpoint import BACKSTOP_PAGES, Checkpointer
 from syncline.private_paths import private_dir, private_file, tighten
 from syncline.values.ids import table_number_of
 
@@ -176,6 +177,14 @@ def _connect(path: str, *, readonly: bool, durability: Durability) -> sqlite3.Co
     conn.execute(f"PRAGMA cache_size=-{_READER_CACHE_KIB if readonly else _WRITER_CACHE_KIB}")
     if readonly:
         conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def _connect_checkpointer(path: str, durability: Durability) -> sqlite3.Connection:
+    """The checkpoint thread's connection: it syncs as the writer does, and caches little."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute(f"PRAGMA synchronous={durability.upper()}")
+    conn.execute("PRAGMA cache_size=-256")
     return conn
 
 
@@ -560,7 +569,12 @@ class SqlitePersistence(Persistence):
             raise InternalError("SQLite persistence needs a file: readers and writer share it")
         self._kinds = IndexKinds()
         conn = _connect(self.path, readonly=False, durability=durability)
+        # Checkpoints run on their own thread (sqlite_checkpoint.py); this is the backstop.
+        conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         self._writer = _SqliteWriter(conn, self._kinds)
+        self._checkpointer = Checkpointer(
+            lambda: _connect_checkpointer(self.path, durability), name="syncline-checkpoint"
+        )
         conn.executescript(_SCHEMA + sqlite_search.REGISTRY_SCHEMA)
         sqlite_search.ensure_vocabularies(conn)
         _migrate_session_requests(conn)
@@ -620,6 +634,7 @@ class SqlitePersistence(Persistence):
     def commit_write(self, conn: WriteConnection) -> None:
         try:
             self._writer.conn.execute("COMMIT")
+            self._checkpointer.note_commit()
         except BaseException:
             # The write is over either way (the contract of commit_write): a COMMIT
             # that failed leaves the transaction open, so roll it back here.
@@ -649,6 +664,7 @@ class SqlitePersistence(Persistence):
         if self._closed:
             return
         self._closed = True
+        self._checkpointer.close()
         for reader in self._readers.opened():
             reader.conn.close()
         with self._head_lock:
