@@ -84,13 +84,13 @@ class Checkpointer:
                 if self._stop.is_set():  # close() ran between the wait and the clear
                     return
                 try:
-                    if conn is None:
-                        conn = self._connect()
+                    conn = self._connect()
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.runs += 1
                 except sqlite3.Error as exc:
                     # The writer's backstop checkpoint still bounds the WAL.
                     log.warning("WAL checkpoint failed: %s", exc)
+                finally:
                     if conn is not None:
                         conn.close()
                         conn = None
