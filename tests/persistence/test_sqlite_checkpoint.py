@@ -29,13 +29,15 @@ def test_commits_are_checkpointed_by_the_thread_not_the_writer(tmp_path: Path) -
     path = tmp_path / "db.sqlite3"
     persistence = SqlitePersistence(path, durability="normal")
     db = Database(persistence)
+    checkpointer = persistence._checkpointer
+    assert checkpointer is not None
     try:
         writer = persistence._writer.conn
         assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == BACKSTOP_PAGES
         for _ in range(20):
             _insert(db, 50)
         deadline = time.monotonic() + 10
-        while persistence._checkpointer.runs == 0:
+        while checkpointer.runs == 0:
             assert time.monotonic() < deadline, "no checkpoint ran"
             time.sleep(0.01)
         time.sleep(0.2)  # the checkpoint after the last commit
@@ -62,14 +64,27 @@ def test_the_thread_starts_with_the_first_commit_and_stops_on_close(tmp_path: Pa
     assert not thread.is_alive()
 
 
-def test_an_idle_store_is_not_woken(tmp_path: Path) -> None:
-    persistence = SqlitePersistence(tmp_path / "db.sqlite3", durability="off")
+def test_with_durability_full_sqlite_checkpoints_inside_the_commit(tmp_path: Path) -> None:
+    persistence = SqlitePersistence(tmp_path / "db.sqlite3", durability="full")
     db = Database(persistence)
     try:
         _insert(db, 1)
+        assert persistence._checkpointer is None
+        assert persistence._writer.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    finally:
+        db.close()
+
+
+def test_an_idle_store_is_not_woken(tmp_path: Path) -> None:
+    persistence = SqlitePersistence(tmp_path / "db.sqlite3", durability="off")
+    db = Database(persistence)
+    checkpointer = persistence._checkpointer
+    assert checkpointer is not None
+    try:
+        _insert(db, 1)
         time.sleep(0.3)
-        runs = persistence._checkpointer.runs
+        runs = checkpointer.runs
         time.sleep(0.3)
-        assert persistence._checkpointer.runs == runs  # no commit, no checkpoint
+        assert checkpointer.runs == runs  # no commit, no checkpoint
     finally:
         db.close()

@@ -569,12 +569,14 @@ class SqlitePersistence(Persistence):
             raise InternalError("SQLite persistence needs a file: readers and writer share it")
         self._kinds = IndexKinds()
         conn = _connect(self.path, readonly=False, durability=durability)
-        # Checkpoints run on their own thread (sqlite_checkpoint.py); this is the backstop.
-        conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         self._writer = _SqliteWriter(conn, self._kinds)
-        self._checkpointer = Checkpointer(
-            lambda: _connect_checkpointer(self.path, durability), name="syncline-checkpoint"
-        )
+        #: checkpoints on their own thread, where commits do not fsync (sqlite_checkpoint.py)
+        self._checkpointer: Checkpointer | None = None
+        if durability != "full":
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            self._checkpointer = Checkpointer(
+                lambda: _connect_checkpointer(self.path, durability), name="syncline-checkpoint"
+            )
         conn.executescript(_SCHEMA + sqlite_search.REGISTRY_SCHEMA)
         sqlite_search.ensure_vocabularies(conn)
         _migrate_session_requests(conn)
@@ -634,7 +636,8 @@ class SqlitePersistence(Persistence):
     def commit_write(self, conn: WriteConnection) -> None:
         try:
             self._writer.conn.execute("COMMIT")
-            self._checkpointer.note_commit()
+            if self._checkpointer is not None:
+                self._checkpointer.note_commit()
         except BaseException:
             # The write is over either way (the contract of commit_write): a COMMIT
             # that failed leaves the transaction open, so roll it back here.
@@ -664,7 +667,8 @@ class SqlitePersistence(Persistence):
         if self._closed:
             return
         self._closed = True
-        self._checkpointer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         for reader in self._readers.opened():
             reader.conn.close()
         with self._head_lock:

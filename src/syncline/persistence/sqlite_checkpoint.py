@@ -1,4 +1,5 @@
-"""WAL checkpoints on a thread of their own, so that commits do not wait for them.
+"""WAL checkpoints on a thread of their own, so that commits do not wait for them
+(``--durability normal``).
 
 In WAL mode every commit appends pages to the ``-wal`` file, and a
 *checkpoint* copies them back into the database file (with an fsync of
@@ -10,8 +11,14 @@ fsyncs. Here the writer's automatic checkpoint is moved out to
 blocks a reader or the writer, and copies what no reader still needs) a
 short while after commits, on its own connection. SQLite releases the GIL
 while it works, so the copy overlaps the next commits instead of delaying
-them (``python bench/engine.py`` and the side-by-side harness: about a tenth
-more creates per second at 64 clients).
+them (the side-by-side harness: about an eighth more creates per second at
+64 clients, over HTTP and over the WebSocket).
+
+Only where commits do not fsync: with ``--durability full`` every commit
+already waits for an fsync of the WAL, and a checkpoint's fsyncs running
+beside it lengthen those waits (``python bench/engine.py --durability full``:
+a tenth fewer mutations per second from one caller), so there SQLite's own
+checkpoint inside the COMMIT stays.
 
 The backstop: if this thread falls far behind (a reader holding an old
 snapshot stops every checkpoint from finishing), the writer's own automatic
