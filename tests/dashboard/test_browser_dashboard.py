@@ -283,7 +283,14 @@ def test_insert_delete_and_clear(browser: Any, server: ServerProcess) -> None:
         tab.get_by_role("button", name="Insert document").click()
         panel = tab.get_by_role("complementary", name="Insert a document")
         editor = panel.get_by_label("Document (JSON)")
-        assert json.loads(editor.input_value()) == {"text": ""}  # from the schema
+        # Filled from the schema, also when the schema arrives after the panel opened.
+        tab.wait_for_function(
+            """() => {
+                const editor = document.getElementById('insert-json');
+                return editor && editor.value.includes('"text"');
+            }"""
+        )
+        assert json.loads(editor.input_value()) == {"text": ""}
         editor.fill('{"text": "hello", "size": {"$int64": "12345678901234"}}')
         panel.get_by_role("button", name="Insert").click()
         document = tab.get_by_role("complementary", name="Document")

@@ -525,8 +525,15 @@ function InsertPanel({
   onInserted: (id: string) => void;
 }) {
   const insert = useMutation(sys.mutation("data:insert"));
-  const [text, setText] = useState(() => JSON.stringify(sampleOf(schema?.document), null, 2));
+  const sample = JSON.stringify(sampleOf(schema?.document), null, 2);
+  const [text, setText] = useState(sample);
+  const [edited, setEdited] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  // The schema may arrive after the panel opens: fill the editor from it until the
+  // user has typed.
+  useEffect(() => {
+    if (!edited) setText(sample);
+  }, [sample, edited]);
   async function save() {
     try {
       const document = parseEditor(text);
@@ -551,7 +558,10 @@ function InsertPanel({
         className="editor"
         spellCheck={false}
         value={text}
-        onChange={(e) => setText(e.target.value)}
+        onChange={(e) => {
+          setEdited(true);
+          setText(e.target.value);
+        }}
         rows={14}
       />
       <p className="muted small">
