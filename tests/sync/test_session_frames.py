@@ -55,8 +55,17 @@ def app(tmp_path: Path) -> Iterator[Application]:
 class FrameClient:
     """A session on encoded frames; ``refuse`` says which immediate writes the socket refuses."""
 
-    def __init__(self, app: Application, query_set_version: int, refuse: Iterator[bool]) -> None:
+    def __init__(
+        self,
+        app: Application,
+        query_set_version: int,
+        refuse: Iterator[bool],
+        *,
+        subscribe: bool = True,
+    ) -> None:
         self.frames: list[dict[str, Any]] = []
+        #: the message types of each call of send_frame (one transport write each)
+        self.writes: list[list[str]] = []
         self.written_now = 0
         self.refused = 0
         self.refuse = refuse
@@ -69,6 +78,8 @@ class FrameClient:
         )
         self.version = query_set_version
         self.send({"type": "Connect", "sessionId": "s", "connectionCount": 0, "clientTs": 0})
+        if not subscribe:
+            return
         self.send(
             {
                 "type": "ModifyQuerySet",
@@ -80,8 +91,10 @@ class FrameClient:
             }
         )
 
-    async def _send_frame(self, frame: bytes) -> None:
-        self.frames.append(orjson.loads(frame))
+    async def _send_frame(self, *frames: bytes) -> None:
+        decoded = [orjson.loads(frame) for frame in frames]
+        self.frames.extend(decoded)
+        self.writes.append([message["type"] for message in decoded])
 
     def _write_now(self, frame: bytes) -> bool:
         if next(self.refuse):
@@ -100,6 +113,9 @@ class FrameClient:
 
     def send(self, message: dict[str, Any]) -> None:
         self.inbox.put_nowait(json.dumps(message))
+
+    def frames_types(self) -> list[str]:
+        return [frame["type"] for frame in self.frames]
 
     def state(self) -> tuple[Any, dict[str, Any] | None]:
         """The result of query 7 after replaying the chain (checked link by link)."""
@@ -191,6 +207,29 @@ def test_mutation_response_precedes_the_transition_that_reflects_it(app: Applica
             assert after["type"] == "Transition"
             assert decode_ts(after["endVersion"]["ts"]) >= decode_ts(response["ts"])
         assert client.state()[0] == [f"m{n}" for n in range(10)]
+        await client.close()
+        await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_mutation_response_and_its_transition_leave_in_one_write(app: Application) -> None:
+    async def scenario() -> None:
+        await app.start()
+        client = FrameClient(app, 1, itertools.repeat(False), subscribe=False)
+        for n in range(5):
+            client.send(
+                {"type": "Mutation", "requestId": n, "udfPath": "app:add", "args": [{"body": "x"}]}
+            )
+            await until(lambda n=n: sum(t == "MutationResponse" for t in client.frames_types()) > n)
+            await until(lambda: client.frames[-1]["type"] == "Transition")
+        with_response = [w for w in client.writes if "MutationResponse" in w]
+        assert with_response == [["MutationResponse", "Transition"]] * 5, client.writes
+        # ... and the Transition reaches the mutation's ts.
+        for index, frame in enumerate(client.frames):
+            if frame["type"] == "MutationResponse":
+                after = client.frames[index + 1]
+                assert decode_ts(after["endVersion"]["ts"]) >= decode_ts(frame["ts"])
         await client.close()
         await app.stop()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncline.errors import ConvexError, DatabaseUnavailable, LimitExceeded, SynclineError
+from syncline.randomness import random_bytes
 from syncline.values.json import from_python
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class Outcome:
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            self._request_id = os.urandom(8).hex()
+            self._request_id = random_bytes(8).hex()
         return self._request_id
 
     @property

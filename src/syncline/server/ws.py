@@ -97,17 +97,17 @@ class SyncEndpoint:
                     log.debug("sync <- %s", frame[:500])
                 yield frame
 
-        write: Callable[[bytes], Awaitable[None]] | None = scope.get("extensions", {}).get(
-            FRAME_WRITER
-        )
+        write: Callable[..., Awaitable[None]] | None = scope.get("extensions", {}).get(FRAME_WRITER)
 
-        async def send_frame(frame: bytes) -> None:
+        async def send_frame(*frames: bytes) -> None:
             if trace:
-                log.debug("sync -> %s", frame[:500])
+                for frame in frames:
+                    log.debug("sync -> %s", frame[:500])
             if write is not None:
-                await write(frame)
+                await write(*frames)
             else:  # another ASGI server: the standard message
-                await send({"type": "websocket.send", "text": frame.decode()})
+                for frame in frames:
+                    await send({"type": "websocket.send", "text": frame.decode()})
 
         write_now: Callable[[bytes], bool] | None = scope.get("extensions", {}).get(
             FRAME_WRITER_NOW
@@ -174,17 +174,21 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
         with contextlib.suppress(AttributeError):
             del self.request
 
-    async def write_message(self, payload: bytes) -> None:
-        """Write one text frame (UTF-8 ``payload``), honouring the transport's flow control."""
+    async def write_message(self, *payloads: bytes) -> None:
+        """Write text frames (UTF-8 payloads) in one write, honouring the flow control."""
         if not self.writable.is_set():
             await self.writable.wait()
         if self.disconnected:
             raise ClientDisconnected()
         if self.close_sent or self.conn.state is not State.OPEN or self.conn.extensions:
             # Closing (uvicorn raises ClientDisconnected), or compressed: uvicorn's path.
-            await super().send({"type": "websocket.send", "text": payload.decode()})
+            for payload in payloads:
+                await super().send({"type": "websocket.send", "text": payload.decode()})
             return
-        self.transport.write(_frame(payload))
+        if len(payloads) == 1:
+            self.transport.write(_frame(payloads[0]))
+        else:
+            self.transport.write(b"".join([_frame(payload) for payload in payloads]))
 
     def write_message_now(self, payload: bytes) -> bool:
         """Write one text frame if the socket takes it now, else nothing; True if written."""

@@ -28,8 +28,8 @@ client never sees that ts before the response.
 
 The transport is abstract, so the session can be driven by the WebSocket
 endpoint or directly by tests: ``send`` takes messages, or ``send_frame``
-takes each message's encoded text (encoded once: the bytes counted against
-the send queue are the bytes written).
+takes messages' encoded texts, one or more in order, to be written together
+(encoded once: the bytes counted against the send queue are the bytes written).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class SyncSession:
         app: Application,
         send: Callable[[ServerMessage], Awaitable[None]] | None,
         *,
-        send_frame: Callable[[bytes], Awaitable[None]] | None = None,
+        send_frame: Callable[..., Awaitable[None]] | None = None,
         write_frame_now: Callable[[bytes], bool] | None = None,
         ping_interval_s: float = PING_INTERVAL_S,
         limits: ConnectionLimits | None = None,
@@ -585,10 +585,11 @@ class SyncSession:
     async def _sender(self) -> None:
         loop = asyncio.get_running_loop()
         clock = self.app.clock  # keepalive timing: a test's ManualClock drives the Pings
+        outbox = self._outbox
 
-        async def send(message: ServerMessage, frame: bytes | None = None) -> None:
+        async def send(batch: list[tuple[ServerMessage, bytes | None]]) -> None:
             self._sending_since = loop.time()
-            await self._deliver(message, frame)
+            await self._deliver(batch)
             self._sending_since = None
             self._last_sent = clock.monotonic()
             self._sent.set()
@@ -598,32 +599,48 @@ class SyncSession:
         pinger.add(self)
         try:
             while True:
+                # What is queued and the Transition that follows it leave in one write
+                # (a MutationResponse and its Transition: one send, one TCP segment).
+                batch: list[tuple[ServerMessage, bytes | None]] = []
                 if self._held is not None:
-                    held, frame = self._held
+                    batch.append(self._held)
                     self._held = None
-                    await send(held, frame)
-                while self._outbox:
-                    message, frame = self._outbox[0]
-                    await send(message, frame)
-                    if self._outbox and self._outbox[0][0] is message:
-                        self._outbox.popleft()
-                        self._outbox_bytes -= len(frame)
+                taken = list(outbox)
+                batch.extend(taken)
+                closing: CloseConnection | None = None
+                if self._closing is None:
+                    # Cleared before building: a wake-up during the build or the send
+                    # below is seen by the check after it, never lost.
+                    self._wake.clear()
+                    try:
+                        transition = self.build_transition()
+                    except CloseConnection as close:
+                        closing, transition = close, None  # after what is queued
+                    if transition is not None:
+                        batch.append((transition, None))
+                if batch:
+                    await send(batch)
+                    # Counted against the send queue until written (the queue may have
+                    # been emptied meanwhile, by a drop).
+                    for item in taken:
+                        if not outbox or outbox[0] is not item:
+                            break
+                        outbox.popleft()
+                        self._outbox_bytes -= len(item[1])
+                if closing is not None:
+                    raise closing
                 if self._closing is not None:
+                    if outbox:
+                        continue
                     if self._closing.message is not None:
-                        await self._deliver(self._closing.message)
+                        await self._deliver([(self._closing.message, None)])
                     return
-                # Cleared before building: a wake-up during the build or the send
-                # below is seen by the check after it, never lost.
-                self._wake.clear()
-                transition = self.build_transition()
-                if transition is not None:
-                    await send(transition)
-                if self._outbox or self._closing is not None or self._wake.is_set():
+                if outbox or self._wake.is_set():
                     continue
                 # Keepalive: a Ping once nothing was *sent* for an interval. Wake-ups
                 # that send nothing (a re-run with an unchanged result) do not count.
                 if clock.monotonic() - self._last_sent >= self.ping_interval_s:
-                    await send(Ping())
+                    await send([(Ping(), None)])
                     continue
                 self._parked = True
                 try:
@@ -633,18 +650,24 @@ class SyncSession:
         except CloseConnection as close:
             if close.message is not None:
                 with contextlib.suppress(Exception):
-                    await self._deliver(close.message)
+                    await self._deliver([(close.message, None)])
             self._closing = close
         finally:
             pinger.discard(self)
 
-    async def _deliver(self, message: ServerMessage, frame: bytes | None = None) -> None:
-        """Hand one message to the transport, encoding it at most once."""
+    async def _deliver(self, batch: list[tuple[ServerMessage, bytes | None]]) -> None:
+        """Hand messages to the transport in order, each encoded at most once."""
         if self._send_frame is not None:
-            await self._send_frame(encode_server_frame(message) if frame is None else frame)
+            await self._send_frame(
+                *[
+                    encode_server_frame(message) if frame is None else frame
+                    for message, frame in batch
+                ]
+            )
         else:
             assert self._send is not None
-            await self._send(message)
+            for message, _ in batch:
+                await self._send(message)
 
     def build_transition(self) -> Transition | None:
         """The next Transition, or None if nothing needs sending or a result is pending."""

@@ -16,7 +16,6 @@ checked, so a string decodes only if re-encoding its parts gives the same string
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from functools import lru_cache
@@ -24,6 +23,7 @@ from itertools import accumulate
 from zlib import adler32 as _adler32
 
 from syncline.errors import InvalidId
+from syncline.randomness import random_bytes
 
 __all__ = [
     "ID_INTERNAL_LENGTH",
@@ -45,7 +45,6 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _TO_INT32 = bytes.maketrans(_ALPHABET.encode("ascii"), b"0123456789abcdefghijklmnopqrstuv")
 # 19..23 bytes -> 31..37 chars; exact lengths are checked after decoding.
 _ID_RE = re.compile("[0-9a-hjkmnp-tv-z]{31,37}")
-_urandom = os.urandom
 
 
 #: Longest data whose Adler-32 sums never reach its modulus (65521), so they are exact:
@@ -149,7 +148,9 @@ def new_id(table_number: int, rng: random.Random | None = None) -> str:
     The same string as ``encode_id(table_number, internal)`` for the random ``internal``,
     without checking again what is checked once per table (ids are made on every insert).
     """
-    internal = _urandom(ID_INTERNAL_LENGTH) if rng is None else rng.randbytes(ID_INTERNAL_LENGTH)
+    internal = (
+        random_bytes(ID_INTERNAL_LENGTH) if rng is None else rng.randbytes(ID_INTERNAL_LENGTH)
+    )
     body = _table_prefix(table_number) + internal
     return _base32(body + (_fletcher16(body) ^ _VERSION).to_bytes(2, "little"))
 
