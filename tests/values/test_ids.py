@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 from typing import Any
 
 import pytest
@@ -238,3 +239,19 @@ def test_checksum_matches_the_reference(data: bytes) -> None:
 def test_checksum_of_all_ff_bytes(length: int) -> None:
     # The largest sums for each length: where a reduction mod 65521 would show first.
     assert _fletcher16(b"\xff" * length) == fletcher16(b"\xff" * length)
+
+
+def test_new_ids_lead_with_their_creation_millisecond_and_sort_by_it() -> None:
+    before_ms = time.time_ns() // 1_000_000
+    first = [new_id(7) for _ in range(50)]
+    time.sleep(0.002)
+    later = [new_id(7) for _ in range(50)]
+    after_ms = time.time_ns() // 1_000_000
+    for doc_id in first + later:
+        number, internal = decode_id(doc_id)
+        assert number == 7
+        assert before_ms <= int.from_bytes(internal[:6], "big") <= after_ms
+    # Every id made in a later millisecond sorts after every earlier one (text and bytes).
+    assert max(first) < min(later)
+    # Ten random bytes each: no two alike, also within one millisecond.
+    assert len({decode_id(i)[1][6:] for i in first + later}) == 100
