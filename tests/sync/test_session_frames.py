@@ -96,12 +96,14 @@ class FrameClient:
         self.frames.extend(decoded)
         self.writes.append([message["type"] for message in decoded])
 
-    def _write_now(self, frame: bytes) -> bool:
+    def _write_now(self, *frames: bytes) -> bool:
         if next(self.refuse):
             self.refused += 1
             return False
         self.written_now += 1
-        self.frames.append(orjson.loads(frame))
+        decoded = [orjson.loads(frame) for frame in frames]
+        self.frames.extend(decoded)
+        self.writes.append([message["type"] for message in decoded])
         return True
 
     async def _incoming(self) -> AsyncIterator[str]:
@@ -213,10 +215,15 @@ def test_mutation_response_precedes_the_transition_that_reflects_it(app: Applica
     asyncio.run(scenario())
 
 
-def test_a_mutation_response_and_its_transition_leave_in_one_write(app: Application) -> None:
+@pytest.mark.parametrize("socket_takes_it_now", [True, False])
+def test_a_mutation_response_and_its_transition_leave_in_one_write(
+    app: Application, socket_takes_it_now: bool
+) -> None:
+    """Written at once by the mutation's task, or (the socket busy) queued and sent together."""
+
     async def scenario() -> None:
         await app.start()
-        client = FrameClient(app, 1, itertools.repeat(False), subscribe=False)
+        client = FrameClient(app, 1, itertools.repeat(not socket_takes_it_now), subscribe=False)
         for n in range(5):
             client.send(
                 {"type": "Mutation", "requestId": n, "udfPath": "app:add", "args": [{"body": "x"}]}
@@ -225,6 +232,10 @@ def test_a_mutation_response_and_its_transition_leave_in_one_write(app: Applicat
             await until(lambda: client.frames[-1]["type"] == "Transition")
         with_response = [w for w in client.writes if "MutationResponse" in w]
         assert with_response == [["MutationResponse", "Transition"]] * 5, client.writes
+        if socket_takes_it_now:
+            assert client.written_now >= 5
+        else:
+            assert client.refused >= 5 and client.written_now == 0
         # ... and the Transition reaches the mutation's ts.
         for index, frame in enumerate(client.frames):
             if frame["type"] == "MutationResponse":

@@ -109,9 +109,7 @@ class SyncEndpoint:
                 for frame in frames:
                     await send({"type": "websocket.send", "text": frame.decode()})
 
-        write_now: Callable[[bytes], bool] | None = scope.get("extensions", {}).get(
-            FRAME_WRITER_NOW
-        )
+        write_now: Callable[..., bool] | None = scope.get("extensions", {}).get(FRAME_WRITER_NOW)
         if trace:
             write_now = None  # every frame through send_frame, which logs it
         session = SyncSession(
@@ -190,8 +188,11 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             self.transport.write(b"".join([_frame(payload) for payload in payloads]))
 
-    def write_message_now(self, payload: bytes) -> bool:
-        """Write one text frame if the socket takes it now, else nothing; True if written."""
+    def write_message_now(self, *payloads: bytes) -> bool:
+        """Write text frames in one write if the socket takes them now, else nothing.
+
+        True if written.
+        """
         if (
             not self.writable.is_set()
             or self.disconnected
@@ -200,7 +201,10 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
             or self.conn.extensions
         ):
             return False
-        self.transport.write(_frame(payload))
+        if len(payloads) == 1:
+            self.transport.write(_frame(payloads[0]))
+        else:
+            self.transport.write(b"".join([_frame(payload) for payload in payloads]))
         return True
 
     async def send(self, message: Any) -> None:

@@ -115,7 +115,7 @@ class SyncSession:
         send: Callable[[ServerMessage], Awaitable[None]] | None,
         *,
         send_frame: Callable[..., Awaitable[None]] | None = None,
-        write_frame_now: Callable[[bytes], bool] | None = None,
+        write_frame_now: Callable[..., bool] | None = None,
         ping_interval_s: float = PING_INTERVAL_S,
         limits: ConnectionLimits | None = None,
     ) -> None:
@@ -124,7 +124,7 @@ class SyncSession:
         self.app = app
         self._send = send
         self._send_frame = send_frame
-        #: writes a frame at once if the socket can take it (False: it wrote nothing)
+        #: writes frames at once if the socket can take them (False: it wrote nothing)
         self._write_frame_now = write_frame_now
         #: the sender is parked, waiting for a wake-up
         self._parked = False
@@ -552,12 +552,54 @@ class SyncSession:
                 response = MutationResponse(
                     message.request_id, False, error, None, self._logs(outcome), data
                 )
+            if self._respond_now(response):
+                return
             await self._enqueue(response)
         finally:
             self._mutation_cap = None
         # The backend sends a Transition after every mutation, success or not.
         self._need_transition = True
         self._wake.set()
+
+    def _respond_now(self, response: MutationResponse) -> bool:
+        """Write the response and its Transition right here, without waking the sender.
+
+        Only while the sender is parked with nothing queued or held, so nothing is
+        overtaken; one write holds both. False (nothing done) otherwise: the
+        response is queued as usual. A socket that cannot take the write now gets
+        both queued, in order.
+        """
+        if not (
+            self._parked
+            and self._write_frame_now is not None
+            and not self._wake.is_set()
+            and not self._outbox
+            and self._held is None
+            and self._closing is None
+            and not self._dropped.is_set()
+        ):
+            return False
+        # The response is on its way: no cap any more, and a Transition is owed.
+        self._mutation_cap = None
+        self._need_transition = True
+        try:
+            transition = self.build_transition()
+        except CloseConnection:
+            return False  # queued as usual; the sender builds it again and closes
+        frame = encode_server_frame(response)
+        if transition is None:  # a result is pending: the sender sends it when it is in
+            batch: list[tuple[ServerMessage, bytes]] = [(response, frame)]
+            self._wake.set()
+        else:
+            batch = [(response, frame), (transition, encode_server_frame(transition))]
+        if self._write_frame_now(*[frame for _, frame in batch]):
+            self._last_sent = self.app.clock.monotonic()
+            return True
+        for item in batch:
+            self._outbox.append(item)
+            self._outbox_bytes += len(item[1])
+        self._wake.set()
+        return True
 
     async def _run_action(self, message: Action, identity: Identity, size: int) -> None:
         """Run an action; its slot (taken by the reader) is released when it ends."""
