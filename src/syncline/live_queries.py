@@ -68,9 +68,16 @@ RECENT_COMMITS_MAX_KEYS = 100_000
 
 def _weight(commit: Commit) -> int:
     """What a kept commit costs, in index keys and search terms (at least 1)."""
+    # Twice per commit on the event loop: plain loops, no generators.
     writes = commit.writes
-    searched = sum(len(r.terms) for revisions in writes.search.values() for r in revisions)
-    return 1 + searched + sum(len(keys) for keys in writes.keys.values())
+    weight = 1
+    for keys in writes.keys.values():
+        weight += len(keys)
+    if writes.search:
+        for revisions in writes.search.values():
+            for revision in revisions:
+                weight += len(revision.terms)
+    return weight
 
 
 @dataclass(frozen=True, slots=True)
