@@ -3,7 +3,7 @@
 :class:`MotoS3` starts ``python -m moto.server`` on a free port of 127.0.0.1
 and waits until it answers. Each test gets its own bucket (:meth:`MotoS3.new_bucket`)
 so tests never see each other's objects. moto comes with the dev extra
-(``moto[server]``); without it the S3 tests skip locally and fail under ``CI=true``
+(``moto[s3]`` with Flask); without it the S3 tests skip locally and fail under ``CI=true``
 (:mod:`harness`).
 """
 
@@ -48,7 +48,7 @@ class MotoS3:
     """A moto server process; :attr:`endpoint` is its URL."""
 
     def __init__(self) -> None:
-        require_module("moto.server", "pip install 'moto[server]' (in the dev extra)")
+        require_module("moto.server", "pip install 'moto[s3]' flask flask-cors (in the dev extra)")
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._proc = subprocess.Popen(
