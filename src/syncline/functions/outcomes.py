@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sysconfig
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,22 @@ if TYPE_CHECKING:
     from syncline.identity import Identity
 
 log = logging.getLogger("syncline.functions")
+
+
+#: request ids hold the millisecond modulo this (it wraps every ~35 years)
+_MS_MASK = (1 << 40) - 1
+
+
+def new_request_id() -> str:
+    """16 hex digits: the millisecond it was made (modulo 2**40) and 24 random bits.
+
+    Time first: the log history indexes calls by request id, and ids that grow
+    with time add to the end of that index instead of to a random page each. Two
+    calls in one millisecond share an id once in about 16 million pairs; a lookup
+    by request id then shows both (with their functions and times).
+    """
+    ms = (time.time_ns() // 1_000_000) & _MS_MASK
+    return (ms.to_bytes(5, "big") + random_bytes(3)).hex()
 
 
 @dataclass
@@ -58,7 +75,7 @@ class Outcome:
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            self._request_id = random_bytes(8).hex()
+            self._request_id = new_request_id()
         return self._request_id
 
     @property
