@@ -60,6 +60,13 @@ def _frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def _frames(payloads: tuple[bytes, ...]) -> bytes:
+    """The frames of ``payloads``, back to back (one write: one send, one TCP segment)."""
+    if len(payloads) == 1:
+        return _frame(payloads[0])
+    return b"".join([_frame(payload) for payload in payloads])
+
+
 class SyncEndpoint:
     """Routes sync WebSockets to :class:`SyncSession`; everything else to ``app``."""
 
@@ -183,10 +190,7 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
             for payload in payloads:
                 await super().send({"type": "websocket.send", "text": payload.decode()})
             return
-        if len(payloads) == 1:
-            self.transport.write(_frame(payloads[0]))
-        else:
-            self.transport.write(b"".join([_frame(payload) for payload in payloads]))
+        self.transport.write(_frames(payloads))
 
     def write_message_now(self, *payloads: bytes) -> bool:
         """Write text frames in one write if the socket takes them now, else nothing.
@@ -201,10 +205,7 @@ class SyncWebSocketProtocol(WebSocketsSansIOProtocol):
             or self.conn.extensions
         ):
             return False
-        if len(payloads) == 1:
-            self.transport.write(_frame(payloads[0]))
-        else:
-            self.transport.write(b"".join([_frame(payload) for payload in payloads]))
+        self.transport.write(_frames(payloads))
         return True
 
     async def send(self, message: Any) -> None:
