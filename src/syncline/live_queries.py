@@ -68,7 +68,7 @@ RECENT_COMMITS_MAX_KEYS = 100_000
 
 def _weight(commit: Commit) -> int:
     """What a kept commit costs, in index keys and search terms (at least 1)."""
-    # Twice per commit on the event loop: plain loops, no generators.
+    # Once per commit on the event loop: plain loops, no generators.
     writes = commit.writes
     weight = 1
     for keys in writes.keys.values():
@@ -205,6 +205,8 @@ class LiveQueryManager:
         self._queries: dict[tuple[Any, ...], LiveQuery] = {}
         self._index: IntervalIndex[LiveQuery] = IntervalIndex()
         self._recent: deque[Commit] = deque()
+        #: each kept commit's weight (``_weight``), counted once as it is kept
+        self._recent_weights: deque[int] = deque()
         self._recent_keys = 0
         self._recent_floor = database.last_ts
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -346,12 +348,15 @@ class LiveQueryManager:
                 touched: Iterable[LiveQuery] = list(self._queries.values())
                 # Checks from before it cannot be made key by key: assume a conflict.
                 self._recent.clear()
+                self._recent_weights.clear()
                 self._recent_keys = 0
                 self._recent_floor = commit.ts
             else:
                 touched = self._index.matches_writes(commit.writes)
+                weight = _weight(commit)
                 self._recent.append(commit)
-                self._recent_keys += _weight(commit)
+                self._recent_weights.append(weight)
+                self._recent_keys += weight
             self.cache.on_commit(commit)
             reruns = 0
             for query in touched:
@@ -378,7 +383,7 @@ class LiveQueryManager:
             recent[0].ts < oldest_kept or self._recent_keys > RECENT_COMMITS_MAX_KEYS
         ):
             dropped = recent.popleft()
-            self._recent_keys -= _weight(dropped)
+            self._recent_keys -= self._recent_weights.popleft()
             self._recent_floor = dropped.ts
 
     async def caught_up(self, ts: int) -> None:

@@ -240,16 +240,23 @@ class SyncSession:
     # live-query callbacks (Subscriber protocol)
 
     def live_query_changed(self, query: LiveQuery) -> None:
-        if (
+        if self._may_write_now():
+            self._push_transition()
+        else:
+            self._wake.set()
+
+    def _may_write_now(self) -> bool:
+        """Whether a frame may be written here, not by the sender task: it is parked
+        with nothing queued or held, so nothing would be overtaken."""
+        return (
             self._parked
             and self._write_frame_now is not None
             and not self._wake.is_set()
             and not self._outbox
+            and self._held is None
             and self._closing is None
-        ):
-            self._push_transition()
-        else:
-            self._wake.set()
+            and not self._dropped.is_set()
+        )
 
     def _push_transition(self) -> None:
         """Build and write the Transition right here, without waking the sender task.
@@ -564,20 +571,11 @@ class SyncSession:
     def _respond_now(self, response: MutationResponse) -> bool:
         """Write the response and its Transition right here, without waking the sender.
 
-        Only while the sender is parked with nothing queued or held, so nothing is
-        overtaken; one write holds both. False (nothing done) otherwise: the
-        response is queued as usual. A socket that cannot take the write now gets
-        both queued, in order.
+        Only while :meth:`_may_write_now`; one write holds both. False (nothing
+        done) otherwise: the response is queued as usual. A socket that cannot
+        take the write now gets both queued, in order.
         """
-        if not (
-            self._parked
-            and self._write_frame_now is not None
-            and not self._wake.is_set()
-            and not self._outbox
-            and self._held is None
-            and self._closing is None
-            and not self._dropped.is_set()
-        ):
+        if not self._may_write_now():
             return False
         # The response is on its way: no cap any more, and a Transition is owed.
         self._mutation_cap = None
@@ -592,6 +590,7 @@ class SyncSession:
             self._wake.set()
         else:
             batch = [(response, frame), (transition, encode_server_frame(transition))]
+        assert self._write_frame_now is not None  # (_may_write_now)
         if self._write_frame_now(*[frame for _, frame in batch]):
             self._last_sent = self.app.clock.monotonic()
             return True
