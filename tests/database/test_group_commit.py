@@ -152,3 +152,36 @@ def test_a_failed_commit_fails_its_mutations_and_the_next_one_commits(db: Databa
         kept = db.write_sync(lambda tx: tx.insert("t", {"n": 2.0}))
     assert kept.ts > 0
     assert [d["n"] for d in db.run_read(lambda tx: Query(tx, "t").collect()).value] == [2.0]
+
+
+def test_puts_written_together_are_in_place_for_deletes_locked_runs_and_reads(
+    db: Database,
+) -> None:
+    """Inserts of a batch are written together (in few statements), yet a deletion,
+    a run on the writer itself and the final state all see them where they belong."""
+    gone = db.write_sync(lambda tx: tx.insert("t", {"n": 1.0})).value
+    db.write_sync(lambda tx: tx.insert("t", {"n": 0.0}))
+    batches: list[int] = []
+    db.add_commit_listener(lambda commits: batches.append(len(commits)))
+
+    def on_the_writer(tx: Transaction) -> list[float]:
+        seen = [d["n"] for d in Query(tx, "t").collect()]
+        tx.insert("new_table", {"n": 9.0})  # a new table: run under the lock, in the batch
+        return seen
+
+    futures = _batch(
+        db,
+        [
+            lambda tx: tx.insert("t", {"n": 2.0}),
+            lambda tx: tx.delete(gone),
+            lambda tx: tx.insert("t", {"n": 3.0}),
+            on_the_writer,
+            lambda tx: tx.insert("t", {"n": 4.0}),
+        ],
+    )
+    results = [f.result(5) for f in futures]
+    assert batches[-1] == 5  # one group commit
+    assert results[3].value == [0.0, 2.0, 3.0]
+    assert _values(db, "t") == [0.0, 2.0, 3.0, 4.0]
+    assert db.run_read(lambda tx: tx.get(results[4].value)) is not None
+    assert _values(db, "new_table") == [9.0]

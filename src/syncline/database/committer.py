@@ -193,6 +193,18 @@ class _Batch:
     written: RecentWrites = field(default_factory=RecentWrites)
     #: the highest ``_creationTime`` committed so far, this batch included
     creation_high: float = 0.0
+    #: rows of commits that only put, not written yet: written together, in a few
+    #: statements, before anything else uses ``conn`` (:meth:`write_puts`)
+    documents: list[tuple[str, int, int, bytes]] = field(default_factory=list)
+    entries: list[tuple[int, bytes, str]] = field(default_factory=list)
+
+    def write_puts(self) -> None:
+        if self.documents:
+            self.conn.put_documents(self.documents)
+            self.documents = []
+        if self.entries:
+            self.conn.insert_index_entries(self.entries)
+            self.entries = []
 
     def add_creation_times(self, tx: Transaction) -> None:
         if tx.last_creation_time is not None:
@@ -666,6 +678,7 @@ class Committer:
 
     def _run_locked(self, batch: _Batch, job: WriteJob) -> None:
         """Run ``job`` on the writer's connection at the next ts (it cannot conflict)."""
+        batch.write_puts()
         conn = batch.conn
         ts = self._next_ts()
         # Until a function succeeds the transaction holds nothing to keep: a
@@ -765,7 +778,11 @@ class Committer:
         ts = self._next_ts()
         # No savepoint: replaying checked writes fails only if storage does, and then
         # the whole batch fails (as a failed COMMIT would).
-        records = buffer.apply(batch.conn, ts)
+        if buffer.only_puts():
+            records = buffer.put_rows(ts, batch.documents, batch.entries)
+        else:
+            batch.write_puts()
+            records = buffer.apply(batch.conn, ts)
         batch.log_entries.extend(
             LogEntry(ts, e.doc_id, e.table_number, e.value) for e in tx.log_entries()
         )
@@ -778,6 +795,7 @@ class Committer:
 
     def _finish_batch(self, batch: _Batch) -> None:
         """Store the batch's log, records, commit-log rows and globals (before COMMIT)."""
+        batch.write_puts()
         conn = batch.conn
         if batch.log_entries:
             conn.append_log(batch.log_entries)

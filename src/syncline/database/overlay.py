@@ -126,6 +126,43 @@ class BufferedWrites(WriteConnection):
             (s, r, ts, fingerprint, result) for s, r, _ts, fingerprint, result in self._requests
         ]
 
+    def only_puts(self) -> bool:
+        """Whether replaying needs only puts: no deletion, search change or token.
+
+        Such a buffer's rows may be written together with other commits' (see
+        :meth:`put_rows`): puts of different commits in one group commit
+        cannot undo each other, whatever their order.
+        """
+        return not (self._removed or self._search or self._tokens) and all(
+            value is not None for _, value in self._docs.values()
+        )
+
+    def put_rows(
+        self,
+        ts: int,
+        documents: list[tuple[str, int, int, bytes]],
+        entries: list[tuple[int, bytes, str]],
+    ) -> list[MutationRecord]:
+        """:meth:`apply` for a buffer of :meth:`only_puts`: its rows added to the lists given.
+
+        The caller writes them (``put_documents``, ``insert_index_entries``)
+        before anything else touches the writer.
+        """
+        documents.extend(
+            (doc_id, table_number, ts, value)
+            for doc_id, (table_number, value) in self._docs.items()
+            if value is not None
+        )
+        entries.extend(
+            (index_id, key, doc_id)
+            for index_id, keyed in self._entries.items()
+            for key, doc_id in keyed.items()
+            if doc_id is not None
+        )
+        return [
+            (s, r, ts, fingerprint, result) for s, r, _ts, fingerprint, result in self._requests
+        ]
+
     # ------------------------------------------------------------------ reads
 
     def get_document(self, doc_id: str) -> tuple[int, bytes] | None:

@@ -260,6 +260,11 @@ class WriteConnection(ReadConnection):
     @abstractmethod
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None: ...
 
+    def put_documents(self, rows: Sequence[tuple[str, int, int, bytes]]) -> None:
+        """``put_document(doc_id, table_number, ts, value)`` for each row, in order."""
+        for doc_id, table_number, ts, value in rows:
+            self.put_document(doc_id, table_number, ts, value)
+
     @abstractmethod
     def delete_document(self, doc_id: str) -> None: ...
 

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -126,11 +127,6 @@ _HEAD = (
     f"(SELECT value FROM globals WHERE key = '{CATALOG_VERSION_GLOBAL}')"
 )
 _COMMITS_SINCE = "SELECT ts, flags, writes FROM commits WHERE ts > ? ORDER BY ts LIMIT ?"
-_PUT_REQUEST = (
-    "INSERT OR REPLACE INTO mutation_requests "
-    "(session_id, request_id, ts, fingerprint, result) VALUES (?, ?, ?, ?, ?)"
-)
-_PUT_LOG = "INSERT OR REPLACE INTO log (ts, doc_id, table_number, value) VALUES (?, ?, ?, ?)"
 #: the one savepoint name: reusing it keeps the statement cache to one entry each
 _SAVEPOINT = "SAVEPOINT m"
 _RELEASE = "RELEASE m"
@@ -153,6 +149,38 @@ _SET_GLOBALS = [
     _multi_row("INSERT OR REPLACE INTO globals (key, value)", 2, n)
     for n in range(_MULTI_ROW_MAX + 1)
 ]
+
+
+class _RowsInsert:
+    """One INSERT, written for 32, 8, 2 and 1 rows: a commit batch's rows in few statements.
+
+    ``executemany`` steps SQLite once per row, and each step lets go of the
+    GIL: under load the event loop takes it every time and the writer waits to
+    get it back. A few fixed statement sizes keep them all in the statement
+    cache.
+    """
+
+    SIZES = (32, 8, 2, 1)
+
+    def __init__(self, head: str, columns: int) -> None:
+        self._sql = [(n, _multi_row(head, columns, n)) for n in self.SIZES]
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        start, total = 0, len(rows)
+        for n, sql in self._sql:
+            while total - start >= n:
+                conn.execute(sql, [v for row in rows[start : start + n] for v in row])
+                start += n
+
+
+_PUT_REQUESTS = _RowsInsert(
+    "INSERT OR REPLACE INTO mutation_requests (session_id, request_id, ts, fingerprint, result)",
+    5,
+)
+_PUT_LOG = _RowsInsert("INSERT OR REPLACE INTO log (ts, doc_id, table_number, value)", 4)
+_PUT_DOCUMENTS = _RowsInsert("INSERT OR REPLACE INTO documents (id, table_number, ts, value)", 4)
+_PUT_ENTRIES = _RowsInsert("INSERT INTO index_entries (index_id, key, doc_id)", 3)
+_PUT_COMMITS = _RowsInsert("INSERT INTO commits (ts, flags, writes)", 3)
 
 
 #: SQLite's own page cache per connection, in KiB (PRAGMA cache_size), held privately
@@ -405,6 +433,9 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
     def put_document(self, doc_id: str, table_number: int, ts: int, value: bytes) -> None:
         self.conn.execute(_PUT, (table_number, doc_id, ts, value))
 
+    def put_documents(self, rows: Sequence[tuple[str, int, int, bytes]]) -> None:
+        _PUT_DOCUMENTS.run(self.conn, rows)
+
     def insert_bulk(
         self,
         documents: Sequence[tuple[str, int, int, bytes]],
@@ -443,21 +474,16 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
             if rows:
                 self.conn.execute(_INSERT_ENTRIES[len(rows)], [v for row in rows for v in row])
             return
-        self.conn.executemany(_INSERT_ENTRIES[1], rows)
+        _PUT_ENTRIES.run(self.conn, rows)
 
     def delete_index_entries(self, entries: Iterable[tuple[int, bytes]]) -> None:
         self.conn.executemany("DELETE FROM index_entries WHERE index_id = ? AND key = ?", entries)
 
     def append_log(self, entries: Iterable[LogEntry]) -> None:
-        self.conn.executemany(
-            _PUT_LOG, [(e.ts, e.doc_id, e.table_number, e.value) for e in entries]
-        )
+        _PUT_LOG.run(self.conn, [(e.ts, e.doc_id, e.table_number, e.value) for e in entries])
 
     def append_commits(self, rows: Iterable[CommitRow]) -> None:
-        self.conn.executemany(
-            "INSERT INTO commits (ts, flags, writes) VALUES (?, ?, ?)",
-            [(row.ts, row.flags, row.writes) for row in rows],
-        )
+        _PUT_COMMITS.run(self.conn, [(row.ts, row.flags, row.writes) for row in rows])
 
     def set_global(self, key: str, value: bytes) -> None:
         self.set_globals({key: value})
@@ -520,7 +546,7 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
         return cur.rowcount + commits.rowcount
 
     def put_mutation_requests(self, records: Sequence[MutationRecord]) -> None:
-        self.conn.executemany(_PUT_REQUEST, records)
+        _PUT_REQUESTS.run(self.conn, records)
 
     def put_used_upload_token(self, nonce: bytes, ts: int, storage_id: str) -> None:
         self.conn.execute(

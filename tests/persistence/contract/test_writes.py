@@ -7,6 +7,7 @@ import pytest
 from syncline.persistence.base import (
     BY_ID_INDEX,
     TS_GLOBAL,
+    CommitRow,
     IndexRow,
     LogEntry,
     Persistence,
@@ -287,6 +288,43 @@ def test_a_table_with_documents_cannot_be_renumbered(store: Persistence) -> None
         store.abort_write(conn)
     with snapshot(store) as reader:
         assert reader.tables() == [TableRow(10001, "t")]
+
+
+@pytest.mark.parametrize("n", [1, 2, 11, 45])
+def test_a_group_commit_s_rows_are_all_stored_in_order(store: Persistence, n: int) -> None:
+    """Each batch method stores every row, the last of a repeated key winning, whatever
+    the count (a backend may cut the rows into statements of several sizes)."""
+    table = _table(store)
+    ids = [table.new_id() for _ in range(n)]
+    docs = [(doc_id, table.number, 3, b"first") for doc_id in ids]
+    docs += [(ids[0], table.number, 3, b"again")]  # a later put of the same id replaces it
+    entries = [(table.by_value, b"%03d" % i, doc_id) for i, doc_id in enumerate(ids)]
+
+    def batch(conn: WriteConnection) -> None:
+        conn.put_documents(docs)
+        conn.insert_index_entries(entries)
+        conn.append_log(
+            [LogEntry(3 + i, doc_id, table.number, b"v") for i, doc_id in enumerate(ids)]
+        )
+        conn.put_mutation_requests([("s", i, 3, b"f", b"r%d" % i) for i in range(n)])
+        conn.append_commits([CommitRow(100 + i, 0, b"w%d" % i) for i in range(n)])
+
+    write(store, batch, ts=3)
+    with snapshot(store) as conn:
+        assert [conn.get_document(doc_id) for doc_id in ids] == [
+            (table.number, b"again" if i == 0 else b"first") for i in range(n)
+        ]
+        rows = conn.scan(table.by_value, b"", b"\xff", reverse=False, limit=n + 1)
+        assert [(k, d) for k, d, _ in rows] == [(k, d) for _, k, d in entries]
+        assert [(e.ts, e.doc_id) for e in conn.log_since(2, limit=n + 1)] == [
+            (3 + i, doc_id) for i, doc_id in enumerate(ids)
+        ]
+        assert [conn.get_mutation_request("s", i) for i in range(n)] == [
+            (3, b"f", b"r%d" % i) for i in range(n)
+        ]
+        assert [(c.ts, c.writes) for c in conn.commits_since(99, limit=n + 1)] == [
+            (100 + i, b"w%d" % i) for i in range(n)
+        ]
 
 
 def test_insert_bulk_stores_documents_entries_and_log(store: Persistence) -> None:
