@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from syncline.call_log.query import LogQuery
+from syncline.persistence.sqlite_rows import RowsInsert
 
 __all__ = ["LOG_FILE", "MIN_MAX_BYTES", "LogStore", "query_log", "store_path"]
 
@@ -49,6 +50,7 @@ CREATE INDEX IF NOT EXISTS calls_by_ts ON calls (ts);
 CREATE INDEX IF NOT EXISTS calls_by_path ON calls (path, id);
 CREATE INDEX IF NOT EXISTS calls_by_request ON calls (request_id);
 """
+_INSERT_CALLS = RowsInsert("INSERT INTO calls (ts, path, status, request_id, record)", 5)
 
 
 def store_path(data_dir: Path) -> Path:
@@ -89,10 +91,7 @@ class LogStore:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT INTO calls (ts, path, status, request_id, record) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+            _INSERT_CALLS.run(conn, rows)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

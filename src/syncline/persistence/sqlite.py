@@ -18,7 +18,6 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -45,6 +44,7 @@ from syncline.persistence.base import (
 from syncline.persistence.by_id import IndexKinds, id_bound, key_of_id
 from syncline.persistence.pool import ReaderPool
 from syncline.persistence.sqlite_checkpoint import BACKSTOP_PAGES, Checkpointer
+from syncline.persistence.sqlite_rows import RowsInsert, multi_row
 from syncline.private_paths import private_dir, private_file, tighten
 from syncline.values.ids import table_number_of
 
@@ -136,51 +136,23 @@ _ROLLBACK_TO = "ROLLBACK TO m"
 _MULTI_ROW_MAX = 16
 
 
-def _multi_row(head: str, columns: int, rows: int) -> str:
-    one = "(" + ", ".join("?" * columns) + ")"
-    return head + " VALUES " + ", ".join([one] * rows)
-
-
 _INSERT_ENTRIES = [
-    _multi_row("INSERT INTO index_entries (index_id, key, doc_id)", 3, n)
+    multi_row("INSERT INTO index_entries (index_id, key, doc_id)", 3, n)
     for n in range(_MULTI_ROW_MAX + 1)
 ]
 _SET_GLOBALS = [
-    _multi_row("INSERT OR REPLACE INTO globals (key, value)", 2, n)
+    multi_row("INSERT OR REPLACE INTO globals (key, value)", 2, n)
     for n in range(_MULTI_ROW_MAX + 1)
 ]
-
-
-class _RowsInsert:
-    """One INSERT, written for 32, 8, 2 and 1 rows: a commit batch's rows in few statements.
-
-    ``executemany`` steps SQLite once per row, and each step lets go of the
-    GIL: under load the event loop takes it every time and the writer waits to
-    get it back. A few fixed statement sizes keep them all in the statement
-    cache.
-    """
-
-    SIZES = (32, 8, 2, 1)
-
-    def __init__(self, head: str, columns: int) -> None:
-        self._sql = [(n, _multi_row(head, columns, n)) for n in self.SIZES]
-
-    def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
-        start, total = 0, len(rows)
-        for n, sql in self._sql:
-            while total - start >= n:
-                conn.execute(sql, [v for row in rows[start : start + n] for v in row])
-                start += n
-
-
-_PUT_REQUESTS = _RowsInsert(
+#: a group commit's rows (see sqlite_rows)
+_PUT_REQUESTS = RowsInsert(
     "INSERT OR REPLACE INTO mutation_requests (session_id, request_id, ts, fingerprint, result)",
     5,
 )
-_PUT_LOG = _RowsInsert("INSERT OR REPLACE INTO log (ts, doc_id, table_number, value)", 4)
-_PUT_DOCUMENTS = _RowsInsert("INSERT OR REPLACE INTO documents (id, table_number, ts, value)", 4)
-_PUT_ENTRIES = _RowsInsert("INSERT INTO index_entries (index_id, key, doc_id)", 3)
-_PUT_COMMITS = _RowsInsert("INSERT INTO commits (ts, flags, writes)", 3)
+_PUT_LOG = RowsInsert("INSERT OR REPLACE INTO log (ts, doc_id, table_number, value)", 4)
+_PUT_DOCUMENTS = RowsInsert("INSERT OR REPLACE INTO documents (id, table_number, ts, value)", 4)
+_PUT_ENTRIES = RowsInsert("INSERT INTO index_entries (index_id, key, doc_id)", 3)
+_PUT_COMMITS = RowsInsert("INSERT INTO commits (ts, flags, writes)", 3)
 
 
 #: SQLite's own page cache per connection, in KiB (PRAGMA cache_size), held privately
