@@ -105,12 +105,7 @@ class BufferedWrites(WriteConnection):
                 conn.delete_document(doc_id)
             else:
                 conn.put_document(doc_id, table_number, ts, value)
-        added = [
-            (index_id, key, doc_id)
-            for index_id, entries in self._entries.items()
-            for key, doc_id in entries.items()
-            if doc_id is not None
-        ]
+        added = self._added_entries()
         if added:
             conn.insert_index_entries(added)
         for (table_number, index), changes in self._search.items():
@@ -122,9 +117,7 @@ class BufferedWrites(WriteConnection):
                 conn.put_search_entries(table_number, index, put)
         for nonce, storage_id in self._tokens:
             conn.put_used_upload_token(nonce, ts, storage_id)
-        return [
-            (s, r, ts, fingerprint, result) for s, r, _ts, fingerprint, result in self._requests
-        ]
+        return self._records_at(ts)
 
     def only_puts(self) -> bool:
         """Whether replaying needs only puts: no deletion, search change or token.
@@ -153,12 +146,20 @@ class BufferedWrites(WriteConnection):
             for doc_id, (table_number, value) in self._docs.items()
             if value is not None
         )
-        entries.extend(
+        entries.extend(self._added_entries())
+        return self._records_at(ts)
+
+    def _added_entries(self) -> list[tuple[int, bytes, str]]:
+        """The index entries this buffer adds, as ``(index id, key, doc id)`` rows."""
+        return [
             (index_id, key, doc_id)
             for index_id, keyed in self._entries.items()
             for key, doc_id in keyed.items()
             if doc_id is not None
-        )
+        ]
+
+    def _records_at(self, ts: int) -> list[MutationRecord]:
+        """The client mutation records, stamped with the commit ``ts``."""
         return [
             (s, r, ts, fingerprint, result) for s, r, _ts, fingerprint, result in self._requests
         ]
