@@ -185,3 +185,74 @@ def test_puts_written_together_are_in_place_for_deletes_locked_runs_and_reads(
     assert _values(db, "t") == [0.0, 2.0, 3.0, 4.0]
     assert db.run_read(lambda tx: tx.get(results[4].value)) is not None
     assert _values(db, "new_table") == [9.0]
+
+
+class _OtherProcess:
+    """Another process holds the store's write lock until :meth:`release`."""
+
+    def __init__(self, db: Database) -> None:
+        self.free, self.waiting = threading.Event(), threading.Event()
+        begin_write = db.persistence.begin_write
+
+        def begin_write_after_it() -> WriteConnection:
+            if threading.current_thread().name == "syncline-writer" and not self.free.is_set():
+                self.waiting.set()
+                assert self.free.wait(5)
+            return begin_write()
+
+        db.persistence.begin_write = begin_write_after_it  # type: ignore[method-assign]
+
+    def release(self) -> None:
+        self.free.set()
+
+
+def _committer_waits_for_the_lock(db: Database) -> tuple[_OtherProcess, Future[Any]]:
+    """A write the committer took, waiting for the lock another process holds."""
+    # The committer is busy: the write is queued for it, not committed by the thread
+    # that ran it.
+    gate, entered = threading.Event(), threading.Event()
+    busy = db.submit_write(lambda tx: entered.set() or gate.wait(5), exclusive=True)
+    assert entered.wait(5)
+    first = db.submit_write(lambda tx: tx.insert("t", {"n": 1.0}))
+    wait_for_committer(db, 1)
+    other = _OtherProcess(db)
+    gate.set()
+    busy.result(5)
+    assert other.waiting.wait(5)
+    return other, first
+
+
+def test_a_batch_that_waited_for_the_write_lock_takes_the_writes_ready_by_then(
+    db: Database,
+) -> None:
+    """What finishes its run while the committer waits for another process's write
+    lock joins the waiting batch (one COMMIT, in submission order), not the next one."""
+    db.write_sync(lambda tx: tx.insert("t", {"n": 0.0}))
+    batches: list[list[int]] = []
+    db.add_commit_listener(lambda commits: batches.append([c.ts for c in commits]))
+    other, first = _committer_waits_for_the_lock(db)
+    more = [db.submit_write(lambda tx, n=n: tx.insert("t", {"n": n})) for n in (2.0, 3.0)]
+    wait_for_committer(db, 2)
+    other.release()
+    results = [f.result(5) for f in (first, *more)]
+    assert batches[-1] == [r.ts for r in results]
+    assert _values(db, "t") == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_writes_behind_an_exclusive_one_wait_for_it_whoever_is_ready(db: Database) -> None:
+    """The waiting batch takes no exclusive write, nor anything queued behind one."""
+    db.write_sync(lambda tx: tx.insert("t", {"n": 0.0}))
+    batches: list[list[int]] = []
+    db.add_commit_listener(lambda commits: batches.append([c.ts for c in commits]))
+    other, first = _committer_waits_for_the_lock(db)
+    exclusive = db.submit_write(
+        lambda tx: [d["n"] for d in Query(tx, "t").collect()], exclusive=True
+    )
+    wait_for_committer(db, 1)
+    after = db.submit_write(lambda tx: tx.insert("t", {"n": 2.0}))
+    wait_for_committer(db, 2)
+    other.release()
+    results = [f.result(5) for f in (first, exclusive, after)]
+    assert batches[-3:] == [[r.ts] for r in results]  # three batches, in this order
+    assert results[1].value == [0.0, 1.0]
+    assert _values(db, "t") == [0.0, 1.0, 2.0]

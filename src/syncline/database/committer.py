@@ -33,6 +33,7 @@ Contract (what :class:`Committer` promises its :class:`~syncline.database.databa
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import math
@@ -288,6 +289,9 @@ class Committer:
         #: how long a client's mutation results are kept for de-duplicating re-sends
         self.session_request_retention_ns = session_request_retention_ns
         self._queue: queue.SimpleQueue[WriteJob | None] = queue.SimpleQueue()
+        #: jobs the committer took from the queue but left for its next batch, in
+        #: queue order (only the committer thread touches it)
+        self._carried: collections.deque[WriteJob | None] = collections.deque()
         #: threads running optimistic writes. One keeps writes submitted in a row running
         #: (and, absent conflicts, committing) in that order; more let one slow mutation
         #: share the process with others. Zero: the committer runs each batch's attempts
@@ -329,7 +333,7 @@ class Committer:
     @property
     def pending(self) -> int:
         """Writes run (or to run under the lock) and waiting for the committer."""
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._carried)
 
     def submit(self, job: WriteJob) -> None:
         """Queue ``job``: optimistic, or (``job.locked``) to run under the lock."""
@@ -515,10 +519,16 @@ class Committer:
             with self._committing:
                 self._run_jobs(job)
 
+    def _take_nowait(self) -> WriteJob | None:
+        """The committer's next job if one is waiting (None: stop); raises queue.Empty."""
+        if self._carried:
+            return self._carried.popleft()
+        return self._queue.get_nowait()
+
     def _next_job(self) -> WriteJob | None:
         """The next job (None: stop), waiting for one while marked idle."""
         try:
-            return self._queue.get_nowait()
+            return self._take_nowait()
         except queue.Empty:
             pass
         with self._run_lock:
@@ -535,14 +545,14 @@ class Committer:
             waited = False
             while len(batch) < self.max_batch:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = self._take_nowait()
                 except queue.Empty:
                     if waited or not self._wait_for_running_attempts():
                         break
                     waited = True
                     continue
                 if nxt is None:
-                    self._queue.put(None)  # stop after this batch
+                    self._carried.appendleft(None)  # stop after this batch
                     break
                 if nxt.exclusive:
                     self._execute_here(batch)
@@ -552,7 +562,9 @@ class Committer:
                 batch.append(nxt)
         try:
             self._execute_here(batch)
-            self._run_batch(batch)
+            # An exclusive job is alone in its batch; any other batch takes what is
+            # ready once it holds the lock.
+            self._run_batch(batch, join_ready=not batch[0].exclusive)
         except BaseException as exc:  # the writer must outlive any one batch
             log.exception("writer batch failed")
             self._resolve([(j, exc) for j in batch if not j.future.done()])
@@ -590,7 +602,28 @@ class Committer:
             self._gather_target = None
         return True
 
-    def _run_batch(self, batch: list[WriteJob]) -> None:
+    def _join_ready(self, live: list[WriteJob]) -> None:
+        """Under the write lock: add the jobs that became ready meanwhile to ``live``.
+
+        Taking the lock may have waited for another process's batch; whatever
+        finished its attempt during the wait commits now, in the same COMMIT,
+        instead of waiting for the lock once more. Queue order holds: the
+        first job that cannot join (exclusive, not yet run, or the stop
+        marker) and everything after it stay queued for the next batch.
+        """
+        while len(live) < self.max_batch:
+            try:
+                job = self._take_nowait()
+            except queue.Empty:
+                return
+            if job is None or job.exclusive or not (job.locked or job.tx is not None):
+                self._carried.appendleft(job)
+                return
+            if job.start():
+                live.append(job)
+
+    def _run_batch(self, batch: list[WriteJob], *, join_ready: bool = False) -> None:
+        """Commit ``batch``; ``join_ready`` (committer thread only): with what is ready by then."""
         live = [j for j in batch if j.start()]
         if not live:
             return
@@ -601,6 +634,8 @@ class Committer:
         publisher = self._publisher
         open_write = True
         try:
+            if join_ready:
+                self._join_ready(live)
             self._absorb_foreign_commits(conn)
             state = self._catalogs.current
             batch_state = _Batch(conn, state, state.catalog, state.schema)
