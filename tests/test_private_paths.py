@@ -40,7 +40,7 @@ def test_data_folder_database_key_and_files_are_private(tmp_path: Path, loose_um
         data = tmp_path / ".syncline"
         db = data / "data.sqlite3"
         assert (Path(f"{db}-wal")).exists()
-        files = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), data / "admin_key"]
+        files = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-writer"), data / "admin_key"]
         folders = [data, data / "files"]
         folders += [p for p in (data / "files").rglob("*") if p.is_dir()]
         files += [p for p in (data / "files").rglob("*") if p.is_file()]

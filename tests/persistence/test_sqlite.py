@@ -1,8 +1,12 @@
-"""SQLite storage: by_id reads from the documents table, and upgrading older data folders."""
+"""SQLite storage: by_id reads from the documents table, upgrading older data folders, and
+the writers' file lock shared by several processes."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -211,4 +215,43 @@ def test_a_commit_that_fails_ends_the_write_and_the_next_one_begins(tmp_path: Pa
         store.commit_write(store.begin_write())  # the lock was given back, once
         assert raw.execute("SELECT count(*) FROM child").fetchone() == (0,)
     finally:
+        store.close()
+
+
+def _other_process_has_the_writers_lock(path: Path) -> bool:
+    """Whether a writer holds ``<db>-writer`` (another open file behaves as another process)."""
+    fd = os.open(f"{path}-writer", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the file releases a lock taken on it
+    return False
+
+
+def test_writers_of_several_processes_queue_on_the_writer_file_lock(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqlitePersistence(path, durability="off")
+    other = os.open(f"{path}-writer", os.O_RDWR)
+    try:
+        # Held through a write, given back by its commit and by its abort.
+        for end in (store.commit_write, store.abort_write):
+            writer = store.begin_write()
+            assert _other_process_has_the_writers_lock(path)
+            end(writer)
+            assert not _other_process_has_the_writers_lock(path)
+        # Another process writing: this one waits for it, then writes.
+        fcntl.flock(other, fcntl.LOCK_EX)
+        began = threading.Event()
+        waiting = threading.Thread(
+            target=lambda: (store.commit_write(store.begin_write()), began.set())
+        )
+        waiting.start()
+        assert not began.wait(0.3)
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert began.wait(5)
+        waiting.join(5)
+    finally:
+        os.close(other)
         store.close()

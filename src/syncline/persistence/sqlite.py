@@ -8,12 +8,21 @@ Durability: ``durability="full"`` fsyncs the WAL on every commit (the engine
 groups many mutations into one commit, so one fsync covers them all);
 ``"normal"`` survives a process crash but not power loss; ``"off"`` is for
 tests.
+
+Several processes (``serve --workers N``) write one file: a writer first takes
+an exclusive ``flock`` on ``<database>-writer``, then SQLite's write lock.
+The kernel wakes the next waiting process as soon as the lock is released,
+where SQLite's busy handler would poll after sleeping 1, 2, 5, 10 ms... SQLite's
+lock still decides who writes (a process without the file lock, such as the
+``sqlite3`` shell, only waits in the busy handler as before).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -582,6 +591,8 @@ class SqlitePersistence(Persistence):
         for index_id, name in conn.execute("SELECT id, name FROM indexes"):
             self._kinds.note(index_id, name)
         self._writer_busy = threading.Lock()
+        #: the writers' queue across processes (module docs), held with ``_writer_busy``
+        self._writers_fd = os.open(private_file(f"{self.path}-writer"), os.O_RDWR | os.O_CLOEXEC)
         #: up to ``max_readers`` readers, each opened when none is idle
         self._readers = ReaderPool(self._open_reader, max_readers)
         #: one connection that reads only the head (``head_ts``), opened on first use
@@ -621,13 +632,18 @@ class SqlitePersistence(Persistence):
     def begin_write(self) -> WriteConnection:
         self._writer_busy.acquire()
         try:
+            fcntl.flock(self._writers_fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._writer_busy.release()
+            raise
+        try:
             self._writer.conn.execute("BEGIN IMMEDIATE")
             # Under the write lock: the head includes every other process's commits.
             self._writer._read_head()
         except BaseException:
             if self._writer.conn.in_transaction:
                 self._writer.conn.execute("ROLLBACK")
-            self._writer_busy.release()
+            self._release_writers()
             raise
         return self._writer
 
@@ -659,6 +675,12 @@ class SqlitePersistence(Persistence):
                 self._writer.bulk_cache = False
                 self._writer.conn.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
         finally:
+            self._release_writers()
+
+    def _release_writers(self) -> None:
+        try:
+            fcntl.flock(self._writers_fd, fcntl.LOCK_UN)
+        finally:
             self._writer_busy.release()
 
     def close(self) -> None:
@@ -673,3 +695,4 @@ class SqlitePersistence(Persistence):
             if self._head_conn is not None:
                 self._head_conn.close()
         self._writer.conn.close()
+        os.close(self._writers_fd)
