@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from syncline.server.listen import SPREADS_CONNECTIONS
 from syncline.server.workers import WorkerFds, describe_exit
 
 WORKER = textwrap.dedent(
@@ -34,7 +35,8 @@ WORKER = textwrap.dedent(
     def record(event):
         with open(os.environ["OUT"], "a") as f:
             f.write(json.dumps({"slot": fds.index, "pid": os.getpid(), "event": event,
-                                "port": sock.getsockname()[1], "peers": len(fds.peers)}) + "\\n")
+                                "port": sock.getsockname()[1], "peers": len(fds.peers),
+                                "socket": os.fstat(fds.api[0]).st_ino}) + "\\n")
 
     record("start")
     if os.environ.get("FAIL_SLOT") == str(fds.index):
@@ -53,15 +55,17 @@ WORKER = textwrap.dedent(
 
 SUPERVISOR = textwrap.dedent(
     """
-    import sys
+    import os, sys
     from syncline.server.listen import listen
     from syncline.server.workers import Supervisor, WorkerExit
 
-    sockets = listen("127.0.0.1", 0)
+    spread = bool(os.environ.get("SPREAD"))
+    sockets = listen("127.0.0.1", 0, shared=spread)
     supervisor = Supervisor(
         [sys.executable, "-c", sys.argv[2]],
         workers=int(sys.argv[1]),
         api_sockets=sockets,
+        spread=spread,
         on_ready=lambda: print("READY", sockets[0].getsockname()[1], flush=True),
         backoff_initial_s=0.05,
         stop_timeout_s=5,
@@ -156,6 +160,32 @@ def test_a_killed_worker_is_restarted_in_its_slot(run: Any) -> None:
     events = r.wait_for(lambda ev: len(starts(ev)) == 3)
     replacement = starts(events)[-1]
     assert replacement["slot"] == victim["slot"] and replacement["pid"] != victim["pid"]
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.proc.wait(10) == 0
+
+
+def test_every_worker_shares_one_socket_unless_spread(run: Any) -> None:
+    r = run(2)
+    assert r.line().startswith("READY")
+    assert len({e["socket"] for e in starts(r.events())}) == 1
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.proc.wait(10) == 0
+
+
+@pytest.mark.skipif(not SPREADS_CONNECTIONS, reason="SO_REUSEPORT spreads connections on Linux")
+def test_spread_gives_each_slot_its_own_socket_on_the_port_kept_across_restarts(
+    run: Any,
+) -> None:
+    r = run(3, SPREAD="1")
+    ready = r.line()
+    assert ready.startswith("READY"), ready
+    started = {e["slot"]: e for e in starts(r.events())}
+    assert {e["port"] for e in started.values()} == {int(ready.split()[1])}
+    assert len({e["socket"] for e in started.values()}) == 3
+    os.kill(started[1]["pid"], signal.SIGKILL)
+    events = r.wait_for(lambda ev: len(starts(ev)) == 4)
+    replacement = starts(events)[-1]
+    assert replacement["slot"] == 1 and replacement["socket"] == started[1]["socket"]
     r.proc.send_signal(signal.SIGTERM)
     assert r.proc.wait(10) == 0
 

@@ -324,17 +324,17 @@ def _run_loop(main: Any) -> None:
 
 
 def _bind(
-    host: str, port: int, site_port: int | None
+    host: str, port: int, site_port: int | None, *, shared: bool = False
 ) -> tuple[list[socket.socket], list[socket.socket] | None]:
     """Ports first: one clear line if one is taken, before anything opens or starts."""
     from syncline.server.listen import PortUnavailable, listen
 
     try:
-        api_sockets = listen(host, port)
+        api_sockets = listen(host, port, shared=shared)
     except PortUnavailable as exc:
         fail(f"{exc}; choose another with --port")
     try:
-        site_sockets = listen(host, site_port) if site_port is not None else None
+        site_sockets = listen(host, site_port, shared=shared) if site_port is not None else None
     except PortUnavailable as exc:
         _close_all(api_sockets)
         fail(f"{exc}; choose another with --site-port")
@@ -455,7 +455,13 @@ def _announce(app: Application, options: dict[str, Any], *, dev: bool, workers: 
 
 
 def _serve(dev: bool, workers: int = 1, **options: Any) -> None:
-    api_sockets, site_sockets = _bind(options["host"], options["port"], options["site_port"])
+    from syncline.server.listen import SPREADS_CONNECTIONS
+
+    # Several workers: each gets sockets of its own on the ports, shared evenly.
+    spread = workers > 1 and SPREADS_CONNECTIONS
+    api_sockets, site_sockets = _bind(
+        options["host"], options["port"], options["site_port"], shared=spread
+    )
     bound = [*api_sockets, *(site_sockets or [])]
     _configure_logging(None)
     try:
@@ -465,7 +471,14 @@ def _serve(dev: bool, workers: int = 1, **options: Any) -> None:
         raise
     if workers > 1:
         try:
-            _supervise(options, dev=dev, workers=workers, api=api_sockets, site=site_sockets)
+            _supervise(
+                options,
+                dev=dev,
+                workers=workers,
+                api=api_sockets,
+                site=site_sockets,
+                spread=spread,
+            )
         finally:
             _close_all(bound)
         return
@@ -618,6 +631,7 @@ def _supervise(
     workers: int,
     api: list[socket.socket],
     site: list[socket.socket] | None,
+    spread: bool = False,
 ) -> None:
     """The parent of ``--workers N``: hold the data folder, check the code, run the workers."""
     import json
@@ -650,6 +664,7 @@ def _supervise(
             workers=workers,
             api_sockets=api,
             site_sockets=site or [],
+            spread=spread,
             env=env,
             on_ready=lambda: _announce(app, options, dev=dev, workers=workers),
             on_exit=forget_worker,

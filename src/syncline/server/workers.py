@@ -9,9 +9,14 @@ listening sockets, its slot's wake-up inbox, the other slots' addresses and
 the write end of a readiness pipe; what the worker needs to know about them
 travels in one environment variable (:class:`WorkerFds`).
 
-Every worker accepts on the same sockets (the kernel hands each connection
-to one of them), serves WebSockets and HTTP, runs functions and follows the
-other workers' commits. The parent:
+Every worker accepts on the same port (the kernel hands each connection to
+one of them), serves WebSockets and HTTP, runs functions and follows the
+other workers' commits. With ``spread`` (Linux), each slot has listening
+sockets of its own on that port, which the kernel shares connections between
+evenly (:func:`~syncline.server.listen.listen_beside`); they outlive the
+slot's worker, so connections that arrive while it restarts wait for the new
+one instead of being refused. Otherwise every worker accepts on the same
+sockets. The parent:
 
 * reports the server ready (``on_ready``) once every worker has said so;
 * restarts a worker that exits, after a backoff that doubles from
@@ -39,6 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 
+from syncline.server.listen import listen_beside
 from syncline.server.wakeup import WakeupChannel, slot_pair
 
 __all__ = ["WORKER_ENV", "Supervisor", "WorkerExit", "WorkerFds", "describe_exit"]
@@ -109,6 +115,11 @@ class _Slot:
     index: int
     inbox: socket.socket
     address: socket.socket
+    #: the listening sockets this slot's workers accept on
+    api_sockets: list[socket.socket] = field(default_factory=list)
+    site_sockets: list[socket.socket] = field(default_factory=list)
+    #: whether the slot made those sockets (and closes them), or shares the server's
+    owns_sockets: bool = False
     proc: subprocess.Popen[bytes] | None = None
     ready_fd: int = -1
     ready: bool = False
@@ -130,6 +141,7 @@ class Supervisor:
         workers: int,
         api_sockets: Sequence[socket.socket],
         site_sockets: Sequence[socket.socket] = (),
+        spread: bool = False,
         env: Mapping[str, str] | None = None,
         on_ready: Callable[[], None] | None = None,
         on_exit: Callable[[int], None] | None = None,
@@ -154,11 +166,26 @@ class Supervisor:
         self.stable_after_s = stable_after_s
         self.stop_timeout_s = stop_timeout_s
         self.slots = [_Slot(i, *slot_pair()) for i in range(workers)]
+        for slot in self.slots:
+            slot.api_sockets, slot.site_sockets = self.api_sockets, self.site_sockets
         self._selector = selectors.DefaultSelector()
         self._signal_r, self._signal_w = socket.socketpair()
         self._stop_signal: int | None = None
         #: workers started in all (restarts included)
         self.starts = 0
+        if spread:
+            try:
+                self._spread()
+            except BaseException:
+                self._close()
+                raise
+
+    def _spread(self) -> None:
+        """Sockets of their own for every slot but the first (which has the server's)."""
+        for slot in self.slots[1:]:
+            slot.owns_sockets = True
+            slot.api_sockets = listen_beside(self.api_sockets)
+            slot.site_sockets = listen_beside(self.site_sockets)
 
     # ------------------------------------------------------------------ running
 
@@ -203,8 +230,8 @@ class Supervisor:
         fds = WorkerFds(
             index=slot.index,
             parent=os.getpid(),
-            api=[s.fileno() for s in self.api_sockets],
-            site=[s.fileno() for s in self.site_sockets],
+            api=[s.fileno() for s in slot.api_sockets],
+            site=[s.fileno() for s in slot.site_sockets],
             inbox=slot.inbox.fileno(),
             peers=[s.address.fileno() for s in self.slots if s is not slot],
             ready=ready_w,
@@ -325,3 +352,6 @@ class Supervisor:
         for slot in self.slots:
             slot.inbox.close()
             slot.address.close()
+            if slot.owns_sockets:
+                for sock in (*slot.api_sockets, *slot.site_sockets):
+                    sock.close()
