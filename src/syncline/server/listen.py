@@ -57,8 +57,10 @@ def listen(host: str, port: int, *, shared: bool = False) -> list[socket.socket]
             f"cannot listen on {host}: {exc.strerror}", host=host, port=port
         ) from None
     addresses: list[tuple[int, int, int, Any]] = []
+    seen: set[tuple[int, object]] = set()
     for family, kind, proto, _, address in infos:
-        if all((family, address) != (f, a) for f, _, _, a in addresses):
+        if (family, address) not in seen:
+            seen.add((family, address))
             addresses.append((family, kind, proto, address))
     try:
         if shared:
