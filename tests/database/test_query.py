@@ -780,3 +780,47 @@ def test_filter_must_build_an_expression(fdb: Database) -> None:
 def test_filter_literals_must_be_values(fdb: Database) -> None:
     with pytest.raises(InvalidValue):
         filtered(fdb, lambda f: f.eq(f.field("n"), object()))
+
+
+# ---------------------------------------------------------------------- round trips
+
+
+def _fetches(db: Database, read: Callable[[Query], Any]) -> tuple[Any, list[int]]:
+    """``read`` on a fresh query, and the rows each storage round trip returned."""
+    fetched: list[int] = []
+
+    def body(tx: Transaction) -> Any:
+        conn = tx._conn
+        scan = conn.scan
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            rows = scan(*args, **kwargs)
+            fetched.append(len(rows))
+            return rows
+
+        conn.scan = counted  # type: ignore[method-assign]
+        try:
+            return read(Query(tx, "items").with_index("by_v").order("desc"))
+        finally:
+            del conn.scan
+
+    return run(db, body), fetched
+
+
+def test_a_take_without_a_filter_fetches_exactly_its_rows_in_one_round_trip(
+    sdb: Database,
+) -> None:
+    insert_all(sdb, "items", [{"v": float(i)} for i in range(100)])
+    docs, fetched = _fetches(sdb, lambda query: query.take(20))
+    assert field_of(docs) == [float(i) for i in range(99, 79, -1)]
+    assert fetched == [20]
+    first, fetched = _fetches(sdb, lambda query: query.first())
+    assert first is not None and first["v"] == 99.0 and fetched == [1]
+    page, fetched = _fetches(sdb, lambda query: query.paginate({"numItems": 30, "cursor": None}))
+    assert len(page["page"]) == 30 and not page["isDone"] and fetched == [30]
+    # A filter may skip rows: batches grow from 8 as before.
+    odd, fetched = _fetches(
+        sdb, lambda query: query.filter(lambda f: f.gt(f.field("v"), 90.0)).take(20)
+    )
+    assert field_of(odd) == [float(i) for i in range(99, 90, -1)]
+    assert fetched[:2] == [8, 32]

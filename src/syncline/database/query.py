@@ -558,7 +558,11 @@ class Query:
 
     def _rows(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, dict[str, Any]]]:
         reverse = self._order == "desc"
-        for key, doc in self._tx.scan(self._table, self._index, start, end, reverse=reverse):
+        # With no filter, take(n) reads exactly n rows: fetch them in one round trip.
+        expected = None if self._filters else self._wanted
+        for key, doc in self._tx.scan(
+            self._table, self._index, start, end, reverse=reverse, expected=expected
+        ):
             if self._matches(doc):
                 yield key, doc
 
@@ -680,7 +684,11 @@ class Query:
         exhausted = True
         page_status: str | None = None
         read_budget = self._tx.limits.max_docs_read
-        rows = self._tx.scan(self._table, self._index, start, end, reverse=reverse)
+        # With no filter, an open-ended page reads exactly num_items rows.
+        expected = None if self._filters or bounded else num_items
+        rows = self._tx.scan(
+            self._table, self._index, start, end, reverse=reverse, expected=expected
+        )
         try:
             for scanned, (key, doc) in enumerate(rows, start=1):
                 last_key = key

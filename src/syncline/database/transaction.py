@@ -79,6 +79,8 @@ UPLOAD_TOKENS_PSEUDO_INDEX = "_upload_tokens.by_nonce"
 #: a table's creation writes its name here: a read of the list of tables sees new ones
 TABLES_PSEUDO_INDEX = "_tables.by_name"
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+#: the most rows one round trip of a scan fetches
+_SCAN_BATCH_MAX = 512
 MiB = 1 << 20
 
 
@@ -304,12 +306,22 @@ class Transaction:
         return document_from_json_bytes(row[1])
 
     def scan(
-        self, table: str, index_name: str, start: bytes, end: bytes, *, reverse: bool = False
+        self,
+        table: str,
+        index_name: str,
+        start: bytes,
+        end: bytes,
+        *,
+        reverse: bool = False,
+        expected: int | None = None,
     ) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """Documents of ``table`` whose key in ``index_name`` lies in ``[start, end)``.
 
-        Lazy: rows are fetched in growing batches. The read set grows with
-        each row handed out, and covers the whole range once exhausted.
+        Lazy: rows are fetched in growing batches, the first of ``expected``
+        rows when the caller knows how many it will take (``take(20)`` with no
+        filter: one round trip, no row fetched in vain), else of 8. The read
+        set grows with each row handed out, and covers the whole range once
+        exhausted.
         """
         index = self.index(table, index_name)
         full_name = f"{table}.{index_name}"
@@ -320,7 +332,7 @@ class Transaction:
             interval.start, interval.end = start, end
             return
         lo, hi = start, end
-        batch = 8
+        batch = 8 if expected is None else max(1, min(expected, _SCAN_BATCH_MAX))
         while True:
             with self.storage_guard:
                 rows = self._conn.scan(index.id, lo, hi, reverse=reverse, limit=batch)
@@ -338,7 +350,7 @@ class Transaction:
                 hi = rows[-1][0]
             else:
                 lo = rows[-1][0] + b"\x00"
-            batch = min(batch * 4, 512)
+            batch = min(batch * 4, _SCAN_BATCH_MAX)
         interval.start, interval.end = start, end
 
     def search(
