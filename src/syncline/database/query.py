@@ -560,11 +560,12 @@ class Query:
         reverse = self._order == "desc"
         # With no filter, take(n) reads exactly n rows: fetch them in one round trip.
         expected = None if self._filters else self._wanted
-        for key, doc in self._tx.scan(
+        rows = self._tx.scan(
             self._table, self._index, start, end, reverse=reverse, expected=expected
-        ):
-            if self._matches(doc):
-                yield key, doc
+        )
+        if not self._filters:
+            return rows
+        return (row for row in rows if self._matches(row[1]))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self._start()
