@@ -294,3 +294,43 @@ def test_a_commit_that_changes_everything_reruns_every_live_query(app: Applicati
         await app.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_re_run_is_handed_to_the_read_threads_while_its_commit_is_processed(
+    app: Application,
+) -> None:
+    """The re-run is submitted inside process_commits, before the loop runs anything
+    else (a read thread wakes while the loop finishes its work), and its result
+    still reaches the subscriber."""
+    submitted: list[str] = []
+
+    async def scenario() -> None:
+        await app.start()
+        conn = await connect(app, "s")
+        conn.modify(add(1))
+        await conn.transition()
+        database = app.database
+        start_read = database.start_read
+
+        def recorded(fn: Any) -> Any:
+            submitted.append("read")
+            return start_read(fn)
+
+        database.start_read = recorded  # type: ignore[method-assign]
+        live = app.live
+        process_commits = live.process_commits
+        during: list[list[str]] = []
+
+        def processing(commits: list[Commit]) -> None:
+            process_commits(commits)
+            during.append(list(submitted))
+
+        live.process_commits = processing  # type: ignore[method-assign]
+        await app.executor.mutation("app:add", {})
+        update = await conn.transition()
+        assert [m.query_id for m in update.modifications] == [1]
+        assert during and during[0] == ["read"]
+        await conn.close()
+        await app.stop()
+
+    asyncio.run(scenario())

@@ -35,7 +35,7 @@ import functools
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,6 +139,10 @@ class Subscriber(Protocol):
         when its pinned page is served by another live query already.
         """
         ...
+
+
+async def _raise(exc: Exception) -> Outcome:
+    raise exc
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
@@ -421,22 +425,30 @@ class LiveQueryManager:
         if self._closed:
             return
         query.running = True
-        task = asyncio.get_running_loop().create_task(self._run(query))
+        task = asyncio.get_running_loop().create_task(self._run(query, self._start(query)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, query: LiveQuery) -> None:
+    def _start(self, query: LiveQuery) -> Awaitable[Outcome]:
+        """Hand a run of ``query`` to the read threads now (``_run`` awaits it)."""
+        query.rerun_requested = False
+        try:
+            return self.executor.start_query(
+                query.path, query.args, identity=query.identity, journal=query.journal
+            )
+        except Exception as exc:
+            return _raise(exc)  # _run reports it like a failed run
+
+    async def _run(self, query: LiveQuery, started: Awaitable[Outcome]) -> None:
         try:
             while True:
-                query.rerun_requested = False
-                outcome = await self.executor.query(
-                    query.path, query.args, identity=query.identity, journal=query.journal
-                )
+                outcome = await started
                 if self._closed:
                     return
                 self._apply(query, outcome)
                 if not query.rerun_requested and query.invalid_at is None:
                     return
+                started = self._start(query)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

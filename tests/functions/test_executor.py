@@ -396,6 +396,42 @@ def test_async_calls(t: TestBackend) -> None:
     assert str(hidden.error) == "Could not find public function for 'tasks:secret'"
 
 
+def test_a_started_query_answers_as_a_query_and_is_observed_once(t: TestBackend) -> None:
+    """start_query hands the read over before it returns; its outcome is query()'s,
+    and a call that fails before it can start is still one observed failure."""
+    seen: list[Outcome] = []
+    t.app.executor.observers.append(seen.append)
+    submitted: list[Any] = []
+    start_read = t.database.start_read
+
+    def recorded(fn: Any) -> Any:
+        submitted.append(fn)
+        return start_read(fn)
+
+    t.database.start_read = recorded  # type: ignore[method-assign]
+
+    async def main() -> tuple[Outcome, Outcome, Outcome]:
+        await t.app.mutation("tasks:add", {"title": "started"})
+        started = t.app.executor.start_query("tasks:list", {})
+        assert len(submitted) == 1  # handed over already, before anything is awaited
+        listed = await started
+        missing = await t.app.executor.start_query("tasks:nope", {})
+        crashed = await t.app.executor.start_query("tasks:echo", {"title": 1.0})
+        return listed, missing, crashed
+
+    listed, missing, crashed = asyncio.run(main())
+    assert listed.ok and listed.value == ["started"] and listed.kind is FunctionKind.QUERY
+    assert listed.ts == t.database.last_ts and listed.read_set is not None
+    assert str(missing.error) == "Could not find public function for 'tasks:nope'"
+    assert "ArgumentValidationError" in str(crashed.error)  # failed on the read thread
+    assert len(submitted) == 2  # the missing function never reached the read threads
+    assert [o.path for o in seen if o.kind is not FunctionKind.MUTATION] == [
+        "tasks:list",
+        "tasks:nope",
+        "tasks:echo",
+    ]
+
+
 def test_extra_runs_in_the_same_transaction(t: TestBackend) -> None:
     seen: list[Any] = []
 

@@ -282,9 +282,13 @@ class Database:
 
     async def read(self, fn: Callable[[Transaction], T]) -> ReadResult[T]:
         """Run ``fn`` on a fresh snapshot, on the read thread pool."""
+        return await self.start_read(fn)
+
+    def start_read(self, fn: Callable[[Transaction], T]) -> asyncio.Future[ReadResult[T]]:
+        """Hand ``fn`` to the read thread pool now; the future resolves on this loop."""
         future: asyncio.Future[ReadResult[T]] = asyncio.get_running_loop().create_future()
         self._reads.submit(fn, future)
-        return await future
+        return future
 
     # ------------------------------------------------------------------ writes
 

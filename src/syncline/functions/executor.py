@@ -57,7 +57,7 @@ from syncline.values.size import NOT_FAST, check_value_limits, copy_within_limit
 from syncline.values.validators import ValidationContext, ValidatorError, validate_object
 
 if TYPE_CHECKING:
-    from syncline.database.database import Database
+    from syncline.database.database import Database, ReadResult
     from syncline.database.transaction import RequestKey, Transaction
     from syncline.functions.loader import FunctionRegistry
 
@@ -248,6 +248,29 @@ class _Call:
             except Exception:  # an observer must never break a call
                 log.exception("outcome observer failed")
         return suppress
+
+
+class _StartedQuery:
+    """A query already handed to the read threads (:meth:`Executor.start_query`).
+
+    An awaitable, not a coroutine: one that is dropped unawaited (its live
+    query was cancelled) leaves no "never awaited" warning behind.
+    """
+
+    __slots__ = ("call", "executor", "started")
+
+    def __init__(
+        self,
+        executor: Executor,
+        call: _Call,
+        started: asyncio.Future[ReadResult[Any]] | None,
+    ) -> None:
+        self.executor = executor
+        self.call = call
+        self.started = started
+
+    def __await__(self) -> Generator[Any, None, Outcome]:
+        return self.executor._finish_started(self.call, self.started).__await__()
 
 
 class Executor:
@@ -485,6 +508,33 @@ class Executor:
         with self._call(path, FunctionKind.QUERY, identity) as call:
             body = self._prepare_query(call, path, args, identity, allow_internal, journal)
             self._finish_query(call.outcome, await self.database.read(body))
+        return call.outcome
+
+    def start_query(
+        self, path: str, args: Any, *, identity: Identity = ANONYMOUS, journal: str | None = None
+    ) -> Awaitable[Outcome]:
+        """Like :meth:`query`, but handed to the read threads before this returns.
+
+        A read thread can start waking up while the event loop finishes what it
+        is doing: a live query re-run, scheduled while a commit is processed,
+        starts then rather than when its task first runs. Await the outcome.
+        """
+        call = self._call(path, FunctionKind.QUERY, identity).__enter__()
+        try:
+            body = self._prepare_query(call, path, args, identity, False, journal)
+            return _StartedQuery(self, call, self.database.start_read(body))
+        except BaseException as exc:
+            if not call.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+            return _StartedQuery(self, call, None)  # failed before it could start
+
+    async def _finish_started(
+        self, call: _Call, started: asyncio.Future[ReadResult[Any]] | None
+    ) -> Outcome:
+        if started is None:
+            return call.outcome  # already counted as it failed
+        with call:
+            self._finish_query(call.outcome, await started)
         return call.outcome
 
     def query_sync(
