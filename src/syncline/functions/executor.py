@@ -257,20 +257,19 @@ class _StartedQuery:
     query was cancelled) leaves no "never awaited" warning behind.
     """
 
-    __slots__ = ("call", "executor", "started")
+    __slots__ = ("call", "started")
 
-    def __init__(
-        self,
-        executor: Executor,
-        call: _Call,
-        started: asyncio.Future[ReadResult[Any]] | None,
-    ) -> None:
-        self.executor = executor
+    def __init__(self, call: _Call, started: asyncio.Future[ReadResult[Any]] | None) -> None:
         self.call = call
+        #: None: it failed before it could start (already counted as it failed)
         self.started = started
 
     def __await__(self) -> Generator[Any, None, Outcome]:
-        return self.executor._finish_started(self.call, self.started).__await__()
+        call, started = self.call, self.started
+        if started is not None:
+            with call:
+                Executor._finish_query(call.outcome, (yield from started.__await__()))
+        return call.outcome
 
 
 class Executor:
@@ -505,13 +504,18 @@ class Executor:
         allow_internal: bool = False,
         journal: str | None = None,
     ) -> Outcome:
-        with self._call(path, FunctionKind.QUERY, identity) as call:
-            body = self._prepare_query(call, path, args, identity, allow_internal, journal)
-            self._finish_query(call.outcome, await self.database.read(body))
-        return call.outcome
+        return await self.start_query(
+            path, args, identity=identity, allow_internal=allow_internal, journal=journal
+        )
 
     def start_query(
-        self, path: str, args: Any, *, identity: Identity = ANONYMOUS, journal: str | None = None
+        self,
+        path: str,
+        args: Any,
+        *,
+        identity: Identity = ANONYMOUS,
+        allow_internal: bool = False,
+        journal: str | None = None,
     ) -> Awaitable[Outcome]:
         """Like :meth:`query`, but handed to the read threads before this returns.
 
@@ -521,21 +525,12 @@ class Executor:
         """
         call = self._call(path, FunctionKind.QUERY, identity).__enter__()
         try:
-            body = self._prepare_query(call, path, args, identity, False, journal)
-            return _StartedQuery(self, call, self.database.start_read(body))
+            body = self._prepare_query(call, path, args, identity, allow_internal, journal)
+            return _StartedQuery(call, self.database.start_read(body))
         except BaseException as exc:
             if not call.__exit__(type(exc), exc, exc.__traceback__):
                 raise
-            return _StartedQuery(self, call, None)  # failed before it could start
-
-    async def _finish_started(
-        self, call: _Call, started: asyncio.Future[ReadResult[Any]] | None
-    ) -> Outcome:
-        if started is None:
-            return call.outcome  # already counted as it failed
-        with call:
-            self._finish_query(call.outcome, await started)
-        return call.outcome
+            return _StartedQuery(call, None)
 
     def query_sync(
         self, path: str, args: Any, *, identity: Identity = ANONYMOUS, allow_internal: bool = False
