@@ -136,10 +136,12 @@ def cli_commands() -> list[tuple[str, ...]]:
     from syncline.cli import main
 
     found: list[tuple[str, ...]] = []
+    ctx = click.Context(main)
 
     def walk(group: click.Group, prefix: tuple[str, ...]) -> None:
-        for name in sorted(group.commands):
-            command = group.commands[name]
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
             found.append((*prefix, name))
             if isinstance(command, click.Group):
                 walk(command, (*prefix, name))
@@ -209,11 +211,13 @@ def test_every_cli_option_is_mentioned_outside_the_help_blocks() -> None:
 
     prose = HELP_BLOCK.sub("", read(CLI_MD))
     missing = []
+    ctx = click.Context(main)
     for path in cli_commands():
-        command: click.Command = main
+        command: click.Command | None = main
         for word in path:
             assert isinstance(command, click.Group)
-            command = command.commands[word]
+            command = command.get_command(ctx, word)
+        assert command is not None
         for param in command.params:
             if isinstance(param, click.Option):
                 names = [n for n in param.opts if n.startswith("--") and n != "--help"]

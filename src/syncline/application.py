@@ -14,17 +14,15 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from syncline.accounts.issuer import TokenIssuer, install_issuer
-from syncline.accounts.keys import KEY_DIR_NAME, KeyStore
-from syncline.accounts.setup import find_convex_auth
 from syncline.auth.admin_key import load_or_create_admin_key
 from syncline.auth.credentials import (
     AuthHeaderKind,
@@ -64,6 +62,9 @@ from syncline.scheduling.leadership import (
 )
 from syncline.values.json import to_json
 from syncline.vectors import VectorSearch, VectorSettings
+
+if TYPE_CHECKING:
+    from syncline.accounts.issuer import TokenIssuer
 
 log = logging.getLogger("syncline")
 
@@ -458,6 +459,14 @@ class Application:
 
     def _all_providers(self) -> tuple[Any, ...]:
         """``auth_config.py``'s providers, plus built-in auth's issuer when the app uses it."""
+        if "syncline.accounts" not in sys.modules:
+            # No function can be built-in auth's: the functions never imported it. Built-in
+            # auth (26 modules) then stays out of the server's memory.
+            return self._configured_providers
+        from syncline.accounts.issuer import TokenIssuer, install_issuer
+        from syncline.accounts.keys import KEY_DIR_NAME, KeyStore
+        from syncline.accounts.setup import find_convex_auth
+
         if find_convex_auth(self._registry.functions.values()) is None:
             return self._configured_providers
         if self.issuer is None:

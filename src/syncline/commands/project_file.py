@@ -25,7 +25,6 @@ options and hands the values to click as the command's ``default_map``.
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -125,6 +124,8 @@ def _check(table: Mapping[str, Any], where: str, folder: Path) -> dict[str, Any]
     for key, value in table.items():
         spec = KEYS.get(key)
         if spec is None:
+            import difflib  # for a misspelt key only: not loaded with every server
+
             close = difflib.get_close_matches(key, list(KEYS), n=1)
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise ProjectFileError(

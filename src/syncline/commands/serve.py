@@ -238,10 +238,10 @@ def _server_options(fn: Any) -> Any:
 
 
 def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    from syncline.snapshot.backups import parse_interval
-
     if value is None:
         return None
+    from syncline.snapshot.backups import parse_interval
+
     try:
         return parse_interval(value)
     except ValueError as exc:
@@ -298,11 +298,11 @@ _dashboard_option = click.option(
 
 def _backups(app: Application, options: dict[str, Any]) -> Any:
     """``--backup-every``: the coroutine function writing scheduled backups, or None."""
-    from syncline.snapshot.backups import BackupSchedule, run_backups
-
     every = options.get("backup_every")
     if every is None:
-        return None
+        return None  # and the snapshot modules stay unloaded
+    from syncline.snapshot.backups import BackupSchedule, run_backups
+
     assert app.paths is not None  # Application.open sets them
     folder = options.get("backup_dir") or app.paths.database_dir / "backups"
     schedule = BackupSchedule(every, Path(folder), options["backup_keep"])

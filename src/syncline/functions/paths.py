@@ -13,7 +13,6 @@ References, interchangeable wherever a function is named:
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection
 from functools import lru_cache
@@ -84,6 +83,8 @@ def suggest_path(path: str, known: Collection[str]) -> str | None:
     if guess is not None and guess in known:
         return guess
     target = guess or path
+    import difflib  # only for a path that does not exist: not loaded with every server
+
     matches = difflib.get_close_matches(target, list(known), n=1, cutoff=0.75)
     return matches[0] if matches else None
 

@@ -41,16 +41,13 @@ from starlette.routing import Route
 from syncline.auth.credentials import require_admin
 from syncline.errors import InvalidRequest, LimitExceeded, SynclineError
 from syncline.server.api import error_response
-from syncline.snapshot import (
-    ImportMode,
-    export_snapshot,
-    export_table,
-    import_snapshot,
-    import_table,
-)
 
 if TYPE_CHECKING:
     from syncline.application import Application
+    from syncline.snapshot import ImportMode
+
+# syncline.snapshot (and zipfile, csv) is imported by the first export or import,
+# not with the server: most servers never run one.
 
 __all__ = ["DEFAULT_MAX_IMPORT_BYTES", "EXPORT_PATH", "IMPORT_PATH", "TS_HEADER", "routes"]
 
@@ -130,6 +127,8 @@ class _ChunkPipe:
 
 
 def _mode(raw: str | None) -> ImportMode:
+    from syncline.snapshot import ImportMode
+
     try:
         return ImportMode(raw or "empty")
     except ValueError:
@@ -153,6 +152,8 @@ class SnapshotApi:
         return self.app.storage.blobs if self.app.storage is not None else None
 
     async def export(self, request: Request) -> Response:
+        from syncline.snapshot import export_snapshot, export_table
+
         try:
             await self._require_admin(request, f"GET {EXPORT_PATH}")
         except SynclineError as exc:
@@ -223,6 +224,8 @@ class SnapshotApi:
         )
 
     async def import_(self, request: Request) -> Response:
+        from syncline.snapshot import import_snapshot, import_table
+
         try:
             await self._require_admin(request, f"POST {IMPORT_PATH}")
             mode = _mode(request.query_params.get("mode"))
