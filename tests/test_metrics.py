@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import write_functions
@@ -126,6 +127,45 @@ def test_commit_batches_are_sized_and_timed(backend: TestBackend) -> None:
     assert sample("syncline_commit_batch_size_sum") - commits == 1
     assert sample("syncline_commit_durable_seconds_count") - durable == 1
     assert sample("syncline_commit_batch_seconds_sum") > 0
+
+
+def _histogram_samples(histogram: Histogram) -> dict[tuple[str, str], float]:
+    return {
+        (sample.name, sample.labels.get("le", "")): sample.value
+        for family in histogram.collect()
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def test_many_observations_at_once_count_as_one_at_a_time() -> None:
+    amounts = [0.0001, 0.0005, 0.0006, 0.001, 0.003, 0.003, 0.2, 7.0, 301.0, 0.0]
+    buckets = (0.0005, 0.001, 0.0025, 0.1, 5.0, 300.0)
+    batched = metrics.BatchedHistogram("batched_seconds", "test", buckets=buckets, registry=None)
+    single = Histogram("single_seconds", "test", buckets=buckets, registry=None)
+    batched.observe_many(amounts)
+    batched.observe_many([])
+    for amount in amounts:
+        single.observe(amount)
+    got = {
+        (name.replace("batched", "single"), le): value
+        for (name, le), value in _histogram_samples(batched).items()
+    }
+    assert got == _histogram_samples(single)
+    assert got[("single_seconds_count", "")] == len(amounts)
+
+
+def test_fan_out_latencies_reach_the_histogram_when_flushed() -> None:
+    before = sample("syncline_fanout_latency_seconds_count")
+    metrics.note_published(10**15)
+    for _ in range(3):
+        metrics.observe_fanout(10**15)
+    metrics.observe_fanout(10**15 + 1)  # no such commit: ignored
+    metrics.flush_fanout()
+    assert sample("syncline_fanout_latency_seconds_count") - before == 3
+    metrics.observe_fanout(10**15)
+    metrics.exposition()  # a scrape takes what is pending
+    assert sample("syncline_fanout_latency_seconds_count") - before == 4
 
 
 def test_exposition_parses_and_carries_the_process_collector() -> None:

@@ -481,6 +481,7 @@ class LiveQueryManager:
             self._share(query)
         for subscriber in list(query.subscribers):
             subscriber.live_query_changed(query)
+        metrics.flush_fanout()  # the sessions written just now: one histogram update
 
     def _pin_journal(self, query: LiveQuery, journal: str) -> bool:
         """A paginated query's first run fixed its page end: re-runs keep that page.

@@ -584,6 +584,7 @@ class SyncSession:
             transition = self.build_transition()
         except CloseConnection:
             return False  # queued as usual; the sender builds it again and closes
+        metrics.flush_fanout()
         frame = encode_server_frame(response)
         if transition is None:  # a result is pending: the sender sends it when it is in
             batch: list[tuple[ServerMessage, bytes]] = [(response, frame)]
@@ -657,6 +658,7 @@ class SyncSession:
                         transition = self.build_transition()
                     except CloseConnection as close:
                         closing, transition = close, None  # after what is queued
+                    metrics.flush_fanout()
                     if transition is not None:
                         batch.append((transition, None))
                 if batch:
