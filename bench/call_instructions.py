@@ -13,7 +13,10 @@ generator. Under ``valgrind --tool=callgrind`` it counts the instructions of
 ``--calls`` and of twice as many calls and prints the difference divided by
 ``--calls``: what one more call costs, start-up excluded. The count does not
 move when other programs load the machine, unlike CPU time; system calls
-(socket, futex) and cache misses are not in it. ``--run`` runs the calls
+(socket, futex) and cache misses are not in it. For ``create`` it still
+moves by up to 7% between runs of the same code: whether a mutation commits
+on the thread that ran it or is handed to the committer depends on thread
+timing. Compare medians of several runs. ``--run`` runs the calls
 without valgrind and prints the process CPU time per call instead.
 """
 
