@@ -402,9 +402,13 @@ def test_a_snapshot_that_cannot_be_ended_does_not_stop_later_mutations(pdb: Data
         if failures:
             raise failures.pop()
 
+    def read_then_insert(tx: Transaction, n: int) -> None:
+        Query(tx, "t").collect()  # a read: the attempt opens a snapshot
+        tx.insert("t", {"n": float(n)})
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store, "release_reader", failing_once)
         for n in range(3):
-            pdb.submit_write(lambda tx, n=n: tx.insert("t", {"n": float(n)})).result(5)
+            pdb.submit_write(lambda tx, n=n: read_then_insert(tx, n)).result(5)
     assert not failures
     assert _sequence(pdb) == [0.0, 1.0, 2.0]

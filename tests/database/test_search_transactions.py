@@ -401,6 +401,8 @@ def test_on_a_backend_without_search_indexes_stay_declarations(
 
     monkeypatch.setattr(sqlite._SqliteReader, "supports_search", False)
     monkeypatch.setattr(postgres._PgReader, "supports_search", False)
+    monkeypatch.setattr(sqlite.SqlitePersistence, "supports_search", False)
+    monkeypatch.setattr(postgres.PostgresPersistence, "supports_search", False)
     with _open(tmp_path / "nosearch.sqlite3") as db:
         with caplog.at_level(logging.WARNING, logger="syncline.database"):
             change = db.apply_schema(_schema())

@@ -292,27 +292,28 @@ def test_a_resend_through_the_other_database_at_an_older_snapshot_is_answered_fr
     b.write_sync(lambda tx: tx.insert("t", {"n": 0.0}))
     key = RequestKey("session", 7, b"call")
     looked, committed = threading.Event(), threading.Event()
-    attempts: list[tuple[int, bool]] = []
+    resends: list[tuple[int, bool]] = []
 
-    def send(tx: Transaction) -> Any:
+    def send(tx: Transaction, attempts: list[tuple[int, bool]] | None = None) -> Any:
         done = tx.recorded_request(key)
-        attempts.append((tx.ts, done is not None))
-        if len(attempts) == 1:
-            looked.set()
-            assert committed.wait(5)
+        if attempts is not None:
+            attempts.append((tx.ts, done is not None))
+            if len(attempts) == 1:
+                looked.set()
+                assert committed.wait(5)
         if done is not None:
             return ("replayed", done[0], done[1])
         doc_id = tx.insert("t", {"n": 1.0})
         tx.record_request(key, doc_id)
         return doc_id
 
-    resend = b.submit_write(send)
+    resend = b.submit_write(lambda tx: send(tx, resends))
     assert looked.wait(5)
     first = a.write_sync(send)  # the original, committed while the resend waits
     committed.set()
     answer = resend.result(10).value
     assert answer == ("replayed", first.value, first.ts)
-    assert [found for _, found in attempts] == [False, False, True]
-    assert attempts[0][0] < first.ts <= attempts[2][0]
+    assert [found for _, found in resends] == [False, True]
+    assert resends[0][0] < first.ts <= resends[1][0]
     assert [d["n"] for d in _docs(b, "t")] == [0.0, 1.0]
     assert [d["n"] for d in _docs(a, "t")] == [0.0, 1.0]

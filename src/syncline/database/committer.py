@@ -48,6 +48,7 @@ from syncline import metrics
 from syncline.clock import Clock
 from syncline.database.catalog import Catalog
 from syncline.database.catalog_state import CatalogState, CatalogStates, load_state
+from syncline.database.lazy_snapshot import LazySnapshot
 from syncline.database.overlay import BufferedWrites, NeedsLock
 from syncline.database.publisher import CommitPublisher
 from syncline.database.reads import ReadSet
@@ -153,7 +154,10 @@ class WriteJob:
     buffer: BufferedWrites | None = None
     outcome: Any = None
     failed: bool = False
+    #: the catalog version and snapshot ts the last attempt ran at (its reads are
+    #: checked against the commits after that ts)
     catalog_version: int = 0
+    snapshot_ts: int = 0
 
     def start(self) -> bool:
         """False if the caller gave up (cancelled) before the job ran."""
@@ -389,17 +393,16 @@ class Committer:
                 if not job.start():
                     self._executed(None)
                     continue
+                if conn is not None and conn.ts < self._publisher.published_ts:
+                    self._release_reader(conn)
+                    conn = None
+                snapshot = self._snapshot(conn)
                 try:
-                    if conn is not None and conn.ts < self._publisher.published_ts:
-                        self._release_reader(conn)
-                        conn = None
-                    if conn is None:
-                        conn = self.persistence.reader()
-                    self._execute(job, conn)
+                    self._execute(job, snapshot)
                 except BaseException as exc:  # storage failed before the function could run
-                    if conn is not None:
-                        self._release_reader(conn)
-                        conn = None
+                    if snapshot.opened is not None:
+                        self._release_reader(snapshot.opened)
+                    conn = None
                     error = exc
                     if not isinstance(exc, DatabaseUnavailable):
                         error = InternalError(f"Mutation could not start: {exc}")
@@ -407,8 +410,9 @@ class Committer:
                     self._resolve([(job, error)])
                     self._executed(None)
                     continue
+                conn = snapshot.opened
                 broken = job.failed and isinstance(job.outcome, DatabaseUnavailable)
-                if self._mutation_jobs.empty() or broken:
+                if conn is not None and (self._mutation_jobs.empty() or broken):
                     # Idle next: hold no snapshot (an open one keeps the WAL from being
                     # reset). Broken: the next attempt needs another connection.
                     self._release_reader(conn)
@@ -418,6 +422,16 @@ class Committer:
         finally:
             if conn is not None:
                 self._release_reader(conn)
+
+    def _snapshot(self, opened: ReadConnection | None) -> LazySnapshot:
+        """The snapshot of an attempt: ``opened``, or one begun at its first read."""
+        return LazySnapshot(
+            self.persistence.reader,
+            ts=self._publisher.published_ts,
+            catalog_version=self._catalogs.current.version,
+            supports_search=self.persistence.supports_search,
+            opened=opened,
+        )
 
     def _release_reader(self, conn: ReadConnection) -> None:
         """Give a mutation thread's snapshot back; a store that cannot end it is logged.
@@ -478,7 +492,7 @@ class Committer:
         if target is not None and self._finished >= target:
             self._gathered.set()
 
-    def _execute(self, job: WriteJob, conn: ReadConnection) -> None:
+    def _execute(self, job: WriteJob, conn: LazySnapshot) -> None:
         """One optimistic attempt: run ``job`` at the snapshot ``conn``, writes buffered.
 
         Consecutive attempts on one thread share a snapshot until this process
@@ -505,6 +519,8 @@ class Committer:
             # Checked at commit like a result: a failure seen at a stale snapshot
             # (an insufficient balance, say) is retried as well.
             job.outcome, job.failed = exc, True
+        # Begun by the function's first read, the snapshot may be newer than assumed.
+        job.snapshot_ts = conn.ts
 
     def _next_ts(self) -> int:
         ts = max(self._last_ts + 1, self.clock.now_ns())
@@ -578,12 +594,13 @@ class Committer:
         todo = [j for j in batch if not j.locked and j.tx is None and j.start()]
         if not todo:
             return
-        conn = self.persistence.reader()
+        snapshot = self._snapshot(None)
         try:
             for job in todo:
-                self._execute(job, conn)
+                self._execute(job, snapshot)
         finally:
-            self.persistence.release_reader(conn)
+            if snapshot.opened is not None:
+                self.persistence.release_reader(snapshot.opened)
 
     def _wait_for_running_attempts(self) -> bool:
         """Wait (up to ``gather_s``) for the attempts already submitted to finish.
@@ -766,7 +783,8 @@ class Committer:
         read_set = tx.read_set
         if read_set.is_empty():
             return None
-        index = self._publisher.conflict(read_set, tx.ts) or batch.written.conflict(read_set, tx.ts)
+        ts = job.snapshot_ts
+        index = self._publisher.conflict(read_set, ts) or batch.written.conflict(read_set, ts)
         return None if index is None else repr(index.rpartition(".")[0])
 
     def _commit_optimistic(self, batch: _Batch, job: WriteJob) -> None:

@@ -385,6 +385,10 @@ class WriteConnection(ReadConnection):
 class Persistence(ABC):
     """A storage backend: hands out snapshots and the single writer connection."""
 
+    #: whether its connections store text search indexes: the same as their
+    #: ``ReadConnection.supports_search`` (known before any is opened)
+    supports_search: bool = False
+
     @abstractmethod
     def reader(self) -> ReadConnection:
         """Open a snapshot; the caller must :meth:`release_reader` it."""

@@ -657,6 +657,8 @@ class PostgresPersistence(Persistence):
     :class:`~syncline.errors.DatabaseUnavailable`).
     """
 
+    supports_search = True
+
     def __init__(
         self,
         conninfo: str,

@@ -561,6 +561,8 @@ class _SqliteWriter(_SqliteReader, WriteConnection):
 class SqlitePersistence(Persistence):
     """SQLite in WAL mode at ``path``; up to ``max_readers`` pooled snapshot connections."""
 
+    supports_search = True
+
     def __init__(
         self, path: str | Path, *, durability: Durability = "full", max_readers: int = 8
     ) -> None:
